@@ -1,0 +1,62 @@
+"""User-facing failures as types, each carrying its exit code (DESIGN: Exit codes).
+
+Raise these from the core; the task layer converts them once, at the edge, into
+one line on stderr and the process exit code.
+"""
+
+from __future__ import annotations
+
+
+class SeedError(Exception):
+    """Base of every failure Seed reports to a user. `code` is the process exit code."""
+
+    code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(SeedError):
+    """Usage or configuration error found without contacting any server."""
+
+    code = 2
+
+
+class Refused(SeedError):
+    """A protected action was not confirmed (no TTY and no --yes)."""
+
+    code = 2
+
+
+class LockHeld(SeedError):
+    """The environment's lock is held by another live deploy."""
+
+    code = 3
+
+
+class PreflightFailed(SeedError):
+    """Pre-flight failed or was refused; nothing was changed."""
+
+    code = 4
+
+
+class RolledBack(SeedError):
+    """The deploy failed and the environment was verified back to the before-state."""
+
+    code = 5
+
+
+class HumanNeeded(SeedError):
+    """The deploy failed and the environment could not be verified back: a person must look."""
+
+    code = 6
+
+
+class ChecksFailed(SeedError):
+    """A read-only command's checks failed; nothing was changed."""
+
+    code = 7
