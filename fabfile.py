@@ -1,0 +1,12 @@
+"""Seed's command line: `fab <environment> <task>` (see README.md, `fab --list`)."""
+
+from invoke import Collection
+
+from tasks import deploy, sandbox
+from tasks.edge import environment_tasks
+
+ns = Collection()
+for env_task in environment_tasks():
+    ns.add_task(env_task)
+ns.add_task(deploy.upgradedb)
+ns.add_collection(Collection.from_module(sandbox), name="sandbox")

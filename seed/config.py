@@ -1,0 +1,682 @@
+"""Load and validate one environment file into a typed `Environment`.
+
+Only the selected file is read, so a broken `production.yml` never breaks
+`fab local ...`. Every problem is collected and reported at once, each naming
+the file and the key; unknown keys are errors (a typo such as `pasword` must
+not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from seed.errors import ConfigError
+
+ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+SECRET_NAME_RE = re.compile(r"(?i)secret|passw|token|key|credential|private|auth|salt|dsn")
+_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class Secret:
+    """A string that never shows itself in repr/str, logs or reports."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Host:
+    """One SSH target: `[user@]name[:port]` in a role list, defaults from `ssh:`."""
+
+    name: str
+    user: str
+    port: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.user}@{self.name}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    user: str
+    port: int
+    key: Path | None
+    known_hosts: Path
+    gateway: str | None
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class Roles:
+    app: tuple[Host, ...]
+    migrate: Host
+    db: Host
+
+    def all_hosts(self) -> tuple[Host, ...]:
+        seen: dict[tuple[str, str, int], Host] = {}
+        for host in (*self.app, self.migrate, self.db):
+            seen.setdefault((host.user, host.name, host.port), host)
+        return tuple(seen.values())
+
+
+@dataclass(frozen=True)
+class Health:
+    url: str
+    status: int
+    text: str | None
+    timeout: float
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    repo: str
+    ref: str
+    deploy_to: str
+    python: str
+    settings: str
+    env: Mapping[str, Secret]
+    keep_releases: int
+    pip_args: tuple[str, ...]
+    restart: str | None
+    maintenance_on: str | None
+    maintenance_off: str | None
+    health: Health | None
+
+
+@dataclass(frozen=True)
+class DbConfig:
+    host: str
+    port: int
+    name: str
+    user: str
+    password: Secret | None
+    admin_user: str
+    admin_password: Secret | None
+    access: str  # "tunnel" (through the state host) or "direct"
+    lock_timeout: str
+    lock_retries: int
+    statement_timeout: str
+    drain_timeout: float
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    dir: str
+    format: str
+    compression: int
+    jobs: int
+    keep: int
+    lock_wait_timeout: str
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a check's single value must be. Exactly one kind is set."""
+
+    kind: str  # equals | not_equals | min | max | between | equals_before | delta | rows
+    value: Any = None
+    tolerance_pct: float = 0.0
+
+    @property
+    def needs_before(self) -> bool:
+        return self.kind in ("equals_before", "delta")
+
+    def describe(self) -> str:
+        if self.kind == "equals_before":
+            tol = f" ±{self.tolerance_pct:g}%" if self.tolerance_pct else ""
+            return f"equal to before{tol}"
+        if self.kind == "delta":
+            return f"before {self.value:+}"
+        if self.kind == "between":
+            return f"between {self.value[0]} and {self.value[1]}"
+        if self.kind == "rows":
+            return f"{self.value} rows"
+        words = {"equals": "=", "not_equals": "!=", "min": ">=", "max": "<="}
+        return f"{words[self.kind]} {self.value}"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    when: str  # pre | post
+    sql: str
+    expect: Expectation
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    path: Path
+    description: str
+    protected: bool
+    ssh: SshConfig
+    roles: Roles
+    app: AppConfig
+    db: DbConfig
+    backup: BackupConfig
+    state_dir: str
+    checks: tuple[Check, ...] = field(default_factory=tuple)
+
+    @property
+    def state_host(self) -> Host:
+        return self.roles.db
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for scrubbing output (longest first).
+
+        Database passwords, and `app.env` values whose name says secret
+        (SECRET_KEY, *_PASSWORD, *_TOKEN, ...): the others (ALLOWED_HOSTS) are settings.
+        """
+        values = [v.reveal() for k, v in self.app.env.items() if SECRET_NAME_RE.search(k)]
+        for secret in (self.db.password, self.db.admin_password):
+            if secret is not None:
+                values.append(secret.reveal())
+        return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+
+
+def local_user() -> str:
+    """The control machine's user name from the uid (not $USER, which CI may not set)."""
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def environments_dir(root: Path | None = None) -> Path:
+    """The directory holding `<env>.yml` files: `SEED_ENVIRONMENTS` or `./environments`."""
+    override = os.environ.get("SEED_ENVIRONMENTS")
+    if override:
+        return Path(override)
+    return (root or Path.cwd()) / "environments"
+
+
+def list_environments(directory: Path) -> list[str]:
+    """Environment names from file names only (no file is parsed)."""
+    if not directory.is_dir():
+        return []
+    names = []
+    for path in sorted(directory.glob("*.yml")):
+        if ENV_NAME_RE.match(path.stem):
+            names.append(path.stem)
+    return names
+
+
+def load_environment(name: str, directory: Path | None = None) -> Environment:
+    """Read, interpolate and validate `<directory>/<name>.yml`; ConfigError lists every problem."""
+    directory = directory or environments_dir()
+    path = directory / f"{name}.yml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such environment file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: {where}invalid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    parser = _Parser(path)
+    env = parser.environment(name, raw)
+    if parser.errors:
+        if len(parser.errors) == 1:
+            raise ConfigError(f"{path}: {parser.errors[0]}")
+        listing = "; ".join(parser.errors)
+        raise ConfigError(f"{path}: {len(parser.errors)} problems: {listing}")
+    assert env is not None
+    return env
+
+
+def interpolate(value: str, lookup: Callable[[str], str | None] = os.environ.get) -> str:
+    """Replace `${VAR}` / `${VAR:-default}`; `$$` is a literal `$`. KeyError names a missing VAR."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        var, default = match.group(1), match.group(2)
+        found = lookup(var)
+        if found is None or (found == "" and default is not None):
+            if default is None:
+                raise KeyError(var)
+            return default
+        return found
+
+    return _VAR_RE.sub(replace, value)
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads `on:`/`off:`/`no` as booleans,
+    which would turn `maintenance: {on: ..., off: ...}` into True/False keys.)"""
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _first in "tTfF":
+    _Yaml12Loader.yaml_implicit_resolvers[_first].insert(
+        0, (_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"))
+    )
+
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+class _Parser:
+    """Walks the raw mapping, converting and validating; problems accumulate in `errors`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.errors: list[str] = []
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    def _section(self, raw: Any, key: str, allowed: set[str]) -> dict[str, Any]:
+        value = raw.get(key) if isinstance(raw, dict) else None
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.errors.append(f"{key}: expected a mapping")
+            return {}
+        self._unknown(value, key, allowed)
+        return value
+
+    def _unknown(self, mapping: dict[str, Any], prefix: str, allowed: set[str]) -> None:
+        for key in mapping:
+            if key not in allowed:
+                where = f"{prefix}.{key}" if prefix else str(key)
+                hint = ", ".join(sorted(allowed))
+                self.errors.append(f"{where}: unknown key (expected one of: {hint})")
+
+    def _str(self, mapping: dict[str, Any], key: str, where: str, default: Any = _MISSING) -> Any:
+        value = mapping.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if default is _MISSING:
+                self.errors.append(f"{where}: required")
+                return ""
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.errors.append(f"{where}: expected a string")
+            return ""
+        return self._interp(str(value), where)
+
+    def _interp(self, value: str, where: str) -> str:
+        try:
+            return interpolate(value)
+        except KeyError as exc:
+            self.errors.append(
+                f"{where}: environment variable {exc.args[0]} is not set "
+                f"(export it, or write ${{{exc.args[0]}:-default}})"
+            )
+            return ""
+
+    def _int(self, mapping: dict[str, Any], key: str, where: str, default: int, lo: int = 0) -> int:
+        value = mapping.get(key, default)
+        if isinstance(value, str):
+            value = self._interp(value, where)
+            try:
+                value = int(value)
+            except ValueError:
+                self.errors.append(f"{where}: expected an integer, got {value!r}")
+                return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.errors.append(f"{where}: expected an integer")
+            return default
+        if value < lo:
+            self.errors.append(f"{where}: must be >= {lo}")
+            return default
+        return int(value)
+
+    def _float(self, mapping: dict[str, Any], key: str, where: str, default: float) -> float:
+        value = mapping.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            self.errors.append(f"{where}: expected a positive number")
+            return default
+        return float(value)
+
+    def _bool(self, mapping: dict[str, Any], key: str, where: str, default: bool) -> bool:
+        value = mapping.get(key, default)
+        if not isinstance(value, bool):
+            self.errors.append(f"{where}: expected true or false")
+            return default
+        return value
+
+    def _choice(
+        self, mapping: dict[str, Any], key: str, where: str, choices: tuple[str, ...], default: str
+    ) -> str:
+        value = self._str(mapping, key, where, default)
+        if value not in choices:
+            self.errors.append(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
+            return default
+        return str(value)
+
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            # relative paths in an environment file are relative to the repository root
+            path = self.path.parent.parent / path
+        return path
+
+    # -- sections -----------------------------------------------------------------------------
+
+    def environment(self, name: str, raw: dict[str, Any]) -> Environment | None:
+        if not ENV_NAME_RE.match(name):
+            self.errors.append(f"environment name {name!r} must match {ENV_NAME_RE.pattern}")
+        top = {"description", "protected", "ssh", "roles", "app", "db", "backup", "state_dir"}
+        top |= {"checks"}
+        self._unknown(raw, "", top)
+        ssh = self.ssh(raw)
+        roles = self.roles(raw, ssh)
+        app = self.app(raw)
+        db = self.db(raw)
+        backup = self.backup(raw, name)
+        checks = self.checks(raw)
+        state_dir = self._str(raw, "state_dir", "state_dir", f"/var/lib/seed/{name}")
+        if state_dir and not str(state_dir).startswith("/"):
+            self.errors.append("state_dir: must be an absolute path on the state host")
+        if roles is None:
+            return None
+        return Environment(
+            name=name,
+            path=self.path,
+            description=str(self._str(raw, "description", "description", name)),
+            protected=self._bool(raw, "protected", "protected", False),
+            ssh=ssh,
+            roles=roles,
+            app=app,
+            db=db,
+            backup=backup,
+            state_dir=str(state_dir),
+            checks=checks,
+        )
+
+    def ssh(self, raw: dict[str, Any]) -> SshConfig:
+        s = self._section(
+            raw, "ssh", {"user", "port", "key", "known_hosts", "gateway", "connect_timeout"}
+        )
+        user = self._str(s, "user", "ssh.user", "") or local_user()
+        key = self._str(s, "key", "ssh.key", None)
+        known = self._str(s, "known_hosts", "ssh.known_hosts", "~/.ssh/known_hosts")
+        return SshConfig(
+            user=str(user),
+            port=self._int(s, "port", "ssh.port", 22, lo=1),
+            key=self._path(key) if key else None,
+            known_hosts=self._path(str(known)),
+            gateway=self._str(s, "gateway", "ssh.gateway", None),
+            connect_timeout=self._float(s, "connect_timeout", "ssh.connect_timeout", 10.0),
+        )
+
+    def _host(self, value: Any, where: str, ssh: SshConfig) -> Host | None:
+        if not isinstance(value, str) or not value.strip():
+            self.errors.append(f"{where}: expected a host name like [user@]host[:port]")
+            return None
+        text = self._interp(value.strip(), where)
+        user = ssh.user
+        if "@" in text:
+            user, text = text.split("@", 1)
+        port = ssh.port
+        if text.count(":") == 1:
+            text, port_text = text.split(":")
+            if not port_text.isdigit():
+                self.errors.append(f"{where}: bad port in {value!r}")
+                return None
+            port = int(port_text)
+        if not text:
+            self.errors.append(f"{where}: empty host name")
+            return None
+        return Host(name=text, user=user, port=port)
+
+    def roles(self, raw: dict[str, Any], ssh: SshConfig) -> Roles | None:
+        r = self._section(raw, "roles", {"app", "migrate", "db"})
+        apps_raw = r.get("app")
+        if isinstance(apps_raw, str):
+            apps_raw = [apps_raw]
+        if not isinstance(apps_raw, list) or not apps_raw:
+            self.errors.append("roles.app: required, a list of one or more hosts")
+            apps_raw = []
+        apps = [self._host(h, f"roles.app[{i}]", ssh) for i, h in enumerate(apps_raw)]
+        migrate_raw = r.get("migrate", apps_raw[0] if apps_raw else None)
+        if isinstance(migrate_raw, list):
+            self.errors.append("roles.migrate: exactly one host (migrations run once)")
+            migrate_raw = None
+        migrate = self._host(migrate_raw, "roles.migrate", ssh)
+        db = self._host(r.get("db", migrate_raw), "roles.db", ssh)
+        if migrate is None or db is None or any(h is None for h in apps):
+            return None
+        return Roles(app=tuple(h for h in apps if h is not None), migrate=migrate, db=db)
+
+    def app(self, raw: dict[str, Any]) -> AppConfig:
+        allowed = {"repo", "ref", "deploy_to", "python", "settings", "env", "keep_releases"}
+        allowed |= {"pip_args", "restart", "maintenance", "health"}
+        a = self._section(raw, "app", allowed)
+        env_raw = a.get("env") or {}
+        env: dict[str, Secret] = {}
+        if not isinstance(env_raw, dict):
+            self.errors.append("app.env: expected a mapping of NAME: value")
+        else:
+            for key in env_raw:
+                if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
+                    self.errors.append(f"app.env.{key}: not a valid variable name")
+                    continue
+                env[str(key)] = Secret(str(self._str(env_raw, key, f"app.env.{key}")))
+        maint = self._section(a, "maintenance", {"on", "off"})
+        health = None
+        h = self._section(a, "health", {"url", "status", "text", "timeout"})
+        if h:
+            health = Health(
+                url=str(self._str(h, "url", "app.health.url")),
+                status=self._int(h, "status", "app.health.status", 200, lo=100),
+                text=self._str(h, "text", "app.health.text", None),
+                timeout=self._float(h, "timeout", "app.health.timeout", 10.0),
+            )
+        pip_args = a.get("pip_args") or []
+        if not isinstance(pip_args, list):
+            self.errors.append("app.pip_args: expected a list of arguments")
+            pip_args = []
+        deploy_to = str(self._str(a, "deploy_to", "app.deploy_to"))
+        if deploy_to and not deploy_to.startswith("/"):
+            self.errors.append("app.deploy_to: must be an absolute path on the app hosts")
+        return AppConfig(
+            repo=str(self._str(a, "repo", "app.repo")),
+            ref=str(self._str(a, "ref", "app.ref", "main")),
+            deploy_to=deploy_to.rstrip("/"),
+            python=str(self._str(a, "python", "app.python", "python3")),
+            settings=str(self._str(a, "settings", "app.settings")),
+            env=env,
+            keep_releases=self._int(a, "keep_releases", "app.keep_releases", 5, lo=2),
+            pip_args=tuple(self._interp(str(x), "app.pip_args") for x in pip_args),
+            restart=self._str(a, "restart", "app.restart", None),
+            maintenance_on=self._str(maint, "on", "app.maintenance.on", None),
+            maintenance_off=self._str(maint, "off", "app.maintenance.off", None),
+            health=health,
+        )
+
+    def db(self, raw: dict[str, Any]) -> DbConfig:
+        allowed = {"host", "port", "name", "user", "password", "admin_user", "admin_password"}
+        allowed |= {"passfile", "access", "lock_timeout", "lock_retries", "statement_timeout"}
+        allowed |= {"drain_timeout"}
+        d = self._section(raw, "db", allowed)
+        host = str(self._str(d, "host", "db.host", "127.0.0.1"))
+        port = self._int(d, "port", "db.port", 5432, lo=1)
+        name = str(self._str(d, "name", "db.name"))
+        user = str(self._str(d, "user", "db.user"))
+        admin = str(self._str(d, "admin_user", "db.admin_user", "postgres"))
+        passfile_raw = self._str(d, "passfile", "db.passfile", None)
+        passfile = self._path(passfile_raw) if passfile_raw else None
+
+        def secret(key: str, role: str, dbname: str) -> Secret | None:
+            value = self._str(d, key, f"db.{key}", None)
+            if value:
+                return Secret(str(value))
+            found = lookup_pgpass(host, port, dbname, role, passfile)
+            return Secret(found) if found is not None else None
+
+        return DbConfig(
+            host=host,
+            port=port,
+            name=name,
+            user=user,
+            password=secret("password", user, name),
+            admin_user=admin,
+            admin_password=secret("admin_password", admin, "postgres"),
+            access=self._choice(d, "access", "db.access", ("tunnel", "direct"), "tunnel"),
+            lock_timeout=str(self._str(d, "lock_timeout", "db.lock_timeout", "5s")),
+            lock_retries=self._int(d, "lock_retries", "db.lock_retries", 3),
+            statement_timeout=str(self._str(d, "statement_timeout", "db.statement_timeout", "60s")),
+            drain_timeout=self._float(d, "drain_timeout", "db.drain_timeout", 10.0),
+        )
+
+    def backup(self, raw: dict[str, Any], env_name: str) -> BackupConfig:
+        allowed = {"dir", "format", "compression", "jobs", "keep", "lock_wait_timeout"}
+        b = self._section(raw, "backup", allowed)
+        directory = str(self._str(b, "dir", "backup.dir", f"/var/backups/seed/{env_name}"))
+        if directory and not directory.startswith("/"):
+            self.errors.append("backup.dir: must be an absolute path on the state host")
+        compression = self._int(b, "compression", "backup.compression", 1)
+        if compression > 9:
+            self.errors.append("backup.compression: 0-9 (gzip level; PostgreSQL 15)")
+        return BackupConfig(
+            dir=directory.rstrip("/"),
+            format=self._choice(b, "format", "backup.format", ("custom",), "custom"),
+            compression=compression,
+            jobs=self._int(b, "jobs", "backup.jobs", 1, lo=1),
+            keep=self._int(b, "keep", "backup.keep", 10, lo=1),
+            lock_wait_timeout=str(
+                self._str(b, "lock_wait_timeout", "backup.lock_wait_timeout", "30s")
+            ),
+        )
+
+    def checks(self, raw: dict[str, Any]) -> tuple[Check, ...]:
+        items = raw.get("checks") or []
+        if not isinstance(items, list):
+            self.errors.append("checks: expected a list")
+            return ()
+        checks: list[Check] = []
+        names: set[str] = set()
+        for i, item in enumerate(items):
+            where = f"checks[{i}]"
+            if not isinstance(item, dict):
+                self.errors.append(f"{where}: expected a mapping with name, sql, expect")
+                continue
+            self._unknown(item, where, {"name", "when", "sql", "expect"})
+            name = str(self._str(item, "name", f"{where}.name"))
+            if name in names:
+                self.errors.append(f"{where}.name: duplicate check name {name!r}")
+            names.add(name)
+            where = f"checks[{name or i}]"
+            sql = str(self._str(item, "sql", f"{where}.sql")).strip().rstrip(";")
+            when = self._choice(item, "when", f"{where}.when", ("pre", "post"), "post")
+            expect = self.expectation(item.get("expect", _MISSING), f"{where}.expect")
+            if expect is not None:
+                if when == "pre" and expect.needs_before:
+                    self.errors.append(f"{where}: a pre check cannot compare with before")
+                checks.append(Check(name=name, when=when, sql=sql, expect=expect))
+        return tuple(checks)
+
+    def expectation(self, raw: Any, where: str) -> Expectation | None:
+        if raw is _MISSING:
+            self.errors.append(f"{where}: required (a value, or one of equals, min, max, ...)")
+            return None
+        if not isinstance(raw, dict):
+            if isinstance(raw, list):
+                self.errors.append(f"{where}: expected a value or a mapping")
+                return None
+            return Expectation("equals", raw)
+        kinds = {"equals", "not_equals", "min", "max", "between", "equals_before", "delta"}
+        kinds |= {"rows"}
+        self._unknown(raw, where, kinds | {"tolerance_pct"})
+        chosen = [k for k in raw if k in kinds]
+        if len(chosen) != 1:
+            self.errors.append(f"{where}: exactly one of {', '.join(sorted(kinds))}")
+            return None
+        kind = chosen[0]
+        value = raw[kind]
+        tolerance = raw.get("tolerance_pct", 0.0)
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
+            self.errors.append(f"{where}.tolerance_pct: expected a number")
+            tolerance = 0.0
+        if kind == "equals_before" and value is not True:
+            self.errors.append(f"{where}.equals_before: write `equals_before: true`")
+        if kind == "between" and not (isinstance(value, list) and len(value) == 2):
+            self.errors.append(f"{where}.between: expected [low, high]")
+            return None
+        if kind in ("delta", "rows", "min", "max") and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            self.errors.append(f"{where}.{kind}: expected a number")
+            return None
+        return Expectation(kind, value, float(tolerance))
+
+
+def lookup_pgpass(
+    host: str, port: int, dbname: str, user: str, passfile: Path | None = None
+) -> str | None:
+    """The password for host:port:db:user from a libpq password file, like libpq does.
+
+    Looks in `passfile`, else `PGPASSFILE`, else `~/.pgpass`. Returns None when no
+    line matches (the server may use peer or trust authentication).
+    """
+    if passfile is None:
+        env_file = os.environ.get("PGPASSFILE")
+        passfile = Path(env_file) if env_file else Path.home() / ".pgpass"
+    try:
+        lines = passfile.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    wanted = [host, str(port), dbname, user]
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = _split_pgpass(line)
+        if len(fields) != 5:
+            continue
+        if all(f == "*" or f == w for f, w in zip(fields[:4], wanted, strict=True)):
+            return fields[4]
+    return None
+
+
+def _split_pgpass(line: str) -> list[str]:
+    fields: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for ch in line:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ":" and len(fields) < 4:
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    fields.append("".join(current))
+    return fields

@@ -1,0 +1,182 @@
+"""PostgreSQL sessions from the control machine: connecting, table snapshots (DESIGN: Checksums).
+
+Hashing happens inside PostgreSQL, never by pulling rows. Every session sets
+`application_name=seed-<env>-<deploy id>` so it can be found in pg_stat_activity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from seed.config import Environment, Secret
+from seed.errors import PreflightFailed
+
+# Session settings that make ROW(...)::text deterministic (DESIGN: Checksums).
+CHECKSUM_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the control machine reaches the database (direct, or a tunnel's local port)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class TableFigures:
+    rows: int
+    checksum: str  # numeric as text: exact, never cast to bigint
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": self.rows, "checksum": self.checksum}
+
+
+def connect(
+    env: Environment,
+    endpoint: Endpoint,
+    *,
+    admin: bool,
+    dbname: str | None = None,
+    app_name: str = "seed",
+    autocommit: bool = True,
+) -> psycopg.Connection[Any]:
+    """Open a session as the admin or the app role; failures are one PreflightFailed line."""
+    user = env.db.admin_user if admin else env.db.user
+    secret: Secret | None = env.db.admin_password if admin else env.db.password
+    name = dbname or env.db.name
+    kwargs: dict[str, Any] = {
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "dbname": name,
+        "user": user,
+        "application_name": app_name[:63],
+        "connect_timeout": 10,
+        "autocommit": autocommit,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+    }
+    if secret is not None:
+        kwargs["password"] = secret.reveal()
+    try:
+        return psycopg.connect(**kwargs)
+    except psycopg.OperationalError as exc:
+        reason = _first_line(str(exc))
+        role = "db.admin_user" if admin else "db.user"
+        raise PreflightFailed(
+            f"database {user}@{env.db.host}:{env.db.port}/{name} ({role}): {reason}"
+        ) from None
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    # libpq prefixes "connection to server at ... failed:"; keep the reason
+    for line in lines:
+        if "FATAL:" in line:
+            return line.split("FATAL:", 1)[1].strip()
+    return lines[-1] if lines else "connection failed"
+
+
+def set_checksum_settings(conn: psycopg.Connection[Any]) -> None:
+    for name, value in CHECKSUM_SETTINGS.items():
+        conn.execute("select set_config(%s, %s, false)", (name, value))
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    columns: tuple[str, ...]  # primary key columns first, then the rest by position
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def list_tables(conn: psycopg.Connection[Any]) -> list[Table]:
+    """Ordinary and partitioned-leaf tables outside the system schemas, with checksum columns."""
+    rows = conn.execute(
+        """
+        select n.nspname, c.relname,
+               array_agg(a.attname order by (i.indkey is null), a.attnum) as cols
+          from pg_class c
+          join pg_namespace n on n.oid = c.relnamespace
+          join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+          left join pg_index i on i.indrelid = c.oid and i.indisprimary
+                              and a.attnum = any(i.indkey)
+         where c.relkind = 'r'
+           and n.nspname not in ('pg_catalog', 'information_schema')
+           and n.nspname not like 'pg_toast%'
+           and n.nspname not like 'pg_temp%'
+         group by n.nspname, c.relname
+         order by n.nspname, c.relname
+        """
+    ).fetchall()
+    return [Table(r[0], r[1], tuple(r[2])) for r in rows]
+
+
+def table_figures(conn: psycopg.Connection[Any], table: Table) -> TableFigures:
+    """count(*) and sum(hashtextextended(ROW(pk, cols)::text, 0)) as exact numeric."""
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
+    query = sql.SQL(
+        "select count(*), coalesce(sum(hashtextextended(ROW({cols})::text, 0)::numeric), 0)"
+        " from {schema}.{table}"
+    ).format(cols=cols, schema=sql.Identifier(table.schema), table=sql.Identifier(table.name))
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return TableFigures(int(row[0]), str(row[1]))
+
+
+def snapshot_figures(conn: psycopg.Connection[Any]) -> dict[str, TableFigures]:
+    """Figures for every table, in the session's current transaction/snapshot."""
+    set_checksum_settings(conn)
+    return {t.qualified: table_figures(conn, t) for t in list_tables(conn)}
+
+
+@contextmanager
+def exported_snapshot(conn: psycopg.Connection[Any]) -> Iterator[str]:
+    """A REPEATABLE READ read-only transaction whose snapshot id others can import.
+
+    The transaction stays open while the block runs, so pg_dump --snapshot and the
+    checks see exactly the same data as the before-state figures.
+    """
+    conn.autocommit = False
+    try:
+        conn.execute("begin isolation level repeatable read read only")
+        row = conn.execute("select pg_export_snapshot()").fetchone()
+        assert row is not None
+        yield str(row[0])
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+
+
+def server_version(conn: psycopg.Connection[Any]) -> int:
+    return int(conn.info.server_version)
+
+
+def database_size(conn: psycopg.Connection[Any], dbname: str) -> int:
+    row = conn.execute("select pg_database_size(%s)", (dbname,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def applied_migrations(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    """The applied (app, name) set from django_migrations; empty when the table is absent."""
+    exists = conn.execute("select to_regclass('django_migrations') is not null").fetchone()
+    if not exists or not exists[0]:
+        return []
+    rows = conn.execute("select app, name from django_migrations order by app, name").fetchall()
+    return [(str(a), str(n)) for a, n in rows]

@@ -1,0 +1,119 @@
+"""The journal (one JSON record per deploy) and the environment lock.
+
+Both live on the state host, under `state_dir`, and every record is mirrored to
+`.seed/<env>/journal/` on the control machine, so `rollback` works from a fresh
+CI runner. The lock is a PostgreSQL advisory lock in the `postgres` database
+(never the target database, which a restore renames) plus a lock record naming
+the holder, for the message a second deploy prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import socket
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from seed.config import Environment
+from seed.errors import LockHeld
+from seed.remote import Remote, q
+from seed.report import Scrubber, iso, who, write_json
+
+
+class Journal:
+    def __init__(self, env: Environment, remote: Remote, local_root: Path, scrub: Scrubber) -> None:
+        self.env = env
+        self.remote = remote
+        self.dir = posixpath.join(env.state_dir, "journal")
+        self.local = local_root / env.name / "journal"
+        self.scrub = scrub
+
+    def ensure(self) -> None:
+        self.remote.mkdirs(self.env.state_dir, self.dir, mode=0o700)
+
+    def job_dir(self, deploy_id: str, name: str) -> str:
+        return posixpath.join(self.env.state_dir, "jobs", deploy_id, name)
+
+    def write(self, deploy_id: str, record: dict[str, Any]) -> None:
+        clean = self.scrub.data(record)
+        data = json.dumps(clean, indent=2).encode()
+        self.remote.put_bytes(data, posixpath.join(self.dir, f"{deploy_id}.json"))
+        write_json(self.local / f"{deploy_id}.json", clean, self.scrub)
+
+    def records(self) -> list[dict[str, Any]]:
+        """All records on the state host, oldest first (ids sort by time)."""
+        out = []
+        for name in self.remote.listdir(self.dir):
+            if name.endswith(".json"):
+                try:
+                    out.append(json.loads(self.remote.get_bytes(posixpath.join(self.dir, name))))
+                except (json.JSONDecodeError, OSError):
+                    continue
+        return out
+
+    def last_good(self) -> dict[str, Any] | None:
+        good = [r for r in self.records() if r.get("outcome") == "succeeded"]
+        return good[-1] if good else None
+
+    # -- lock record ----------------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> str:
+        return posixpath.join(self.env.state_dir, "lock.json")
+
+    def write_lock(self, deploy_id: str, command: str) -> None:
+        info = {
+            "deploy_id": deploy_id,
+            "who": who(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "command": command,
+            "since": iso(),
+        }
+        self.remote.put_bytes(json.dumps(info).encode(), self.lock_path)
+
+    def read_lock(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.remote.get_bytes(self.lock_path))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return data
+
+    def clear_lock(self, deploy_id: str) -> None:
+        current = self.read_lock()
+        if current is None or current.get("deploy_id") == deploy_id:
+            self.remote.run(f"rm -f {q(self.lock_path)}")
+
+
+def lock_key_sql() -> str:
+    return "hashtextextended('seed:' || %s || ':' || %s, 0)"
+
+
+def acquire_lock(
+    conn: psycopg.Connection[Any], journal: Journal, deploy_id: str, command: str
+) -> None:
+    """Take the advisory lock on this session or raise LockHeld naming the holder."""
+    env = journal.env
+    row = conn.execute(
+        f"select pg_try_advisory_lock({lock_key_sql()})", (env.name, env.db.name)
+    ).fetchone()
+    if not row or not row[0]:
+        holder = journal.read_lock() or {}
+        raise LockHeld(
+            f"environment {env.name} is locked by deploy {holder.get('deploy_id', '?')} "
+            f"({holder.get('who', 'unknown')}, pid {holder.get('pid', '?')}, "
+            f"{holder.get('command', '?')!r}) since {holder.get('since', '?')}; "
+            "wait for it to finish"
+        )
+    journal.write_lock(deploy_id, command)
+
+
+def release_lock(conn: psycopg.Connection[Any], journal: Journal, deploy_id: str) -> None:
+    env = journal.env
+    journal.clear_lock(deploy_id)
+    if not conn.closed:
+        conn.execute(f"select pg_advisory_unlock({lock_key_sql()})", (env.name, env.db.name))

@@ -1,0 +1,581 @@
+"""The upgradedb pipeline (DESIGN: The upgradedb pipeline).
+
+lock → pre-flight → maintenance on → before-state → verified backup → migrate →
+post checks → switch → restart → health → maintenance off → journal → unlock.
+
+Until the backup is verified nothing has changed: any failure undoes the
+preparations (uploaded release folders, maintenance) and exits 4. After it, a
+failure hands over to `after_failure`, which states exactly where things stand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import secrets as pysecrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from seed import backup as backups
+from seed import checks as checklib
+from seed import db as dblib
+from seed import migrate as migratelib
+from seed import release as rel
+from seed.config import Environment, Host
+from seed.errors import HumanNeeded, PreflightFailed, SeedError
+from seed.journal import Journal, acquire_lock, release_lock
+from seed.remote import Remote, RemoteError, q
+from seed.report import Output, Report, iso, utcnow, write_json
+
+
+@dataclass
+class DeployOptions:
+    ref: str | None
+    command: str
+    local_root: Path
+    report_path: Path | None = None
+
+
+def new_deploy_id() -> str:
+    return f"{utcnow():%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
+
+
+class Session:
+    """Open connections to every host and the database endpoint for one run."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.remotes: dict[Host, Remote] = {}
+        self._stack = contextlib.ExitStack()
+        self.endpoint: dblib.Endpoint | None = None
+
+    def open(self) -> None:
+        for host in self.env.roles.all_hosts():
+            remote = Remote(self.env, host).open()
+            self._stack.callback(remote.close)
+            self.remotes[host] = remote
+        if self.env.db.access == "tunnel":
+            port = self._stack.enter_context(self.state.tunnel(self.env.db.host, self.env.db.port))
+            self.endpoint = dblib.Endpoint("127.0.0.1", port)
+        else:
+            self.endpoint = dblib.Endpoint(self.env.db.host, self.env.db.port)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    @property
+    def state(self) -> Remote:
+        return self.remotes[self.env.roles.db]
+
+    @property
+    def migrator(self) -> Remote:
+        return self.remotes[self.env.roles.migrate]
+
+    def app_remotes(self) -> list[Remote]:
+        """App hosts plus the migrate host (which needs the release too), each once."""
+        hosts = list(self.env.roles.app)
+        if self.env.roles.migrate not in hosts:
+            hosts.append(self.env.roles.migrate)
+        return [self.remotes[h] for h in hosts]
+
+    def serving_remotes(self) -> list[Remote]:
+        return [self.remotes[h] for h in self.env.roles.app]
+
+    def connect(self, *, admin: bool, dbname: str | None = None, app_name: str) -> Any:
+        assert self.endpoint is not None
+        conn = dblib.connect(self.env, self.endpoint, admin=admin, dbname=dbname, app_name=app_name)
+        self._stack.callback(conn.close)
+        return conn
+
+
+class Upgrade:
+    """One `upgradedb` run. `run()` returns the report or raises a SeedError (exit code)."""
+
+    def __init__(self, env: Environment, opts: DeployOptions, out: Output) -> None:
+        self.env = env
+        self.opts = opts
+        self.out = out
+        self.scrub = out.scrub
+        self.deploy_id = new_deploy_id()
+        self.app_name = f"seed-{env.name}-{self.deploy_id}"
+        self.report = Report(env.name, opts.command, self.deploy_id)
+        self.layout = rel.Layout(env.app.deploy_to)
+        self.session = Session(env)
+        self.journal: Journal | None = None
+        # what has been done so far (for undo and for "where things stand")
+        self.uploaded: list[Remote] = []
+        self.previous: dict[str, str | None] = {}
+        self.maintenance_on = False
+        self.switched: list[Remote] = []
+        self.backup: backups.BackupRecord | None = None
+        self.before: dict[str, Any] = {}
+        self.rid = ""
+        self.sha = ""
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def step(self, name: str) -> Any:
+        return self.out.step(self.report, name)
+
+    def record(self) -> None:
+        if self.journal is not None:
+            with contextlib.suppress(SeedError, OSError):
+                self.journal.write(self.deploy_id, self.report.to_json())
+
+    def finish(self, outcome: str, exit_code: int, message: str) -> None:
+        self.report.outcome = outcome
+        self.report.exit_code = exit_code
+        self.report.message = self.scrub(message)
+        self.report.finished_at = iso()
+        self.record()
+        local = self.opts.local_root / self.env.name / "reports" / f"{self.deploy_id}.json"
+        write_json(local, self.report.to_json(), self.scrub)
+        if self.opts.report_path:
+            write_json(self.opts.report_path, self.report.to_json(), self.scrub)
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        env = self.env
+        ref = self.opts.ref or env.app.ref
+        self.report.data.update(
+            {"ref": ref, "sha_before": None, "sha_after": None, "release_before": None}
+        )
+        self.out.line(f"seed upgradedb {env.name} ({env.description}): deploy {self.deploy_id}")
+        lock_conn: psycopg.Connection[Any] | None = None
+        try:
+            with self.step("resolve ref") as s:
+                mirror = rel.repo_cache(env.app.repo, self.opts.local_root / "cache" / "repos")
+                self.sha = rel.resolve_ref(mirror, ref)
+                archive = rel.build_archive(
+                    mirror, self.sha, self.opts.local_root / "cache" / "archives"
+                )
+                requirements = rel.file_at(mirror, self.sha, "requirements.txt")
+                if requirements is None:
+                    raise PreflightFailed(f"{ref} ({self.sha[:12]}) has no requirements.txt")
+                self.rid = rel.release_id(self.sha, f"{utcnow():%Y%m%d%H%M%S}")
+                self.report.data["sha_after"] = self.sha
+                self.report.data["release_after"] = self.rid
+                s.detail = f"{ref} = {self.sha[:12]}"
+            with self.step("connect") as s:
+                self.session.open()
+                hosts = ", ".join(r.label for r in self.session.remotes.values())
+                s.detail = hosts
+            self.journal = Journal(env, self.session.state, self.opts.local_root, self.scrub)
+            with self.step("lock"):
+                self.journal.ensure()
+                lock_conn = self.session.connect(
+                    admin=True, dbname="postgres", app_name=self.app_name
+                )
+                acquire_lock(lock_conn, self.journal, self.deploy_id, self.opts.command)
+            self.record()
+            try:
+                self.preflight(archive, requirements)
+                self.freeze_and_back_up()
+            except SeedError as exc:
+                self.undo_preparations()
+                raise PreflightFailed(
+                    f"deploy of {ref} refused at pre-flight: {exc}; nothing changed"
+                ) from None
+            try:
+                self.apply()
+            except SeedError as exc:
+                self.after_failure(exc)
+            message = self.success_message(ref)
+            self.finish("succeeded", 0, message)
+            return self.report
+        except SeedError as exc:
+            if self.report.outcome == "running":
+                self.finish("failed", exc.code, str(exc))
+            raise
+        finally:
+            if lock_conn is not None and self.journal is not None:
+                with contextlib.suppress(Exception):
+                    release_lock(lock_conn, self.journal, self.deploy_id)
+            self.session.close()
+
+    # -- before anything changes ------------------------------------------------------------
+
+    def preflight(self, archive: Path, requirements: bytes) -> None:
+        env, session = self.env, self.session
+        with self.step("database") as s:
+            admin = session.connect(admin=True, app_name=self.app_name)
+            app = session.connect(admin=False, app_name=self.app_name)
+            server = dblib.server_version(admin)
+            size = dblib.database_size(admin, env.db.name)
+            self.report.data["database"] = {"server_version": server, "size_bytes": size}
+            self.admin, self.app = admin, app
+            s.detail = f"PostgreSQL {server // 10000}, {size / 1e6:.1f} MB, both roles connect"
+        with self.step("backup pre-flight") as s:
+            text, major = backups.pg_dump_version(session.state)
+            if major < server // 10000:
+                raise PreflightFailed(
+                    f"pg_dump on {session.state.label} is {text!r}, older than the server "
+                    f"({server // 10000}); install a pg_dump >= the server version"
+                )
+            free = backups.free_bytes(session.state, env.backup.dir)
+            needed = int(size * 1.0)
+            if free < needed:
+                raise PreflightFailed(
+                    f"backup dir {env.backup.dir} on {session.state.label} has "
+                    f"{free / 1e6:.0f} MB free, the backup needs about {needed / 1e6:.0f} MB"
+                )
+            s.detail = f"{text}; {free / 1e9:.1f} GB free in {env.backup.dir}"
+        with self.step("upload release") as s:
+            reused = 0
+            for remote in session.app_remotes():
+                self.previous[remote.label] = rel.current_release(remote, self.layout)
+                self.uploaded.append(remote)
+                rel.upload_release(remote, self.layout, self.rid, archive, self.sha)
+                version = rel.python_version(remote, env.app.python)
+                vhash = rel.venv_hash(requirements, version)
+                job = self.job_dir(f"venv-{remote.host.name}-{remote.host.port}")
+                reused += rel.ensure_venv(env, remote, self.layout, self.rid, vhash, job)
+                rel.write_env_file(env, remote, self.layout)
+            prev = self.previous.get(session.migrator.label)
+            self.report.data["release_before"] = prev
+            self.report.data["sha_before"] = prev.rsplit("-", 1)[-1] if prev else None
+            s.detail = f"{self.rid} on {len(self.uploaded)} host(s), venv reused on {reused}"
+        with self.step("migration plan") as s:
+            state = migratelib.migration_state(
+                session.migrator,
+                self.layout,
+                self.layout.release(self.rid),
+                env,
+                self.app_name,
+            )
+            if state.unknown_applied:
+                names = ", ".join(f"{a}.{n}" for a, n in state.unknown_applied)
+                raise PreflightFailed(
+                    f"the database has migrations this release does not know ({names}); "
+                    "deploying older code needs a rollback first"
+                )
+            self.plan = state
+            self.report.data["migrations"] = {
+                "applied_before": [f"{a}.{n}" for a, n in state.applied],
+                "planned": state.pending,
+                "plan": state.plan,
+                "applied": [],
+            }
+            s.detail = f"{len(state.pending)} to apply: " + (", ".join(state.pending) or "none")
+        with self.step("parse checks") as s:
+            self.no_baseline: dict[str, str] = {}
+            for check in env.checks:
+                if check.when == "pre" or check.expect.needs_before:
+                    try:
+                        checklib.explain(self.app, check, env.db.statement_timeout)
+                    except checklib.CheckQueryError as exc:
+                        if check.when == "post" and exc.missing_object:
+                            # nothing to compare with: e.g. the first deploy creates the table
+                            self.no_baseline[check.name] = f"no baseline ({exc})"
+                            continue
+                        raise PreflightFailed(
+                            f"check '{check.name}' does not plan: {exc}"
+                        ) from None
+            s.detail = f"{len(env.checks)} check(s)"
+            if self.no_baseline:
+                s.detail += f", {len(self.no_baseline)} without baseline"
+        self.record()
+
+    def freeze_and_back_up(self) -> None:
+        env, session = self.env, self.session
+        with self.step("maintenance on") as s:
+            live = [r for r in session.serving_remotes() if self.previous.get(r.label)]
+            if env.app.maintenance_on and live:
+                for remote in live:
+                    rel.run_hook(remote, self.layout, env.app.maintenance_on, "maintenance on")
+                self.maintenance_on = True
+            elif not live:
+                s.detail = "no live release yet"
+            s.detail = (s.detail + "; " if s.detail else "") + self.drain_sessions()
+        with self.step("before-state") as s:
+            snap_conn = session.connect(admin=True, app_name=self.app_name)
+            with dblib.exported_snapshot(snap_conn) as snapshot:
+                figures = dblib.snapshot_figures(snap_conn)
+                applied = dblib.applied_migrations(snap_conn)
+                self.before = {
+                    "applied_migrations": [f"{a}.{n}" for a, n in applied],
+                    "tables": {k: v.to_json() for k, v in figures.items()},
+                }
+                self.baselines: dict[str, Any] = {}
+                failed = []
+                for check in env.checks:
+                    if check.when == "pre":
+                        result = checklib.run_check(
+                            self.app, check, env.db.statement_timeout, snapshot=snapshot
+                        )
+                        self.report.checks.append(result.to_json())
+                        if not result.passed:
+                            failed.append(result.describe())
+                    elif check.expect.needs_before and check.name not in self.no_baseline:
+                        try:
+                            self.baselines[check.name] = checklib.measure(
+                                self.app, check, env.db.statement_timeout, snapshot
+                            )
+                        except checklib.CheckQueryError as exc:
+                            failed.append(f"baseline of check '{check.name}' failed: {exc}")
+                self.report.data["before"] = {
+                    **self.before,
+                    "baselines": {k: checklib._jsonable(v) for k, v in self.baselines.items()},
+                }
+                if failed:
+                    raise PreflightFailed("; ".join(failed))
+                rows = sum(v.rows for v in figures.values())
+                s.detail = f"{len(figures)} tables, {rows} rows, {len(applied)} migrations"
+                self.take_backup(snapshot, applied, figures)
+        self.record()
+
+    def drain_sessions(self) -> str:
+        """Wait for the app role's other sessions to end, then terminate the rest."""
+        env = self.env
+        query = (
+            "select pid from pg_stat_activity where usename = %s and datname = %s "
+            "and pid <> pg_backend_pid() and application_name not like 'seed-%%'"
+        )
+        deadline = time.monotonic() + env.db.drain_timeout
+        while True:
+            pids = [r[0] for r in self.admin.execute(query, (env.db.user, env.db.name))]
+            if not pids or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for pid in pids:
+            self.admin.execute("select pg_terminate_backend(%s)", (pid,))
+        if pids:
+            return f"terminated {len(pids)} remaining app session(s)"
+        return "no app sessions left"
+
+    def take_backup(
+        self, snapshot: str, applied: list[tuple[str, str]], figures: dict[str, Any]
+    ) -> None:
+        env, session = self.env, self.session
+        with self.step("backup") as s:
+            started = time.monotonic()
+            backup_id = self.deploy_id
+            path, sha, size = backups.take_backup(
+                env, session.state, backup_id, self.job_dir("backup"), self.app_name, snapshot
+            )
+            text, _ = backups.pg_dump_version(session.state)
+            record = backups.BackupRecord(
+                id=backup_id,
+                path=path,
+                size=size,
+                sha256=sha,
+                seconds=time.monotonic() - started,
+                compression=env.backup.compression,
+                snapshot=snapshot,
+                pg_dump_version=text,
+                server_version=dblib.server_version(self.admin),
+                database=env.db.name,
+                code_sha=self.report.data.get("sha_before"),
+                applied_migrations=applied,
+                tables={k: v.to_json() for k, v in figures.items()},
+                created_at=iso(),
+                created_by=self.report.who,
+            )
+            manifest = backups.write_manifest(session.state, record)
+            self.backup = record
+            self.report.data["backup"] = {
+                "id": backup_id,
+                "path": path,
+                "manifest": manifest,
+                "sha256": sha,
+                "size": size,
+                "verified": record.verified,
+                "seconds": round(record.seconds, 3),
+            }
+            s.detail = f"{path} ({size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
+
+    def undo_preparations(self) -> None:
+        """Nothing changed yet: remove uploaded release folders, end maintenance."""
+        for remote in self.uploaded:
+            with contextlib.suppress(SeedError, OSError):
+                rel.remove_release(remote, self.layout, self.rid)
+        if self.maintenance_on and self.env.app.maintenance_off:
+            for remote in self.session.serving_remotes():
+                with contextlib.suppress(SeedError, OSError):
+                    rel.run_hook(
+                        remote, self.layout, self.env.app.maintenance_off, "maintenance off"
+                    )
+            self.maintenance_on = False
+
+    # -- changing things --------------------------------------------------------------------
+
+    def apply(self) -> None:
+        env, session = self.env, self.session
+        with self.step("migrate") as s:
+            outcome = migratelib.apply_migrations(
+                env,
+                session.migrator,
+                self.layout,
+                self.layout.release(self.rid),
+                self.job_dir("migrate"),
+                self.app_name,
+                on_output=self.out.detail,
+            )
+            self.report.data["migrations"]["output"] = self.scrub(outcome.output)
+            self.report.data["migrations"]["attempts"] = outcome.attempts
+            after = dblib.applied_migrations(self.admin)
+            before = set(self.before["applied_migrations"])
+            newly = [f"{a}.{n}" for a, n in after if f"{a}.{n}" not in before]
+            self.report.data["migrations"]["applied"] = newly
+            if outcome.exit_code != 0:
+                last = [ln for ln in outcome.output.strip().splitlines() if ln.strip()]
+                raise RemoteError(
+                    f"migrate failed (exit {outcome.exit_code}) after applying "
+                    f"{len(newly)} migration(s): {last[-1] if last else ''}"
+                )
+            s.detail = f"{len(newly)} applied"
+        with self.step("post checks") as s:
+            failed = []
+            for check in env.checks:
+                if check.when != "post":
+                    continue
+                if check.name in self.no_baseline:
+                    result = checklib.skipped_check(check, self.no_baseline[check.name])
+                else:
+                    result = checklib.run_check(
+                        self.app, check, env.db.statement_timeout, self.baselines.get(check.name)
+                    )
+                self.report.checks.append(result.to_json())
+                mark = "skip " if result.skipped else "ok   " if result.passed else "FAIL "
+                self.out.detail(mark + result.describe())
+                if not result.passed:
+                    failed.append(result.describe())
+            if failed:
+                raise SeedError(
+                    f"post {failed[0]}" + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
+                )
+            done = [c for c in self.report.checks if c["when"] == "post"]
+            skipped = sum(1 for c in done if c["skipped"])
+            s.detail = f"{len(done) - skipped} passed" + (f", {skipped} skipped" if skipped else "")
+        with self.step("switch"):
+            for remote in session.serving_remotes():
+                rel.switch_current(remote, self.layout, self.rid)
+                self.switched.append(remote)
+        with self.step("restart") as s:
+            if env.app.restart:
+                for remote in session.serving_remotes():
+                    rel.run_hook(remote, self.layout, env.app.restart, "restart")
+            else:
+                s.outcome, s.detail = "skipped", "no app.restart command"
+        with self.step("health") as s:
+            if env.app.health:
+                for remote in session.serving_remotes():
+                    health_check(env, remote, self.layout)
+                s.detail = f"{env.app.health.url} on {len(session.serving_remotes())} host(s)"
+            else:
+                s.outcome, s.detail = "skipped", "no app.health configured"
+        with self.step("maintenance off") as s:
+            if self.maintenance_on and env.app.maintenance_off:
+                for remote in session.serving_remotes():
+                    rel.run_hook(remote, self.layout, env.app.maintenance_off, "maintenance off")
+                self.maintenance_on = False
+            else:
+                s.outcome = "skipped"
+        with self.step("prune") as s:
+            removed = 0
+            for remote in session.app_remotes():
+                protect = {p for p in [self.previous.get(remote.label), self.rid] if p}
+                removed += len(
+                    rel.prune_releases(remote, self.layout, env.app.keep_releases, protect)
+                )
+            s.detail = f"{removed} old release folder(s) removed"
+
+    def after_failure(self, exc: SeedError) -> None:
+        """A failure after the backup. Put the code back; the database needs a restore."""
+        failed_step = next(
+            (s.name for s in reversed(self.report.steps) if s.outcome == "failed"), "?"
+        )
+        self.out.line(f"deploy failed at {failed_step}: {exc}")
+        code_state = self.restore_code()
+        assert self.backup is not None
+        message = (
+            f"deploy of {self.report.data['ref']} failed at {failed_step}: {exc}. "
+            f"Code: {code_state}. Database: NOT restored (automatic rollback is not available "
+            f"yet); it may be partly migrated. The verified backup is {self.backup.path} "
+            f"(sha256 {self.backup.sha256[:12]}); maintenance is "
+            f"{'still on' if self.maintenance_on else 'off'}"
+        )
+        self.report.data["state"] = {"code": code_state, "database": "not restored"}
+        self.finish("failed", HumanNeeded.code, message)
+        raise HumanNeeded(message)
+
+    def restore_code(self) -> str:
+        """`current` back to the recorded previous release on every host; failed folder removed."""
+        problems = []
+        for remote in self.switched:
+            prev = self.previous.get(remote.label)
+            try:
+                if prev:
+                    rel.switch_current(remote, self.layout, prev)
+                    if self.env.app.restart:
+                        rel.run_hook(remote, self.layout, self.env.app.restart, "restart")
+                else:
+                    remote.check(f"rm -f {q(self.layout.current)}", "removing current")
+            except SeedError as err:
+                problems.append(str(err))
+        for remote in self.uploaded:
+            with contextlib.suppress(SeedError, OSError):
+                rel.remove_release(remote, self.layout, self.rid)
+        if problems:
+            return "could not be put back: " + "; ".join(problems)
+        prev_any = next((p for p in self.previous.values() if p), None)
+        return f"current is {prev_any}" if prev_any else "no release was live before"
+
+    def success_message(self, ref: str) -> str:
+        m = self.report.data["migrations"]
+        n_checks = sum(1 for c in self.report.checks if c["passed"] and not c["skipped"])
+        total = sum(s.seconds for s in self.report.steps)
+        return (
+            f"deployed {ref} ({self.sha[:12]}) to {self.env.name}: "
+            f"{len(m['applied'])} migration(s) applied, {n_checks} check(s) passed, "
+            f"backup {self.report.data['backup']['id']}, in {total:.1f}s"
+        )
+
+    def job_dir(self, name: str) -> str:
+        return posixpath.join(self.env.state_dir, "jobs", self.deploy_id, name)
+
+
+HEALTH_SCRIPT = """
+import sys, time, urllib.request, urllib.error
+url, status, text, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+deadline = time.monotonic() + timeout
+last = "no answer"
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=min(5.0, timeout)) as r:
+            code, body = r.status, r.read(65536).decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        code, body = e.code, ""
+    except Exception as e:
+        last = str(e)
+        time.sleep(0.3)
+        continue
+    if code == status and (not text or text in body):
+        print(f"{code} {body[:80]!r}")
+        sys.exit(0)
+    last = f"status {code}, body {body[:80]!r}"
+    time.sleep(0.3)
+print(last)
+sys.exit(1)
+"""
+
+
+def health_check(env: Environment, remote: Remote, layout: rel.Layout) -> None:
+    """GET the health URL from the app host itself until it answers as expected."""
+    health = env.app.health
+    assert health is not None
+    python = posixpath.join(layout.current, ".venv", "bin", "python")
+    res = remote.run(
+        f"{q(python)} -c {q(HEALTH_SCRIPT)} {q(health.url)} {health.status} "
+        f"{q(health.text or '')} {health.timeout}",
+        timeout=health.timeout + 30,
+    )
+    if not res.ok:
+        raise RemoteError(
+            f"health check {health.url} on {remote.label} failed: {res.stdout.strip()[-200:]}"
+        )

@@ -1,0 +1,246 @@
+"""Code releases: resolve a ref on the control machine, ship `git archive`, switch `current`.
+
+Layout on each app host (DESIGN: Where state lives):
+  <deploy_to>/releases/<time>-<sha12>/   one folder per release (+ .venv symlink, REVISION)
+  <deploy_to>/current                    symlink, switched atomically (ln -s + mv -T)
+  <deploy_to>/shared/env                 0600, the app's settings and the libpq variables
+  <deploy_to>/shared/venvs/<hash>/       one venv per requirements hash, reused
+Servers need no git access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from seed.config import Environment
+from seed.errors import ConfigError, PreflightFailed
+from seed.remote import Remote, RemoteError, RemoteJob, q
+
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **_GIT_ENV}
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def repo_cache(repo: str, cache_root: Path) -> Path:
+    """A bare mirror of `repo` on the control machine, fetched fresh."""
+    key = hashlib.sha256(repo.encode()).hexdigest()[:16]
+    path = cache_root / f"{key}.git"
+    if not path.exists():
+        cache_root.mkdir(parents=True, exist_ok=True)
+        res = _git("clone", "--quiet", "--mirror", repo, str(path))
+    else:
+        res = _git("fetch", "--quiet", "--prune", "--tags", "origin", cwd=path)
+    if res.returncode != 0:
+        reason = (res.stderr.strip().splitlines() or ["git failed"])[-1]
+        raise PreflightFailed(f"git repository {repo}: cannot fetch ({reason})")
+    return path
+
+
+def resolve_ref(mirror: Path, ref: str) -> str:
+    """The full commit sha of a branch, tag or (abbreviated) sha; unknown → ConfigError."""
+    res = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=mirror)
+    if res.returncode != 0:
+        raise ConfigError(f"--ref {ref}: no such branch, tag or commit in the app repository")
+    return res.stdout.strip()
+
+
+def build_archive(mirror: Path, sha: str, out_dir: Path) -> Path:
+    """`git archive` of `sha` as a .tar.gz, cached by sha."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{sha}.tar.gz"
+    if target.exists():
+        return target
+    with tempfile.NamedTemporaryFile(dir=out_dir, delete=False, suffix=".partial") as fh:
+        tmp = Path(fh.name)
+    res = _git("archive", "--format=tar.gz", "-o", str(tmp), sha, cwd=mirror)
+    if res.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise PreflightFailed(f"git archive {sha[:12]} failed: {res.stderr.strip()}")
+    tmp.replace(target)
+    return target
+
+
+def file_at(mirror: Path, sha: str, path: str) -> bytes | None:
+    res = subprocess.run(
+        ["git", "show", f"{sha}:{path}"], cwd=mirror, capture_output=True, check=False
+    )
+    return res.stdout if res.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one environment's deployment on an app host."""
+
+    deploy_to: str
+
+    @property
+    def releases(self) -> str:
+        return posixpath.join(self.deploy_to, "releases")
+
+    @property
+    def shared(self) -> str:
+        return posixpath.join(self.deploy_to, "shared")
+
+    @property
+    def current(self) -> str:
+        return posixpath.join(self.deploy_to, "current")
+
+    @property
+    def env_file(self) -> str:
+        return posixpath.join(self.shared, "env")
+
+    def release(self, release_id: str) -> str:
+        return posixpath.join(self.releases, release_id)
+
+    def venv(self, venv_hash: str) -> str:
+        return posixpath.join(self.shared, "venvs", venv_hash)
+
+
+def release_id(sha: str, started_utc: str) -> str:
+    """`<YYYYmmddHHMMSS>-<sha12>`: sorts by time, names the code."""
+    return f"{started_utc}-{sha[:12]}"
+
+
+def current_release(remote: Remote, layout: Layout) -> str | None:
+    """The release id `current` points at, or None on a first deploy."""
+    target = remote.readlink(layout.current)
+    if not target:
+        return None
+    return posixpath.basename(target.rstrip("/"))
+
+
+def upload_release(remote: Remote, layout: Layout, rid: str, archive: Path, sha: str) -> str:
+    """Unpack the archive into releases/<rid> (fresh folder) and write REVISION."""
+    path = layout.release(rid)
+    remote.mkdirs(layout.releases, layout.shared, posixpath.join(layout.shared, "venvs"))
+    if remote.exists(path):
+        raise PreflightFailed(f"release folder {path} already exists on {remote.label}")
+    tarball = f"{path}.tar.gz"
+    remote.put_file(str(archive), tarball, mode=0o600)
+    remote.check(
+        f"mkdir {q(path)} && tar -xzf {q(tarball)} -C {q(path)} && rm -f {q(tarball)} && "
+        f"printf '%s\\n' {q(sha)} > {q(path)}/REVISION",
+        "unpacking the release",
+    )
+    return path
+
+
+def venv_hash(requirements: bytes, python_version: str) -> str:
+    return hashlib.sha256(python_version.encode() + b"\0" + requirements).hexdigest()[:16]
+
+
+def python_version(remote: Remote, python: str) -> str:
+    res = remote.run(f"{q(python)} -c 'import sys; print(sys.version.split()[0])'")
+    if not res.ok:
+        raise PreflightFailed(
+            f"{remote.label}: app.python {python!r} does not run ({res.tail(1)}); "
+            "install it or set app.python"
+        )
+    return res.stdout.strip()
+
+
+def ensure_venv(
+    env: Environment,
+    remote: Remote,
+    layout: Layout,
+    rid: str,
+    vhash: str,
+    job_dir: str,
+) -> bool:
+    """Link releases/<rid>/.venv to the venv for its requirements, building it if needed.
+
+    A venv is never modified once complete (marker file); an incomplete one was never
+    used by a release and is rebuilt. Returns True when it was reused.
+    """
+    venv = layout.venv(vhash)
+    release = layout.release(rid)
+    reused = remote.exists(posixpath.join(venv, ".seed-complete"))
+    if not reused:
+        pip_args = " ".join(q(a) for a in env.app.pip_args)
+        script = (
+            "set -euo pipefail\n"
+            f"rm -rf {q(venv)}\n"
+            f"{q(env.app.python)} -m venv {q(venv)}\n"
+            f"{q(venv)}/bin/pip install --disable-pip-version-check --no-input -q "
+            f"{pip_args} -r {q(release)}/requirements.txt\n"
+            f"touch {q(venv)}/.seed-complete\n"
+        )
+        job = RemoteJob.start(remote, job_dir, script)
+        code, output = job.wait(timeout=1800)
+        if code != 0:
+            tail = " | ".join(output.strip().splitlines()[-3:])
+            raise RemoteError(f"building the virtualenv on {remote.label} failed: {tail}")
+    remote.check(f"ln -sfn {q(venv)} {q(release)}/.venv", "linking the virtualenv")
+    return reused
+
+
+def env_file_content(env: Environment, extra: dict[str, str]) -> bytes:
+    """shared/env: KEY='value' lines (shell and systemd EnvironmentFile readable)."""
+    values: dict[str, str] = {"DJANGO_SETTINGS_MODULE": env.app.settings}
+    values.update({k: v.reveal() for k, v in env.app.env.items()})
+    values.update(extra)
+    lines = [f"{k}={q(v)}" for k, v in values.items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def db_env(env: Environment) -> dict[str, str]:
+    """The libpq variables (and DATABASE_URL) the app and manage.py read."""
+    db = env.db
+    password = db.password.reveal() if db.password else ""
+    values = {
+        "PGHOST": db.host,
+        "PGPORT": str(db.port),
+        "PGDATABASE": db.name,
+        "PGUSER": db.user,
+    }
+    if password:
+        values["PGPASSWORD"] = password
+    from urllib.parse import quote
+
+    auth = quote(db.user, safe="") + (":" + quote(password, safe="") if password else "")
+    values["DATABASE_URL"] = f"postgres://{auth}@{db.host}:{db.port}/{quote(db.name, safe='')}"
+    return values
+
+
+def write_env_file(env: Environment, remote: Remote, layout: Layout) -> None:
+    remote.put_bytes(env_file_content(env, db_env(env)), layout.env_file, mode=0o600)
+
+
+def switch_current(remote: Remote, layout: Layout, rid: str) -> None:
+    """Point `current` at releases/<rid> atomically (rename over the old symlink)."""
+    tmp = posixpath.join(layout.deploy_to, f".current-{rid}")
+    remote.check(
+        f"ln -sfn {q('releases/' + rid)} {q(tmp)} && mv -T {q(tmp)} {q(layout.current)}",
+        f"switching current to {rid}",
+    )
+
+
+def remove_release(remote: Remote, layout: Layout, rid: str) -> None:
+    remote.run(f"rm -rf {q(layout.release(rid))} {q(layout.release(rid))}.tar.gz")
+
+
+def prune_releases(remote: Remote, layout: Layout, keep: int, protect: set[str]) -> list[str]:
+    """Remove the oldest releases beyond `keep`, never `current` nor any in `protect`."""
+    names = [n for n in remote.listdir(layout.releases) if not n.endswith(".tar.gz")]
+    live = current_release(remote, layout)
+    keepers = set(names[-keep:]) | protect | ({live} if live else set())
+    doomed = [n for n in names if n not in keepers]
+    if doomed:
+        remote.run("rm -rf " + " ".join(q(layout.release(n)) for n in doomed))
+    return doomed
+
+
+def run_hook(remote: Remote, layout: Layout, command: str, what: str) -> None:
+    """Run a user hook (restart, maintenance) with cwd = deploy_to."""
+    remote.check(f"cd {q(layout.deploy_to)} && {command}", what, timeout=300)

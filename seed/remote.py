@@ -1,0 +1,311 @@
+"""SSH to the environment's hosts: connections with strict host keys, commands, files, jobs.
+
+Every interpolated value in a shell command goes through `q` (shlex.quote).
+Secrets never go on a command line: they travel as 0600 files over SFTP.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import shlex
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import paramiko
+from fabric import Config, Connection
+
+from seed.config import Environment, Host
+from seed.errors import PreflightFailed, SeedError
+
+q = shlex.quote
+
+
+class RemoteError(SeedError):
+    """A remote command failed; `code` is set by whoever knows what it means."""
+
+    code = 4
+
+
+@dataclass(frozen=True)
+class Result:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def tail(self, lines: int = 5) -> str:
+        text = (self.stderr.strip() or self.stdout.strip()).splitlines()
+        return " | ".join(text[-lines:])
+
+
+class Remote:
+    """One open SSH connection to one host of an environment."""
+
+    def __init__(self, env: Environment, host: Host) -> None:
+        self.env = env
+        self.host = host
+        self._conn: Connection | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @property
+    def label(self) -> str:
+        return self.host.label
+
+    def open(self) -> Remote:
+        """Connect, refusing unknown or changed host keys; failures are one clear line."""
+        ssh = self.env.ssh
+        known = ssh.known_hosts
+        if not known.is_file():
+            raise PreflightFailed(
+                f"ssh {self.label}: known_hosts file {known} not found "
+                f"(set ssh.known_hosts in {self.env.path.name}, or ssh-keyscan the host into it)"
+            )
+        connect_kwargs: dict[str, object] = {
+            "look_for_keys": ssh.key is None,
+            "allow_agent": ssh.key is None,
+            "banner_timeout": ssh.connect_timeout,
+            "auth_timeout": ssh.connect_timeout,
+        }
+        if ssh.key is not None:
+            if not ssh.key.is_file():
+                raise PreflightFailed(f"ssh {self.label}: key file {ssh.key} not found")
+            connect_kwargs["key_filename"] = str(ssh.key)
+        config = Config(overrides={"load_ssh_configs": False})
+        gateway = None
+        if ssh.gateway:
+            gateway = Connection(ssh.gateway, config=config, connect_kwargs=dict(connect_kwargs))
+            _strict_host_keys(gateway.client, known)
+        conn = Connection(
+            self.host.name,
+            user=self.host.user,
+            port=self.host.port,
+            config=config,
+            connect_timeout=int(ssh.connect_timeout),
+            connect_kwargs=connect_kwargs,
+            gateway=gateway,
+        )
+        _strict_host_keys(conn.client, known)
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException:
+            raise PreflightFailed(
+                f"ssh {self.label}: host key CHANGED (does not match {known}); refusing to "
+                "connect. Verify the server's key out of band, then update known_hosts"
+            ) from None
+        except paramiko.SSHException as exc:
+            text = str(exc)
+            if "not found in known_hosts" in text:
+                raise PreflightFailed(
+                    f"ssh {self.label}: host key unknown (not in {known}); add the verified "
+                    "key to known_hosts (ssh-keyscan, then check its fingerprint)"
+                ) from None
+            if isinstance(exc, paramiko.AuthenticationException):
+                raise PreflightFailed(
+                    f"ssh {self.label}: authentication failed for user {self.host.user} "
+                    f"(check ssh.user and ssh.key in {self.env.path.name})"
+                ) from None
+            raise PreflightFailed(f"ssh {self.label}: {text}") from None
+        except (OSError, TimeoutError) as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise PreflightFailed(
+                f"ssh {self.label}: cannot connect ({reason}); is the host up and the port right?"
+            ) from None
+        self._conn = conn
+        return self
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError(f"{self.label}: not connected")
+        return self._conn
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def run(self, command: str, *, timeout: float | None = None) -> Result:
+        """Run `command` through the login shell; never raises for a non-zero exit."""
+        try:
+            res = self.conn.run(
+                command, hide=True, warn=True, in_stream=False, timeout=timeout, pty=False
+            )
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise RemoteError(f"ssh {self.label}: connection lost ({exc})") from None
+        return Result(command, res.exited, res.stdout, res.stderr)
+
+    def check(self, command: str, what: str, *, timeout: float | None = None) -> Result:
+        """Run `command`; a non-zero exit raises RemoteError naming `what` and the host."""
+        res = self.run(command, timeout=timeout)
+        if not res.ok:
+            raise RemoteError(f"{what} on {self.label} failed (exit {res.exit_code}): {res.tail()}")
+        return res
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self.conn.sftp()
+        return self._sftp
+
+    def put_bytes(self, data: bytes, path: str, mode: int = 0o600) -> None:
+        """Write `data` to `path` atomically (temp name, chmod before content, rename)."""
+        tmp = f"{path}.seed-tmp"
+        with self.sftp.open(tmp, "wb") as fh:
+            fh.chmod(mode)
+            fh.set_pipelined(True)
+            fh.write(data)
+        self.sftp.posix_rename(tmp, path)
+
+    def put_file(self, local: str, path: str, mode: int = 0o600) -> None:
+        tmp = f"{path}.seed-tmp"
+        self.sftp.put(local, tmp)
+        self.sftp.chmod(tmp, mode)
+        self.sftp.posix_rename(tmp, path)
+
+    def get_bytes(self, path: str) -> bytes:
+        buf = io.BytesIO()
+        self.sftp.getfo(path, buf)
+        return buf.getvalue()
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.sftp.stat(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def is_dir(self, path: str) -> bool:
+        try:
+            st = self.sftp.stat(path)
+        except FileNotFoundError:
+            return False
+        return stat.S_ISDIR(st.st_mode or 0)
+
+    def readlink(self, path: str) -> str | None:
+        try:
+            target = self.sftp.readlink(path)
+        except (FileNotFoundError, OSError):
+            return None
+        return str(target) if target else None
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(self.sftp.listdir(path))
+        except FileNotFoundError:
+            return []
+
+    def mkdirs(self, *paths: str, mode: int = 0o755) -> None:
+        if paths:
+            self.check(
+                f"umask 077 && mkdir -p {' '.join(q(p) for p in paths)} && "
+                f"chmod {mode:o} {' '.join(q(p) for p in paths)}",
+                "creating directories",
+            )
+
+    @contextmanager
+    def tunnel(self, remote_host: str, remote_port: int) -> Iterator[int]:
+        """Forward a free local port on 127.0.0.1 to remote_host:remote_port as seen from here."""
+        port = free_local_port()
+        with self.conn.forward_local(
+            local_port=port,
+            remote_port=remote_port,
+            remote_host=remote_host,
+            local_host="127.0.0.1",
+        ):
+            yield port
+
+
+def _strict_host_keys(client: paramiko.SSHClient, known_hosts: object) -> None:
+    client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+
+def free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class JobStatus:
+    state: str  # running | done | lost
+    exit_code: int | None
+    output: str
+
+
+class RemoteJob:
+    """A long command run detached (setsid) on a host: pidfile, log and exit-status file.
+
+    A dropped connection or a killed `fab` leaves the job running and its outcome
+    on disk: `poll` (from any later process) reads the status file or finds the pid.
+    """
+
+    def __init__(self, remote: Remote, job_dir: str) -> None:
+        self.remote = remote
+        self.dir = job_dir
+        self._offset = 0
+
+    @classmethod
+    def start(cls, remote: Remote, job_dir: str, script: str) -> RemoteJob:
+        """Upload `script` (bash) to job_dir/run.sh and start it detached."""
+        remote.mkdirs(job_dir, mode=0o700)
+        remote.put_bytes(script.encode(), posixpath.join(job_dir, "run.sh"), mode=0o700)
+        d = q(job_dir)
+        inner = "bash ./run.sh > log 2>&1; echo $? > status.tmp && mv status.tmp status"
+        remote.check(
+            f"cd {d} && rm -f status log pid && : > log && "
+            f"setsid bash -c {q(inner)} < /dev/null > /dev/null 2>&1 & echo $! > {d}/pid",
+            f"starting job {job_dir}",
+        )
+        return cls(remote, job_dir)
+
+    def poll(self) -> JobStatus:
+        d = q(self.dir)
+        res = self.remote.run(
+            f"cd {d} && if [ -f status ]; then echo done:$(cat status); "
+            f'elif kill -0 "$(cat pid 2>/dev/null)" 2>/dev/null; then echo running:; '
+            f"else echo lost:; fi; tail -c +{self._offset + 1} log"
+        )
+        head, _, rest = res.stdout.partition("\n")
+        state, _, code = head.partition(":")
+        self._offset += len(rest.encode())
+        exit_code = int(code) if code.strip().lstrip("-").isdigit() else None
+        return JobStatus(state or "lost", exit_code, rest)
+
+    def wait(
+        self,
+        on_output: Callable[[str], None] | None = None,
+        interval: float = 0.2,
+        timeout: float | None = None,
+    ) -> tuple[int, str]:
+        """Poll until the job ends; returns (exit code, whole output). Lost → RemoteError."""
+        output: list[str] = []
+        started = time.monotonic()
+        while True:
+            status = self.poll()
+            if status.output:
+                output.append(status.output)
+                if on_output:
+                    on_output(status.output)
+            if status.state == "done":
+                assert status.exit_code is not None
+                return status.exit_code, "".join(output)
+            if status.state == "lost":
+                raise RemoteError(
+                    f"job {self.dir} on {self.remote.label} died without an exit status"
+                )
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise RemoteError(f"job {self.dir} on {self.remote.label}: timed out")
+            time.sleep(interval)

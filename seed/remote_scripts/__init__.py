@@ -1,0 +1,1 @@
+"""Small Python programs Seed uploads and runs with a release's own virtualenv."""

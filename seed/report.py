@@ -1,0 +1,191 @@
+"""What a person and a CI pipeline see: step lines as they happen, a summary, a JSON report.
+
+On a TTY output goes through rich; otherwise (CI) plain UTC-timestamped lines.
+Every line and the JSON report pass through `scrub`, so a secret never leaves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+import seed
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(moment: dt.datetime | None = None) -> str:
+    return (moment or utcnow()).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+class Scrubber:
+    """Replaces known secret values by `***` in any text."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        self.secrets = sorted(set(secrets or []), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def data(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {k: self.data(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.data(v) for v in value]
+        return value
+
+
+@dataclass
+class StepRecord:
+    name: str
+    started_at: str
+    seconds: float = 0.0
+    outcome: str = "running"  # running | ok | failed | skipped
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 3),
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Report:
+    """The record of one pipeline run: also the journal entry on the state host."""
+
+    environment: str
+    command: str
+    deploy_id: str
+    started_at: str = field(default_factory=iso)
+    who: str = field(default_factory=who)
+    finished_at: str | None = None
+    outcome: str = "running"
+    exit_code: int | None = None
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    steps: list[StepRecord] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed_version": seed.__version__,
+            "environment": self.environment,
+            "command": self.command,
+            "deploy_id": self.deploy_id,
+            "who": self.who,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            **self.data,
+            "steps": [s.to_json() for s in self.steps],
+            "checks": self.checks,
+        }
+
+
+class Output:
+    """Step-by-step progress for a person (rich on a TTY) or a CI log (plain lines)."""
+
+    def __init__(
+        self,
+        env_name: str,
+        scrub: Scrubber,
+        stream: TextIO | None = None,
+        plain: bool | None = None,
+    ) -> None:
+        self.env_name = env_name
+        self.scrub = scrub
+        self.stream = stream or sys.stderr
+        if plain is None:
+            plain = not self.stream.isatty() or os.environ.get("CI", "") not in ("", "0", "false")
+        self.plain = plain
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
+
+    def line(self, text: str, style: str = "") -> None:
+        text = self.scrub(text)
+        if self.plain:
+            for part in text.splitlines() or [""]:
+                print(f"{iso()} [{self.env_name}] {part}", file=self.stream, flush=True)
+        else:
+            self.console.print(text, style=style or None, markup=False)
+
+    def detail(self, text: str) -> None:
+        for part in self.scrub(text).rstrip().splitlines():
+            self.line(f"    {part}", style="dim")
+
+    @contextmanager
+    def step(self, report: Report, name: str) -> Iterator[StepRecord]:
+        record = StepRecord(name=name, started_at=iso())
+        report.steps.append(record)
+        started = time.monotonic()
+        self.line(f"▶ {name}", style="bold")
+        try:
+            yield record
+        except BaseException as exc:
+            record.seconds = time.monotonic() - started
+            record.outcome = "failed"
+            if not record.detail:
+                record.detail = self.scrub(str(exc))
+            self.line(f"✘ {name} failed after {record.seconds:.2f}s", style="bold red")
+            raise
+        record.seconds = time.monotonic() - started
+        if record.outcome == "running":
+            record.outcome = "ok"
+        mark = "-" if record.outcome == "skipped" else "✔"
+        extra = f": {record.detail}" if record.detail else ""
+        self.line(f"{mark} {name} ({record.seconds:.2f}s){extra}", style="green")
+
+    def summary(self, report: Report) -> None:
+        if self.plain:
+            for s in report.steps:
+                self.line(f"summary: {s.name:<22} {s.outcome:<8} {s.seconds:8.2f}s")
+            self.line(f"result: {report.outcome} (exit {report.exit_code}) {report.message}")
+            return
+        table = Table(title=f"seed {report.command} — {report.environment}", show_lines=False)
+        table.add_column("step")
+        table.add_column("result")
+        table.add_column("time", justify="right")
+        for s in report.steps:
+            color = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(s.outcome, "")
+            table.add_row(
+                s.name, f"[{color}]{s.outcome}[/]" if color else s.outcome, f"{s.seconds:.2f}s"
+            )
+        self.console.print(table)
+        style = "bold green" if report.exit_code == 0 else "bold red"
+        self.console.print(self.scrub(report.message), style=style, markup=False)
+
+
+def write_json(path: Path, data: dict[str, Any], scrub: Scrubber) -> None:
+    """Write a report atomically, scrubbed of secrets."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(scrub.data(data), indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)

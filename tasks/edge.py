@@ -1,0 +1,94 @@
+"""Where the task layer meets the user: environment selection, confirmation, exit codes.
+
+Core errors (seed.errors) become one line on stderr and their exit code here, once.
+Anything else is a bug: one line plus the path of the full traceback (exit 1).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke import Context, Exit, Task
+
+from seed.config import Environment, environments_dir, list_environments, load_environment
+from seed.errors import ConfigError, Refused, SeedError
+from seed.report import utcnow
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def local_root() -> Path:
+    """The control machine's state: `.seed/` (mirror of journals, reports, caches, logs)."""
+    return Path(os.environ.get("SEED_HOME", REPO_ROOT / ".seed"))
+
+
+def user_errors(func: F) -> F:
+    """Convert SeedError into Exit(message, code); unexpected errors into a logged exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SeedError as exc:
+            raise Exit(f"seed: {exc}", exc.code) from None
+        except KeyboardInterrupt:
+            raise Exit("seed: interrupted", 130) from None
+        except Exception:
+            logs = local_root() / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            path = logs / f"crash-{utcnow():%Y%m%dT%H%M%S%f}.log"
+            path.write_text(traceback.format_exc())
+            kind = sys.exc_info()[0]
+            name = kind.__name__ if kind else "error"
+            raise Exit(f"seed: internal error ({name}); full log: {path}", 1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def environment_tasks() -> list[Task[Any]]:
+    """One task per `environments/*.yml` file name; only the selected file is parsed later."""
+    tasks = []
+    directory = environments_dir(REPO_ROOT)
+    for name in list_environments(directory):
+
+        def select(c: Context, _name: str = name) -> None:
+            c.config.seed_env = _name
+
+        select.__doc__ = f"Select the '{name}' environment ({directory / (name + '.yml')})."
+        tasks.append(Task(select, name=name))
+    return tasks
+
+
+def selected_environment(c: Context) -> Environment:
+    """Load the environment chosen by a preceding `fab <env>`; none → exit 2."""
+    name = c.config.get("seed_env")
+    if not name:
+        names = ", ".join(list_environments(environments_dir(REPO_ROOT))) or "none found"
+        raise ConfigError(
+            f"no environment selected: run `fab <environment> <task>` (environments: {names})"
+        )
+    return load_environment(str(name), environments_dir(REPO_ROOT))
+
+
+def confirm_protected(env: Environment, action: str, yes: bool) -> None:
+    """On protected environments ask to type the name; no TTY and no --yes → refuse (exit 2)."""
+    if not env.protected:
+        return
+    if yes or os.environ.get("SEED_ASSUME_YES", "") in ("1", "true", "yes"):
+        return
+    if not sys.stdin.isatty():
+        raise Refused(
+            f"{env.name} is protected: {action} needs confirmation; pass --yes "
+            "(or SEED_ASSUME_YES=1) when running without a terminal"
+        )
+    answer = input(f"{env.name} is protected. Type its name to {action}: ").strip()
+    if answer != env.name:
+        raise Refused(f"confirmation did not match {env.name!r}; nothing done")

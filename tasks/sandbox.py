@@ -1,0 +1,77 @@
+"""The sandbox: real PostgreSQL, sshd and git origin on this machine (`environments/local.yml`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from invoke import Context, task
+
+from seed.config import Environment, environments_dir, load_environment
+from seed.origin import build_origin
+from seed.sandbox import SandboxSpec, sandbox_down, sandbox_status, sandbox_up
+from seed.wheels import ensure_wheelhouse
+from tasks.edge import REPO_ROOT, user_errors
+
+DEFAULT_DIR = "/var/tmp/seed-sandbox"  # the same default environments/local.yml uses
+EXAMPLE = REPO_ROOT / "example"
+
+
+def sandbox_spec(env: Environment) -> SandboxSpec:
+    """The servers local.yml describes: its ports and names, under $SEED_SANDBOX_DIR."""
+    root = Path(os.environ.get("SEED_SANDBOX_DIR") or DEFAULT_DIR)
+    return SandboxSpec(
+        root=root,
+        ssh_port=env.ssh.port,
+        pg_port=env.db.port,
+        db_name=env.db.name,
+        app_user=env.db.user,
+        admin_user=env.db.admin_user,
+    )
+
+
+def _local() -> Environment:
+    return load_environment("local", environments_dir(REPO_ROOT))
+
+
+@task
+@user_errors
+def up(c: Context) -> None:
+    """Start the sandbox: PostgreSQL, sshd with keys and known_hosts, git origin, wheel cache."""
+    spec = sandbox_spec(_local())
+    info = sandbox_up(spec)
+    cache = Path(os.environ.get("SEED_WHEEL_CACHE") or REPO_ROOT / ".cache" / "wheels")
+    ensure_wheelhouse([EXAMPLE / "v1" / "requirements.txt"], cache)
+    link = spec.root / "wheels"
+    if not link.is_symlink() or link.resolve() != cache.resolve():
+        link.unlink(missing_ok=True)
+        link.symlink_to(cache.resolve())
+    tags = build_origin(EXAMPLE, spec.root / "origin.git")
+    print(f"sandbox up in {spec.root}")
+    print(f"  ssh        {info.ssh_user}@127.0.0.1:{spec.ssh_port} (key {info.client_key})")
+    print(f"  postgres   127.0.0.1:{spec.pg_port} db {spec.db_name} (passwords in {info.pgpass})")
+    print(f"  origin     {spec.root / 'origin.git'}: {', '.join(tags)}")
+    print("  next       fab local upgradedb --ref v1")
+
+
+@task(help={"purge": "also delete the sandbox directory (data, keys, backups)"})
+@user_errors
+def down(c: Context, purge: bool = False) -> None:
+    """Stop the sandbox's servers and the app (keeps data unless --purge)."""
+    spec = sandbox_spec(_local())
+    sandbox_down(spec, purge=purge)
+    print(f"sandbox down{' and purged' if purge else ''}: {spec.root}")
+
+
+@task(help={"json": "print machine-readable JSON"})
+@user_errors
+def status(c: Context, json_: bool = False) -> None:
+    """Show what the sandbox runs: PostgreSQL, sshd, the app, ports and paths."""
+    spec = sandbox_spec(_local())
+    state = sandbox_status(spec)
+    if json_:
+        print(json.dumps(state, indent=2, default=str))
+        return
+    for key, value in state.items():
+        print(f"{key:<14} {value}")
