@@ -1,0 +1,42 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+
+from .models import Customer
+
+VERSION = (Path(settings.BASE_DIR) / "VERSION").read_text().strip()
+
+
+def health(request: HttpRequest) -> HttpResponse:
+    """200 "ok <version>" when the database answers, 503 otherwise."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        return HttpResponse(
+            f"database unavailable: {exc.__class__.__name__}\n",
+            status=503,
+            content_type="text/plain",
+        )
+    return HttpResponse(f"ok {VERSION}", content_type="text/plain")
+
+
+def version(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(VERSION, content_type="text/plain")
+
+
+def customer_detail(request: HttpRequest, customer_id: int) -> JsonResponse:
+    customer = get_object_or_404(Customer, pk=customer_id)
+    return JsonResponse(
+        {
+            "id": customer.pk,
+            "full_name": customer.full_name,
+            "first_name": customer.first_name,
+            "last_name": customer.last_name,
+            "email": customer.email,
+        }
+    )
