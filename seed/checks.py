@@ -50,8 +50,8 @@ class CheckResult:
             "when": self.when,
             "sql": self.sql,
             "expected": self.expected,
-            "actual": _jsonable(self.actual),
-            "before": _jsonable(self.before),
+            "actual": jsonable(self.actual),
+            "before": jsonable(self.before),
             "passed": self.passed,
             "seconds": round(self.seconds, 3),
             "error": self.error,
@@ -65,11 +65,11 @@ class CheckResult:
             return f"check '{self.name}' errored: {self.error}"
         exp = self.expected
         if self.before is not None:
-            exp = f"{exp}, before {_jsonable(self.before)}"
-        return f"check '{self.name}' (expected {exp}, got {_jsonable(self.actual)})"
+            exp = f"{exp}, before {jsonable(self.before)}"
+        return f"check '{self.name}' (expected {exp}, got {jsonable(self.actual)})"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return int(value) if value == value.to_integral_value() else str(value)
     if isinstance(value, int | float | str | bool) or value is None:
@@ -145,7 +145,7 @@ def _equal(a: Any, b: Any) -> bool:
     na, nb = _num(a), _num(b)
     if na is not None and nb is not None:
         return na == nb
-    return bool(_jsonable(a) == _jsonable(b))
+    return bool(jsonable(a) == jsonable(b))
 
 
 def satisfied(expect: Expectation, actual: Any, before: Any = None) -> bool:
@@ -180,11 +180,11 @@ def satisfied(expect: Expectation, actual: Any, before: Any = None) -> bool:
 
 def expected_text(expect: Expectation, before: Any) -> str:
     if expect.kind == "equals_before" and before is not None and not expect.tolerance_pct:
-        return str(_jsonable(before))
+        return str(jsonable(before))
     if expect.kind == "delta" and before is not None:
         b = _num(before)
         if b is not None:
-            return str(_jsonable(b + decimal.Decimal(str(expect.value))))
+            return str(jsonable(b + decimal.Decimal(str(expect.value))))
     return expect.describe()
 
 

@@ -90,7 +90,9 @@ class Journal:
 
 
 def lock_key_sql() -> str:
-    return "hashtextextended('seed:' || %s || ':' || %s, 0)"
+    # keyed by the target database (not the environment file's name): two environment
+    # files pointing at one database share one lock
+    return "hashtextextended('seed:' || %s, 0)"
 
 
 def acquire_lock(
@@ -98,9 +100,7 @@ def acquire_lock(
 ) -> None:
     """Take the advisory lock on this session or raise LockHeld naming the holder."""
     env = journal.env
-    row = conn.execute(
-        f"select pg_try_advisory_lock({lock_key_sql()})", (env.name, env.db.name)
-    ).fetchone()
+    row = conn.execute(f"select pg_try_advisory_lock({lock_key_sql()})", (env.db.name,)).fetchone()
     if not row or not row[0]:
         holder = journal.read_lock() or {}
         raise LockHeld(
@@ -116,4 +116,4 @@ def release_lock(conn: psycopg.Connection[Any], journal: Journal, deploy_id: str
     env = journal.env
     journal.clear_lock(deploy_id)
     if not conn.closed:
-        conn.execute(f"select pg_advisory_unlock({lock_key_sql()})", (env.name, env.db.name))
+        conn.execute(f"select pg_advisory_unlock({lock_key_sql()})", (env.db.name,))

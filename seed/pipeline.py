@@ -292,42 +292,50 @@ class Upgrade:
             elif not live:
                 s.detail = "no live release yet"
             s.detail = (s.detail + "; " if s.detail else "") + self.drain_sessions()
-        with self.step("before-state") as s:
-            snap_conn = session.connect(admin=True, app_name=self.app_name)
-            with dblib.exported_snapshot(snap_conn) as snapshot:
+        snap_conn = session.connect(admin=True, app_name=self.app_name)
+        # one exported snapshot for the figures, the baselines and pg_dump --snapshot
+        with dblib.exported_snapshot(snap_conn) as snapshot:
+            with self.step("before-state") as s:
                 figures = dblib.snapshot_figures(snap_conn)
                 applied = dblib.applied_migrations(snap_conn)
-                self.before = {
-                    "applied_migrations": [f"{a}.{n}" for a, n in applied],
-                    "tables": {k: v.to_json() for k, v in figures.items()},
-                }
-                self.baselines: dict[str, Any] = {}
-                failed = []
-                for check in env.checks:
-                    if check.when == "pre":
-                        result = checklib.run_check(
-                            self.app, check, env.db.statement_timeout, snapshot=snapshot
-                        )
-                        self.report.checks.append(result.to_json())
-                        if not result.passed:
-                            failed.append(result.describe())
-                    elif check.expect.needs_before and check.name not in self.no_baseline:
-                        try:
-                            self.baselines[check.name] = checklib.measure(
-                                self.app, check, env.db.statement_timeout, snapshot
-                            )
-                        except checklib.CheckQueryError as exc:
-                            failed.append(f"baseline of check '{check.name}' failed: {exc}")
-                self.report.data["before"] = {
-                    **self.before,
-                    "baselines": {k: checklib._jsonable(v) for k, v in self.baselines.items()},
-                }
-                if failed:
-                    raise PreflightFailed("; ".join(failed))
+                self.take_baselines(snapshot, applied, figures)
                 rows = sum(v.rows for v in figures.values())
                 s.detail = f"{len(figures)} tables, {rows} rows, {len(applied)} migrations"
-                self.take_backup(snapshot, applied, figures)
+            self.take_backup(snapshot, applied, figures)
         self.record()
+
+    def take_baselines(
+        self, snapshot: str, applied: list[tuple[str, str]], figures: dict[str, Any]
+    ) -> None:
+        """Run pre checks and measure the baselines of post checks, in the snapshot."""
+        env = self.env
+        self.before = {
+            "applied_migrations": [f"{a}.{n}" for a, n in applied],
+            "tables": {k: v.to_json() for k, v in figures.items()},
+        }
+        self.baselines: dict[str, Any] = {}
+        failed = []
+        for check in env.checks:
+            if check.when == "pre":
+                result = checklib.run_check(
+                    self.app, check, env.db.statement_timeout, snapshot=snapshot
+                )
+                self.report.checks.append(result.to_json())
+                if not result.passed:
+                    failed.append(result.describe())
+            elif check.expect.needs_before and check.name not in self.no_baseline:
+                try:
+                    self.baselines[check.name] = checklib.measure(
+                        self.app, check, env.db.statement_timeout, snapshot
+                    )
+                except checklib.CheckQueryError as exc:
+                    failed.append(f"baseline of check '{check.name}' failed: {exc}")
+        self.report.data["before"] = {
+            **self.before,
+            "baselines": {k: checklib.jsonable(v) for k, v in self.baselines.items()},
+        }
+        if failed:
+            raise PreflightFailed("; ".join(failed))
 
     def drain_sessions(self) -> str:
         """Wait for the app role's other sessions to end, then terminate the rest."""

@@ -1,0 +1,352 @@
+"""The sandbox against real PostgreSQL, sshd, paramiko and psycopg (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko  # type: ignore[import-untyped, unused-ignore]
+import psycopg
+import pytest
+
+from seed.errors import ConfigError
+from seed.pgbin import find_bindir
+from seed.sandbox import (
+    SandboxInfo,
+    SandboxSpec,
+    free_port,
+    sandbox_down,
+    sandbox_status,
+    sandbox_up,
+)
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runs in CI as root)")
+
+
+def ssh_client(info: SandboxInfo, known_hosts: Path | None = None) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known_hosts or info.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        "127.0.0.1",
+        port=info.spec.ssh_port,
+        username=info.ssh_user,
+        key_filename=str(info.client_key),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+    )
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str) -> tuple[int, str]:
+    _, stdout, _ = client.exec_command(command, timeout=10)
+    out = stdout.read().decode()
+    return stdout.channel.recv_exit_status(), out
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def test_admin_and_app_connect_with_pgpass(
+    sandbox: SandboxInfo, pg_admin_dsn: str, pg_app_dsn: str
+) -> None:
+    with psycopg.connect(pg_admin_dsn) as conn:
+        row = conn.execute(
+            "SELECT current_user, rolsuper, inet_server_addr()::text, current_setting('port')"
+            " FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        assert row == (sandbox.spec.admin_user, True, "127.0.0.1/32", str(sandbox.spec.pg_port))
+        assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
+        assert conn.execute("SHOW fsync").fetchone() == ("on",)
+        assert conn.execute("SHOW server_encoding").fetchone() == ("UTF8",)
+    with psycopg.connect(pg_app_dsn) as conn:
+        row = conn.execute("SELECT current_user, current_database()").fetchone()
+        assert row == (sandbox.spec.app_user, sandbox.spec.db_name)
+
+
+def test_passwords_are_scram_and_wrong_ones_refused(
+    sandbox: SandboxInfo, pg_admin_dsn: str
+) -> None:
+    for user, db in ((sandbox.spec.admin_user, "postgres"), (sandbox.spec.app_user, "shop")):
+        dsn = sandbox.conninfo(user, db)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(dsn, password="not-the-password").close()  # noqa: S106
+        with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+            psycopg.connect(dsn, passfile="/dev/null").close()
+        # the right password, given explicitly instead of through the passfile
+        psycopg.connect(dsn, passfile="/dev/null", password=sandbox.password(user)).close()
+    with psycopg.connect(pg_admin_dsn) as conn:
+        kinds = conn.execute(
+            "SELECT rolname, left(rolpassword, 14) FROM pg_authid WHERE rolname = ANY(%s)"
+            " ORDER BY rolname",
+            [[sandbox.spec.admin_user, sandbox.spec.app_user]],
+        ).fetchall()
+        assert [k for _, k in kinds] == ["SCRAM-SHA-256$", "SCRAM-SHA-256$"]
+        rules = conn.execute(
+            "SELECT type, address, auth_method FROM pg_hba_file_rules ORDER BY line_number"
+        ).fetchall()
+    for kind, address, method in rules:
+        if kind == "local":
+            assert method == "trust"
+        else:
+            assert (kind, address, method) == ("host", "127.0.0.1", "scram-sha-256")
+    socket_dir = sandbox.pg_socket_dir.stat()
+    assert stat.S_IMODE(socket_dir.st_mode) == 0o700
+
+
+def test_pgpass_file(sandbox: SandboxInfo) -> None:
+    st = sandbox.pgpass.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.geteuid()
+    lines = [line for line in sandbox.pgpass.read_text().splitlines() if not line.startswith("#")]
+    prefix = f"127.0.0.1:{sandbox.spec.pg_port}:*:"
+    assert sorted(line.rsplit(":", 1)[0] for line in lines) == [
+        prefix + sandbox.spec.admin_user,
+        prefix + sandbox.spec.app_user,
+    ]
+    assert sandbox.password(sandbox.spec.admin_user) != sandbox.password(sandbox.spec.app_user)
+
+
+def test_app_user_owns_db_and_creates_tables(sandbox: SandboxInfo, pg_app_dsn: str) -> None:
+    with psycopg.connect(pg_app_dsn) as conn:
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+        assert owner == (sandbox.spec.app_user,)
+        conn.execute("CREATE TABLE sandbox_probe (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO sandbox_probe (name) VALUES ('x')")
+        assert conn.execute("SELECT count(*) FROM sandbox_probe").fetchone() == (1,)
+        conn.rollback()
+
+
+# --------------------------------------------------------------------------- sshd
+
+
+def test_ssh_login_checks_the_host_key(sandbox: SandboxInfo) -> None:
+    line = sandbox.known_hosts.read_text().strip()
+    assert line.startswith(f"[127.0.0.1]:{sandbox.spec.ssh_port} ssh-ed25519 AAAA")
+    assert stat.S_IMODE(sandbox.client_key.stat().st_mode) == 0o600
+    client = ssh_client(sandbox)
+    try:
+        assert run(client, "id -un") == (0, sandbox.ssh_user + "\n")
+        assert run(client, "exit 3")[0] == 3
+    finally:
+        client.close()
+
+    with (
+        tempfile.NamedTemporaryFile("w", suffix="known_hosts") as empty,
+        pytest.raises(paramiko.SSHException, match="not found in known_hosts"),
+    ):
+        ssh_client(sandbox, known_hosts=Path(empty.name)).close()
+
+
+def test_ssh_refuses_other_keys(sandbox: SandboxInfo) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        key = Path(d) / "k"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(sandbox.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        with pytest.raises(paramiko.AuthenticationException):
+            client.connect(
+                "127.0.0.1",
+                port=sandbox.spec.ssh_port,
+                username=sandbox.ssh_user,
+                key_filename=str(key),
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=10,
+            )
+        client.close()
+
+
+def test_sftp_into_server_root(sandbox: SandboxInfo) -> None:
+    target = sandbox.server_root / "sftp-probe.txt"
+    client = ssh_client(sandbox)
+    try:
+        sftp = client.open_sftp()
+        with sftp.open(str(target), "w") as f:
+            f.write(b"hello sandbox\n")
+        assert sftp.stat(str(target)).st_size == len(b"hello sandbox\n")
+        assert target.read_bytes() == b"hello sandbox\n"
+        sftp.remove(str(target))
+        sftp.close()
+    finally:
+        client.close()
+    assert not target.exists()
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_up_again_is_idempotent(sandbox: SandboxInfo) -> None:
+    pgpass_before = sandbox.pgpass.read_text()
+    host_key_before = sandbox.known_hosts.read_text()
+    again = sandbox_up(sandbox.spec)
+    assert (again.pg_pid, again.sshd_pid) == (sandbox.pg_pid, sandbox.sshd_pid)
+    assert sandbox.pgpass.read_text() == pgpass_before
+    assert sandbox.known_hosts.read_text() == host_key_before
+    assert again == sandbox
+
+
+def test_status_shows_running(sandbox: SandboxInfo) -> None:
+    status = sandbox_status(sandbox.spec)
+    pg, sshd = status["postgres"], status["sshd"]
+    assert isinstance(pg, dict) and isinstance(sshd, dict)
+    assert (pg["running"], pg["pid"], pg["port"], pg["accepting"]) == (
+        True,
+        sandbox.pg_pid,
+        sandbox.spec.pg_port,
+        True,
+    )
+    assert (sshd["running"], sshd["pid"], sshd["port"]) == (
+        True,
+        sandbox.sshd_pid,
+        sandbox.spec.ssh_port,
+    )
+    assert status["running"] is True
+    assert isinstance(status["app_running"], bool)  # e2e tests may have started the app
+    assert status["root"] == str(sandbox.spec.root)
+
+
+def test_down_up_reuses_data_and_purge_removes_root(
+    sandbox_spec_factory: Callable[[], SandboxSpec],
+) -> None:
+    spec = sandbox_spec_factory()
+    info = sandbox_up(spec)
+    with psycopg.connect(info.app_conninfo()) as conn:
+        conn.execute("CREATE TABLE kept (id int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+
+    # an "app" started under the server root, as a deploy would: down stops it too
+    shared = info.server_root / "srv" / "shop" / "shared"
+    shared.mkdir(parents=True)
+    app = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "gunicorn", "master"]
+    )
+    try:
+        (shared / "gunicorn.pid").write_text(f"{app.pid}\n")
+        status = sandbox_status(spec)
+        assert status["app_running"] is True
+
+        passwords = info.pgpass.read_text()
+        sandbox_down(spec)
+        assert app.wait(timeout=10) == -15  # SIGTERM
+    finally:
+        app.kill()
+        app.wait()
+    status = sandbox_status(spec)
+    pg, sshd = status["postgres"], status["sshd"]
+    assert isinstance(pg, dict) and isinstance(sshd, dict)
+    assert (status["running"], pg["running"], pg["pid"], sshd["running"], sshd["pid"]) == (
+        False,
+        False,
+        None,
+        False,
+        None,
+    )
+    sandbox_down(spec)  # idempotent
+
+    again = sandbox_up(spec)
+    assert again.pgpass.read_text() == passwords
+    assert again.pg_pid != info.pg_pid
+    with psycopg.connect(again.app_conninfo()) as conn:
+        assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]
+
+    sandbox_down(spec, purge=True)
+    assert not spec.root.exists()
+    assert sandbox_status(spec)["running"] is False
+    sandbox_down(spec, purge=True)  # idempotent on a removed root
+
+
+def test_port_in_use_is_a_config_error(sandbox_spec_factory: Callable[[], SandboxSpec]) -> None:
+    spec = sandbox_spec_factory()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = SandboxSpec(root=spec.root, ssh_port=spec.ssh_port, pg_port=port)
+        with pytest.raises(ConfigError, match=f"port {port} .*choose another port"):
+            sandbox_up(taken)
+        taken = SandboxSpec(root=spec.root, ssh_port=port, pg_port=spec.pg_port)
+        with pytest.raises(ConfigError, match=f"port {port} .*choose another port"):
+            sandbox_up(taken)
+
+
+def test_bad_specs_are_refused(sandbox_spec_factory: Callable[[], SandboxSpec]) -> None:
+    spec = sandbox_spec_factory()
+    with pytest.raises(ConfigError, match="both"):
+        sandbox_up(SandboxSpec(root=spec.root, ssh_port=spec.pg_port, pg_port=spec.pg_port))
+    with pytest.raises(ConfigError, match="too long for a unix socket"):
+        sandbox_up(SandboxSpec(root=spec.root / ("x" * 80), ssh_port=1, pg_port=2))
+
+
+def test_purge_refuses_a_directory_that_is_not_a_sandbox() -> None:
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
+        (Path(d) / "precious").write_text("keep me")
+        spec = SandboxSpec(root=Path(d), ssh_port=free_port(), pg_port=free_port())
+        with pytest.raises(ConfigError, match="not a Seed sandbox"):
+            sandbox_down(spec, purge=True)
+        sandbox_down(spec)  # nothing of ours runs there: nothing to do
+        with pytest.raises(ConfigError, match="not a Seed sandbox"):
+            sandbox_up(spec)
+        assert (Path(d) / "precious").read_text() == "keep me"
+
+
+def test_free_port_never_repeats() -> None:
+    ports = [free_port() for _ in range(20)]
+    assert len(set(ports)) == 20
+
+
+@root_only
+def test_root_refuses_a_root_postgres_cannot_enter() -> None:
+    private = Path(tempfile.mkdtemp(dir="/var/tmp"))  # mkdtemp makes it 0700
+    try:
+        spec = SandboxSpec(root=private / "sb", ssh_port=free_port(), pg_port=free_port())
+        with pytest.raises(ConfigError, match=f"inside {private}.*'postgres'"):
+            sandbox_up(spec)
+        assert not (private / "sb").exists()
+    finally:
+        os.rmdir(private)
+
+
+@root_only
+def test_root_cluster_is_owned_by_postgres(sandbox: SandboxInfo) -> None:
+    import pwd
+
+    pg = pwd.getpwnam("postgres")
+    for path in (sandbox.pg_data, sandbox.pg_socket_dir):
+        assert path.stat().st_uid == pg.pw_uid
+    assert sandbox.ssh_user == "root"
+
+
+# --------------------------------------------------------------------------- pgbin
+
+
+def test_pgbin_finds_the_server_binaries() -> None:
+    bindir = find_bindir()
+    for name in ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore"):
+        assert os.access(bindir / name, os.X_OK), name
+
+
+def test_pgbin_picks_the_highest_debian_version(tmp_path: Path) -> None:
+    for version in ("9.6", "15", "16", "100-broken"):
+        (tmp_path / version / "bin").mkdir(parents=True)
+    for version in ("9.6", "15", "16"):
+        initdb = tmp_path / version / "bin" / "initdb"
+        initdb.write_text("#!/bin/sh\n")
+        initdb.chmod(0o755)
+    assert find_bindir(debian_root=tmp_path) == tmp_path / "16" / "bin"
+
+
+def test_pgbin_override_must_hold_initdb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SEED_PG_BINDIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="SEED_PG_BINDIR"):
+        find_bindir()
