@@ -64,7 +64,7 @@ class CheckResult:
         if self.error:
             return f"check '{self.name}' errored: {self.error}"
         exp = self.expected
-        if self.before is not None:
+        if self.before is not None and exp != str(jsonable(self.before)):
             exp = f"{exp}, before {jsonable(self.before)}"
         return f"check '{self.name}' (expected {exp}, got {jsonable(self.actual)})"
 

@@ -25,8 +25,9 @@ from seed import checks as checklib
 from seed import db as dblib
 from seed import migrate as migratelib
 from seed import release as rel
+from seed import restore as restorelib
 from seed.config import Environment, Host
-from seed.errors import HumanNeeded, PreflightFailed, SeedError
+from seed.errors import HumanNeeded, PreflightFailed, RolledBack, SeedError
 from seed.journal import Journal, acquire_lock, release_lock
 from seed.remote import Remote, RemoteError, q
 from seed.report import Output, Report, iso, utcnow, write_json
@@ -110,6 +111,7 @@ class Upgrade:
         self.uploaded: list[Remote] = []
         self.previous: dict[str, str | None] = {}
         self.maintenance_on = False
+        self.restarted = False
         self.switched: list[Remote] = []
         self.backup: backups.BackupRecord | None = None
         self.before: dict[str, Any] = {}
@@ -181,10 +183,15 @@ class Upgrade:
                 raise PreflightFailed(
                     f"deploy of {ref} refused at pre-flight: {exc}; nothing changed"
                 ) from None
+            except BaseException:
+                self.undo_preparations()
+                raise
             try:
                 self.apply()
             except SeedError as exc:
                 self.after_failure(exc)
+            except Exception as exc:  # a lost connection, a driver error: roll back all the same
+                self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
             message = self.success_message(ref)
             self.finish("succeeded", 0, message)
             return self.report
@@ -312,6 +319,7 @@ class Upgrade:
         self.before = {
             "applied_migrations": [f"{a}.{n}" for a, n in applied],
             "tables": {k: v.to_json() for k, v in figures.items()},
+            "database_properties": restorelib.database_properties(self.admin, env.db.name),
         }
         self.baselines: dict[str, Any] = {}
         failed = []
@@ -466,6 +474,7 @@ class Upgrade:
                 self.switched.append(remote)
         with self.step("restart") as s:
             if env.app.restart:
+                self.restarted = True
                 for remote in session.serving_remotes():
                     rel.run_hook(remote, self.layout, env.app.restart, "restart")
             else:
@@ -486,31 +495,65 @@ class Upgrade:
                 s.outcome = "skipped"
         with self.step("prune") as s:
             removed = 0
-            for remote in session.app_remotes():
-                protect = {p for p in [self.previous.get(remote.label), self.rid] if p}
-                removed += len(
-                    rel.prune_releases(remote, self.layout, env.app.keep_releases, protect)
-                )
-            s.detail = f"{removed} old release folder(s) removed"
+            try:
+                for remote in session.app_remotes():
+                    protect = {p for p in [self.previous.get(remote.label), self.rid] if p}
+                    removed += len(
+                        rel.prune_releases(remote, self.layout, env.app.keep_releases, protect)
+                    )
+                s.detail = f"{removed} old release folder(s) removed"
+            except SeedError as exc:  # the deploy succeeded; an old folder left is harmless
+                s.outcome, s.detail = "skipped", f"warning: {exc}"
 
     def after_failure(self, exc: SeedError) -> None:
-        """A failure after the backup. Put the code back; the database needs a restore."""
-        failed_step = next(
-            (s.name for s in reversed(self.report.steps) if s.outcome == "failed"), "?"
-        )
-        self.out.line(f"deploy failed at {failed_step}: {exc}")
-        code_state = self.restore_code()
+        """A failure after the backup: roll database and code back, verify, say what happened.
+
+        Exit 5 when the environment is verified identical to the before-state; exit 6
+        (a person is needed) when any part could not be put back or verified, with
+        the state of each part in the message and the report.
+        """
+        failed = next((s for s in reversed(self.report.steps) if s.outcome == "failed"), None)
+        where = failed.name if failed else "?"
+        ref = self.report.data["ref"]
+        cause = str(exc) if where in ("post checks",) else f"{where}: {exc}"
+        self.out.line(f"deploy of {ref} failed at {cause}; rolling back", style="bold red")
+        self.state = {
+            "database": "migrated (not restored yet)",
+            "code": "unknown",
+            "app": "unknown",
+        }
+        self.report.data["rollback"] = {"method": "restore", "state": self.state}
+        try:
+            with self.step("rollback: stop app") as s:
+                if self.restarted and self.env.app.maintenance_on:
+                    for remote in self.session.serving_remotes():
+                        rel.run_hook(remote, self.layout, self.env.app.maintenance_on, "stop app")
+                    self.maintenance_on = True
+                else:
+                    s.outcome, s.detail = "skipped", "new code never served"
+            with self.step("rollback: code") as s:
+                s.detail = self.state["code"] = self.restore_code()
+            with self.step("rollback: database") as s:
+                s.detail = self.restore_database()
+            with self.step("rollback: verify") as s:
+                s.detail = self.verify_rolled_back()
+            with self.step("rollback: start app") as s:
+                s.detail = self.state["app"] = self.start_previous()
+        except Exception as err:
+            message = (
+                f"deploy of {ref} failed at {cause}; ROLLBACK FAILED: {err}. "
+                f"Database: {self.state['database']}. Code: {self.state['code']}. "
+                f"App: {self.state['app']}. Backup: {self._backup_text()}"
+            )
+            self.finish("rollback failed", HumanNeeded.code, message)
+            raise HumanNeeded(message) from None
+        message = f"deploy of {ref} failed at {cause}; rolled back; verified identical"
+        self.finish("rolled back", RolledBack.code, message)
+        raise RolledBack(message)
+
+    def _backup_text(self) -> str:
         assert self.backup is not None
-        message = (
-            f"deploy of {self.report.data['ref']} failed at {failed_step}: {exc}. "
-            f"Code: {code_state}. Database: NOT restored (automatic rollback is not available "
-            f"yet); it may be partly migrated. The verified backup is {self.backup.path} "
-            f"(sha256 {self.backup.sha256[:12]}); maintenance is "
-            f"{'still on' if self.maintenance_on else 'off'}"
-        )
-        self.report.data["state"] = {"code": code_state, "database": "not restored"}
-        self.finish("failed", HumanNeeded.code, message)
-        raise HumanNeeded(message)
+        return f"{self.backup.path} (sha256 {self.backup.sha256[:12]}, verified)"
 
     def restore_code(self) -> str:
         """`current` back to the recorded previous release on every host; failed folder removed."""
@@ -520,8 +563,6 @@ class Upgrade:
             try:
                 if prev:
                     rel.switch_current(remote, self.layout, prev)
-                    if self.env.app.restart:
-                        rel.run_hook(remote, self.layout, self.env.app.restart, "restart")
                 else:
                     remote.check(f"rm -f {q(self.layout.current)}", "removing current")
             except SeedError as err:
@@ -530,9 +571,87 @@ class Upgrade:
             with contextlib.suppress(SeedError, OSError):
                 rel.remove_release(remote, self.layout, self.rid)
         if problems:
-            return "could not be put back: " + "; ".join(problems)
+            raise SeedError("code could not be put back: " + "; ".join(problems))
         prev_any = next((p for p in self.previous.values() if p), None)
-        return f"current is {prev_any}" if prev_any else "no release was live before"
+        return f"current is {prev_any}" if prev_any else "no release (first deploy)"
+
+    def restore_database(self) -> str:
+        """Restore the deploy's backup as the live database (seed.restore), keep the old one."""
+        assert self.backup is not None
+        env, session = self.env, self.session
+        tag = self.deploy_id.lower().replace("-", "_")
+        plan = restorelib.plan_restore(env, self.backup.path, self.backup.sha256, tag)
+        restorelib.verify_backup(session.state, plan.backup_path, plan.backup_sha256)
+        props = self.before["database_properties"]
+        pg = session.connect(admin=True, dbname="postgres", app_name=self.app_name)
+        live_sequences = restorelib.sequence_values(self.admin)
+        restorelib.drop_if_exists(pg, plan.new)
+        restorelib.create_like(pg, plan.new, props)
+        restorelib.run_pg_restore(env, session.state, plan, self.job_dir("restore"), self.app_name)
+        new = session.connect(admin=True, dbname=plan.new, app_name=self.app_name)
+        new.execute("analyze")
+        moved = restorelib.never_backwards(new, live_sequences)
+        new.close()
+        restorelib.apply_properties(pg, plan.new, props)
+        for conn in (self.admin, self.app):
+            conn.close()
+        restorelib.swap(pg, plan)
+        self.state["database"] = (
+            f"restored from {self.backup.path}; the failed database is kept as "
+            f"{plan.replaced} (connections disabled)"
+        )
+        self.report.data["rollback"].update(
+            {"replaced_database": plan.replaced, "sequences_moved_forward": moved}
+        )
+        self.admin = session.connect(admin=True, app_name=self.app_name)
+        self.app = session.connect(admin=False, app_name=self.app_name)
+        return f"{self.backup.path} restored, {plan.replaced} kept"
+
+    def verify_rolled_back(self) -> str:
+        """Every table's count + checksum, the migration set and database properties as before."""
+        figures = {k: v.to_json() for k, v in dblib.snapshot_figures(self.admin).items()}
+        applied = [f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin)]
+        props = restorelib.database_properties(self.admin, self.env.db.name)
+        problems = []
+        before = self.before["tables"]
+        differ = sorted(t for t in set(figures) | set(before) if figures.get(t) != before.get(t))
+        if differ:
+            problems.append(f"tables differ from the backup's snapshot: {', '.join(differ)}")
+        if applied != self.before["applied_migrations"]:
+            problems.append("the django_migrations set differs from the before-state")
+        want = restorelib.comparable_properties(self.before["database_properties"])
+        if restorelib.comparable_properties(props) != want:
+            problems.append("database-level properties differ from the before-state")
+        verification = {
+            "tables": len(figures),
+            "rows": sum(f["rows"] for f in figures.values()),
+            "migrations": len(applied),
+            "identical": not problems,
+            "problems": problems,
+        }
+        self.report.data["rollback"]["verification"] = verification
+        if problems:
+            self.state["database"] += "; VERIFICATION FAILED: " + "; ".join(problems)
+            raise SeedError("; ".join(problems))
+        self.state["database"] += "; verified identical to the before-state"
+        return (
+            f"{len(figures)} tables, {verification['rows']} rows, {len(applied)} migrations equal"
+        )
+
+    def start_previous(self) -> str:
+        """End maintenance on the previous release and check its health."""
+        env = self.env
+        live = [r for r in self.session.serving_remotes() if self.previous.get(r.label)]
+        if not live:
+            return "not started (no previous release)"
+        command = env.app.maintenance_off or env.app.restart
+        for remote in live:
+            if command:
+                rel.run_hook(remote, self.layout, command, "starting the previous release")
+            if env.app.health:
+                health_check(env, remote, self.layout)
+        self.maintenance_on = False
+        return f"previous release serving on {len(live)} host(s)"
 
     def success_message(self, ref: str) -> str:
         m = self.report.data["migrations"]

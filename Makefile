@@ -1,0 +1,36 @@
+# Seed — two commands do all the set-up on a fresh Debian 12 (see README.md):
+#   make demo   install what is missing, start the sandbox, run the main job end to end
+#   make test   install what is missing, lint + type-check, run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install install-system demo test lint bench clean
+
+install: install-system $(BIN)/.installed
+
+install-system:
+	@bash scripts/install-system.sh
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench: install
+	@for b in bench/*.py; do [ -e "$$b" ] && $(BIN)/python "$$b"; done; true
+
+clean:
+	rm -rf $(VENV) .cache .seed .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,257 @@
+"""Restore a verified backup as the live database (DESIGN: Rollback, "Restore").
+
+Never half-done: the backup is re-verified (sha256 + full read) before anything
+is touched; it is restored into a *new* database created like the original
+(owner, encoding, locale), database-level properties and ACL are re-applied
+(pg_dump without -C does not carry them), ANALYZE, sequences are set to
+max(restored, live) so ids are never reissued; only then, connected to
+`postgres`, live and new swap names in one transaction. The replaced database
+is kept with connections disabled until `cleanup`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from seed.backup import pgpass_line, verify_file
+from seed.config import Environment
+from seed.errors import SeedError
+from seed.remote import Remote, RemoteJob, q
+
+
+class RestoreFailed(SeedError):
+    """The restore did not complete; `live_untouched` says whether the live DB is as it was."""
+
+    code = 6
+
+    def __init__(self, message: str, live_untouched: bool) -> None:
+        super().__init__(message)
+        self.live_untouched = live_untouched
+
+
+def database_properties(conn: psycopg.Connection[Any], dbname: str) -> dict[str, Any]:
+    """What `CREATE DATABASE` + ALTER/GRANT/COMMENT must reproduce, from the shared catalogs."""
+    row = conn.execute(
+        """
+        select pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate,
+               d.datctype, d.datlocprovider::text, d.daticulocale, d.datconnlimit,
+               shobj_description(d.oid, 'pg_database')
+          from pg_database d where d.datname = %s
+        """,
+        (dbname,),
+    ).fetchone()
+    if row is None:
+        raise SeedError(f"database {dbname} does not exist")
+    acl = conn.execute(
+        """
+        select coalesce(nullif(pg_get_userbyid(a.grantee), '-'), 'PUBLIC') as grantee,
+               a.privilege_type, a.is_grantable, a.grantee = 0 as public
+          from pg_database d, aclexplode(d.datacl) a
+         where d.datname = %s
+         order by 1, 2
+        """,
+        (dbname,),
+    ).fetchall()
+    acl_is_default = conn.execute(
+        "select datacl is null from pg_database where datname = %s", (dbname,)
+    ).fetchone()
+    settings = conn.execute(
+        """
+        select coalesce(pg_get_userbyid(nullif(s.setrole, 0)), ''), s.setconfig
+          from pg_db_role_setting s join pg_database d on d.oid = s.setdatabase
+         where d.datname = %s
+         order by 1
+        """,
+        (dbname,),
+    ).fetchall()
+    return {
+        "owner": row[0],
+        "encoding": row[1],
+        "collate": row[2],
+        "ctype": row[3],
+        "locale_provider": row[4],
+        "icu_locale": row[5],
+        "connection_limit": row[6],
+        "comment": row[7],
+        "acl_default": bool(acl_is_default and acl_is_default[0]),
+        "acl": [[("PUBLIC" if r[3] else r[0]), r[1], bool(r[2])] for r in acl],
+        "settings": [[role, sorted(cfg)] for role, cfg in settings],
+    }
+
+
+def comparable_properties(props: dict[str, Any]) -> dict[str, Any]:
+    """Properties a restored database must share with the original (all of them)."""
+    return {
+        **props,
+        "acl": sorted(tuple(a) for a in props["acl"]),
+        "settings": sorted((r, tuple(c)) for r, c in props["settings"]),
+    }
+
+
+def _name(base: str, suffix: str) -> str:
+    """`<base>_<suffix>` within PostgreSQL's 63-byte identifier limit."""
+    room = 63 - len(suffix.encode()) - 1
+    cut = base.encode()[:room].decode(errors="ignore")
+    return f"{cut}_{suffix}"
+
+
+def create_like(conn: psycopg.Connection[Any], new: str, props: dict[str, Any]) -> None:
+    parts = [
+        sql.SQL("create database {} owner {} template template0 encoding {}").format(
+            sql.Identifier(new), sql.Identifier(props["owner"]), sql.Literal(props["encoding"])
+        )
+    ]
+    if props["locale_provider"] == "i":
+        parts.append(
+            sql.SQL("locale_provider icu icu_locale {}").format(sql.Literal(props["icu_locale"]))
+        )
+    parts.append(
+        sql.SQL("lc_collate {} lc_ctype {}").format(
+            sql.Literal(props["collate"]), sql.Literal(props["ctype"])
+        )
+    )
+    conn.execute(sql.SQL(" ").join(parts))
+
+
+def apply_properties(conn: psycopg.Connection[Any], dbname: str, props: dict[str, Any]) -> None:
+    """Connection limit, comment, ACL and per-database settings, as the original had them."""
+    db = sql.Identifier(dbname)
+    conn.execute(
+        sql.SQL("alter database {} connection limit {}").format(
+            db, sql.Literal(props["connection_limit"])
+        )
+    )
+    if props["comment"] is not None:
+        conn.execute(
+            sql.SQL("comment on database {} is {}").format(db, sql.Literal(props["comment"]))
+        )
+    if not props["acl_default"]:
+        conn.execute(sql.SQL("revoke all on database {} from public").format(db))
+        conn.execute(
+            sql.SQL("revoke all on database {} from {}").format(db, sql.Identifier(props["owner"]))
+        )
+        for grantee, privilege, grantable in props["acl"]:
+            who = sql.SQL("public") if grantee == "PUBLIC" else sql.Identifier(grantee)
+            conn.execute(
+                sql.SQL("grant {} on database {} to {}{}").format(
+                    sql.SQL(privilege),
+                    db,
+                    who,
+                    sql.SQL(" with grant option" if grantable else ""),
+                )
+            )
+    for role, config in props["settings"]:
+        for item in config:
+            key, _, value = item.partition("=")
+            target = (
+                sql.SQL("alter role {} in database {}").format(sql.Identifier(role), db)
+                if role
+                else sql.SQL("alter database {}").format(db)
+            )
+            conn.execute(
+                sql.SQL("{} set {} = {}").format(target, sql.Identifier(key), sql.Literal(value))
+            )
+
+
+def sequence_values(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    rows = conn.execute(
+        "select quote_ident(schemaname) || '.' || quote_ident(sequencename), last_value "
+        "from pg_sequences where last_value is not null"
+    ).fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def never_backwards(conn: psycopg.Connection[Any], live: dict[str, int]) -> list[str]:
+    """setval each restored sequence to max(restored, live); returns those moved forward."""
+    restored = sequence_values(conn)
+    moved = []
+    for name, value in live.items():
+        exists = conn.execute("select to_regclass(%s) is not null", (name,)).fetchone()
+        if exists and exists[0] and value > restored.get(name, 0):
+            conn.execute("select setval(%s::regclass, %s, true)", (name, value))
+            moved.append(name)
+    return moved
+
+
+@dataclass
+class RestorePlan:
+    """Names and files for one restore."""
+
+    live: str
+    new: str
+    replaced: str
+    backup_path: str
+    backup_sha256: str
+
+
+def plan_restore(env: Environment, backup_path: str, sha256: str, tag: str) -> RestorePlan:
+    return RestorePlan(
+        live=env.db.name,
+        new=_name(env.db.name, f"restore_{tag}"),
+        replaced=_name(env.db.name, f"replaced_{tag}"),
+        backup_path=backup_path,
+        backup_sha256=sha256,
+    )
+
+
+def run_pg_restore(
+    env: Environment, remote: Remote, plan: RestorePlan, job_dir: str, app_name: str
+) -> None:
+    """pg_restore --exit-on-error into the new database, as a remote job on the state host."""
+    remote.mkdirs(job_dir, mode=0o700)
+    passfile = f"{job_dir}/pgpass"
+    remote.put_bytes(
+        pgpass_line(env.db.host, env.db.port, env.db.admin_user, env.db.admin_password), passfile
+    )
+    jobs = f"--jobs={env.backup.jobs} " if env.backup.jobs > 1 else ""
+    script = f"""set -euo pipefail
+export PGPASSFILE={q(passfile)} PGAPPNAME={q(app_name)}
+trap 'rm -f "$PGPASSFILE"' EXIT
+pg_restore --exit-on-error {jobs}--no-password --host={q(env.db.host)} --port={env.db.port} \\
+  --username={q(env.db.admin_user)} --dbname={q(plan.new)} {q(plan.backup_path)}
+echo "seed-restore ok"
+"""
+    job = RemoteJob.start(remote, job_dir, script)
+    code, output = job.wait()
+    if code != 0 or "seed-restore ok" not in output:
+        lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+        raise SeedError(f"pg_restore failed: {' | '.join(lines[-2:]) or f'exit {code}'}")
+
+
+def swap(conn: psycopg.Connection[Any], plan: RestorePlan, attempts: int = 5) -> None:
+    """Rename live → replaced and new → live in one transaction (connected to `postgres`).
+
+    Connections to the live database are disabled first, so none can sneak in
+    between terminating the sessions and the rename.
+    """
+    live, new, replaced = (sql.Identifier(n) for n in (plan.live, plan.new, plan.replaced))
+    conn.execute(sql.SQL("alter database {} allow_connections false").format(live))
+    for attempt in range(attempts):
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where datname = %s and pid <> pg_backend_pid()",
+            (plan.live,),
+        )
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("alter database {} rename to {}").format(live, replaced))
+                conn.execute(sql.SQL("alter database {} rename to {}").format(new, live))
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def drop_if_exists(conn: psycopg.Connection[Any], dbname: str) -> None:
+    conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
+
+
+def verify_backup(remote: Remote, path: str, sha256: str) -> None:
+    """sha256 and a full read before the live database is touched."""
+    verify_file(remote, path, sha256)
