@@ -73,5 +73,18 @@ def status(c: Context, json_: bool = False) -> None:
     if json_:
         print(json.dumps(state, indent=2, default=str))
         return
-    for key, value in state.items():
-        print(f"{key:<14} {value}")
+    overall = "running" if state.get("running") else "stopped"
+    print(f"sandbox {state['root']}: {overall}")
+    for name in ("postgres", "sshd"):
+        part = state.get(name)
+        if isinstance(part, dict):
+            how = "running" if part.get("running") else "stopped"
+            pid = f"pid {part['pid']}" if part.get("pid") else ""
+            print(f"  {name:<9} {how:<8} 127.0.0.1:{part.get('port')}  {pid}")
+    apps = state.get("app") or []
+    if isinstance(apps, list) and apps:
+        for app in apps:
+            how = "running" if app.get("running") else "stopped"
+            print(f"  {'app':<9} {how:<8} pid {app.get('pid')}  ({app.get('pidfile')})")
+    else:
+        print(f"  {'app':<9} not deployed")
