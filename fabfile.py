@@ -9,4 +9,5 @@ ns = Collection()
 for env_task in environment_tasks():
     ns.add_task(env_task)
 ns.add_task(deploy.upgradedb)
+ns.add_task(deploy.rollback)
 ns.add_collection(Collection.from_module(sandbox), name="sandbox")

@@ -26,11 +26,12 @@ from seed import db as dblib
 from seed import migrate as migratelib
 from seed import release as rel
 from seed import restore as restorelib
-from seed.config import Environment, Host
+from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed, RolledBack, SeedError
 from seed.journal import Journal, acquire_lock, release_lock
 from seed.remote import Remote, RemoteError, q
 from seed.report import Output, Report, iso, utcnow, write_json
+from seed.session import Session
 
 
 @dataclass
@@ -45,54 +46,6 @@ def new_deploy_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
 
 
-class Session:
-    """Open connections to every host and the database endpoint for one run."""
-
-    def __init__(self, env: Environment) -> None:
-        self.env = env
-        self.remotes: dict[Host, Remote] = {}
-        self._stack = contextlib.ExitStack()
-        self.endpoint: dblib.Endpoint | None = None
-
-    def open(self) -> None:
-        for host in self.env.roles.all_hosts():
-            remote = Remote(self.env, host).open()
-            self._stack.callback(remote.close)
-            self.remotes[host] = remote
-        if self.env.db.access == "tunnel":
-            port = self._stack.enter_context(self.state.tunnel(self.env.db.host, self.env.db.port))
-            self.endpoint = dblib.Endpoint("127.0.0.1", port)
-        else:
-            self.endpoint = dblib.Endpoint(self.env.db.host, self.env.db.port)
-
-    def close(self) -> None:
-        self._stack.close()
-
-    @property
-    def state(self) -> Remote:
-        return self.remotes[self.env.roles.db]
-
-    @property
-    def migrator(self) -> Remote:
-        return self.remotes[self.env.roles.migrate]
-
-    def app_remotes(self) -> list[Remote]:
-        """App hosts plus the migrate host (which needs the release too), each once."""
-        hosts = list(self.env.roles.app)
-        if self.env.roles.migrate not in hosts:
-            hosts.append(self.env.roles.migrate)
-        return [self.remotes[h] for h in hosts]
-
-    def serving_remotes(self) -> list[Remote]:
-        return [self.remotes[h] for h in self.env.roles.app]
-
-    def connect(self, *, admin: bool, dbname: str | None = None, app_name: str) -> Any:
-        assert self.endpoint is not None
-        conn = dblib.connect(self.env, self.endpoint, admin=admin, dbname=dbname, app_name=app_name)
-        self._stack.callback(conn.close)
-        return conn
-
-
 class Upgrade:
     """One `upgradedb` run. `run()` returns the report or raises a SeedError (exit code)."""
 
@@ -104,6 +57,7 @@ class Upgrade:
         self.deploy_id = new_deploy_id()
         self.app_name = f"seed-{env.name}-{self.deploy_id}"
         self.report = Report(env.name, opts.command, self.deploy_id)
+        self.report.data["kind"] = "upgradedb"
         self.layout = rel.Layout(env.app.deploy_to)
         self.session = Session(env)
         self.journal: Journal | None = None
@@ -192,6 +146,7 @@ class Upgrade:
                 self.after_failure(exc)
             except Exception as exc:  # a lost connection, a driver error: roll back all the same
                 self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+            self.record_after_state()
             message = self.success_message(ref)
             self.finish("succeeded", 0, message)
             return self.report
@@ -243,6 +198,7 @@ class Upgrade:
                 job = self.job_dir(f"venv-{remote.host.name}-{remote.host.port}")
                 reused += rel.ensure_venv(env, remote, self.layout, self.rid, vhash, job)
                 rel.write_env_file(env, remote, self.layout)
+            self.report.data["previous_releases"] = dict(self.previous)
             prev = self.previous.get(session.migrator.label)
             self.report.data["release_before"] = prev
             self.report.data["sha_before"] = prev.rsplit("-", 1)[-1] if prev else None
@@ -482,7 +438,7 @@ class Upgrade:
         with self.step("health") as s:
             if env.app.health:
                 for remote in session.serving_remotes():
-                    health_check(env, remote, self.layout)
+                    rel.health_check(env, remote, self.layout)
                 s.detail = f"{env.app.health.url} on {len(session.serving_remotes())} host(s)"
             else:
                 s.outcome, s.detail = "skipped", "no app.health configured"
@@ -547,6 +503,7 @@ class Upgrade:
             )
             self.finish("rollback failed", HumanNeeded.code, message)
             raise HumanNeeded(message) from None
+        self.record_after_state()
         message = f"deploy of {ref} failed at {cause}; rolled back; verified identical"
         self.finish("rolled back", RolledBack.code, message)
         raise RolledBack(message)
@@ -578,64 +535,56 @@ class Upgrade:
     def restore_database(self) -> str:
         """Restore the deploy's backup as the live database (seed.restore), keep the old one."""
         assert self.backup is not None
-        env, session = self.env, self.session
-        tag = self.deploy_id.lower().replace("-", "_")
-        plan = restorelib.plan_restore(env, self.backup.path, self.backup.sha256, tag)
-        restorelib.verify_backup(session.state, plan.backup_path, plan.backup_sha256)
-        props = self.before["database_properties"]
-        pg = session.connect(admin=True, dbname="postgres", app_name=self.app_name)
-        live_sequences = restorelib.sequence_values(self.admin)
-        restorelib.drop_if_exists(pg, plan.new)
-        restorelib.create_like(pg, plan.new, props)
-        restorelib.run_pg_restore(env, session.state, plan, self.job_dir("restore"), self.app_name)
-        new = session.connect(admin=True, dbname=plan.new, app_name=self.app_name)
-        new.execute("analyze")
-        moved = restorelib.never_backwards(new, live_sequences)
-        new.close()
-        restorelib.apply_properties(pg, plan.new, props)
-        for conn in (self.admin, self.app):
-            conn.close()
-        restorelib.swap(pg, plan)
+
+        def close_live_sessions() -> None:
+            for conn in (self.admin, self.app):
+                conn.close()
+
+        try:
+            restored = restorelib.restore_as_live(
+                self.env,
+                self.session,
+                self.backup.path,
+                self.backup.sha256,
+                self.before["database_properties"],
+                self.deploy_id.lower().replace("-", "_"),
+                self.job_dir("restore"),
+                self.app_name,
+                before_swap=close_live_sessions,
+            )
+        except restorelib.RestoreFailed as exc:
+            if exc.live_untouched:
+                self.state["database"] = "NOT restored: still the migrated database"
+            else:
+                self.state["database"] = str(exc)
+            raise
+        replaced = restored.plan.replaced
         self.state["database"] = (
             f"restored from {self.backup.path}; the failed database is kept as "
-            f"{plan.replaced} (connections disabled)"
+            f"{replaced} (connections disabled)"
         )
         self.report.data["rollback"].update(
-            {"replaced_database": plan.replaced, "sequences_moved_forward": moved}
+            {
+                "replaced_database": replaced,
+                "sequences_moved_forward": restored.sequences_moved_forward,
+            }
         )
-        self.admin = session.connect(admin=True, app_name=self.app_name)
-        self.app = session.connect(admin=False, app_name=self.app_name)
-        return f"{self.backup.path} restored, {plan.replaced} kept"
+        self.admin = self.session.connect(admin=True, app_name=self.app_name)
+        self.app = self.session.connect(admin=False, app_name=self.app_name)
+        return f"{self.backup.path} restored, {replaced} kept"
 
     def verify_rolled_back(self) -> str:
         """Every table's count + checksum, the migration set and database properties as before."""
-        figures = {k: v.to_json() for k, v in dblib.snapshot_figures(self.admin).items()}
-        applied = [f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin)]
-        props = restorelib.database_properties(self.admin, self.env.db.name)
-        problems = []
-        before = self.before["tables"]
-        differ = sorted(t for t in set(figures) | set(before) if figures.get(t) != before.get(t))
-        if differ:
-            problems.append(f"tables differ from the backup's snapshot: {', '.join(differ)}")
-        if applied != self.before["applied_migrations"]:
-            problems.append("the django_migrations set differs from the before-state")
-        want = restorelib.comparable_properties(self.before["database_properties"])
-        if restorelib.comparable_properties(props) != want:
-            problems.append("database-level properties differ from the before-state")
-        verification = {
-            "tables": len(figures),
-            "rows": sum(f["rows"] for f in figures.values()),
-            "migrations": len(applied),
-            "identical": not problems,
-            "problems": problems,
-        }
+        verification = restorelib.verify_like_before(self.env, self.admin, self.before)
         self.report.data["rollback"]["verification"] = verification
-        if problems:
-            self.state["database"] += "; VERIFICATION FAILED: " + "; ".join(problems)
-            raise SeedError("; ".join(problems))
+        if verification["problems"]:
+            problems = "; ".join(verification["problems"])
+            self.state["database"] += "; VERIFICATION FAILED: " + problems
+            raise SeedError(problems)
         self.state["database"] += "; verified identical to the before-state"
         return (
-            f"{len(figures)} tables, {verification['rows']} rows, {len(applied)} migrations equal"
+            f"{verification['tables']} tables, {verification['rows']} rows, "
+            f"{verification['migrations']} migrations equal"
         )
 
     def start_previous(self) -> str:
@@ -649,9 +598,14 @@ class Upgrade:
             if command:
                 rel.run_hook(remote, self.layout, command, "starting the previous release")
             if env.app.health:
-                health_check(env, remote, self.layout)
+                rel.health_check(env, remote, self.layout)
         self.maintenance_on = False
         return f"previous release serving on {len(live)} host(s)"
+
+    def record_after_state(self) -> None:
+        """What a later `rollback` compares with: write counters as Seed left the database."""
+        with contextlib.suppress(psycopg.Error):
+            self.report.data["after"] = {"write_counters": dblib.write_counters(self.admin)}
 
     def success_message(self, ref: str) -> str:
         m = self.report.data["migrations"]
@@ -665,44 +619,3 @@ class Upgrade:
 
     def job_dir(self, name: str) -> str:
         return posixpath.join(self.env.state_dir, "jobs", self.deploy_id, name)
-
-
-HEALTH_SCRIPT = """
-import sys, time, urllib.request, urllib.error
-url, status, text, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-deadline = time.monotonic() + timeout
-last = "no answer"
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(url, timeout=min(5.0, timeout)) as r:
-            code, body = r.status, r.read(65536).decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        code, body = e.code, ""
-    except Exception as e:
-        last = str(e)
-        time.sleep(0.3)
-        continue
-    if code == status and (not text or text in body):
-        print(f"{code} {body[:80]!r}")
-        sys.exit(0)
-    last = f"status {code}, body {body[:80]!r}"
-    time.sleep(0.3)
-print(last)
-sys.exit(1)
-"""
-
-
-def health_check(env: Environment, remote: Remote, layout: rel.Layout) -> None:
-    """GET the health URL from the app host itself until it answers as expected."""
-    health = env.app.health
-    assert health is not None
-    python = posixpath.join(layout.current, ".venv", "bin", "python")
-    res = remote.run(
-        f"{q(python)} -c {q(HEALTH_SCRIPT)} {q(health.url)} {health.status} "
-        f"{q(health.text or '')} {health.timeout}",
-        timeout=health.timeout + 30,
-    )
-    if not res.ok:
-        raise RemoteError(
-            f"health check {health.url} on {remote.label} failed: {res.stdout.strip()[-200:]}"
-        )

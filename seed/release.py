@@ -244,3 +244,44 @@ def prune_releases(remote: Remote, layout: Layout, keep: int, protect: set[str])
 def run_hook(remote: Remote, layout: Layout, command: str, what: str) -> None:
     """Run a user hook (restart, maintenance) with cwd = deploy_to."""
     remote.check(f"cd {q(layout.deploy_to)} && {command}", what, timeout=300)
+
+
+HEALTH_SCRIPT = """
+import sys, time, urllib.request, urllib.error
+url, status, text, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+deadline = time.monotonic() + timeout
+last = "no answer"
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=min(5.0, timeout)) as r:
+            code, body = r.status, r.read(65536).decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        code, body = e.code, ""
+    except Exception as e:
+        last = str(e)
+        time.sleep(0.3)
+        continue
+    if code == status and (not text or text in body):
+        print(f"{code} {body[:80]!r}")
+        sys.exit(0)
+    last = f"status {code}, body {body[:80]!r}"
+    time.sleep(0.3)
+print(last)
+sys.exit(1)
+"""
+
+
+def health_check(env: Environment, remote: Remote, layout: Layout) -> None:
+    """GET the health URL from the app host itself until it answers as expected."""
+    health = env.app.health
+    assert health is not None
+    python = posixpath.join(layout.current, ".venv", "bin", "python")
+    res = remote.run(
+        f"{q(python)} -c {q(HEALTH_SCRIPT)} {q(health.url)} {health.status} "
+        f"{q(health.text or '')} {health.timeout}",
+        timeout=health.timeout + 30,
+    )
+    if not res.ok:
+        raise RemoteError(
+            f"health check {health.url} on {remote.label} failed: {res.stdout.strip()[-200:]}"
+        )

@@ -12,6 +12,7 @@ is kept with connections disabled until `cleanup`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +21,10 @@ from psycopg import sql
 
 from seed.backup import pgpass_line, verify_file
 from seed.config import Environment
+from seed.db import applied_migrations, snapshot_figures
 from seed.errors import SeedError
 from seed.remote import Remote, RemoteJob, q
+from seed.session import Session
 
 
 class RestoreFailed(SeedError):
@@ -255,3 +258,83 @@ def drop_if_exists(conn: psycopg.Connection[Any], dbname: str) -> None:
 def verify_backup(remote: Remote, path: str, sha256: str) -> None:
     """sha256 and a full read before the live database is touched."""
     verify_file(remote, path, sha256)
+
+
+@dataclass
+class Restored:
+    plan: RestorePlan
+    sequences_moved_forward: list[str]
+
+
+def restore_as_live(
+    env: Environment,
+    session: Session,
+    backup_path: str,
+    sha256: str,
+    props: dict[str, Any],
+    tag: str,
+    job_dir: str,
+    app_name: str,
+    before_swap: Callable[[], None] = lambda: None,
+) -> Restored:
+    """The whole restore: verify the file, new database, pg_restore, properties, swap.
+
+    Until the swap the live database is untouched (RestoreFailed.live_untouched);
+    `before_swap` lets the caller close its own sessions to the live database.
+    """
+    plan = plan_restore(env, backup_path, sha256, tag)
+    try:
+        verify_backup(session.state, plan.backup_path, plan.backup_sha256)
+        pg = session.connect(admin=True, dbname="postgres", app_name=app_name)
+        live = session.connect(admin=True, app_name=app_name)
+        live_sequences = sequence_values(live)
+        live.close()
+        drop_if_exists(pg, plan.new)
+        create_like(pg, plan.new, props)
+        run_pg_restore(env, session.state, plan, job_dir, app_name)
+        new = session.connect(admin=True, dbname=plan.new, app_name=app_name)
+        new.execute("analyze")
+        moved = never_backwards(new, live_sequences)
+        new.close()
+        apply_properties(pg, plan.new, props)
+        before_swap()
+    except (SeedError, psycopg.Error, OSError) as exc:
+        raise RestoreFailed(
+            f"restore of {backup_path} failed before the swap ({exc}); the live database "
+            "was not touched",
+            live_untouched=True,
+        ) from None
+    try:
+        swap(pg, plan)
+    except (psycopg.Error, OSError) as exc:
+        raise RestoreFailed(
+            f"swapping {plan.new} in as {plan.live} failed ({exc}); connections to the live "
+            f"database are disabled; the restored copy is {plan.new}",
+            live_untouched=False,
+        ) from None
+    return Restored(plan, moved)
+
+
+def verify_like_before(
+    env: Environment, conn: psycopg.Connection[Any], before: dict[str, Any]
+) -> dict[str, Any]:
+    """Every table's count + checksum, the migration set and database properties vs `before`."""
+    figures = {k: v.to_json() for k, v in snapshot_figures(conn).items()}
+    applied = [f"{a}.{n}" for a, n in applied_migrations(conn)]
+    props = database_properties(conn, env.db.name)
+    problems = []
+    tables = before["tables"]
+    differ = sorted(t for t in set(figures) | set(tables) if figures.get(t) != tables.get(t))
+    if differ:
+        problems.append(f"tables differ from the backup's snapshot: {', '.join(differ)}")
+    if applied != before["applied_migrations"]:
+        problems.append("the django_migrations set differs from the before-state")
+    if comparable_properties(props) != comparable_properties(before["database_properties"]):
+        problems.append("database-level properties differ from the before-state")
+    return {
+        "tables": len(figures),
+        "rows": sum(f["rows"] for f in figures.values()),
+        "migrations": len(applied),
+        "identical": not problems,
+        "problems": problems,
+    }

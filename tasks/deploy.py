@@ -1,16 +1,36 @@
-"""Deploy tasks: `fab <env> upgradedb`."""
+"""Deploy tasks: `fab <env> upgradedb`, `fab <env> rollback`."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from invoke import Context, task
 
+from seed.errors import ConfigError
 from seed.pipeline import DeployOptions, Upgrade
 from seed.report import Output, Scrubber
+from seed.rollback import Rollback, RollbackOptions
 from tasks.edge import confirm_protected, local_root, selected_environment, user_errors
+
+
+def _command() -> str:
+    return "fab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _report_path(report: str) -> Path | None:
+    """`--report PATH`, checked writable before anything runs (exit 2 otherwise)."""
+    if not report:
+        return None
+    path = Path(report).expanduser().resolve()
+    parent = path.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or path.is_dir():
+        raise ConfigError(
+            f"--report {report}: cannot write there (no such directory, or not writable)"
+        )
+    return path
 
 
 @task(
@@ -25,16 +45,45 @@ def upgradedb(c: Context, ref: str = "", yes: bool = False, report: str = "") ->
     """Verified backup, release, migrate, checks, switch — or stop before changing anything."""
     env = selected_environment(c)
     confirm_protected(env, f"upgrade {env.name}", yes)
-    command = "fab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out = Output(env.name, Scrubber(env.secrets()))
     options = DeployOptions(
         ref=ref or None,
-        command=command,
+        command=_command(),
         local_root=local_root(),
-        report_path=Path(report) if report else None,
+        report_path=_report_path(report),
     )
     upgrade = Upgrade(env, options, out)
     try:
         upgrade.run()
     finally:
         out.summary(upgrade.report)
+
+
+@task(
+    help={
+        "to": "undo this deploy id (and so go further back than the last deploy)",
+        "discard_writes": "roll back even though the database was written since the deploy",
+        "yes": "confirm on a protected environment without asking (for CI)",
+        "report": "also write the JSON report to this path",
+    }
+)
+@user_errors
+def rollback(
+    c: Context, to: str = "", discard_writes: bool = False, yes: bool = False, report: str = ""
+) -> None:
+    """Undo the last successful deploy: restore its backup, previous release, verify."""
+    env = selected_environment(c)
+    confirm_protected(env, f"roll back {env.name}", yes)
+    out = Output(env.name, Scrubber(env.secrets()))
+    options = RollbackOptions(
+        command=_command(),
+        local_root=local_root(),
+        to=to or None,
+        discard_writes=discard_writes,
+        report_path=_report_path(report),
+    )
+    run = Rollback(env, options, out)
+    try:
+        run.run()
+    finally:
+        out.summary(run.report)
