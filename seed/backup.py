@@ -14,6 +14,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psycopg
+
 from seed.config import Environment, Secret
 from seed.errors import PreflightFailed
 from seed.remote import Remote, RemoteJob, q
@@ -55,13 +57,15 @@ def pgpass_line(host: str, port: int, user: str, secret: Secret | None) -> bytes
     return f"{esc(host)}:{port}:*:{esc(user)}:{esc(password)}\n".encode()
 
 
-def pg_dump_version(remote: Remote) -> tuple[str, int]:
+def pg_dump_version(env: Environment, remote: Remote) -> tuple[str, int]:
     """(`pg_dump --version` text, major) on the state host; missing → PreflightFailed."""
-    res = remote.run("pg_dump --version")
+    pg_dump = env.backup.tool("pg_dump")
+    res = remote.run(f"{q(pg_dump)} --version")
     if not res.ok:
         raise PreflightFailed(
-            f"pg_dump not found on state host {remote.label}; install the PostgreSQL client "
-            "(e.g. apt-get install postgresql-client) matching the server version"
+            f"{pg_dump} not found on state host {remote.label}; install the PostgreSQL client "
+            "matching the server version (e.g. apt-get install postgresql-client), or set "
+            "backup.pg_bin to its directory"
         )
     text = res.stdout.strip()
     match = re.search(r"(\d+)(?:\.(\d+))?", text)
@@ -78,6 +82,29 @@ def free_bytes(remote: Remote, path: str) -> int:
     )
     fields = res.stdout.split()
     return int(fields[3])
+
+
+def restore_space(
+    env: Environment, remote: Remote, conn: psycopg.Connection[Any], size: int
+) -> str:
+    """Refuse when the data directory could not hold a restored copy (a restore creates a
+    second database of about the same size before the swap, plus WAL)."""
+    if env.db.host not in ("127.0.0.1", "localhost", "::1"):
+        return "restore space not checked (the database is not on the state host)"
+    try:
+        row = conn.execute("select current_setting('data_directory')").fetchone()
+    except psycopg.Error:
+        conn.rollback()
+        return "restore space not checked (data_directory not readable by db.admin_user)"
+    data_dir = str(row[0]) if row else ""
+    free = free_bytes(remote, data_dir)
+    needed = int(size * 1.2)
+    if free < needed:
+        raise PreflightFailed(
+            f"the data directory {data_dir} on {remote.label} has {free / 1e6:.0f} MB free; "
+            f"a restore (rollback) needs about {needed / 1e6:.0f} MB: free space first"
+        )
+    return f"{free / 1e9:.1f} GB free for a restore"
 
 
 def dump_script(
@@ -99,14 +126,14 @@ tmp={q(tmp)}
 final={q(final)}
 trap 'rm -f "$tmp" "$PGPASSFILE"' EXIT
 mkdir -p {q(directory)} && chmod 700 {q(directory)}
-echo "dumping {db.name} to $final"
-pg_dump --format=custom --compress={env.backup.compression} \\
+echo {q("dumping " + db.name)} to "$final"
+{q(env.backup.tool("pg_dump"))} --format=custom --compress={env.backup.compression} \\
   --lock-wait-timeout={q(env.backup.lock_wait_timeout)} {snap}\\
   --host={q(db.host)} --port={db.port} --username={q(db.admin_user)} --no-password \\
   --file="$tmp" {q(db.name)}
 sync "$tmp"
 echo "verifying: full read of the archive"
-pg_restore --file=/dev/null "$tmp"
+{q(env.backup.tool("pg_restore"))} --file=/dev/null "$tmp"
 sha=$(sha256sum "$tmp" | cut -d' ' -f1)
 size=$(stat -c %s "$tmp")
 mv "$tmp" "$final"
@@ -149,11 +176,11 @@ def write_manifest(remote: Remote, record: BackupRecord) -> str:
     return path
 
 
-def verify_file(remote: Remote, path: str, sha256: str) -> None:
+def verify_file(env: Environment, remote: Remote, path: str, sha256: str) -> None:
     """Re-check a backup before trusting it for a restore: sha256, then a full read."""
     res = remote.run(f"sha256sum {q(path)} | cut -d' ' -f1")
     if not res.ok or res.stdout.strip() != sha256:
         raise PreflightFailed(f"backup {path} on {remote.label}: sha256 mismatch or unreadable")
-    res = remote.run(f"pg_restore --file=/dev/null {q(path)}")
+    res = remote.run(f"{q(env.backup.tool('pg_restore'))} --file=/dev/null {q(path)}")
     if not res.ok:
         raise PreflightFailed(f"backup {path} on {remote.label}: full read failed: {res.tail(2)}")

@@ -132,6 +132,11 @@ class BackupConfig:
     jobs: int
     keep: int
     lock_wait_timeout: str
+    pg_bin: str | None = None  # directory of pg_dump/pg_restore on the state host; None: PATH
+
+    def tool(self, name: str) -> str:
+        """The command for a PostgreSQL client program on the state host."""
+        return f"{self.pg_bin.rstrip('/')}/{name}" if self.pg_bin else name
 
 
 @dataclass(frozen=True)
@@ -555,7 +560,7 @@ class _Parser:
         )
 
     def backup(self, raw: dict[str, Any], env_name: str) -> BackupConfig:
-        allowed = {"dir", "format", "compression", "jobs", "keep", "lock_wait_timeout"}
+        allowed = {"dir", "format", "compression", "jobs", "keep", "lock_wait_timeout", "pg_bin"}
         b = self._section(raw, "backup", allowed)
         directory = str(self._str(b, "dir", "backup.dir", f"/var/backups/seed/{env_name}"))
         if directory and not directory.startswith("/"):
@@ -572,6 +577,7 @@ class _Parser:
             lock_wait_timeout=str(
                 self._str(b, "lock_wait_timeout", "backup.lock_wait_timeout", "30s")
             ),
+            pg_bin=self._str(b, "pg_bin", "backup.pg_bin", None),
         )
 
     def checks(self, raw: dict[str, Any]) -> tuple[Check, ...]:

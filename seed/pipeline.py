@@ -173,7 +173,7 @@ class Upgrade:
             self.admin, self.app = admin, app
             s.detail = f"PostgreSQL {server // 10000}, {size / 1e6:.1f} MB, both roles connect"
         with self.step("backup pre-flight") as s:
-            text, major = backups.pg_dump_version(session.state)
+            text, major = backups.pg_dump_version(env, session.state)
             if major < server // 10000:
                 raise PreflightFailed(
                     f"pg_dump on {session.state.label} is {text!r}, older than the server "
@@ -186,7 +186,8 @@ class Upgrade:
                     f"backup dir {env.backup.dir} on {session.state.label} has "
                     f"{free / 1e6:.0f} MB free, the backup needs about {needed / 1e6:.0f} MB"
                 )
-            s.detail = f"{text}; {free / 1e9:.1f} GB free in {env.backup.dir}"
+            restore = backups.restore_space(env, session.state, admin, size)
+            s.detail = f"{text}; {free / 1e9:.1f} GB free in {env.backup.dir}; {restore}"
         with self.step("upload release") as s:
             reused = 0
             for remote in session.app_remotes():
@@ -228,17 +229,15 @@ class Upgrade:
         with self.step("parse checks") as s:
             self.no_baseline: dict[str, str] = {}
             for check in env.checks:
-                if check.when == "pre" or check.expect.needs_before:
-                    try:
-                        checklib.explain(self.app, check, env.db.statement_timeout)
-                    except checklib.CheckQueryError as exc:
-                        if check.when == "post" and exc.missing_object:
-                            # nothing to compare with: e.g. the first deploy creates the table
+                try:
+                    checklib.explain(self.app, check, env.db.statement_timeout)
+                except checklib.CheckQueryError as exc:
+                    if check.when == "post" and exc.missing_object:
+                        # a migration may create what it names; nothing to compare with before
+                        if check.expect.needs_before:
                             self.no_baseline[check.name] = f"no baseline ({exc})"
-                            continue
-                        raise PreflightFailed(
-                            f"check '{check.name}' does not plan: {exc}"
-                        ) from None
+                        continue
+                    raise PreflightFailed(f"check '{check.name}' does not plan: {exc}") from None
             s.detail = f"{len(env.checks)} check(s)"
             if self.no_baseline:
                 s.detail += f", {len(self.no_baseline)} without baseline"
@@ -330,7 +329,7 @@ class Upgrade:
             path, sha, size = backups.take_backup(
                 env, session.state, backup_id, self.job_dir("backup"), self.app_name, snapshot
             )
-            text, _ = backups.pg_dump_version(session.state)
+            text, _ = backups.pg_dump_version(env, session.state)
             record = backups.BackupRecord(
                 id=backup_id,
                 path=path,

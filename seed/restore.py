@@ -215,8 +215,9 @@ def run_pg_restore(
     script = f"""set -euo pipefail
 export PGPASSFILE={q(passfile)} PGAPPNAME={q(app_name)}
 trap 'rm -f "$PGPASSFILE"' EXIT
-pg_restore --exit-on-error {jobs}--no-password --host={q(env.db.host)} --port={env.db.port} \\
-  --username={q(env.db.admin_user)} --dbname={q(plan.new)} {q(plan.backup_path)}
+{q(env.backup.tool("pg_restore"))} --exit-on-error {jobs}--no-password \\
+  --host={q(env.db.host)} --port={env.db.port} --username={q(env.db.admin_user)} \\
+  --dbname={q(plan.new)} {q(plan.backup_path)}
 echo "seed-restore ok"
 """
     job = RemoteJob.start(remote, job_dir, script)
@@ -255,9 +256,9 @@ def drop_if_exists(conn: psycopg.Connection[Any], dbname: str) -> None:
     conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
 
 
-def verify_backup(remote: Remote, path: str, sha256: str) -> None:
+def verify_backup(env: Environment, remote: Remote, path: str, sha256: str) -> None:
     """sha256 and a full read before the live database is touched."""
-    verify_file(remote, path, sha256)
+    verify_file(env, remote, path, sha256)
 
 
 @dataclass
@@ -284,7 +285,7 @@ def restore_as_live(
     """
     plan = plan_restore(env, backup_path, sha256, tag)
     try:
-        verify_backup(session.state, plan.backup_path, plan.backup_sha256)
+        verify_backup(env, session.state, plan.backup_path, plan.backup_sha256)
         pg = session.connect(admin=True, dbname="postgres", app_name=app_name)
         live = session.connect(admin=True, app_name=app_name)
         live_sequences = sequence_values(live)

@@ -167,7 +167,7 @@ class Rollback:
                 f"deploy {target['deploy_id']} has no usable backup record; cannot restore"
             )
         with self.step("verify backup") as s:
-            restorelib.verify_backup(session.state, backup["path"], backup["sha256"])
+            restorelib.verify_backup(self.env, session.state, backup["path"], backup["sha256"])
             s.detail = f"{backup['path']} sha256 {backup['sha256'][:12]}, full read ok"
         with self.step("releases") as s:
             self.previous: dict[str, str | None] = dict(target.get("previous_releases") or {})
