@@ -1,0 +1,181 @@
+"""Automatic rollback and `fab local rollback`, end to end (DESIGN: Rollback).
+
+"Back" is checked against everything the issue names: every table's count and
+checksum, the django_migrations set, the database's owner/ACL/settings/comment,
+`has_schema_privilege(app, 'public', 'CREATE')`, the release `current` points at,
+and the app actually serving the previous version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from seed.restore import comparable_properties, database_properties
+from tests.e2e.conftest import Deployment
+
+PROPERTIES_SQL = [
+    "alter database shop set work_mem = '8MB'",
+    "alter role shop in database shop set statement_timeout = '45s'",
+    "revoke connect on database shop from public",
+    "grant connect on database shop to shop",
+    "comment on database shop is 'the shop''s data'",
+]
+
+
+def whole_state(dep: Deployment) -> dict[str, Any]:
+    with dep.admin() as conn:
+        props = comparable_properties(database_properties(conn, "shop"))
+    with dep.admin("shop") as conn:
+        migrations = conn.execute("select app, name from django_migrations order by 1, 2")
+        applied = [tuple(r) for r in migrations.fetchall()]
+        can_create = conn.execute(
+            "select has_schema_privilege('shop', 'public', 'CREATE')"
+        ).fetchone()
+    return {
+        "figures": dep.figures(),
+        "migrations": applied,
+        "properties": props,
+        "public_create": can_create,
+        "current": dep.current(),
+        "releases": dep.releases(),
+        "serving": dep.http("/version/"),
+    }
+
+
+@pytest.fixture(scope="module")
+def at_v2(deployment: Deployment) -> Iterator[Deployment]:
+    """v1 then v2 deployed, with database-level properties a restore must carry over."""
+    deployment.reset()
+    for ref in ("v1", "v2"):
+        res = deployment.fab("local", "upgradedb", "--ref", ref)
+        assert res.returncode == 0, res.stderr
+    with deployment.admin() as conn:
+        for statement in PROPERTIES_SQL:
+            conn.execute(statement)
+    yield deployment
+
+
+def test_bad_data_is_rolled_back_to_the_exact_before_state(at_v2: Deployment) -> None:
+    before = whole_state(at_v2)
+    res = at_v2.fab("local", "upgradedb", "--ref", "bad-data")
+    assert res.returncode == 5, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert (
+        "deploy of bad-data failed at post check 'customers unchanged' "
+        "(expected 20000, got 19000)" in last
+    )
+    assert last.endswith("rolled back; verified identical")
+    assert whole_state(at_v2) == before
+    report = at_v2.last_report()
+    assert report["exit_code"] == 5 and report["rollback"]["verification"]["identical"]
+    replaced = report["rollback"]["replaced_database"]
+    assert (
+        at_v2.scalar(
+            f"select datallowconn from pg_database where datname = '{replaced}'", "postgres"
+        )
+        is False
+    )
+    assert (
+        at_v2.scalar(f"select count(*) from pg_database where datname = '{replaced}'", "postgres")
+        == 1
+    )
+
+
+def test_bad_crash_is_rolled_back_to_the_exact_before_state(at_v2: Deployment) -> None:
+    before = whole_state(at_v2)
+    res = at_v2.fab("local", "upgradedb", "--ref", "bad-crash")
+    assert res.returncode == 5, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "failed at migrate" in last and "backfill_loyalty_points" in last
+    assert last.endswith("rolled back; verified identical")
+    assert whole_state(at_v2) == before
+    report = at_v2.last_report()
+    # the first migration had committed: only a restore could undo it
+    assert report["migrations"]["applied"] == ["shop.0005_customer_loyalty_points"]
+
+
+def test_health_failure_after_switch_rolls_back_code_and_database(at_v2: Deployment) -> None:
+    """The v3 app answers 'ok v3' where 'ok v2' is required: after the switch and restart."""
+    envdir = at_v2.variant("health-v2", {"app.health.text": "ok v2"})
+    before = whole_state(at_v2)
+    res = at_v2.fab("local", "upgradedb", "--ref", "v3", envdir=envdir)
+    assert res.returncode == 5, res.stderr
+    assert "failed at health" in res.stderr
+    report = at_v2.last_report()
+    steps = {s["name"]: s["outcome"] for s in report["steps"]}
+    assert steps["switch"] == "ok" and steps["restart"] == "ok" and steps["health"] == "failed"
+    assert steps["rollback: stop app"] == "ok"
+    assert whole_state(at_v2) == before
+
+
+def test_rollback_of_v2_restores_the_v1_state(at_v2: Deployment) -> None:
+    v2 = next(
+        json.loads(p.read_text())
+        for p in sorted((at_v2.home / "local" / "reports").glob("*.json"), reverse=True)
+        if json.loads(p.read_text()).get("ref") == "v2"
+        and json.loads(p.read_text()).get("outcome") == "succeeded"
+    )
+    res = at_v2.fab("local", "rollback", "--report", str(at_v2.home / "rollback.json"))
+    assert res.returncode == 0, res.stderr
+    assert at_v2.figures() == v2["before"]["tables"]
+    assert at_v2.current() == f"releases/{v2['release_before']}"
+    assert at_v2.http("/version/") == (200, "v1")
+    report = json.loads((at_v2.home / "rollback.json").read_text())
+    assert report["target"] == v2["deploy_id"] and report["verification"]["identical"]
+    # a second plain rollback does not silently go further back
+    again = at_v2.fab("local", "rollback")
+    assert again.returncode == 4
+    assert "already rolled back" in again.stderr and "--to" in again.stderr
+
+
+def test_rollback_refuses_after_writes_unless_discarded(at_v2: Deployment) -> None:
+    res = at_v2.fab("local", "upgradedb", "--ref", "v2")
+    assert res.returncode == 0, res.stderr
+    with at_v2.admin("shop") as conn:
+        conn.execute(
+            "insert into shop_customer (name, email, created_at, first_name, last_name) "
+            "values ('New Person', 'new@example.com', now(), 'New', 'Person')"
+        )
+    before = whole_state(at_v2)
+    refused = at_v2.fab("local", "rollback")
+    assert refused.returncode == 4, refused.stderr
+    assert "public.shop_customer 1" in refused.stderr and "--discard-writes" in refused.stderr
+    assert whole_state(at_v2) == before
+    done = at_v2.fab("local", "rollback", "--discard-writes")
+    assert done.returncode == 0, done.stderr
+    assert at_v2.scalar("select count(*) from shop_customer where email = 'new@example.com'") == 0
+    assert at_v2.http("/version/") == (200, "v1")
+
+
+def test_restore_failure_during_rollback_exits_6_with_an_accurate_report(
+    at_v2: Deployment,
+) -> None:
+    """The restart hook damages the backups, then health fails: the restore must refuse the
+    damaged file and say exactly where things stand."""
+    res = at_v2.fab("local", "upgradedb", "--ref", "v2")
+    assert res.returncode == 0, res.stderr
+    damage = (
+        f"current/deploy/appctl restart && for f in {at_v2.backup_dir}/*.dump; "
+        'do truncate -s 2000 "$f"; done'
+    )
+    envdir = at_v2.variant("damaged", {"app.health.text": "ok v2", "app.restart": damage})
+    res = at_v2.fab("local", "upgradedb", "--ref", "v3", envdir=envdir)
+    assert res.returncode == 6, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "ROLLBACK FAILED" in last and "sha256 mismatch" in last
+    report = at_v2.last_report()
+    state = report["rollback"]["state"]
+    assert state["database"] == "NOT restored: still the migrated database"
+    assert state["code"].startswith("current is ")
+    # and that is the truth: the live database is the migrated v3 one, current the v2 release
+    assert (
+        at_v2.scalar(
+            "select count(*) from django_migrations where name = '0005_remove_customer_name'"
+        )
+        == 1
+    )
+    assert at_v2.current() == f"releases/{state['code'].removeprefix('current is ')}"
