@@ -85,7 +85,7 @@ class Deployment:
             *parents, last = dotted.split(".")
             for key in parents:
                 node = node.setdefault(key, {})
-            if value is _DELETE:
+            if value == DELETE:
                 node.pop(last, None)
             else:
                 node[last] = value
@@ -160,8 +160,8 @@ class Deployment:
             shutil.rmtree(path, ignore_errors=True)
 
 
-_DELETE = object()
-DELETE = _DELETE
+# a value for `variant` edits that removes the key (a string: conftest may be imported twice)
+DELETE = "<delete this key>"
 
 
 @pytest.fixture(scope="session")

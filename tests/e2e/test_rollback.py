@@ -119,7 +119,11 @@ def test_rollback_of_v2_restores_the_v1_state(at_v2: Deployment) -> None:
         if json.loads(p.read_text()).get("ref") == "v2"
         and json.loads(p.read_text()).get("outcome") == "succeeded"
     )
-    res = at_v2.fab("local", "rollback", "--report", str(at_v2.home / "rollback.json"))
+    # from a fresh CI runner: no local journal mirror, only the state host's journal
+    fresh = {"SEED_HOME": str(at_v2.home / "fresh-runner")}
+    res = at_v2.fab(
+        "local", "rollback", "--report", str(at_v2.home / "rollback.json"), extra_env=fresh
+    )
     assert res.returncode == 0, res.stderr
     assert at_v2.figures() == v2["before"]["tables"]
     assert at_v2.current() == f"releases/{v2['release_before']}"
