@@ -154,6 +154,11 @@ class Upgrade:
             if self.report.outcome == "running":
                 self.finish("failed", exc.code, str(exc))
             raise
+        except BaseException as exc:  # a bug or an interrupt: still leave an honest record
+            if self.report.outcome == "running":
+                with contextlib.suppress(Exception):
+                    self.finish("failed", 1, f"internal error: {type(exc).__name__}: {exc}")
+            raise
         finally:
             if lock_conn is not None and self.journal is not None:
                 with contextlib.suppress(Exception):
@@ -451,14 +456,29 @@ class Upgrade:
         with self.step("prune") as s:
             removed = 0
             try:
+                needed = self.releases_the_journal_needs()
                 for remote in session.app_remotes():
                     protect = {p for p in [self.previous.get(remote.label), self.rid] if p}
+                    protect |= needed.get(remote.label, set())
                     removed += len(
                         rel.prune_releases(remote, self.layout, env.app.keep_releases, protect)
                     )
                 s.detail = f"{removed} old release folder(s) removed"
             except SeedError as exc:  # the deploy succeeded; an old folder left is harmless
                 s.outcome, s.detail = "skipped", f"warning: {exc}"
+
+    def releases_the_journal_needs(self) -> dict[str, set[str]]:
+        """Per host, the releases a `rollback --to` could still switch back to."""
+        assert self.journal is not None
+        needed: dict[str, set[str]] = {}
+        for record in self.journal.records():
+            if record.get("kind") == "upgradedb" and record.get("outcome") == "succeeded":
+                if record.get("rolled_back_by"):
+                    continue
+                for host, release in (record.get("previous_releases") or {}).items():
+                    if release:
+                        needed.setdefault(host, set()).add(release)
+        return needed
 
     def after_failure(self, exc: SeedError) -> None:
         """A failure after the backup: roll database and code back, verify, say what happened.

@@ -152,6 +152,11 @@ class Rollback:
             if self.report.outcome == "running":
                 self.finish("failed", exc.code, str(exc))
             raise
+        except BaseException as exc:  # a bug or an interrupt: still leave an honest record
+            if self.report.outcome == "running":
+                with contextlib.suppress(Exception):
+                    self.finish("failed", 1, f"internal error: {type(exc).__name__}: {exc}")
+            raise
         finally:
             if lock_conn is not None and self.journal is not None:
                 with contextlib.suppress(Exception):
