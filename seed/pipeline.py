@@ -468,16 +468,21 @@ class Upgrade:
                 s.outcome, s.detail = "skipped", f"warning: {exc}"
 
     def releases_the_journal_needs(self) -> dict[str, set[str]]:
-        """Per host, the releases a `rollback --to` could still switch back to."""
+        """Per host, the releases a `rollback --to` could still switch back to: those before
+        the newest `backup.keep` successful deploys (older ones have no backup kept)."""
         assert self.journal is not None
         needed: dict[str, set[str]] = {}
-        for record in self.journal.records():
-            if record.get("kind") == "upgradedb" and record.get("outcome") == "succeeded":
-                if record.get("rolled_back_by"):
-                    continue
-                for host, release in (record.get("previous_releases") or {}).items():
-                    if release:
-                        needed.setdefault(host, set()).add(release)
+        good = [
+            r
+            for r in self.journal.records()
+            if r.get("kind") == "upgradedb"
+            and r.get("outcome") == "succeeded"
+            and not r.get("rolled_back_by")
+        ]
+        for record in good[-self.env.backup.keep :]:
+            for host, release in (record.get("previous_releases") or {}).items():
+                if release:
+                    needed.setdefault(host, set()).add(release)
         return needed
 
     def after_failure(self, exc: SeedError) -> None:
