@@ -118,7 +118,9 @@ def _run(
     assert conn.autocommit, "checks manage their own read-only transactions"
     try:
         _read_only(conn, statement_timeout, snapshot)
-        cur = conn.execute(query.encode())
+        # extended protocol: exactly one statement, so `...; commit; delete ...` cannot
+        # end the read-only transaction and write
+        cur = conn.execute(query.encode(), prepare=True)
         rows = cur.fetchall() if cur.description else []
         return rows
     except psycopg.Error as exc:
@@ -164,7 +166,7 @@ def satisfied(expect: Expectation, actual: Any, before: Any = None) -> bool:
             return abs(na - nb) <= allowed
         return _equal(actual, before)
     n = _num(actual)
-    if n is None:
+    if n is None or n.is_nan():
         return False
     if kind == "min":
         return n >= decimal.Decimal(str(value))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import yaml
 
@@ -201,6 +202,7 @@ class Environment:
         for secret in (self.db.password, self.db.admin_password):
             if secret is not None:
                 values.append(secret.reveal())
+                values.append(quote(secret.reveal(), safe=""))  # as in DATABASE_URL
         return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 
@@ -280,15 +282,38 @@ class _Yaml12Loader(yaml.SafeLoader):
     which would turn `maintenance: {on: ..., off: ...}` into True/False keys.)"""
 
 
-_BOOL_TAG = "tag:yaml.org,2002:bool"
+_YAML11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
 _Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML11_ONLY]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-for _first in "tTfF":
-    _Yaml12Loader.yaml_implicit_resolvers[_first].insert(
-        0, (_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"))
-    )
+# YAML 1.2 core schema: no `on`/`no` booleans, no octal `01234`, no base-60 `12:30`
+_YAML12_CORE = [
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+]
+for _tag, _pattern, _firsts in reversed(_YAML12_CORE):  # bool, then int, then float first
+    for _first in _firsts:
+        _Yaml12Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(
+            0, (_tag, re.compile(_pattern))
+        )
+
+
+def _yaml12_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    """Decimal unless 0o/0x: YAML 1.1 would read `01234` as octal."""
+    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
 
 
 T = TypeVar("T")
@@ -362,6 +387,13 @@ class _Parser:
 
     def _float(self, mapping: dict[str, Any], key: str, where: str, default: float) -> float:
         value = mapping.get(key, default)
+        if isinstance(value, str):
+            value = self._interp(value, where)
+            try:
+                value = float(value)
+            except ValueError:
+                self.errors.append(f"{where}: expected a positive number, got {value!r}")
+                return default
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             self.errors.append(f"{where}: expected a positive number")
             return default
@@ -369,6 +401,12 @@ class _Parser:
 
     def _bool(self, mapping: dict[str, Any], key: str, where: str, default: bool) -> bool:
         value = mapping.get(key, default)
+        if isinstance(value, str):
+            text = self._interp(value, where).strip().lower()
+            if text in ("true", "false"):
+                return text == "true"
+            self.errors.append(f"{where}: expected true or false, got {value!r}")
+            return default
         if not isinstance(value, bool):
             self.errors.append(f"{where}: expected true or false")
             return default
@@ -631,8 +669,13 @@ class _Parser:
             tolerance = 0.0
         if kind == "equals_before" and value is not True:
             self.errors.append(f"{where}.equals_before: write `equals_before: true`")
-        if kind == "between" and not (isinstance(value, list) and len(value) == 2):
-            self.errors.append(f"{where}.between: expected [low, high]")
+        if kind == "between" and not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            and value[0] <= value[1]
+        ):
+            self.errors.append(f"{where}.between: expected [low, high], two numbers, low <= high")
             return None
         if kind in ("delta", "rows", "min", "max") and (
             isinstance(value, bool) or not isinstance(value, int | float)

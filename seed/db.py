@@ -6,6 +6,7 @@ Hashing happens inside PostgreSQL, never by pulling rows. Every session sets
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,15 +153,14 @@ def exported_snapshot(conn: psycopg.Connection[Any]) -> Iterator[str]:
     The transaction stays open while the block runs, so pg_dump --snapshot and the
     checks see exactly the same data as the before-state figures.
     """
-    conn.autocommit = False
+    assert conn.autocommit, "the snapshot transaction is managed here, explicitly"
+    conn.execute("begin isolation level repeatable read read only")
     try:
-        conn.execute("begin isolation level repeatable read read only")
         row = conn.execute("select pg_export_snapshot()").fetchone()
         assert row is not None
         yield str(row[0])
     finally:
-        conn.rollback()
-        conn.autocommit = True
+        conn.execute("rollback")
 
 
 def server_version(conn: psycopg.Connection[Any]) -> int:
@@ -203,3 +203,29 @@ def writes_since(before: dict[str, int], now: dict[str, int]) -> dict[str, int |
         elif delta > 0:
             moved[table] = delta
     return moved
+
+
+_OTHER_SESSIONS = (
+    "select pid from pg_stat_activity where usename = %s and datname = %s "
+    "and pid <> pg_backend_pid() and application_name not like 'seed-%%'"
+)
+
+
+def drain_sessions(conn: psycopg.Connection[Any], user: str, dbname: str, timeout: float) -> int:
+    """Wait up to `timeout` s for `user`'s sessions on `dbname` (other than Seed's) to end,
+    terminate the rest and wait until they are gone (so their statistics are flushed).
+    Returns how many had to be terminated."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [r[0] for r in conn.execute(_OTHER_SESSIONS, (user, dbname))]
+        if not pids or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for pid in pids:
+        conn.execute("select pg_terminate_backend(%s)", (pid,))
+    gone_by = time.monotonic() + 10
+    while pids and time.monotonic() < gone_by:
+        if not conn.execute(_OTHER_SESSIONS, (user, dbname)).fetchall():
+            break
+        time.sleep(0.05)
+    return len(pids)

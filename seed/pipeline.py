@@ -306,23 +306,10 @@ class Upgrade:
             raise PreflightFailed("; ".join(failed))
 
     def drain_sessions(self) -> str:
-        """Wait for the app role's other sessions to end, then terminate the rest."""
+        """No other session of the app role may remain once writes are stopped."""
         env = self.env
-        query = (
-            "select pid from pg_stat_activity where usename = %s and datname = %s "
-            "and pid <> pg_backend_pid() and application_name not like 'seed-%%'"
-        )
-        deadline = time.monotonic() + env.db.drain_timeout
-        while True:
-            pids = [r[0] for r in self.admin.execute(query, (env.db.user, env.db.name))]
-            if not pids or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        for pid in pids:
-            self.admin.execute("select pg_terminate_backend(%s)", (pid,))
-        if pids:
-            return f"terminated {len(pids)} remaining app session(s)"
-        return "no app sessions left"
+        n = dblib.drain_sessions(self.admin, env.db.user, env.db.name, env.db.drain_timeout)
+        return f"terminated {n} remaining app session(s)" if n else "no app sessions left"
 
     def take_backup(
         self, snapshot: str, applied: list[tuple[str, str]], figures: dict[str, Any]

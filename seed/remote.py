@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import paramiko
 from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
 
 from seed.config import Environment, Host
 from seed.errors import PreflightFailed, SeedError
@@ -142,6 +143,10 @@ class Remote:
             res = self.conn.run(
                 command, hide=True, warn=True, in_stream=False, timeout=timeout, pty=False
             )
+        except CommandTimedOut:
+            raise RemoteError(
+                f"ssh {self.label}: {_short(command)!r} timed out after {timeout:g}s"
+            ) from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise RemoteError(f"ssh {self.label}: connection lost ({exc})") from None
         return Result(command, res.exited, res.stdout, res.stderr)
@@ -224,12 +229,35 @@ class Remote:
             remote_host=remote_host,
             local_host="127.0.0.1",
         ):
+            # Fabric yields before its tunnel thread listens: wait until it does
+            deadline = time.monotonic() + 10
+            while not _listening(port):
+                if time.monotonic() > deadline:
+                    raise RemoteError(
+                        f"ssh {self.label}: tunnel to {remote_host}:{remote_port} did not open"
+                    )
+                time.sleep(0.01)
             yield port
 
 
 def _strict_host_keys(client: paramiko.SSHClient, known_hosts: object) -> None:
     client.load_host_keys(str(known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+
+def _short(command: str, limit: int = 60) -> str:
+    return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+def _listening(port: int) -> bool:
+    """Whether something LISTENs on 127.0.0.1:port (read from /proc, no probe connection)."""
+    want = f"0100007F:{port:04X}"
+    try:
+        with open("/proc/net/tcp", encoding="ascii") as fh:
+            next(fh)
+            return any(line.split()[1] == want and line.split()[3] == "0A" for line in fh)
+    except OSError:
+        return True  # cannot tell: carry on as before
 
 
 def free_local_port() -> int:
@@ -264,9 +292,11 @@ class RemoteJob:
         remote.put_bytes(script.encode(), posixpath.join(job_dir, "run.sh"), mode=0o700)
         d = q(job_dir)
         inner = "bash ./run.sh > log 2>&1; echo $? > status.tmp && mv status.tmp status"
+        # only the setsid'd job goes to the background (braces), so this command returns at
+        # once and the pidfile names the job's session leader
         remote.check(
             f"cd {d} && rm -f status log pid && : > log && "
-            f"setsid bash -c {q(inner)} < /dev/null > /dev/null 2>&1 & echo $! > {d}/pid",
+            f"{{ setsid bash -c {q(inner)} < /dev/null > /dev/null 2>&1 & echo $! > pid; }}",
             f"starting job {job_dir}",
         )
         return cls(remote, job_dir)

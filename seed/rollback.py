@@ -137,6 +137,12 @@ class Rollback:
                     f"{str(target.get('sha_after', ''))[:12]})"
                 )
             self.preflight(records)
+            self.freeze()
+            try:
+                self.check_writes(records)
+            except SeedError:
+                self.unfreeze()
+                raise
             try:
                 self.execute()
             except Exception as exc:
@@ -187,8 +193,32 @@ class Rollback:
                 r.label: rel.current_release(r, self.layout) for r in session.serving_remotes()
             }
             s.detail = ", ".join(f"{k}: {v or 'none'}" for k, v in self.previous.items())
-        with self.step("writes since") as s:
+
+    def freeze(self) -> None:
+        """Stop the app (maintenance on) and end the app role's sessions, so that no write
+        can slip in after the writes check and every write is counted."""
+        env, session = self.env, self.session
+        with self.step("maintenance on") as s:
+            self.running = [r for r in session.serving_remotes() if self.current.get(r.label)]
+            if env.app.maintenance_on:
+                for remote in self.running:
+                    rel.run_hook(remote, self.layout, env.app.maintenance_on, "maintenance on")
+                self.state["app"] = "stopped (maintenance on)"
             self.admin = session.connect(admin=True, app_name=self.app_name)
+            ended = dblib.drain_sessions(self.admin, env.db.user, env.db.name, env.db.drain_timeout)
+            s.detail = f"app stopped on {len(self.running)} host(s), {ended} session(s) ended"
+
+    def unfreeze(self) -> None:
+        """Nothing changed: start the app again where it was running."""
+        command = self.env.app.maintenance_off or self.env.app.restart
+        if command and self.env.app.maintenance_on:
+            for remote in self.running:
+                with contextlib.suppress(SeedError, OSError):
+                    rel.run_hook(remote, self.layout, command, "maintenance off")
+        self.state["app"] = "running as before"
+
+    def check_writes(self, records: list[dict[str, Any]]) -> None:
+        with self.step("writes since") as s:
             baseline = baseline_counters(records)
             now = dblib.write_counters(self.admin)
             if baseline is None:
@@ -211,13 +241,6 @@ class Rollback:
 
     def execute(self) -> None:
         env, session, target = self.env, self.session, self.target
-        with self.step("maintenance on") as s:
-            running = [r for r in session.serving_remotes() if self.current.get(r.label)]
-            if env.app.maintenance_on:
-                for remote in running:
-                    rel.run_hook(remote, self.layout, env.app.maintenance_on, "maintenance on")
-            s.detail = f"app stopped on {len(running)} host(s)"
-            self.state["app"] = "stopped (maintenance on)"
         with self.step("code") as s:
             for remote in session.serving_remotes():
                 prev = self.previous.get(remote.label)

@@ -196,11 +196,6 @@ def test_writes_are_refused_and_change_nothing(db: psycopg.Connection[Any]) -> N
     assert_clean(db)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: checks._run sends the check's SQL with the simple query protocol, so "
-    "`...; commit; delete ...` ends the read-only transaction and the delete runs",
-)
 def test_a_second_statement_cannot_escape_read_only(db: psycopg.Connection[Any]) -> None:
     db.execute("create table victims (id int primary key); insert into victims values (1), (2)")
     sql = "select count(*) from victims; commit; delete from victims"
@@ -271,11 +266,6 @@ def test_explain_does_not_run_the_query(db: psycopg.Connection[Any]) -> None:
     assert time.monotonic() - started < 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: checks.satisfied compares Decimal('NaN') with <, <= (min/max/between), "
-    "which raises decimal.InvalidOperation out of run_check (documented: never raises)",
-)
 def test_nan_fails_the_check_without_raising(db: psycopg.Connection[Any]) -> None:
     result = run_check(db, check("select 'NaN'::numeric", E("min", 0)), "5s")
     assert result.passed is False

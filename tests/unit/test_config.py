@@ -317,11 +317,6 @@ def test_absolute_server_paths_are_required(tmp_path: Path) -> None:
     assert "app.deploy_to: must be an absolute path" in problems(tmp_path, text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Parser._float and _bool do not interpolate ${VAR}, although every value "
-    "may use ${VAR} (environments/local.yml header) and _int does",
-)
 @pytest.mark.parametrize(
     ("old", "new"),
     [
@@ -361,11 +356,6 @@ def test_on_off_and_no_stay_strings(tmp_path: Path) -> None:
     assert env.app.env["ANSWER"].reveal() == "Yes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Yaml12Loader keeps YAML 1.1 int forms: app.env ZIP: 01234 becomes '668' "
-    "(octal) and AT: 12:30 becomes '750' (sexagesimal)",
-)
 def test_yaml_11_numbers_do_not_rewrite_env_values(tmp_path: Path) -> None:
     text = edit(
         LOCAL,
@@ -595,11 +585,6 @@ def test_bad_expectations(tmp_path: Path) -> None:
     assert "checks[late].when: expected one of pre, post, got 'later'" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Parser.expectation accepts non-numeric `between` bounds; "
-    "checks.satisfied then raises decimal.InvalidOperation",
-)
 def test_between_bounds_must_be_numbers(tmp_path: Path) -> None:
     message = problems(
         tmp_path, with_checks("  - {name: r, sql: select 1, expect: {between: [low, high]}}\n")

@@ -81,11 +81,6 @@ def test_not_connected(sandbox_env: Environment) -> None:
         Remote(sandbox_env, sandbox_env.roles.db).run("true")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Remote.run lets invoke's CommandTimedOut escape (not a SeedError) when "
-    "`timeout` expires: run_hook/health_check then end as an internal error (exit 1)",
-)
 def test_run_timeout_is_a_remote_error(sandbox_env: Environment) -> None:
     own = Remote(sandbox_env, sandbox_env.roles.db).open()  # not the shared connection
     try:
@@ -227,12 +222,6 @@ def test_poll_without_a_job_is_lost(remote: Remote, tmp_path: Path) -> None:
         RemoteJob(remote, str(tmp_path / "never-started")).wait()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RemoteJob.start backgrounds the whole `cd && rm -f status log pid && ... && "
-    "setsid ...` list, so the ssh command waits for the job to end and the list's "
-    "`rm -f pid` deletes the pidfile written by `echo $! > pid`",
-)
 def test_job_runs_detached(remote: Remote, tmp_path: Path) -> None:
     job_dir = tmp_path / "job"
     started = time.monotonic()
@@ -248,11 +237,6 @@ def test_job_runs_detached(remote: Remote, tmp_path: Path) -> None:
     assert code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RemoteJob.start leaves no pidfile (see test_job_runs_detached), and "
-    "blocks until the job ends",
-)
 def test_killed_job_is_lost(remote: Remote, tmp_path: Path) -> None:
     job_dir = tmp_path / "job"
     job = RemoteJob.start(remote, str(job_dir), "sleep 1.5\n")
@@ -297,12 +281,6 @@ def test_tunnel_reaches_postgres(remote: Remote, sandbox: SandboxInfo) -> None:
         psycopg.connect(port=port, **params).close()  # the tunnel is gone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Remote.tunnel yields the port before Fabric's TunnelManager thread has "
-    "bound it (forward_local starts the thread and yields at once): an immediate "
-    "connect is refused (about 1 in 3 here)",
-)
 def test_tunnel_listens_before_it_yields(remote: Remote, sandbox: SandboxInfo) -> None:
     for _ in range(200):  # ~10 ms each; with the race, refusals come within a few tries
         with remote.tunnel("127.0.0.1", sandbox.spec.pg_port) as port:
