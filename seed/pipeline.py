@@ -147,6 +147,11 @@ class Upgrade:
             except Exception as exc:  # a lost connection, a driver error: roll back all the same
                 self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
             self.record_after_state()
+            self.report.data["state"] = {
+                "code": f"current is {self.rid}",
+                "database": f"migrated ({len(self.report.data['migrations']['applied'])} applied)",
+                "app": "serving" if self.env.app.restart else "not restarted (no app.restart)",
+            }
             message = self.success_message(ref)
             self.finish("succeeded", 0, message)
             return self.report
@@ -207,7 +212,9 @@ class Upgrade:
             self.report.data["previous_releases"] = dict(self.previous)
             prev = self.previous.get(session.migrator.label)
             self.report.data["release_before"] = prev
-            self.report.data["sha_before"] = prev.rsplit("-", 1)[-1] if prev else None
+            self.report.data["sha_before"] = (
+                rel.release_revision(session.migrator, self.layout, prev) if prev else None
+            )
             s.detail = f"{self.rid} on {len(self.uploaded)} host(s), venv reused on {reused}"
         with self.step("migration plan") as s:
             state = migratelib.migration_state(

@@ -120,6 +120,14 @@ def current_release(remote: Remote, layout: Layout) -> str | None:
     return posixpath.basename(target.rstrip("/"))
 
 
+def release_revision(remote: Remote, layout: Layout, rid: str) -> str | None:
+    """The full commit sha a release was built from (its REVISION file)."""
+    res = remote.run(f"cat {q(layout.release(rid))}/REVISION")
+    if not res.ok:
+        return None
+    return res.stdout.strip() or None
+
+
 def upload_release(remote: Remote, layout: Layout, rid: str, archive: Path, sha: str) -> str:
     """Unpack the archive into releases/<rid> (fresh folder) and write REVISION."""
     path = layout.release(rid)
