@@ -53,6 +53,7 @@ def connect(
     dbname: str | None = None,
     app_name: str = "seed",
     autocommit: bool = True,
+    timeout: int = 10,
 ) -> psycopg.Connection[Any]:
     """Open a session as the admin or the app role; failures are one PreflightFailed line."""
     user = env.db.admin_user if admin else env.db.user
@@ -64,7 +65,7 @@ def connect(
         "dbname": name,
         "user": user,
         "application_name": app_name[:63],
-        "connect_timeout": 10,
+        "connect_timeout": timeout,
         "autocommit": autocommit,
         "keepalives": 1,
         "keepalives_idle": 30,

@@ -85,6 +85,7 @@ def apply_migrations(
     job_dir: str,
     app_name: str,
     on_output: Callable[[str], None] | None = None,
+    on_start: Callable[[RemoteJob], None] | None = None,
 ) -> MigrateOutcome:
     """`manage.py migrate --noinput` as a remote job with lock_timeout and bounded retries.
 
@@ -105,6 +106,8 @@ def apply_migrations(
     while attempts <= env.db.lock_retries:
         attempts += 1
         job = RemoteJob.start(remote, f"{job_dir}-{attempts}", script)
+        if on_start:
+            on_start(job)
         code, out = job.wait(on_output=on_output, timeout=None)
         output.append(out)
         if code == 0 or "lock timeout" not in out:

@@ -29,7 +29,7 @@ from seed import restore as restorelib
 from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed, RolledBack, SeedError
 from seed.journal import Journal, acquire_lock, release_lock
-from seed.remote import Remote, RemoteError, q
+from seed.remote import Remote, RemoteError, RemoteJob, q
 from seed.report import Output, Report, iso, utcnow, write_json
 from seed.session import Session
 
@@ -68,6 +68,7 @@ class Upgrade:
         self.restarted = False
         self.switched: list[Remote] = []
         self.backup: backups.BackupRecord | None = None
+        self.migrate_job: RemoteJob | None = None
         self.before: dict[str, Any] = {}
         self.rid = ""
         self.sha = ""
@@ -102,7 +103,7 @@ class Upgrade:
             {"ref": ref, "sha_before": None, "sha_after": None, "release_before": None}
         )
         self.out.line(f"seed upgradedb {env.name} ({env.description}): deploy {self.deploy_id}")
-        lock_conn: psycopg.Connection[Any] | None = None
+        self.lock_conn: psycopg.Connection[Any] | None = None
         try:
             with self.step("resolve ref") as s:
                 mirror = rel.repo_cache(env.app.repo, self.opts.local_root / "cache" / "repos")
@@ -124,10 +125,10 @@ class Upgrade:
             self.journal = Journal(env, self.session.state, self.opts.local_root, self.scrub)
             with self.step("lock"):
                 self.journal.ensure()
-                lock_conn = self.session.connect(
+                self.lock_conn = self.session.connect(
                     admin=True, dbname="postgres", app_name=self.app_name
                 )
-                acquire_lock(lock_conn, self.journal, self.deploy_id, self.opts.command)
+                acquire_lock(self.lock_conn, self.journal, self.deploy_id, self.opts.command)
             self.record()
             try:
                 self.preflight(archive, requirements)
@@ -165,9 +166,9 @@ class Upgrade:
                     self.finish("failed", 1, f"internal error: {type(exc).__name__}: {exc}")
             raise
         finally:
-            if lock_conn is not None and self.journal is not None:
+            if self.lock_conn is not None and self.journal is not None:
                 with contextlib.suppress(Exception):
-                    release_lock(lock_conn, self.journal, self.deploy_id)
+                    release_lock(self.lock_conn, self.journal, self.deploy_id)
             self.session.close()
 
     # -- before anything changes ------------------------------------------------------------
@@ -385,6 +386,7 @@ class Upgrade:
                 self.job_dir("migrate"),
                 self.app_name,
                 on_output=self.out.detail,
+                on_start=self.track_migrate_job,
             )
             self.report.data["migrations"]["output"] = self.scrub(outcome.output)
             self.report.data["migrations"]["attempts"] = outcome.attempts
@@ -498,6 +500,9 @@ class Upgrade:
         }
         self.report.data["rollback"] = {"method": "restore", "state": self.state}
         try:
+            if not self.session.alive():
+                with self.step("rollback: reconnect") as s:
+                    s.detail = self.recover_connections()
             with self.step("rollback: stop app") as s:
                 if self.restarted and self.env.app.maintenance_on:
                     for remote in self.session.serving_remotes():
@@ -525,6 +530,28 @@ class Upgrade:
         message = f"deploy of {ref} failed at {cause}; rolled back; verified identical"
         self.finish("rolled back", RolledBack.code, message)
         raise RolledBack(message)
+
+    def track_migrate_job(self, job: RemoteJob) -> None:
+        self.migrate_job = job
+
+    def recover_connections(self) -> str:
+        """A connection was lost: connect again, take the lock back (its session died with
+        the tunnel), and wait for a migrate still running remotely: never restore under it."""
+        assert self.journal is not None
+        self.session.reconnect()
+        self.lock_conn = self.session.connect(admin=True, dbname="postgres", app_name=self.app_name)
+        try:
+            acquire_lock(self.lock_conn, self.journal, self.deploy_id, self.opts.command)
+        except SeedError as exc:
+            self.lock_conn = None
+            raise SeedError(f"could not take the lock back after reconnecting: {exc}") from None
+        self.admin = self.session.connect(admin=True, app_name=self.app_name)
+        self.app = self.session.connect(admin=False, app_name=self.app_name)
+        waited = ""
+        if self.migrate_job is not None:
+            code, _ = self.migrate_job.wait()
+            waited = f"; migrate job had ended (exit {code})"
+        return "connections and lock re-established" + waited
 
     def _backup_text(self) -> str:
         assert self.backup is not None

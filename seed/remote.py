@@ -6,6 +6,7 @@ Secrets never go on a command line: they travel as 0600 files over SFTP.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import posixpath
 import shlex
@@ -123,19 +124,35 @@ class Remote:
         self._conn = conn
         return self
 
+    def reconnect(self, attempts: int = 6, delay: float = 1.0) -> None:
+        """Drop this connection and open a new one, retrying with a growing delay."""
+        self.close()
+        last: SeedError | None = None
+        for attempt in range(attempts):
+            try:
+                self.open()
+                return
+            except SeedError as exc:
+                last = exc
+                time.sleep(delay * (attempt + 1))
+        raise RemoteError(f"ssh {self.label}: could not reconnect ({last})")
+
     @property
     def conn(self) -> Connection:
         if self._conn is None:
-            raise RuntimeError(f"{self.label}: not connected")
+            raise RemoteError(f"ssh {self.label}: not connected")
         return self._conn
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close; never raises (the connection may already be dead)."""
+        sftp, conn = self._sftp, self._conn
+        self._sftp = self._conn = None
+        with contextlib.suppress(Exception):
+            if sftp is not None:
+                sftp.close()
+        with contextlib.suppress(Exception):
+            if conn is not None:
+                conn.close()
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
         """Run `command` through the login shell; never raises for a non-zero exit."""

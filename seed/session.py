@@ -7,6 +7,7 @@ from typing import Any
 
 from seed import db as dblib
 from seed.config import Environment, Host
+from seed.errors import SeedError
 from seed.remote import Remote
 
 
@@ -24,6 +25,9 @@ class Session:
             remote = Remote(self.env, host).open()
             self._stack.callback(remote.close)
             self.remotes[host] = remote
+        self._open_endpoint()
+
+    def _open_endpoint(self) -> None:
         if self.env.db.access == "tunnel":
             port = self._stack.enter_context(self.state.tunnel(self.env.db.host, self.env.db.port))
             self.endpoint = dblib.Endpoint("127.0.0.1", port)
@@ -32,6 +36,33 @@ class Session:
 
     def close(self) -> None:
         self._stack.close()
+
+    def alive(self) -> bool:
+        """Every SSH connection answers and the database endpoint accepts a session."""
+        try:
+            for remote in self.remotes.values():
+                if not remote.run("true", timeout=15).ok:
+                    return False
+            assert self.endpoint is not None
+            probe = dblib.connect(
+                self.env, self.endpoint, admin=True, app_name="seed-probe", timeout=3
+            )
+            probe.close()
+        except SeedError:
+            return False
+        return True
+
+    def reconnect(self, attempts: int = 6, delay: float = 1.0) -> None:
+        """After a lost connection: close everything (every DB session of this run too) and
+        connect again, retrying. Remote objects are reused, so jobs keep polling."""
+        # the dead tunnel's thread re-raises its error on close: it is the loss we know of
+        with contextlib.suppress(Exception):
+            self._stack.close()
+        self._stack = contextlib.ExitStack()
+        for remote in self.remotes.values():
+            remote.reconnect(attempts, delay)
+            self._stack.callback(remote.close)
+        self._open_endpoint()
 
     @property
     def state(self) -> Remote:

@@ -16,13 +16,30 @@ from typing import Any, TypeVar
 
 from invoke import Context, Exit, Task
 
-from seed.config import Environment, environments_dir, list_environments, load_environment
+from seed.config import (
+    Environment,
+    environments_dir,
+    list_environments,
+    load_environment,
+    local_user,
+)
 from seed.errors import ConfigError, Refused, SeedError
 from seed.report import utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_sandbox_dir() -> str:
+    """Root's sandbox is /var/tmp/seed-sandbox; other users get their own, so they never
+    collide with a directory another user owns."""
+    user = local_user()
+    return "/var/tmp/seed-sandbox" if user == "root" else f"/var/tmp/seed-sandbox-{user}"
+
+
+# environments/local.yml reads ${SEED_SANDBOX_DIR}: give it the per-user default
+os.environ.setdefault("SEED_SANDBOX_DIR", default_sandbox_dir())
 
 
 def local_root() -> Path:

@@ -12,15 +12,14 @@ from seed.config import Environment, environments_dir, load_environment
 from seed.origin import build_origin
 from seed.sandbox import SandboxSpec, sandbox_down, sandbox_status, sandbox_up
 from seed.wheels import ensure_wheelhouse
-from tasks.edge import REPO_ROOT, user_errors
+from tasks.edge import REPO_ROOT, default_sandbox_dir, user_errors
 
-DEFAULT_DIR = "/var/tmp/seed-sandbox"  # the same default environments/local.yml uses
 EXAMPLE = REPO_ROOT / "example"
 
 
 def sandbox_spec(env: Environment) -> SandboxSpec:
     """The servers local.yml describes: its ports and names, under $SEED_SANDBOX_DIR."""
-    root = Path(os.environ.get("SEED_SANDBOX_DIR") or DEFAULT_DIR)
+    root = Path(os.environ.get("SEED_SANDBOX_DIR") or default_sandbox_dir())
     return SandboxSpec(
         root=root,
         ssh_port=env.ssh.port,

@@ -155,6 +155,23 @@ def test_rollback_refuses_after_writes_unless_discarded(at_v2: Deployment) -> No
     assert at_v2.http("/version/") == (200, "v1")
 
 
+def test_lost_connection_mid_deploy_rolls_back(at_v2: Deployment) -> None:
+    """Every SSH connection of the deploy is cut (the sandbox sshd's session processes are
+    killed) while the restart hook runs: Seed reconnects, takes its lock back and rolls back."""
+    res = at_v2.fab("local", "upgradedb", "--ref", "v2")
+    assert res.returncode == 0, res.stderr
+    sshd_pid = at_v2.sandbox.sshd_pidfile.read_text().strip()
+    cut = f"current/deploy/appctl restart; pkill -KILL -P {sshd_pid}"
+    envdir = at_v2.variant("cut", {"app.restart": cut})
+    before = whole_state(at_v2)
+    res = at_v2.fab("local", "upgradedb", "--ref", "v3", envdir=envdir)
+    assert res.returncode == 5, res.stdout + res.stderr
+    assert "failed at restart" in res.stderr and "rolled back; verified identical" in res.stderr
+    steps = {s["name"]: s["outcome"] for s in at_v2.last_report()["steps"]}
+    assert steps["rollback: reconnect"] == "ok"
+    assert whole_state(at_v2) == before
+
+
 def test_restore_failure_during_rollback_exits_6_with_an_accurate_report(
     at_v2: Deployment,
 ) -> None:
