@@ -1,9 +1,10 @@
 """Verified backups on the state host (DESIGN: Backup facts).
 
-`pg_dump -Fc` runs as a remote job: temp name, pg_dump's own exit code (no
-unchecked pipe), fsync, a full read with `pg_restore -f /dev/null` (a `--list`
-passes truncated files), sha256, then rename into place. The manifest beside
-the dump records what a restore needs to trust it. Files 0600, directory 0700.
+`pg_dump -Fc` runs as a remote job: one pass writes the temp file while sha256
+and a full read with `pg_restore -f /dev/null` (a `--list` passes truncated
+files) consume the same stream, every stage's exit status checked (pipefail);
+then fsync and rename into place. The manifest beside the dump records what a
+restore needs to trust it. Files 0600, directory 0700.
 """
 
 from __future__ import annotations
@@ -23,11 +24,19 @@ from seed.remote import Remote, RemoteJob, q
 
 @dataclass
 class BackupRecord:
+    """The manifest written beside every dump (`<id>.json`, 0600)."""
+
     id: str
     path: str
     size: int
     sha256: str
     seconds: float
+    environment: str = ""
+    label: str = ""
+    kind: str = "deploy"  # deploy | manual
+    deploy_id: str | None = None
+    database_size: int = 0
+    database_properties: dict[str, Any] = field(default_factory=dict)
     format: str = "custom"
     compression: int = 1
     snapshot: str | None = None
@@ -39,12 +48,67 @@ class BackupRecord:
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     created_at: str = ""
     created_by: str = ""
-    verified: str = "full read (pg_restore -f /dev/null)"
+    verified: str = "full read (pg_restore -f /dev/null of the stream written), sha256"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["applied_migrations"] = [list(m) for m in self.applied_migrations]
+        data["files"] = [
+            {"name": posixpath.basename(self.path), "size": self.size, "sha256": self.sha256}
+        ]
         return data
+
+    def as_before_state(self) -> dict[str, Any]:
+        """What a restore of this backup must reproduce (restore.verify_like_before)."""
+        return manifest_before_state(self.to_json())
+
+
+def manifest_before_state(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tables": manifest["tables"],
+        "applied_migrations": [f"{a}.{n}" for a, n in manifest["applied_migrations"]],
+        "database_properties": manifest["database_properties"],
+    }
+
+
+def list_manifests(env: Environment, remote: Remote) -> list[dict[str, Any]]:
+    """Every backup manifest in backup.dir, oldest first (ids sort by time)."""
+    out = []
+    for name in remote.listdir(env.backup.dir):
+        if name.endswith(".json") and not name.startswith("."):
+            try:
+                data = json.loads(remote.get_bytes(posixpath.join(env.backup.dir, name)))
+            except (json.JSONDecodeError, OSError):
+                continue
+            if isinstance(data, dict) and "sha256" in data:
+                out.append(data)
+    return sorted(out, key=lambda m: str(m.get("created_at", "")) + str(m["id"]))
+
+
+def estimate_size(manifests: list[dict[str, Any]], database_size: int) -> int:
+    """Expected dump size: the database size times the last backup's compression ratio
+    (1.0 when there is no earlier backup)."""
+    for manifest in reversed(manifests):
+        if manifest.get("database_size") and manifest.get("size"):
+            ratio = float(manifest["size"]) / float(manifest["database_size"])
+            return int(database_size * min(max(ratio, 0.05), 1.0) * 1.2)
+    return database_size
+
+
+def retention(
+    manifests: list[dict[str, Any]], keep: int, protect: set[str]
+) -> list[dict[str, Any]]:
+    """The backups to delete: beyond the newest `keep`, never one in `protect`."""
+    ordered = list(manifests)
+    kept = {str(m["id"]) for m in ordered[-keep:]} | protect
+    return [m for m in ordered if str(m["id"]) not in kept]
+
+
+def delete_backup(remote: Remote, manifest: dict[str, Any]) -> None:
+    path = str(manifest["path"])
+    remote.check(
+        f"rm -f {q(path)} {q(path.removesuffix('.dump') + '.json')}", f"deleting backup {path}"
+    )
 
 
 def pgpass_line(host: str, port: int, user: str, secret: Secret | None) -> bytes:
@@ -114,7 +178,13 @@ def dump_script(
     app_name: str,
     snapshot: str | None,
 ) -> str:
-    """The bash run on the state host; prints `seed-backup sha256=<hex> size=<n>` last."""
+    """The bash run on the state host; prints `seed-backup sha256=<hex> size=<n>` last.
+
+    One pass: pg_dump's stream goes to the temp file, to sha256sum (through a FIFO) and
+    to `pg_restore -f /dev/null`, which reads every byte of the archive (a truncated or
+    corrupt stream fails it). pipefail makes any stage's failure the script's failure.
+    Then fsync, rename into place, fsync the directory.
+    """
     directory = posixpath.dirname(final)
     tmp = posixpath.join(directory, "." + posixpath.basename(final) + ".partial")
     db = env.db
@@ -124,17 +194,24 @@ umask 077
 export PGPASSFILE={q(passfile)} PGAPPNAME={q(app_name)}
 tmp={q(tmp)}
 final={q(final)}
-trap 'rm -f "$tmp" "$PGPASSFILE"' EXIT
+work=$(dirname "$PGPASSFILE")
+fifo="$work/sha.fifo"
+trap 'rm -f "$tmp" "$fifo" "$PGPASSFILE"' EXIT
 mkdir -p {q(directory)} && chmod 700 {q(directory)}
+rm -f "$fifo" && mkfifo -m 600 "$fifo"
+sha256sum < "$fifo" > "$work/sha256" &
+shapid=$!
 echo {q("dumping " + db.name)} to "$final"
 {q(env.backup.tool("pg_dump"))} --format=custom --compress={env.backup.compression} \\
   --lock-wait-timeout={q(env.backup.lock_wait_timeout)} {snap}\\
   --host={q(db.host)} --port={db.port} --username={q(db.admin_user)} --no-password \\
-  --file="$tmp" {q(db.name)}
+  {q(db.name)} \\
+  | tee "$tmp" "$fifo" \\
+  | {q(env.backup.tool("pg_restore"))} --file=/dev/null
+wait "$shapid"
+echo "verified: full read of the archive while writing it"
 sync "$tmp"
-echo "verifying: full read of the archive"
-{q(env.backup.tool("pg_restore"))} --file=/dev/null "$tmp"
-sha=$(sha256sum "$tmp" | cut -d' ' -f1)
+sha=$(cut -d' ' -f1 < "$work/sha256")
 size=$(stat -c %s "$tmp")
 mv "$tmp" "$final"
 sync {q(directory)}

@@ -191,7 +191,7 @@ class Upgrade:
                     f"({server // 10000}); install a pg_dump >= the server version"
                 )
             free = backups.free_bytes(session.state, env.backup.dir)
-            needed = int(size * 1.0)
+            needed = backups.estimate_size(backups.list_manifests(env, session.state), size)
             if free < needed:
                 raise PreflightFailed(
                     f"backup dir {env.backup.dir} on {session.state.label} has "
@@ -336,6 +336,12 @@ class Upgrade:
                 size=size,
                 sha256=sha,
                 seconds=time.monotonic() - started,
+                environment=env.name,
+                label=f"before {self.report.data['ref']}",
+                kind="deploy",
+                deploy_id=self.deploy_id,
+                database_size=self.report.data["database"]["size_bytes"],
+                database_properties=self.before["database_properties"],
                 compression=env.backup.compression,
                 snapshot=snapshot,
                 pg_dump_version=text,
@@ -449,6 +455,11 @@ class Upgrade:
                 self.maintenance_on = False
             else:
                 s.outcome = "skipped"
+        with self.step("retention") as s:
+            try:
+                s.detail = self.apply_retention()
+            except (SeedError, psycopg.Error) as exc:  # the deploy succeeded all the same
+                s.outcome, s.detail = "skipped", f"warning: {exc}"
         with self.step("prune") as s:
             removed = 0
             try:
@@ -462,6 +473,18 @@ class Upgrade:
                 s.detail = f"{removed} old release folder(s) removed"
             except SeedError as exc:  # the deploy succeeded; an old folder left is harmless
                 s.outcome, s.detail = "skipped", f"warning: {exc}"
+
+    def apply_retention(self) -> str:
+        """After a good deploy: backups beyond backup.keep go (never this deploy's), and
+        databases replaced by earlier rollbacks are dropped."""
+        env = self.env
+        manifests = backups.list_manifests(env, self.session.state)
+        doomed = backups.retention(manifests, env.backup.keep, {self.deploy_id})
+        for manifest in doomed:
+            backups.delete_backup(self.session.state, manifest)
+        assert self.lock_conn is not None  # connected to `postgres`
+        dropped = restorelib.drop_replaced(self.lock_conn, env.db.name)
+        return f"{len(doomed)} old backup(s) deleted, {len(dropped)} replaced database(s) dropped"
 
     def releases_the_journal_needs(self) -> dict[str, set[str]]:
         """Per host, the releases a `rollback --to` could still switch back to: those before

@@ -96,6 +96,9 @@ def comparable_properties(props: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+TAG_EXAMPLE = "20261127t180411z_772b"  # a deploy id, lower-cased, "-" → "_"
+
+
 def _name(base: str, suffix: str) -> str:
     """`<base>_<suffix>` within PostgreSQL's 63-byte identifier limit."""
     room = 63 - len(suffix.encode()) - 1
@@ -250,6 +253,25 @@ def swap(conn: psycopg.Connection[Any], plan: RestorePlan, attempts: int = 5) ->
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def replaced_databases(conn: psycopg.Connection[Any], live: str) -> list[str]:
+    """Databases earlier restores left as `<live>_replaced_<tag>`."""
+    tag = "0" * len(TAG_EXAMPLE)  # tags all have the length of a deploy id
+    prefix = _name(live, "replaced_" + tag)[: -len(tag)]
+    rows = conn.execute(
+        "select datname from pg_database where left(datname, %s) = %s order by 1",
+        (len(prefix), prefix),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def drop_replaced(conn: psycopg.Connection[Any], live: str) -> list[str]:
+    """Drop every database a restore replaced (connected to `postgres`)."""
+    names = replaced_databases(conn, live)
+    for name in names:
+        drop_if_exists(conn, name)
+    return names
 
 
 def drop_if_exists(conn: psycopg.Connection[Any], dbname: str) -> None:

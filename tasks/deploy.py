@@ -12,7 +12,7 @@ from invoke import Context, task
 from seed.errors import ConfigError
 from seed.pipeline import DeployOptions, Upgrade
 from seed.report import Output, Scrubber
-from seed.rollback import Rollback, RollbackOptions
+from seed.rollback import Rollback
 from tasks.edge import confirm_protected, local_root, selected_environment, user_errors
 
 
@@ -75,14 +75,15 @@ def rollback(
     env = selected_environment(c)
     confirm_protected(env, f"roll back {env.name}", yes)
     out = Output(env.name, Scrubber(env.secrets()))
-    options = RollbackOptions(
-        command=_command(),
-        local_root=local_root(),
+    run = Rollback(
+        env,
+        _command(),
+        local_root(),
+        out,
+        report_path=_report_path(report),
         to=to or None,
         discard_writes=discard_writes,
-        report_path=_report_path(report),
     )
-    run = Rollback(env, options, out)
     try:
         run.run()
     finally:
