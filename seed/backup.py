@@ -9,10 +9,12 @@ restore needs to trust it. Files 0600, directory 0700.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -261,3 +263,26 @@ def verify_file(env: Environment, remote: Remote, path: str, sha256: str) -> Non
     res = remote.run(f"{q(env.backup.tool('pg_restore'))} --file=/dev/null {q(path)}")
     if not res.ok:
         raise PreflightFailed(f"backup {path} on {remote.label}: full read failed: {res.tail(2)}")
+
+
+def download_backup(remote: Remote, manifest: dict[str, Any], local_dir: Path) -> Path:
+    """Copy a backup and its manifest to the control machine; sha256 checked after transfer."""
+    target = local_dir / "backups"
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = str(manifest["path"])
+    local = target / posixpath.basename(path)
+    partial = local.with_name(local.name + ".partial")
+    remote.sftp.get(path, str(partial))
+    partial.chmod(0o600)
+    digest = hashlib.sha256()
+    with partial.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != manifest["sha256"]:
+        partial.unlink(missing_ok=True)
+        raise PreflightFailed(f"download of {path}: sha256 mismatch after transfer")
+    partial.replace(local)
+    manifest_local = local.with_suffix(".json")
+    manifest_local.write_bytes(remote.get_bytes(path.removesuffix(".dump") + ".json"))
+    manifest_local.chmod(0o600)
+    return local

@@ -134,6 +134,8 @@ class BackupConfig:
     keep: int
     lock_wait_timeout: str
     pg_bin: str | None = None  # directory of pg_dump/pg_restore on the state host; None: PATH
+    copy: str = "none"  # none | download: an off-host copy of every backup, sha256-checked
+    allow_replication: bool = False  # restore (rename swap) despite slots/subscriptions/replicas
 
     def tool(self, name: str) -> str:
         """The command for a PostgreSQL client program on the state host."""
@@ -440,7 +442,7 @@ class _Parser:
         roles = self.roles(raw, ssh)
         app = self.app(raw)
         db = self.db(raw)
-        backup = self.backup(raw, name)
+        backup = self.backup(raw, name, raw.get("protected") is True)
         checks = self.checks(raw)
         state_dir = self._str(raw, "state_dir", "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
@@ -597,8 +599,9 @@ class _Parser:
             drain_timeout=self._float(d, "drain_timeout", "db.drain_timeout", 10.0),
         )
 
-    def backup(self, raw: dict[str, Any], env_name: str) -> BackupConfig:
+    def backup(self, raw: dict[str, Any], env_name: str, protected: bool) -> BackupConfig:
         allowed = {"dir", "format", "compression", "jobs", "keep", "lock_wait_timeout", "pg_bin"}
+        allowed |= {"copy", "allow_replication"}
         b = self._section(raw, "backup", allowed)
         directory = str(self._str(b, "dir", "backup.dir", f"/var/backups/seed/{env_name}"))
         if directory and not directory.startswith("/"):
@@ -616,6 +619,10 @@ class _Parser:
                 self._str(b, "lock_wait_timeout", "backup.lock_wait_timeout", "30s")
             ),
             pg_bin=self._str(b, "pg_bin", "backup.pg_bin", None),
+            copy=self._choice(
+                b, "copy", "backup.copy", ("none", "download"), "download" if protected else "none"
+            ),
+            allow_replication=self._bool(b, "allow_replication", "backup.allow_replication", False),
         )
 
     def checks(self, raw: dict[str, Any]) -> tuple[Check, ...]:

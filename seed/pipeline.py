@@ -365,6 +365,12 @@ class Upgrade:
                 "seconds": round(record.seconds, 3),
             }
             s.detail = f"{path} ({size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
+            if env.backup.copy == "download":
+                local = backups.download_backup(
+                    session.state, record.to_json(), self.opts.local_root / env.name
+                )
+                self.report.data["backup"]["copy"] = str(local)
+                s.detail += f"; copied to {local} (sha256 checked)"
 
     def undo_preparations(self) -> None:
         """Nothing changed yet: remove uploaded release folders, end maintenance."""

@@ -99,7 +99,7 @@ def comparable_properties(props: dict[str, Any]) -> dict[str, Any]:
 TAG_EXAMPLE = "20261127t180411z_772b"  # a deploy id, lower-cased, "-" → "_"
 
 
-def _name(base: str, suffix: str) -> str:
+def scratch_name(base: str, suffix: str) -> str:
     """`<base>_<suffix>` within PostgreSQL's 63-byte identifier limit."""
     room = 63 - len(suffix.encode()) - 1
     cut = base.encode()[:room].decode(errors="ignore")
@@ -198,8 +198,8 @@ class RestorePlan:
 def plan_restore(env: Environment, backup_path: str, sha256: str, tag: str) -> RestorePlan:
     return RestorePlan(
         live=env.db.name,
-        new=_name(env.db.name, f"restore_{tag}"),
-        replaced=_name(env.db.name, f"replaced_{tag}"),
+        new=scratch_name(env.db.name, f"restore_{tag}"),
+        replaced=scratch_name(env.db.name, f"replaced_{tag}"),
         backup_path=backup_path,
         backup_sha256=sha256,
     )
@@ -258,7 +258,7 @@ def swap(conn: psycopg.Connection[Any], plan: RestorePlan, attempts: int = 5) ->
 def replaced_databases(conn: psycopg.Connection[Any], live: str) -> list[str]:
     """Databases earlier restores left as `<live>_replaced_<tag>`."""
     tag = "0" * len(TAG_EXAMPLE)  # tags all have the length of a deploy id
-    prefix = _name(live, "replaced_" + tag)[: -len(tag)]
+    prefix = scratch_name(live, "replaced_" + tag)[: -len(tag)]
     rows = conn.execute(
         "select datname from pg_database where left(datname, %s) = %s order by 1",
         (len(prefix), prefix),

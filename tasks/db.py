@@ -1,0 +1,125 @@
+"""Database tasks: `backup`, `backups`, `restore`, `cleanup`."""
+
+from __future__ import annotations
+
+import json
+
+from invoke import Context, task
+
+from seed.dbtasks import Backup, Cleanup, Restore, list_backups
+from seed.report import Output, Scrubber
+from tasks.deploy import _command, _report_path
+from tasks.edge import confirm_protected, local_root, selected_environment, user_errors
+
+
+@task(
+    help={
+        "label": "a name to recognise this backup by",
+        "verify_restore": "also restore it into a scratch database and compare every table",
+        "download": "also copy it to the control machine (.seed/<env>/backups/), sha256-checked",
+        "report": "also write the JSON report to this path",
+    }
+)
+@user_errors
+def backup(
+    c: Context,
+    label: str = "",
+    verify_restore: bool = False,
+    download: bool = False,
+    report: str = "",
+) -> None:
+    """Take a verified backup now (one consistent snapshot; the app keeps running)."""
+    env = selected_environment(c)
+    out = Output(env.name, Scrubber(env.secrets()))
+    run = Backup(
+        env,
+        _command(),
+        local_root(),
+        out,
+        _report_path(report),
+        label=label,
+        verify_restore=verify_restore,
+        download=download,
+    )
+    try:
+        run.run()
+    finally:
+        out.summary(run.report)
+
+
+@task(help={"json": "print the manifests as JSON"})
+@user_errors
+def backups(c: Context, json_: bool = False) -> None:
+    """List the environment's backups: time, label, size, verified, sha, migrations, needed by."""
+    env = selected_environment(c)
+    found = list_backups(env, local_root())
+    if json_:
+        print(json.dumps(found, indent=2, default=str))
+        return
+    if not found:
+        print(f"no backups in {env.backup.dir}")
+        return
+    print(
+        f"{'id':<23} {'created':<20} {'kind':<7} {'size':>9}  {'sha256':<12} "
+        f"{'migr':>4}  {'label / needed by'}"
+    )
+    for m in found:
+        size = f"{int(m['size']) / 1e6:.1f} MB"
+        note = m.get("label") or ""
+        if m.get("needed_by"):
+            note = f"{note} [needed: {m['needed_by']}]".strip()
+        if not m.get("present"):
+            note = f"{note} [FILE MISSING]".strip()
+        print(
+            f"{m['id']:<23} {m.get('created_at', '')!s:<20} {m.get('kind', '?'):<7} "
+            f"{size:>9}  {str(m['sha256'])[:12]:<12} {len(m['applied_migrations']):>4}  {note}"
+        )
+    print("all listed backups were verified by a full read when taken; `restore` re-verifies")
+
+
+@task(
+    help={
+        "backup": "the backup id (or a unique prefix), or 'latest' (default)",
+        "discard_writes": "restore even though the database was written since Seed left it",
+        "yes": "confirm on a protected environment without asking (for CI)",
+        "report": "also write the JSON report to this path",
+    }
+)
+@user_errors
+def restore(
+    c: Context,
+    backup: str = "latest",
+    discard_writes: bool = False,
+    yes: bool = False,
+    report: str = "",
+) -> None:
+    """Replace the database by a backup (re-verified), atomically; the code is not changed."""
+    env = selected_environment(c)
+    confirm_protected(env, f"overwrite the {env.name} database", yes)
+    out = Output(env.name, Scrubber(env.secrets()))
+    run = Restore(
+        env,
+        _command(),
+        local_root(),
+        out,
+        _report_path(report),
+        backup_id=backup,
+        discard_writes=discard_writes,
+    )
+    try:
+        run.run()
+    finally:
+        out.summary(run.report)
+
+
+@task(help={"report": "also write the JSON report to this path"})
+@user_errors
+def cleanup(c: Context, report: str = "") -> None:
+    """Drop databases replaced by restores and delete backups beyond backup.keep."""
+    env = selected_environment(c)
+    out = Output(env.name, Scrubber(env.secrets()))
+    run = Cleanup(env, _command(), local_root(), out, _report_path(report))
+    try:
+        run.run()
+    finally:
+        out.summary(run.report)
