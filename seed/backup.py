@@ -22,6 +22,7 @@ import psycopg
 from seed.config import Environment, Secret
 from seed.errors import PreflightFailed
 from seed.remote import Remote, RemoteJob, q
+from seed.report import human
 
 
 @dataclass
@@ -93,7 +94,7 @@ def estimate_size(manifests: list[dict[str, Any]], database_size: int) -> int:
     for manifest in reversed(manifests):
         if manifest.get("database_size") and manifest.get("size"):
             ratio = float(manifest["size"]) / float(manifest["database_size"])
-            return int(database_size * min(max(ratio, 0.05), 1.0) * 1.2)
+            return int(database_size * min(max(ratio, 0.01), 1.0) * 1.2)
     return database_size
 
 
@@ -167,8 +168,8 @@ def restore_space(
     needed = int(size * 1.2)
     if free < needed:
         raise PreflightFailed(
-            f"the data directory {data_dir} on {remote.label} has {free / 1e6:.0f} MB free; "
-            f"a restore (rollback) needs about {needed / 1e6:.0f} MB: free space first"
+            f"the data directory {data_dir} on {remote.label} has {human(free)} free; "
+            f"a restore (rollback) needs about {human(needed)}: free space first"
         )
     return f"{free / 1e9:.1f} GB free for a restore"
 

@@ -20,7 +20,7 @@ from seed.errors import HumanNeeded, PreflightFailed, SeedError
 from seed.journal import Journal
 from seed.operation import Operation
 from seed.release import current_release, release_revision
-from seed.report import Output, Scrubber, iso
+from seed.report import Output, Scrubber, human, iso
 from seed.session import Session
 
 
@@ -145,8 +145,8 @@ class Backup(Operation):
             needed = backups.estimate_size(manifests, size)
             if free < needed:
                 raise PreflightFailed(
-                    f"backup dir {env.backup.dir} on {state.label} has {free / 1e6:.0f} MB "
-                    f"free, the backup needs about {needed / 1e6:.0f} MB"
+                    f"backup dir {env.backup.dir} on {state.label} has {human(free)} "
+                    f"free, the backup needs about {human(needed)}"
                 )
             s.detail = f"{size / 1e6:.1f} MB database, {free / 1e9:.1f} GB free"
         snap_conn = session.connect(admin=True, app_name=self.app_name)

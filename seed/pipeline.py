@@ -30,7 +30,7 @@ from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed, RolledBack, SeedError
 from seed.journal import Journal, acquire_lock, release_lock
 from seed.remote import Remote, RemoteError, RemoteJob, q
-from seed.report import Output, Report, iso, utcnow, write_json
+from seed.report import Output, Report, human, iso, utcnow, write_json
 from seed.session import Session
 
 
@@ -195,7 +195,7 @@ class Upgrade:
             if free < needed:
                 raise PreflightFailed(
                     f"backup dir {env.backup.dir} on {session.state.label} has "
-                    f"{free / 1e6:.0f} MB free, the backup needs about {needed / 1e6:.0f} MB"
+                    f"{human(free)} free, the backup needs about {human(needed)}"
                 )
             restore = backups.restore_space(env, session.state, admin, size)
             s.detail = f"{text}; {free / 1e9:.1f} GB free in {env.backup.dir}; {restore}"

@@ -33,6 +33,15 @@ def iso(moment: dt.datetime | None = None) -> str:
     return (moment or utcnow()).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def human(n: float) -> str:
+    """Bytes for people: 812 B, 1.2 MB, 85.2 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
 def who() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 

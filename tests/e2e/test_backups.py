@@ -1,0 +1,242 @@
+"""`fab local backup/backups/restore/cleanup` end to end, against the real sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seed.restore import comparable_properties, database_properties
+from tests.e2e.conftest import Deployment
+
+
+@pytest.fixture(scope="module")
+def at_v2(deployment: Deployment) -> Iterator[Deployment]:
+    deployment.reset()
+    for ref in ("v1", "v2"):
+        res = deployment.fab("local", "upgradedb", "--ref", ref)
+        assert res.returncode == 0, res.stderr
+    yield deployment
+
+
+def take(dep: Deployment, *args: str, **kw: Any) -> dict[str, Any]:
+    res = dep.fab("local", "backup", *args, "--report", str(dep.home / "backup.json"), **kw)
+    assert res.returncode == 0, res.stderr
+    report: dict[str, Any] = json.loads((dep.home / "backup.json").read_text())
+    return report["backup"]
+
+
+def database_state(dep: Deployment, dbname: str = "shop") -> dict[str, Any]:
+    with dep.admin() as conn:
+        props = comparable_properties(database_properties(conn, dbname))
+    with dep.admin(dbname) as conn:
+        create = conn.execute("select has_schema_privilege('shop', 'public', 'CREATE')")
+        return {"props": props, "public_create": create.fetchone()}
+
+
+def test_backup_manifest_and_listing(at_v2: Deployment) -> None:
+    manifest = take(at_v2, "--label", "nightly")
+    on_disk = json.loads(Path(manifest["path"]).with_suffix(".json").read_text())
+    for key in (
+        "environment",
+        "database",
+        "server_version",
+        "pg_dump_version",
+        "format",
+        "compression",
+        "size",
+        "sha256",
+        "files",
+        "code_sha",
+        "applied_migrations",
+        "database_properties",
+        "created_at",
+        "created_by",
+        "tables",
+    ):
+        assert on_disk.get(key) not in (None, "", [], {}), key
+    assert on_disk["label"] == "nightly" and on_disk["kind"] == "manual"
+    assert Path(manifest["path"]).stat().st_mode & 0o777 == 0o600
+    res = at_v2.fab("local", "backups", "--json")
+    assert res.returncode == 0, res.stderr
+    listed = {m["id"]: m for m in json.loads(res.stdout)}
+    assert listed[manifest["id"]]["label"] == "nightly"
+    assert any(m["needed_by"].startswith("last good deploy") for m in listed.values())
+    table = at_v2.fab("local", "backups")
+    assert manifest["id"] in table.stdout and "nightly" in table.stdout
+
+
+def test_verify_restore_and_download(at_v2: Deployment) -> None:
+    manifest = take(at_v2, "--verify-restore", "--download")
+    copy = at_v2.home / "local" / "backups" / Path(manifest["path"]).name
+    assert copy.read_bytes() == Path(manifest["path"]).read_bytes()
+    report = json.loads((at_v2.home / "backup.json").read_text())
+    steps = {s["name"]: s for s in report["steps"]}
+    assert "tables equal to the snapshot" in steps["verify restore"]["detail"]
+    # the scratch database is gone
+    assert (
+        at_v2.scalar(
+            "select count(*) from pg_database where datname like 'shop_verify%'", "postgres"
+        )
+        == 0
+    )
+
+
+def test_round_trip_preserves_data_properties_acl_and_sequences(at_v2: Deployment) -> None:
+    with at_v2.admin() as conn:
+        conn.execute("alter database shop set work_mem = '16MB'")
+        conn.execute("revoke connect on database shop from public")
+        conn.execute("grant connect on database shop to shop")
+        conn.execute("comment on database shop is 'restore me'")
+    manifest = take(at_v2)
+    before = {"figures": at_v2.figures(), **database_state(at_v2)}
+    # writes after the backup: they bump the sequence and change data
+    with at_v2.admin("shop") as conn:
+        for i in range(3):
+            conn.execute(
+                "insert into shop_customer (name, email, created_at, first_name, last_name) "
+                "values (%s, %s, now(), 'A', 'B')",
+                (f"A B{i}", f"late{i}@example.com"),
+            )
+        seq_live = conn.execute("select last_value from shop_customer_id_seq").fetchone()
+    refused = at_v2.fab("local", "restore", "--backup", manifest["id"])
+    assert refused.returncode == 4 and "public.shop_customer 3" in refused.stderr
+    res = at_v2.fab("local", "restore", "--backup", manifest["id"], "--discard-writes")
+    assert res.returncode == 0, res.stderr
+    assert {"figures": at_v2.figures(), **database_state(at_v2)} == before
+    with at_v2.admin("shop") as conn:
+        seq_now = conn.execute("select last_value from shop_customer_id_seq").fetchone()
+    assert seq_now is not None and seq_live is not None and seq_now[0] >= seq_live[0]
+    assert at_v2.http("/version/") == (200, "v2")
+
+
+def test_corrupt_backups_are_refused_before_the_live_database_is_touched(
+    at_v2: Deployment,
+) -> None:
+    for damage in ("truncate", "bitflip"):
+        manifest = take(at_v2, "--label", damage)
+        path = Path(manifest["path"])
+        data = bytearray(path.read_bytes())
+        if damage == "truncate":
+            path.write_bytes(bytes(data[: len(data) // 2]))
+        else:
+            data[len(data) // 2] ^= 0x01
+            path.write_bytes(bytes(data))
+        before = at_v2.figures()
+        replaced = at_v2.scalar("select count(*) from pg_database", "postgres")
+        res = at_v2.fab("local", "restore", "--backup", manifest["id"])
+        assert res.returncode == 4, res.stderr
+        assert "sha256 mismatch" in res.stderr
+        assert at_v2.figures() == before
+        assert at_v2.scalar("select count(*) from pg_database", "postgres") == replaced
+        path.unlink()
+
+
+def test_restore_while_the_app_holds_connections(at_v2: Deployment) -> None:
+    manifest = take(at_v2)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, psycopg; c = psycopg.connect(sys.argv[1]); "
+            "c.execute('select 1'); print('connected', flush=True); time.sleep(120)",
+            at_v2.sandbox.app_conninfo(),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "connected"
+        res = at_v2.fab("local", "restore", "--backup", manifest["id"])
+        assert res.returncode == 0, res.stderr
+        assert "1 session(s) ended" in res.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_cleanup_keeps_the_newest_and_the_last_good_deploy(at_v2: Deployment) -> None:
+    envdir = at_v2.variant("keep2", {"backup.keep": 2})
+    for i in range(3):
+        res = at_v2.fab("local", "backup", "--label", f"extra{i}", envdir=envdir)
+        assert res.returncode == 0, res.stderr
+    res = at_v2.fab("local", "cleanup", envdir=envdir)
+    assert res.returncode == 0, res.stderr
+    listed = json.loads(at_v2.fab("local", "backups", "--json").stdout)
+    labels = [m.get("label") for m in listed]
+    assert labels[-2:] == ["extra1", "extra2"]
+    assert any(m["needed_by"].startswith("last good deploy") for m in listed)
+    assert len(listed) == 3
+    assert (
+        at_v2.scalar(
+            "select count(*) from pg_database where datname like 'shop_replaced%'", "postgres"
+        )
+        == 0
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_during_the_dump_exits_4_and_leaves_nothing_valid(at_v2: Deployment) -> None:
+    probe = take(at_v2)
+    size = int(probe["size"])
+    small = at_v2.root / "server" / "full-disk"
+    small.mkdir(exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size * 3 // 4}", "tmpfs", str(small)], check=True
+    )
+    try:
+        backups = small / "backups"
+        backups.mkdir(mode=0o700)
+        # an earlier backup whose ratio makes the estimate pass the pre-check
+        fake = {
+            "id": "00000000T000000Z-0000",
+            "sha256": "0" * 64,
+            "path": str(backups / "x.dump"),
+            "size": 1,
+            "database_size": 40,
+            "created_at": "2000-01-01T00:00:00Z",
+        }
+        (backups / "00000000T000000Z-0000.json").write_text(json.dumps(fake))
+        envdir = at_v2.variant("full-disk", {"backup.dir": str(backups)})
+        res = at_v2.fab("local", "backup", envdir=envdir)
+        assert res.returncode == 4, res.stderr
+        assert "No space left on device" in res.stderr
+        names = sorted(p.name for p in backups.iterdir())
+        assert names == ["00000000T000000Z-0000.json"], names
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_names_near_the_63_byte_limit(at_v2: Deployment) -> None:
+    long_name = "shop_" + "x" * 55  # 60 bytes
+    with at_v2.admin() as conn:
+        conn.execute(f'create database "{long_name}" owner shop template shop')
+    try:
+        envdir = at_v2.variant("long-name", {"db.name": long_name})
+        res = at_v2.fab("local", "backup", envdir=envdir)
+        assert res.returncode == 0, res.stderr
+        res = at_v2.fab("local", "restore", "--discard-writes", envdir=envdir)
+        assert res.returncode == 0, res.stderr
+        with at_v2.admin() as conn:
+            rows = conn.execute(
+                "select datname from pg_database where datname like 'shop\\_xxx%'"
+            ).fetchall()
+        names = [str(r[0]) for r in rows]
+        assert long_name in names and all(len(n.encode()) <= 63 for n in names)
+        assert len(names) == 2  # the live one and the replaced one, distinct
+    finally:
+        with at_v2.admin() as conn:
+            conn.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where datname like 'shop\\_xxx%'"
+            )
+            for (name,) in conn.execute(
+                "select datname from pg_database where datname like 'shop\\_xxx%'"
+            ).fetchall():
+                conn.execute(f'drop database "{name}" with (force)')
