@@ -30,6 +30,7 @@ from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed, RolledBack, SeedError
 from seed.journal import Journal, acquire_lock, release_lock
 from seed.remote import Remote, RemoteError, RemoteJob, q
+from seed.replication import refuse_if_replicated
 from seed.report import Output, Report, human, iso, utcnow, write_json
 from seed.session import Session
 
@@ -182,6 +183,8 @@ class Upgrade:
             size = dblib.database_size(admin, env.db.name)
             self.report.data["database"] = {"server_version": server, "size_bytes": size}
             self.admin, self.app = admin, app
+            # a rollback is a restore + rename swap: refuse a deploy that could not roll back
+            refuse_if_replicated(env, admin)
             s.detail = f"PostgreSQL {server // 10000}, {size / 1e6:.1f} MB, both roles connect"
         with self.step("backup pre-flight") as s:
             text, major = backups.pg_dump_version(env, session.state)

@@ -240,3 +240,31 @@ def test_names_near_the_63_byte_limit(at_v2: Deployment) -> None:
                 "select datname from pg_database where datname like 'shop\\_xxx%'"
             ).fetchall():
                 conn.execute(f'drop database "{name}" with (force)')
+
+
+def test_replication_slot_refuses_restore_and_deploy(at_v2: Deployment) -> None:
+    take(at_v2)
+    with at_v2.admin() as conn:
+        conn.execute("select pg_create_physical_replication_slot('seed_test_standby')")
+    try:
+        res = at_v2.fab("local", "restore", "--discard-writes")
+        assert res.returncode == 4, res.stderr
+        assert "physical replication slot seed_test_standby" in res.stderr
+        res = at_v2.fab("local", "upgradedb", "--ref", "v3")
+        assert res.returncode == 4, res.stderr
+        assert "is replicated" in res.stderr and "nothing changed" in res.stderr
+        allowed = at_v2.variant("replicated-ok", {"backup.allow_replication": True})
+        res = at_v2.fab("local", "restore", "--discard-writes", envdir=allowed)
+        assert res.returncode == 0, res.stderr
+    finally:
+        with at_v2.admin() as conn:
+            conn.execute("select pg_drop_replication_slot('seed_test_standby')")
+
+
+def test_protected_environment_keeps_an_off_host_copy(at_v2: Deployment) -> None:
+    envdir = at_v2.variant("protected-copy", {}, protected=True)
+    res = at_v2.fab("local", "upgradedb", "--ref", "v2", "--yes", envdir=envdir)
+    assert res.returncode == 0, res.stderr
+    report = at_v2.last_report()
+    copy = Path(report["backup"]["copy"])
+    assert copy.read_bytes() == Path(report["backup"]["path"]).read_bytes()
