@@ -136,6 +136,8 @@ class BackupConfig:
     pg_bin: str | None = None  # directory of pg_dump/pg_restore on the state host; None: PATH
     copy: str = "none"  # none | download: an off-host copy of every backup, sha256-checked
     allow_replication: bool = False  # restore (rename swap) despite slots/subscriptions/replicas
+    strategy: str = "dump"  # dump | snapshot+dump (a CREATE DATABASE TEMPLATE copy as well)
+    snapshot_copy: str = "file_copy"  # file_copy (little WAL, checkpoints) | wal_log
 
     def tool(self, name: str) -> str:
         """The command for a PostgreSQL client program on the state host."""
@@ -601,7 +603,7 @@ class _Parser:
 
     def backup(self, raw: dict[str, Any], env_name: str, protected: bool) -> BackupConfig:
         allowed = {"dir", "format", "compression", "jobs", "keep", "lock_wait_timeout", "pg_bin"}
-        allowed |= {"copy", "allow_replication"}
+        allowed |= {"copy", "allow_replication", "strategy", "snapshot_copy"}
         b = self._section(raw, "backup", allowed)
         directory = str(self._str(b, "dir", "backup.dir", f"/var/backups/seed/{env_name}"))
         if directory and not directory.startswith("/"):
@@ -623,6 +625,12 @@ class _Parser:
                 b, "copy", "backup.copy", ("none", "download"), "download" if protected else "none"
             ),
             allow_replication=self._bool(b, "allow_replication", "backup.allow_replication", False),
+            strategy=self._choice(
+                b, "strategy", "backup.strategy", ("dump", "snapshot+dump"), "dump"
+            ),
+            snapshot_copy=self._choice(
+                b, "snapshot_copy", "backup.snapshot_copy", ("file_copy", "wal_log"), "file_copy"
+            ),
         )
 
     def checks(self, raw: dict[str, Any]) -> tuple[Check, ...]:

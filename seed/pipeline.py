@@ -70,6 +70,7 @@ class Upgrade:
         self.switched: list[Remote] = []
         self.backup: backups.BackupRecord | None = None
         self.migrate_job: RemoteJob | None = None
+        self.snapshot_db: str | None = None
         self.before: dict[str, Any] = {}
         self.rid = ""
         self.sha = ""
@@ -280,7 +281,33 @@ class Upgrade:
                 rows = sum(v.rows for v in figures.values())
                 s.detail = f"{len(figures)} tables, {rows} rows, {len(applied)} migrations"
             self.take_backup(snapshot, applied, figures)
+        snap_conn.close()
+        if env.backup.strategy == "snapshot+dump":
+            with self.step("snapshot copy") as s:
+                s.detail = self.take_database_snapshot()
         self.record()
+
+    def take_database_snapshot(self) -> str:
+        """CREATE DATABASE ... TEMPLATE <db> while writes are stopped: a rollback is then a
+        rename swap. In addition to the dump, never instead (same cluster, not a backup)."""
+        env, session = self.env, self.session
+        tag = self.deploy_id.lower().replace("-", "_")
+        name = restorelib.scratch_name(env.db.name, f"snap_{tag}")
+        for conn in (self.admin, self.app):
+            conn.close()  # the template must have no sessions: ours included
+        pg = session.connect(admin=True, dbname="postgres", app_name=self.app_name)
+        seconds = restorelib.snapshot_copy(
+            pg, env.db.name, name, self.before["database_properties"], env.backup.snapshot_copy
+        )
+        self.snapshot_db = name
+        self.report.data["snapshot"] = {
+            "database": name,
+            "strategy": env.backup.snapshot_copy,
+            "seconds": round(seconds, 3),
+        }
+        self.admin = session.connect(admin=True, app_name=self.app_name)
+        self.app = session.connect(admin=False, app_name=self.app_name)
+        return f"{name} in {seconds:.2f}s (downtime), {env.backup.snapshot_copy}"
 
     def take_baselines(
         self, snapshot: str, applied: list[tuple[str, str]], figures: dict[str, Any]
@@ -376,7 +403,11 @@ class Upgrade:
                 s.detail += f"; copied to {local} (sha256 checked)"
 
     def undo_preparations(self) -> None:
-        """Nothing changed yet: remove uploaded release folders, end maintenance."""
+        """Nothing changed yet: remove uploaded release folders and a snapshot, end
+        maintenance."""
+        if self.snapshot_db and self.lock_conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                restorelib.drop_if_exists(self.lock_conn, self.snapshot_db)
         for remote in self.uploaded:
             with contextlib.suppress(SeedError, OSError):
                 rel.remove_release(remote, self.layout, self.rid)
@@ -493,7 +524,14 @@ class Upgrade:
             backups.delete_backup(self.session.state, manifest)
         assert self.lock_conn is not None  # connected to `postgres`
         dropped = restorelib.drop_replaced(self.lock_conn, env.db.name)
-        return f"{len(doomed)} old backup(s) deleted, {len(dropped)} replaced database(s) dropped"
+        if self.snapshot_db:
+            restorelib.drop_if_exists(self.lock_conn, self.snapshot_db)
+            dropped.append(self.snapshot_db)
+            self.snapshot_db = None
+        return (
+            f"{len(doomed)} old backup(s) deleted, {len(dropped)} replaced or snapshot "
+            "database(s) dropped"
+        )
 
     def releases_the_journal_needs(self) -> dict[str, set[str]]:
         """Per host, the releases a `rollback --to` could still switch back to: those before
@@ -610,7 +648,56 @@ class Upgrade:
         return f"current is {prev_any}" if prev_any else "no release (first deploy)"
 
     def restore_database(self) -> str:
-        """Restore the deploy's backup as the live database (seed.restore), keep the old one."""
+        """Swap the snapshot in when there is one (falling back to the dump), else restore
+        the deploy's backup as the live database (seed.restore); keep the old one."""
+        if self.snapshot_db:
+            try:
+                return self.swap_in_snapshot()
+            except (SeedError, psycopg.Error) as exc:
+                self.out.line(f"snapshot swap failed ({exc}); restoring the dump instead")
+                self.admin = self.session.connect(admin=True, app_name=self.app_name)
+                self.app = self.session.connect(admin=False, app_name=self.app_name)
+        return self.restore_dump()
+
+    def swap_in_snapshot(self) -> str:
+        env, session = self.env, self.session
+        assert self.snapshot_db is not None
+        tag = self.deploy_id.lower().replace("-", "_")
+        plan = restorelib.RestorePlan(
+            live=env.db.name,
+            new=self.snapshot_db,
+            replaced=restorelib.scratch_name(env.db.name, f"replaced_{tag}"),
+            backup_path=self.snapshot_db,
+            backup_sha256="",
+        )
+        pg = session.connect(admin=True, dbname="postgres", app_name=self.app_name)
+        live_sequences = restorelib.sequence_values(self.admin)
+        moved = restorelib.prepare_snapshot(
+            pg,
+            lambda: session.connect(admin=True, dbname=plan.new, app_name=self.app_name),
+            plan.new,
+            live_sequences,
+        )
+        for conn in (self.admin, self.app):
+            conn.close()
+        restorelib.swap(pg, plan)
+        self.snapshot_db = None
+        self.report.data["rollback"].update(
+            {
+                "method": "snapshot swap",
+                "replaced_database": plan.replaced,
+                "sequences_moved_forward": moved,
+            }
+        )
+        self.state["database"] = (
+            f"snapshot {plan.new} swapped in; the failed database is kept as {plan.replaced} "
+            "(connections disabled)"
+        )
+        self.admin = session.connect(admin=True, app_name=self.app_name)
+        self.app = session.connect(admin=False, app_name=self.app_name)
+        return f"snapshot {plan.new} swapped in, {plan.replaced} kept"
+
+    def restore_dump(self) -> str:
         assert self.backup is not None
 
         def close_live_sessions() -> None:

@@ -274,6 +274,52 @@ def drop_replaced(conn: psycopg.Connection[Any], live: str) -> list[str]:
     return names
 
 
+def snapshot_copy(
+    conn: psycopg.Connection[Any], live: str, snap: str, props: dict[str, Any], strategy: str
+) -> float:
+    """CREATE DATABASE snap TEMPLATE live (no session may be on live), connections disabled,
+    database-level properties copied (a template copies none). Returns the copy's seconds."""
+    started = time.monotonic()
+    create = sql.SQL("create database {} owner {} template {} strategy {}").format(
+        sql.Identifier(snap),
+        sql.Identifier(props["owner"]),
+        sql.Identifier(live),
+        sql.SQL(strategy),
+    )
+    for attempt in range(5):
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where datname = %s and pid <> pg_backend_pid()",
+            (live,),
+        )
+        try:
+            conn.execute(create)
+            break
+        except psycopg.errors.ObjectInUse:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    seconds = time.monotonic() - started
+    conn.execute(sql.SQL("alter database {} allow_connections false").format(sql.Identifier(snap)))
+    apply_properties(conn, snap, props)
+    return seconds
+
+
+def prepare_snapshot(
+    conn: psycopg.Connection[Any],
+    connect_snap: Callable[[], psycopg.Connection[Any]],
+    snap: str,
+    live_sequences: dict[str, int],
+) -> list[str]:
+    """Open the snapshot for the swap and move its sequences to max(snapshot, live)."""
+    conn.execute(sql.SQL("alter database {} allow_connections true").format(sql.Identifier(snap)))
+    snap_conn = connect_snap()
+    try:
+        return never_backwards(snap_conn, live_sequences)
+    finally:
+        snap_conn.close()
+
+
 def drop_if_exists(conn: psycopg.Connection[Any], dbname: str) -> None:
     conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
 

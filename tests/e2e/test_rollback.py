@@ -155,6 +155,26 @@ def test_rollback_refuses_after_writes_unless_discarded(at_v2: Deployment) -> No
     assert at_v2.http("/version/") == (200, "v1")
 
 
+def test_snapshot_strategy_rolls_back_by_a_rename_swap(at_v2: Deployment) -> None:
+    """backup.strategy snapshot+dump: a TEMPLATE copy in the maintenance window, swapped in
+    on failure (no pg_restore), and dropped after a good deploy."""
+    envdir = at_v2.variant("snapshot", {"backup.strategy": "snapshot+dump"})
+    before = whole_state(at_v2)
+    res = at_v2.fab("local", "upgradedb", "--ref", "bad-data", envdir=envdir)
+    assert res.returncode == 5, res.stderr
+    report = at_v2.last_report()
+    assert report["rollback"]["method"] == "snapshot swap"
+    assert report["snapshot"]["seconds"] >= 0 and report["rollback"]["verification"]["identical"]
+    assert whole_state(at_v2) == before
+    res = at_v2.fab("local", "upgradedb", "--ref", "v2", envdir=envdir)
+    assert res.returncode == 0, res.stderr
+    snapshot = at_v2.last_report()["snapshot"]["database"]
+    assert (
+        at_v2.scalar(f"select count(*) from pg_database where datname = '{snapshot}'", "postgres")
+        == 0
+    )
+
+
 def test_lost_connection_mid_deploy_rolls_back(at_v2: Deployment) -> None:
     """Every SSH connection of the deploy is cut (the sandbox sshd's session processes are
     killed) while the restart hook runs: Seed reconnects, takes its lock back and rolls back."""
