@@ -52,13 +52,15 @@ class BackupRecord:
     created_at: str = ""
     created_by: str = ""
     verified: str = "full read (pg_restore -f /dev/null of the stream written), sha256"
+    files: list[dict[str, Any]] = field(default_factory=list)  # directory format: per file
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["applied_migrations"] = [list(m) for m in self.applied_migrations]
-        data["files"] = [
-            {"name": posixpath.basename(self.path), "size": self.size, "sha256": self.sha256}
-        ]
+        if not self.files:
+            data["files"] = [
+                {"name": posixpath.basename(self.path), "size": self.size, "sha256": self.sha256}
+            ]
         return data
 
     def as_before_state(self) -> dict[str, Any]:
@@ -109,9 +111,7 @@ def retention(
 
 def delete_backup(remote: Remote, manifest: dict[str, Any]) -> None:
     path = str(manifest["path"])
-    remote.check(
-        f"rm -f {q(path)} {q(path.removesuffix('.dump') + '.json')}", f"deleting backup {path}"
-    )
+    remote.check(f"rm -rf {q(path)} && rm -f {q(manifest_path(path))}", f"deleting backup {path}")
 
 
 def pgpass_line(host: str, port: int, user: str, secret: Secret | None) -> bytes:
@@ -192,6 +192,8 @@ def dump_script(
     tmp = posixpath.join(directory, "." + posixpath.basename(final) + ".partial")
     db = env.db
     snap = f"--snapshot={q(snapshot)} " if snapshot else ""
+    if env.backup.format == "directory":
+        return _directory_dump_script(env, final, tmp, passfile, app_name, snap)
     return f"""set -euo pipefail
 umask 077
 export PGPASSFILE={q(passfile)} PGAPPNAME={q(app_name)}
@@ -222,6 +224,71 @@ echo "seed-backup sha256=$sha size=$size"
 """
 
 
+# the digest of a directory-format backup: sha256 of its sorted per-file sha256 listing
+DIR_LISTING = "find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -r -d '\\n' sha256sum --"
+
+
+def _directory_dump_script(
+    env: Environment, final: str, tmp: str, passfile: str, app_name: str, snap: str
+) -> str:
+    """`pg_dump -Fd -j N` (parallel; cannot stream): dump, full read, per-file sha256."""
+    db = env.db
+    directory = posixpath.dirname(final)
+    return f"""set -euo pipefail
+umask 077
+export PGPASSFILE={q(passfile)} PGAPPNAME={q(app_name)}
+tmp={q(tmp)}
+final={q(final)}
+trap 'rm -rf "$tmp"; rm -f "$PGPASSFILE"' EXIT
+mkdir -p {q(directory)} && chmod 700 {q(directory)}
+rm -rf "$tmp"
+echo {q("dumping " + db.name)} to "$final" with {env.backup.jobs} "job(s)"
+{q(env.backup.tool("pg_dump"))} --format=directory --jobs={env.backup.jobs} \\
+  --compress={env.backup.compression} --lock-wait-timeout={q(env.backup.lock_wait_timeout)} \\
+  {snap}--host={q(db.host)} --port={db.port} --username={q(db.admin_user)} --no-password \\
+  --file="$tmp" {q(db.name)}
+echo "verifying: full read of the archive"
+{q(env.backup.tool("pg_restore"))} --file=/dev/null "$tmp"
+listing=$(cd "$tmp" && {DIR_LISTING})
+sha=$(printf '%s\\n' "$listing" | sha256sum | cut -d' ' -f1)
+size=$(du -sb "$tmp" | cut -f1)
+sync "$tmp" "$tmp"/*
+mv "$tmp" "$final"
+sync {q(directory)}
+echo "seed-backup sha256=$sha size=$size"
+"""
+
+
+def backup_suffix(env: Environment) -> str:
+    return ".dir" if env.backup.format == "directory" else ".dump"
+
+
+def manifest_path(path: str) -> str:
+    """`<id>.json` beside `<id>.dump` (custom format) or `<id>.dir` (directory format)."""
+    for suffix in (".dump", ".dir"):
+        if path.endswith(suffix):
+            return path[: -len(suffix)] + ".json"
+    return path + ".json"
+
+
+def backup_files(remote: Remote, path: str) -> list[dict[str, Any]]:
+    """sha256 and size of every file of a directory-format backup."""
+    res = remote.check(
+        f"cd {q(path)} && {DIR_LISTING} && find . -type f -printf 'size %s %P\\n'",
+        f"listing {path}",
+    )
+    sizes: dict[str, int] = {}
+    digests: list[tuple[str, str]] = []
+    for line in res.stdout.splitlines():
+        if line.startswith("size "):
+            _, n, name = line.split(" ", 2)
+            sizes[name] = int(n)
+        elif line.strip():
+            digest, name = line.split(None, 1)
+            digests.append((name.strip(), digest))
+    return [{"name": n, "sha256": d, "size": sizes.get(n, 0)} for n, d in digests]
+
+
 def take_backup(
     env: Environment,
     remote: Remote,
@@ -231,7 +298,7 @@ def take_backup(
     snapshot: str | None = None,
 ) -> tuple[str, str, int]:
     """Dump, verify and checksum; returns (path, sha256, size). Failure → PreflightFailed."""
-    final = posixpath.join(env.backup.dir, f"{backup_id}.dump")
+    final = posixpath.join(env.backup.dir, backup_id + backup_suffix(env))
     remote.mkdirs(job_dir, mode=0o700)
     passfile = posixpath.join(job_dir, "pgpass")
     remote.put_bytes(
@@ -250,7 +317,7 @@ def take_backup(
 
 
 def write_manifest(remote: Remote, record: BackupRecord) -> str:
-    path = record.path.removesuffix(".dump") + ".json"
+    path = manifest_path(record.path)
     data = json.dumps(record.to_json(), indent=2, sort_keys=True).encode()
     remote.put_bytes(data, path, mode=0o600)
     return path
@@ -258,7 +325,10 @@ def write_manifest(remote: Remote, record: BackupRecord) -> str:
 
 def verify_file(env: Environment, remote: Remote, path: str, sha256: str) -> None:
     """Re-check a backup before trusting it for a restore: sha256, then a full read."""
-    res = remote.run(f"sha256sum {q(path)} | cut -d' ' -f1")
+    if path.endswith(".dir"):
+        res = remote.run(f"cd {q(path)} && {DIR_LISTING} | sha256sum | cut -d' ' -f1")
+    else:
+        res = remote.run(f"sha256sum {q(path)} | cut -d' ' -f1")
     if not res.ok or res.stdout.strip() != sha256:
         raise PreflightFailed(f"backup {path} on {remote.label}: sha256 mismatch or unreadable")
     res = remote.run(f"{q(env.backup.tool('pg_restore'))} --file=/dev/null {q(path)}")
@@ -271,6 +341,11 @@ def download_backup(remote: Remote, manifest: dict[str, Any], local_dir: Path) -
     target = local_dir / "backups"
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = str(manifest["path"])
+    if path.endswith(".dir"):
+        raise PreflightFailed(
+            f"download of {path}: directory-format backups cannot be downloaded yet; "
+            "use format: custom where an off-host copy is required"
+        )
     local = target / posixpath.basename(path)
     partial = local.with_name(local.name + ".partial")
     remote.sftp.get(path, str(partial))
@@ -284,6 +359,6 @@ def download_backup(remote: Remote, manifest: dict[str, Any], local_dir: Path) -
         raise PreflightFailed(f"download of {path}: sha256 mismatch after transfer")
     partial.replace(local)
     manifest_local = local.with_suffix(".json")
-    manifest_local.write_bytes(remote.get_bytes(path.removesuffix(".dump") + ".json"))
+    manifest_local.write_bytes(remote.get_bytes(manifest_path(path)))
     manifest_local.chmod(0o600)
     return local

@@ -613,7 +613,7 @@ class _Parser:
             self.errors.append("backup.compression: 0-9 (gzip level; PostgreSQL 15)")
         return BackupConfig(
             dir=directory.rstrip("/"),
-            format=self._choice(b, "format", "backup.format", ("custom",), "custom"),
+            format=self._choice(b, "format", "backup.format", ("custom", "directory"), "custom"),
             compression=compression,
             jobs=self._int(b, "jobs", "backup.jobs", 1, lo=1),
             keep=self._int(b, "keep", "backup.keep", 10, lo=1),

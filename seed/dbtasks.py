@@ -143,6 +143,7 @@ class Backup(Operation):
                     database_size=size,
                     database_properties=props,
                     compression=env.backup.compression,
+                    format=env.backup.format,
                     snapshot=snapshot,
                     pg_dump_version=text,
                     server_version=server,
@@ -153,6 +154,8 @@ class Backup(Operation):
                     created_at=iso(),
                     created_by=self.report.who,
                 )
+                if env.backup.format == "directory":
+                    record.files = backups.backup_files(state, path)
                 backups.write_manifest(state, record)
                 self.report.data["backup"] = record.to_json()
                 s.detail = f"{path} ({dump_size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"

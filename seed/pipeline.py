@@ -373,6 +373,7 @@ class Upgrade:
                 database_size=self.report.data["database"]["size_bytes"],
                 database_properties=self.before["database_properties"],
                 compression=env.backup.compression,
+                format=env.backup.format,
                 snapshot=snapshot,
                 pg_dump_version=text,
                 server_version=dblib.server_version(self.admin),
@@ -383,6 +384,8 @@ class Upgrade:
                 created_at=iso(),
                 created_by=self.report.who,
             )
+            if env.backup.format == "directory":
+                record.files = backups.backup_files(session.state, path)
             manifest = backups.write_manifest(session.state, record)
             self.backup = record
             self.report.data["backup"] = {

@@ -268,3 +268,22 @@ def test_protected_environment_keeps_an_off_host_copy(at_v2: Deployment) -> None
     report = at_v2.last_report()
     copy = Path(report["backup"]["copy"])
     assert copy.read_bytes() == Path(report["backup"]["path"]).read_bytes()
+
+
+def test_directory_format_with_parallel_jobs(at_v2: Deployment) -> None:
+    """-Fd -j 2: per-file sha256 in the manifest, a damaged file refused, a round trip."""
+    envdir = at_v2.variant("fd", {"backup.format": "directory", "backup.jobs": 2})
+    res = at_v2.fab("local", "backup", "--verify-restore", envdir=envdir)
+    assert res.returncode == 0, res.stderr
+    listed = json.loads(at_v2.fab("local", "backups", "--json", envdir=envdir).stdout)
+    manifest = listed[-1]
+    assert manifest["format"] == "directory" and manifest["path"].endswith(".dir")
+    assert len(manifest["files"]) > 2 and all(len(f["sha256"]) == 64 for f in manifest["files"])
+    before = at_v2.figures()
+    res = at_v2.fab("local", "restore", "--discard-writes", envdir=envdir)
+    assert res.returncode == 0, res.stderr
+    assert at_v2.figures() == before
+    data_file = next(Path(manifest["path"]).glob("*.dat.gz"))
+    data_file.write_bytes(data_file.read_bytes()[:-3])
+    res = at_v2.fab("local", "restore", "--backup", manifest["id"], envdir=envdir)
+    assert res.returncode == 4 and "sha256 mismatch" in res.stderr
