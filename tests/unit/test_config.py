@@ -307,7 +307,7 @@ def test_wrong_types(tmp_path: Path) -> None:
     text = edit(LOCAL, "keep_releases: 5", "keep_releases: 1")
     assert "app.keep_releases: must be >= 2" in problems(tmp_path, text)
     text = edit(LOCAL, "  format: custom", "  format: tar")
-    assert "backup.format: expected one of custom, got 'tar'" in problems(tmp_path, text)
+    assert "backup.format: expected one of custom, directory, got 'tar'" in problems(tmp_path, text)
     text = edit(LOCAL, "  compression: 1 ", "  compression: 12 ")
     assert "backup.compression: 0-9" in problems(tmp_path, text)
 

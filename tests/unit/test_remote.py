@@ -77,7 +77,8 @@ def test_quoting_round_trips(remote: Remote) -> None:
 
 
 def test_not_connected(sandbox_env: Environment) -> None:
-    with pytest.raises(RuntimeError, match="not connected"):
+    """A user-facing error (exit code, one line), not a bare RuntimeError."""
+    with pytest.raises(RemoteError, match="not connected"):
         Remote(sandbox_env, sandbox_env.roles.db).run("true")
 
 
