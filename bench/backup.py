@@ -1,0 +1,598 @@
+"""Benchmark: Seed's verified backup, its restore and the snapshot swap vs raw PostgreSQL tools.
+
+Run as `.venv/bin/python bench/backup.py [--scale 0.1] [--reps 3]` (never part of
+`make test`). It starts a private sandbox (PostgreSQL + sshd on free ports under
+/var/tmp), builds a >= 1 GB `shop` database (3M customers + 4M orders at scale 1),
+and times, in the same run, interleaved, median of `--reps`:
+
+1. backup:  `seed.backup.take_backup` (remote job over SSH: pg_dump -Fc, fsync, full
+   read, sha256, rename) vs a local `pg_dump -Fc -Z<same> -f FILE`;
+2. restore: `seed.restore.restore_as_live` (re-verify, create like the original,
+   pg_restore -e, ANALYZE, sequences, properties, rename swap) vs a local
+   `createdb` + `pg_restore -d`;
+3. snapshot swap: `seed.restore.swap` against a `CREATE DATABASE ... TEMPLATE shop
+   STRATEGY FILE_COPY` copy, at 1x and 2x the database size.
+
+The last line is `backup: ratio <ours/baseline> (target <= 1.05)` (DESIGN: Benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+import seed.restore as seed_restore  # noqa: E402
+from seed.backup import take_backup, verify_file  # noqa: E402
+from seed.config import Environment, load_environment  # noqa: E402
+from seed.remote import RemoteJob  # noqa: E402
+from seed.restore import RestorePlan, database_properties, drop_if_exists, swap  # noqa: E402
+from seed.sandbox import SandboxInfo, SandboxSpec, free_port, sandbox_down, sandbox_up  # noqa: E402
+from seed.session import Session  # noqa: E402
+
+CUSTOMERS = 3_000_000
+ORDERS = 4_000_000
+APP_NAME = "seed-bench-backup"
+BACKUP_TARGET = 1.05
+RESTORE_TARGET = 1.05
+SWAP_TARGET = 0.1
+B_OURS = "backup  seed take_backup (ssh job: dump+sync+read+sha256)"
+B_RAW = "backup  raw pg_dump -Fc (baseline)"
+B_ALT = "  alt   raw one pass: dump | tee FILE fifo>sha256 | pg_restore -f /dev/null"
+R_OURS = "restore seed restore_as_live (total)"
+R_RAW = "restore raw createdb + pg_restore (baseline)"
+R_ANALYZE = "  part  ANALYZE on the restored db"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Timings:
+    """name -> list of seconds, in the order they were added (printed as one table)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[float]] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.rows.setdefault(name, []).append(seconds)
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.rows[name])
+
+    def table(self) -> str:
+        width = max(len(n) for n in self.rows) if self.rows else 10
+        reps = max((len(v) for v in self.rows.values()), default=1)
+        head = f"{'measurement':<{width}}  {'median':>9}  " + "  ".join(
+            f"{'rep ' + str(i + 1):>9}" for i in range(reps)
+        )
+        lines = [head, "-" * len(head)]
+        for name, values in self.rows.items():
+            cells = "  ".join(f"{v:9.3f}" for v in values)
+            lines.append(f"{name:<{width}}  {statistics.median(values):9.3f}  {cells}")
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    box: list[float] = []
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box.append(time.perf_counter() - start)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def env_text(info: SandboxInfo, server: Path) -> str:
+    """A minimal environment for the sandbox (as tests/unit/conftest.py's sandbox_env_text)."""
+    return f"""\
+description: bench/backup.py against its private sandbox
+ssh:
+  port: {info.spec.ssh_port}
+  key: {info.client_key}
+  known_hosts: {info.known_hosts}
+  connect_timeout: 10
+roles:
+  app: [127.0.0.1]
+  migrate: 127.0.0.1
+  db: 127.0.0.1
+state_dir: {server}/state
+app:
+  repo: {server}/origin.git
+  deploy_to: {server}/srv/shop
+  settings: shopsite.settings
+  env:
+    SECRET_KEY: bench-secret-key
+db:
+  host: 127.0.0.1
+  port: {info.spec.pg_port}
+  name: {info.spec.db_name}
+  user: {info.spec.app_user}
+  admin_user: {info.spec.admin_user}
+  passfile: {info.pgpass}
+backup:
+  dir: {server}/backups
+"""
+
+
+class Raw:
+    """The raw PostgreSQL client programs, run locally with PGPASSFILE (the baseline)."""
+
+    def __init__(self, info: SandboxInfo, env: Environment) -> None:
+        self.env = env
+        self.conn_args = [
+            f"--host={env.db.host}",
+            f"--port={env.db.port}",
+            f"--username={env.db.admin_user}",
+            "--no-password",
+        ]
+        self.proc_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        self.proc_env["PGPASSFILE"] = str(info.pgpass)
+        # the same programs the state host runs (it is this machine, same PATH)
+        self.pg_dump = shutil.which(env.backup.tool("pg_dump")) or "pg_dump"
+        self.pg_restore = shutil.which(env.backup.tool("pg_restore")) or "pg_restore"
+        self.createdb_bin = shutil.which("createdb") or "createdb"
+        openssl = shutil.which("openssl")
+        # OpenSSL uses the CPU's SHA extensions; coreutils' sha256sum (Debian 12) does not
+        self.fast_sha = [openssl, "dgst", "-sha256", "-r"] if openssl else ["sha256sum"]
+        self.fast_sha_name = "openssl dgst -sha256" if openssl else "sha256sum"
+
+    def run(self, args: list[str]) -> None:
+        res = subprocess.run(args, env=self.proc_env, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise SystemExit(f"{args[0]} failed (exit {res.returncode}): {res.stderr.strip()}")
+
+    def dump(self, path: Path) -> None:
+        self.run(
+            [
+                self.pg_dump,
+                "--format=custom",
+                f"--compress={self.env.backup.compression}",
+                *self.conn_args,
+                f"--file={path}",
+                self.env.db.name,
+            ]
+        )
+
+    def dump_streamed(self, path: Path) -> None:
+        """The one-pass alternative: dump | tee FILE FIFO(sha256sum) | pg_restore -f /dev/null."""
+        dump = shlex.join(
+            [
+                self.pg_dump,
+                "--format=custom",
+                f"--compress={self.env.backup.compression}",
+                *self.conn_args,
+                self.env.db.name,
+            ]
+        )
+        file, fifo = shlex.quote(str(path)), shlex.quote(f"{path}.fifo")
+        script = (
+            "set -euo pipefail\n"
+            f"mkfifo {fifo}\n"
+            f"{shlex.join(self.fast_sha)} < {fifo} > {shlex.quote(f'{path}.sha')} & sha=$!\n"
+            f"{dump} | tee {fifo} {file} | {shlex.quote(self.pg_restore)} --file=/dev/null\n"
+            'wait "$sha"\n'
+            f"rm -f {fifo}\n"
+            f"sync {file}\n"
+        )
+        self.run(["bash", "-c", script])
+
+    def createdb(self, name: str, owner: str) -> None:
+        self.run(
+            [self.createdb_bin, *self.conn_args, f"--owner={owner}", "--template=template0", name]
+        )
+
+    def restore(self, name: str, path: Path) -> None:
+        self.run([self.pg_restore, *self.conn_args, f"--dbname={name}", str(path)])
+
+
+def timed_phase(timings: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a seed.restore function to record how long each call took (no behaviour change)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+    return wrapper
+
+
+def gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def build_data(info: SandboxInfo, scale: float) -> None:
+    """customers + orders in `shop`, owned by the app role; pk, FK + its index; VACUUM ANALYZE."""
+    n_c = max(1000, int(CUSTOMERS * scale))
+    n_o = max(1000, int(ORDERS * scale))
+    with psycopg.connect(info.admin_conninfo(info.spec.db_name), autocommit=True) as conn:
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(info.spec.app_user)))
+        conn.execute(
+            """
+            create table customers (
+                id bigint generated by default as identity primary key,
+                name text not null,
+                email text not null,
+                address text not null,
+                city text not null,
+                created_at timestamptz not null,
+                balance numeric(12, 2) not null
+            )
+            """
+        )
+        conn.execute(
+            """
+            create table orders (
+                id bigint generated by default as identity primary key,
+                customer_id bigint not null,
+                status text not null,
+                total numeric(12, 2) not null,
+                placed_at timestamptz not null,
+                note text
+            )
+            """
+        )
+        conn.execute(
+            """
+            insert into customers (id, name, email, address, city, created_at, balance)
+            select g, 'Customer ' || g, 'customer' || g || '@example.com',
+                   (g %% 997) || ' Main Street, apartment ' || (g %% 313),
+                   (array['Berlin', 'Paris', 'Madrid', 'Rome', 'Vienna', 'Lisbon'])[1 + g %% 6],
+                   timestamptz '2020-01-01 00:00:00+00' + g * interval '17 seconds',
+                   (g %% 100000) / 100.0
+              from generate_series(1, %s) g
+            """,
+            (n_c,),
+        )
+        conn.execute(
+            """
+            insert into orders (id, customer_id, status, total, placed_at, note)
+            select g, 1 + (g::bigint * 7919) %% %s,
+                   (array['new', 'paid', 'shipped', 'delivered', 'returned'])[1 + g %% 5],
+                   (g %% 50000) / 100.0,
+                   timestamptz '2021-01-01 00:00:00+00' + g * interval '11 seconds',
+                   case when g %% 4 = 0 then null else 'note ' || md5(g::text) end
+              from generate_series(1, %s) g
+            """,
+            (n_c, n_o),
+        )
+        conn.execute(
+            "alter table orders add constraint orders_customer_fk "
+            "foreign key (customer_id) references customers (id)"
+        )
+        conn.execute("create index orders_customer_id_idx on orders (customer_id)")
+        conn.execute("select setval(pg_get_serial_sequence('customers', 'id'), %s)", (n_c,))
+        conn.execute("select setval(pg_get_serial_sequence('orders', 'id'), %s)", (n_o,))
+        conn.execute("reset role")
+        conn.execute("vacuum analyze")
+    say(f"data: {n_c:,} customers + {n_o:,} orders")
+
+
+def grow_data(info: SandboxInfo) -> None:
+    """Double both tables (same shape, new ids) so the database is about twice the size."""
+    with psycopg.connect(info.admin_conninfo(info.spec.db_name), autocommit=True) as conn:
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(info.spec.app_user)))
+        with conn.transaction():
+            row = conn.execute("select max(id) from customers").fetchone()
+            n_c = int(row[0]) if row else 0
+            row = conn.execute("select max(id) from orders").fetchone()
+            n_o = int(row[0]) if row else 0
+            conn.execute(
+                "insert into customers (id, name, email, address, city, created_at, balance) "
+                "select id + %s, name, email, address, city, created_at, balance from customers",
+                (n_c,),
+            )
+            conn.execute(
+                "insert into orders (id, customer_id, status, total, placed_at, note) "
+                "select id + %s, customer_id + %s, status, total, placed_at, note from orders",
+                (n_o, n_c),
+            )
+        conn.execute("reset role")
+        conn.execute("vacuum analyze")
+
+
+def db_size(info: SandboxInfo, dbname: str) -> int:
+    with psycopg.connect(info.admin_conninfo(), autocommit=True) as conn:
+        row = conn.execute("select pg_database_size(%s)", (dbname,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def interleaved(i: int, ours: Callable[[], None], baseline: Callable[[], None]) -> None:
+    """Ours first on even repetitions, the baseline first on odd ones (cancels order effects)."""
+    for fn in (ours, baseline) if i % 2 == 0 else (baseline, ours):
+        fn()
+
+
+def bench_backup(
+    info: SandboxInfo, env: Environment, session: Session, raw: Raw, reps: int, t: Timings
+) -> tuple[str, str]:
+    """Seed's take_backup vs the raw pg_dump (+ the raw cost of each extra step)."""
+    server = info.server_root
+    scratch = server / "bench-raw"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    raw.dump(scratch / "warmup.dump")  # warm the page cache the same way for both
+    (scratch / "warmup.dump").unlink()
+    kept: list[tuple[str, str]] = []
+
+    for i in range(reps):
+
+        def ours(i: int = i) -> None:
+            bid = f"bench-{os.getpid()}-{i}"
+            with stopwatch() as w:
+                path, sha, size = take_backup(
+                    env, session.state, bid, f"{server}/state/jobs/{bid}", APP_NAME
+                )
+            t.add(B_OURS, w[0])
+            if not kept:
+                kept.append((path, sha))
+                say(f"seed backup: {path} {size / 1e6:.0f} MB sha256 {sha[:12]}…")
+            else:
+                Path(path).unlink()
+
+        def baseline(i: int = i) -> None:
+            raw_file = scratch / f"raw-{i}.dump"
+            with stopwatch() as w:
+                raw.dump(raw_file)
+            t.add(B_RAW, w[0])
+            with stopwatch() as w:
+                raw.run(["sync", str(raw_file)])
+            t.add("  part  sync FILE", w[0])
+            with stopwatch() as w:
+                raw.run([raw.pg_restore, "--file=/dev/null", str(raw_file)])
+            t.add("  part  pg_restore -f /dev/null FILE (full read)", w[0])
+            with stopwatch() as w:
+                raw.run(["sha256sum", str(raw_file)])
+            t.add("  part  sha256sum FILE", w[0])
+            with stopwatch() as w:
+                raw.run([*raw.fast_sha, str(raw_file)])
+            t.add(f"  alt   {raw.fast_sha_name} FILE", w[0])
+            raw_file.unlink()
+
+        interleaved(i, ours, baseline)
+        streamed = scratch / f"streamed-{i}.dump"
+        with stopwatch() as w:
+            raw.dump_streamed(streamed)
+        t.add(B_ALT, w[0])
+        streamed.unlink()
+        Path(f"{streamed}.sha").unlink()
+    return kept[0]
+
+
+def bench_ssh(info: SandboxInfo, session: Session, reps: int, t: Timings) -> None:
+    """Seed's fixed per-step cost: one remote command, and a remote job that does nothing."""
+    for i in range(reps):
+        with stopwatch() as w:
+            session.state.check("true", "noop")
+        t.add("  part  ssh: one remote command (`true`)", w[0])
+        with stopwatch() as w:
+            job = RemoteJob.start(
+                session.state, f"{info.server_root}/state/jobs/noop-{i}", "true\n"
+            )
+            code, _ = job.wait()
+        assert code == 0
+        t.add("  part  ssh: RemoteJob start + wait of `true`", w[0])
+        with stopwatch() as w:
+            session.state.sftp.stat(f"{info.server_root}/state/jobs/noop-{i}/status")
+        t.add("  alt   ssh: one SFTP stat (a poll without a shell)", w[0])
+
+
+def bench_restore(
+    info: SandboxInfo,
+    env: Environment,
+    session: Session,
+    raw: Raw,
+    backup: tuple[str, str],
+    reps: int,
+    t: Timings,
+) -> None:
+    """Interleaved: Seed's restore_as_live (swapped in as `shop`), then createdb + pg_restore."""
+    path, sha = backup
+    server = info.server_root
+    with psycopg.connect(info.admin_conninfo(), autocommit=True) as pg:
+        props = database_properties(pg, env.db.name)
+    originals = {
+        name: getattr(seed_restore, name) for name in ("verify_backup", "run_pg_restore", "swap")
+    }
+    for i in range(reps):
+
+        def ours(i: int = i) -> None:
+            tag = f"b{os.getpid()}x{i}"
+            phases: dict[str, float] = {}
+            for name, fn in originals.items():
+                setattr(seed_restore, name, timed_phase(phases, name, fn))
+            try:
+                with stopwatch() as w:
+                    restored = seed_restore.restore_as_live(
+                        env,
+                        session,
+                        path,
+                        sha,
+                        props,
+                        tag,
+                        f"{server}/state/jobs/r-{tag}",
+                        APP_NAME,
+                    )
+            finally:
+                for name, fn in originals.items():
+                    setattr(seed_restore, name, fn)
+            t.add(R_OURS, w[0])
+            t.add("  phase seed verify_backup (ssh: sha256 + full read)", phases["verify_backup"])
+            t.add("  phase seed run_pg_restore (ssh job)", phases["run_pg_restore"])
+            t.add("  phase seed swap", phases["swap"])
+            rest = w[0] - sum(phases.values())
+            t.add("  phase seed rest (create, ANALYZE, seqs, props, conns)", rest)
+            with psycopg.connect(info.admin_conninfo(), autocommit=True) as pg:
+                drop_if_exists(pg, restored.plan.replaced)
+
+        def baseline(i: int = i) -> None:
+            name = f"bench_raw_{i}"
+            with stopwatch() as w:
+                raw.createdb(name, env.db.user)
+                raw.restore(name, Path(path))
+            t.add(R_RAW, w[0])
+            dsn = info.admin_conninfo(name)
+            with psycopg.connect(dsn, autocommit=True) as conn, stopwatch() as w:
+                conn.execute("analyze")
+            t.add(R_ANALYZE, w[0])
+            with psycopg.connect(info.admin_conninfo(), autocommit=True) as pg:
+                drop_if_exists(pg, name)
+
+        interleaved(i, ours, baseline)
+
+    with stopwatch() as w:
+        verify_file(env, session.state, path, sha)
+    t.add("  part  seed verify_file alone (ssh: sha256 + full read)", w[0])
+
+
+def bench_swap(info: SandboxInfo, env: Environment, label: str, reps: int, t: Timings) -> None:
+    """CREATE DATABASE ... TEMPLATE live STRATEGY FILE_COPY, then seed's swap; swap back."""
+    live = env.db.name
+    copy, prev = f"{live}_bench_snap", f"{live}_bench_prev"
+    with psycopg.connect(info.admin_conninfo(), autocommit=True) as pg:
+        for _ in range(reps):
+            drop_if_exists(pg, copy)
+            pg.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where datname = %s and pid <> pg_backend_pid()",
+                (live,),
+            )
+            with stopwatch() as w:
+                pg.execute(
+                    sql.SQL("create database {} template {} strategy file_copy").format(
+                        sql.Identifier(copy), sql.Identifier(live)
+                    )
+                )
+            t.add(f"snap    CREATE DATABASE TEMPLATE FILE_COPY ({label})", w[0])
+            with stopwatch() as w:
+                swap(pg, RestorePlan(live, copy, prev, "", ""))
+            t.add(f"snap    seed swap ({label})", w[0])
+            # back: the original is `live` again, the copy goes away
+            with stopwatch() as w:
+                swap(pg, RestorePlan(live, prev, copy, "", ""))
+            t.add(f"snap    seed swap back ({label})", w[0])
+            pg.execute(
+                sql.SQL("alter database {} allow_connections true").format(sql.Identifier(live))
+            )
+            drop_if_exists(pg, copy)
+    with psycopg.connect(info.admin_conninfo(live)) as conn:
+        row = conn.execute("select count(*) from customers").fetchone()
+        assert row is not None and row[0] > 0, "the live database must stay usable"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0: 3M + 4M rows (>= 1 GB)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per measurement")
+    args = parser.parse_args()
+    if args.scale <= 0 or args.reps < 1:
+        parser.error("--scale must be > 0 and --reps >= 1")
+
+    root = Path(tempfile.mkdtemp(prefix="seed-bench-", dir="/var/tmp"))
+    os.chmod(root, 0o755)  # noqa: S103 - postgres (as root) must traverse it
+    spec = SandboxSpec(root=root, ssh_port=free_port(), pg_port=free_port())
+    t = Timings()
+    started = time.perf_counter()
+    try:
+        info = sandbox_up(spec)
+        say(f"sandbox: {root} (pg {spec.pg_port}, ssh {spec.ssh_port})")
+        with tempfile.TemporaryDirectory(prefix="seed-bench-env-") as envdir:
+            (Path(envdir) / "bench.yml").write_text(env_text(info, info.server_root))
+            env = load_environment("bench", Path(envdir))
+        raw = Raw(info, env)
+
+        with stopwatch() as w:
+            build_data(info, args.scale)
+        size1 = db_size(info, env.db.name)
+        say(f"database {env.db.name}: {gb(size1)} (pg_database_size), built in {w[0]:.0f} s")
+        say(f"compression: -Z{env.backup.compression} (env.backup.compression), reps {args.reps}")
+
+        session = Session(env)
+        session.open()
+        try:
+            say("measuring backup ...")
+            backup = bench_backup(info, env, session, raw, args.reps, t)
+            bench_ssh(info, session, args.reps, t)
+            say("measuring restore ...")
+            bench_restore(info, env, session, raw, backup, args.reps, t)
+        finally:
+            session.close()
+
+        say("measuring snapshot swap at 1x ...")
+        bench_swap(info, env, "1x", args.reps, t)
+        say("growing the database to 2x ...")
+        grow_data(info)
+        size2 = db_size(info, env.db.name)
+        say(f"database {env.db.name}: {gb(size2)}")
+        say("measuring snapshot swap at 2x ...")
+        bench_swap(info, env, "2x", args.reps, t)
+    finally:
+        sandbox_down(spec, purge=True)
+
+    say("")
+    say(f"timings in seconds (scale {args.scale}, {gb(size1)} / 2x {gb(size2)}):")
+    say(t.table())
+    say("")
+    backup_ours = t.median(B_OURS)
+    backup_raw = t.median(B_RAW)
+    restore_ours = t.median(R_OURS)
+    restore_raw = t.median(R_RAW)
+    analyze = t.median(R_ANALYZE)
+    streamed = t.median(B_ALT)
+    copy1 = t.median("snap    CREATE DATABASE TEMPLATE FILE_COPY (1x)")
+    copy2 = t.median("snap    CREATE DATABASE TEMPLATE FILE_COPY (2x)")
+    swap1 = t.median("snap    seed swap (1x)")
+    swap2 = t.median("snap    seed swap (2x)")
+    total = time.perf_counter() - started
+    say(f"database size: {gb(size1)} (2x: {gb(size2)}); total bench time {total:.0f} s")
+    say(
+        f"snapshot copy (maintenance-window downtime): {copy1:.2f} s at {gb(size1)}, "
+        f"{copy2:.2f} s at {gb(size2)}"
+    )
+    say(f"one-pass alternative (raw, not Seed): ratio {streamed / backup_raw:.2f} vs pg_dump")
+    say(
+        f"restore without ANALYZE: ratio {(restore_ours - analyze) / restore_raw:.2f} "
+        f"(target <= {RESTORE_TARGET}); baseline + ANALYZE: ratio "
+        f"{restore_ours / (restore_raw + analyze):.2f}"
+    )
+    say(f"snapshot-swap: {swap1:.3f} s at 1x, {swap2:.3f} s at 2x (target <= {SWAP_TARGET} s)")
+    say(f"restore: ratio {restore_ours / restore_raw:.2f} (target <= {RESTORE_TARGET})")
+    say(f"backup: ratio {backup_ours / backup_raw:.2f} (target <= {BACKUP_TARGET})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
