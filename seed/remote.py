@@ -301,6 +301,7 @@ class RemoteJob:
         self.remote = remote
         self.dir = job_dir
         self._offset = 0
+        self._pid: int | None = None
 
     @classmethod
     def start(cls, remote: Remote, job_dir: str, script: str) -> RemoteJob:
@@ -319,17 +320,50 @@ class RemoteJob:
         return cls(remote, job_dir)
 
     def poll(self) -> JobStatus:
-        d = q(self.dir)
-        res = self.remote.run(
-            f"cd {d} && if [ -f status ]; then echo done:$(cat status); "
-            f'elif kill -0 "$(cat pid 2>/dev/null)" 2>/dev/null; then echo running:; '
-            f"else echo lost:; fi; tail -c +{self._offset + 1} log"
-        )
-        head, _, rest = res.stdout.partition("\n")
-        state, _, code = head.partition(":")
-        self._offset += len(rest.encode())
-        exit_code = int(code) if code.strip().lstrip("-").isdigit() else None
-        return JobStatus(state or "lost", exit_code, rest)
+        """One look over SFTP (no shell on the host): status file, pid liveness, new log."""
+        try:
+            status = self._read("status")
+            state = "done" if status is not None else "running"
+            if status is None and not self._alive():
+                status = self._read("status")  # it may have ended between the two looks
+                state = "done" if status is not None else "lost"
+            rest = self._read_log()
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise RemoteError(f"ssh {self.remote.label}: connection lost ({exc})") from None
+        code = (status or "").strip()
+        exit_code = int(code) if code.lstrip("-").isdigit() else None
+        return JobStatus(state, exit_code, rest)
+
+    def _read(self, name: str) -> str | None:
+        try:
+            with self.remote.sftp.open(posixpath.join(self.dir, name), "r") as fh:
+                return bytes(fh.read()).decode(errors="replace")
+        except FileNotFoundError:
+            return None
+
+    def _alive(self) -> bool:
+        """The job's session leader exists and is not a zombie (from /proc, Linux hosts)."""
+        if self._pid is None:
+            text = (self._read("pid") or "").strip()
+            if not text.isdigit():
+                return False
+            self._pid = int(text)
+        try:
+            with self.remote.sftp.open(f"/proc/{self._pid}/stat", "r") as fh:
+                stat_line = bytes(fh.read()).decode(errors="replace")
+        except (FileNotFoundError, OSError):
+            return False
+        return stat_line.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+
+    def _read_log(self) -> str:
+        try:
+            with self.remote.sftp.open(posixpath.join(self.dir, "log"), "r") as fh:
+                fh.seek(self._offset)
+                data = bytes(fh.read())
+        except FileNotFoundError:
+            return ""
+        self._offset += len(data)
+        return data.decode(errors="replace")
 
     def wait(
         self,

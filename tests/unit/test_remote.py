@@ -87,8 +87,8 @@ def test_run_timeout_is_a_remote_error(sandbox_env: Environment) -> None:
     try:
         started = time.monotonic()
         with pytest.raises(RemoteError, match=r"timed out"):
-            own.run("sleep 3", timeout=0.5)
-        assert time.monotonic() - started < 2.5
+            own.run("sleep 20", timeout=0.5)
+        assert time.monotonic() - started < 15  # the command itself would take 20 s
     finally:
         own.close()
 
