@@ -324,9 +324,11 @@ def drop_if_exists(conn: psycopg.Connection[Any], dbname: str) -> None:
     conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
 
 
-def verify_backup(env: Environment, remote: Remote, path: str, sha256: str) -> None:
-    """sha256 and a full read before the live database is touched."""
-    verify_file(env, remote, path, sha256)
+def verify_backup(
+    env: Environment, remote: Remote, path: str, sha256: str, full_read: bool = True
+) -> None:
+    """sha256 (and a full read) before the live database is touched."""
+    verify_file(env, remote, path, sha256, full_read)
 
 
 @dataclass
@@ -353,7 +355,9 @@ def restore_as_live(
     """
     plan = plan_restore(env, backup_path, sha256, tag)
     try:
-        verify_backup(env, session.state, plan.backup_path, plan.backup_sha256)
+        # sha256 only: pg_restore -e below reads every byte before the swap, and the
+        # callers that can afford it verified with a full read before stopping the app
+        verify_backup(env, session.state, plan.backup_path, plan.backup_sha256, full_read=False)
         pg = session.connect(admin=True, dbname="postgres", app_name=app_name)
         live = session.connect(admin=True, app_name=app_name)
         live_sequences = sequence_values(live)
