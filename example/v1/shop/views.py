@@ -30,5 +30,7 @@ def version(request: HttpRequest) -> HttpResponse:
 
 
 def customer_detail(request: HttpRequest, customer_id: int) -> JsonResponse:
+    """Every column of the customer, whatever this version's model has."""
     customer = get_object_or_404(Customer, pk=customer_id)
-    return JsonResponse({"id": customer.pk, "name": customer.name, "email": customer.email})
+    fields = Customer._meta.concrete_fields
+    return JsonResponse({f.attname: getattr(customer, f.attname) for f in fields})

@@ -14,19 +14,3 @@ class Customer(models.Model):
 
     def __str__(self) -> str:
         return self.full_name
-
-
-class Order(models.Model):
-    class Status(models.TextChoices):
-        NEW = "new", "New"
-        PAID = "paid", "Paid"
-        SHIPPED = "shipped", "Shipped"
-        CANCELLED = "cancelled", "Cancelled"
-
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="orders")
-    total = models.DecimalField(max_digits=10, decimal_places=2)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW)
-    placed_at = models.DateTimeField()
-
-    def __str__(self) -> str:
-        return f"Order {self.pk} ({self.status})"
