@@ -16,7 +16,7 @@ from seed import backup as backups
 from seed import db as dblib
 from seed import restore as restorelib
 from seed.config import Environment
-from seed.errors import HumanNeeded, PreflightFailed, SeedError
+from seed.errors import HumanNeeded, PreflightFailed
 from seed.journal import Journal
 from seed.operation import Operation
 from seed.release import current_release, release_revision
@@ -242,14 +242,7 @@ class Restore(Operation):
             space = backups.restore_space(env, session.state, admin, size)
             admin.close()
             s.detail = f"backup verified (sha256, full read); {space}"
-        self.freeze()
-        self.state["app"] = "stopped (maintenance on)"
-        try:
-            self.check_writes(records, self.discard_writes)
-        except SeedError:
-            self.unfreeze()
-            self.state["app"] = "running as before"
-            raise
+        self.freeze_checking_writes(records, self.discard_writes, self.state)
         try:
             before = backups.manifest_before_state(manifest)
             self.replace_database(manifest["path"], manifest["sha256"], before, self.state)

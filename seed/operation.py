@@ -146,6 +146,20 @@ class Operation:
                 with contextlib.suppress(SeedError, OSError):
                     rel.run_hook(remote, self.layout, command, "maintenance off")
 
+    def freeze_checking_writes(
+        self, records: list[dict[str, Any]], discard: bool, state: dict[str, str]
+    ) -> None:
+        """freeze(), then check_writes(); a refusal unfreezes (nothing changed) and re-raises.
+        `state["app"]` says where the app stands."""
+        self.freeze()
+        state["app"] = "stopped (maintenance on)"
+        try:
+            self.check_writes(records, discard)
+        except SeedError:
+            self.unfreeze()
+            state["app"] = "running as before"
+            raise
+
     def check_writes(self, records: list[dict[str, Any]], discard: bool) -> None:
         """Refuse (exit 4) when the database was written since Seed last left it."""
         with self.step("writes since") as s:

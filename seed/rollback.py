@@ -86,14 +86,7 @@ class Rollback(Operation):
                 f"{str(target.get('sha_after', ''))[:12]})"
             )
         self.preflight()
-        self.freeze()
-        self.state["app"] = "stopped (maintenance on)"
-        try:
-            self.check_writes(records, self.discard_writes)
-        except SeedError:
-            self.unfreeze()
-            self.state["app"] = "running as before"
-            raise
+        self.freeze_checking_writes(records, self.discard_writes, self.state)
         try:
             self.execute()
         except Exception as exc:
