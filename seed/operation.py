@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import secrets as pysecrets
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,14 @@ from seed import restore as restorelib
 from seed.config import Environment
 from seed.errors import PreflightFailed, SeedError
 from seed.journal import Journal, acquire_lock, release_lock
-from seed.pipeline import new_deploy_id
 from seed.remote import Remote
-from seed.report import Output, Report, iso, write_json
+from seed.report import Output, Report, iso, utcnow, write_json
 from seed.session import Session
+
+
+def new_deploy_id() -> str:
+    """`<UTC time>-<4 hex>`: sorts by time, unique enough for one environment."""
+    return f"{utcnow():%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
 
 
 def baseline_counters(records: list[dict[str, Any]]) -> tuple[str, dict[str, int]] | None:
@@ -67,18 +72,25 @@ class Operation:
     def step(self, name: str) -> Any:
         return self.out.step(self.report, name)
 
+    def record(self) -> None:
+        """Write the report as it stands to the journal (progress, or the end)."""
+        if self.journal is not None:
+            with contextlib.suppress(SeedError, OSError):
+                self.journal.write(self.id, self.report.to_json())
+
     def finish(self, outcome: str, code: int, message: str) -> None:
         self.report.outcome = outcome
         self.report.exit_code = code
         self.report.message = self.out.scrub(message)
         self.report.finished_at = iso()
-        if self.journal is not None:
-            with contextlib.suppress(SeedError, OSError):
-                self.journal.write(self.id, self.report.to_json())
+        self.record()
         local = self.local_root / self.env.name / "reports" / f"{self.id}.json"
         write_json(local, self.report.to_json(), self.out.scrub)
         if self.report_path:
             write_json(self.report_path, self.report.to_json(), self.out.scrub)
+
+    def prepare(self) -> None:
+        """Work done before connecting to any server (nothing by default)."""
 
     def body(self) -> str:
         """The operation itself; returns the success message."""
@@ -91,6 +103,7 @@ class Operation:
         env = self.env
         self.out.line(f"seed {self.kind} {env.name} ({env.description}): {self.id}")
         try:
+            self.prepare()
             with self.step("connect") as s:
                 self.session.open()
                 s.detail = ", ".join(r.label for r in self.session.remotes.values())

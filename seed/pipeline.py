@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-import secrets as pysecrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,11 @@ from seed import release as rel
 from seed import restore as restorelib
 from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed, RolledBack, SeedError
-from seed.journal import Journal, acquire_lock, release_lock
+from seed.journal import acquire_lock
+from seed.operation import Operation
 from seed.remote import Remote, RemoteError, RemoteJob, q
 from seed.replication import refuse_if_replicated
-from seed.report import Output, Report, human, iso, utcnow, write_json
-from seed.session import Session
+from seed.report import Output, human, iso, utcnow
 
 
 @dataclass
@@ -43,25 +42,17 @@ class DeployOptions:
     report_path: Path | None = None
 
 
-def new_deploy_id() -> str:
-    return f"{utcnow():%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
-
-
-class Upgrade:
+class Upgrade(Operation):
     """One `upgradedb` run. `run()` returns the report or raises a SeedError (exit code)."""
 
+    kind = "upgradedb"
+
     def __init__(self, env: Environment, opts: DeployOptions, out: Output) -> None:
-        self.env = env
+        super().__init__(env, opts.command, opts.local_root, out, opts.report_path)
         self.opts = opts
-        self.out = out
         self.scrub = out.scrub
-        self.deploy_id = new_deploy_id()
-        self.app_name = f"seed-{env.name}-{self.deploy_id}"
-        self.report = Report(env.name, opts.command, self.deploy_id)
-        self.report.data["kind"] = "upgradedb"
-        self.layout = rel.Layout(env.app.deploy_to)
-        self.session = Session(env)
-        self.journal: Journal | None = None
+        self.deploy_id = self.id
+        self.ref = opts.ref or env.app.ref
         # what has been done so far (for undo and for "where things stand")
         self.uploaded: list[Remote] = []
         self.previous: dict[str, str | None] = {}
@@ -74,104 +65,57 @@ class Upgrade:
         self.before: dict[str, Any] = {}
         self.rid = ""
         self.sha = ""
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def step(self, name: str) -> Any:
-        return self.out.step(self.report, name)
-
-    def record(self) -> None:
-        if self.journal is not None:
-            with contextlib.suppress(SeedError, OSError):
-                self.journal.write(self.deploy_id, self.report.to_json())
-
-    def finish(self, outcome: str, exit_code: int, message: str) -> None:
-        self.report.outcome = outcome
-        self.report.exit_code = exit_code
-        self.report.message = self.scrub(message)
-        self.report.finished_at = iso()
-        self.record()
-        local = self.opts.local_root / self.env.name / "reports" / f"{self.deploy_id}.json"
-        write_json(local, self.report.to_json(), self.scrub)
-        if self.opts.report_path:
-            write_json(self.opts.report_path, self.report.to_json(), self.scrub)
+        self.pg_dump_text = ""
 
     # -- the run ----------------------------------------------------------------------------
 
-    def run(self) -> Report:
-        env = self.env
-        ref = self.opts.ref or env.app.ref
+    def prepare(self) -> None:
+        """Resolve the ref and build the release archive on the control machine."""
+        env, ref = self.env, self.ref
         self.report.data.update(
             {"ref": ref, "sha_before": None, "sha_after": None, "release_before": None}
         )
-        self.out.line(f"seed upgradedb {env.name} ({env.description}): deploy {self.deploy_id}")
-        self.lock_conn: psycopg.Connection[Any] | None = None
+        with self.step("resolve ref") as s:
+            mirror = rel.repo_cache(env.app.repo, self.opts.local_root / "cache" / "repos")
+            self.sha = rel.resolve_ref(mirror, ref)
+            self.archive = rel.build_archive(
+                mirror, self.sha, self.opts.local_root / "cache" / "archives"
+            )
+            requirements = rel.file_at(mirror, self.sha, "requirements.txt")
+            if requirements is None:
+                raise PreflightFailed(f"{ref} ({self.sha[:12]}) has no requirements.txt")
+            self.requirements = requirements
+            self.rid = rel.release_id(self.sha, f"{utcnow():%Y%m%d%H%M%S}")
+            self.report.data["sha_after"] = self.sha
+            self.report.data["release_after"] = self.rid
+            s.detail = f"{ref} = {self.sha[:12]}"
+
+    def body(self) -> str:
+        self.record()
         try:
-            with self.step("resolve ref") as s:
-                mirror = rel.repo_cache(env.app.repo, self.opts.local_root / "cache" / "repos")
-                self.sha = rel.resolve_ref(mirror, ref)
-                archive = rel.build_archive(
-                    mirror, self.sha, self.opts.local_root / "cache" / "archives"
-                )
-                requirements = rel.file_at(mirror, self.sha, "requirements.txt")
-                if requirements is None:
-                    raise PreflightFailed(f"{ref} ({self.sha[:12]}) has no requirements.txt")
-                self.rid = rel.release_id(self.sha, f"{utcnow():%Y%m%d%H%M%S}")
-                self.report.data["sha_after"] = self.sha
-                self.report.data["release_after"] = self.rid
-                s.detail = f"{ref} = {self.sha[:12]}"
-            with self.step("connect") as s:
-                self.session.open()
-                hosts = ", ".join(r.label for r in self.session.remotes.values())
-                s.detail = hosts
-            self.journal = Journal(env, self.session.state, self.opts.local_root, self.scrub)
-            with self.step("lock"):
-                self.journal.ensure()
-                self.lock_conn = self.session.connect(
-                    admin=True, dbname="postgres", app_name=self.app_name
-                )
-                acquire_lock(self.lock_conn, self.journal, self.deploy_id, self.opts.command)
-            self.record()
-            try:
-                self.preflight(archive, requirements)
-                self.freeze_and_back_up()
-            except SeedError as exc:
-                self.undo_preparations()
-                raise PreflightFailed(
-                    f"deploy of {ref} refused at pre-flight: {exc}; nothing changed"
-                ) from None
-            except BaseException:
-                self.undo_preparations()
-                raise
-            try:
-                self.apply()
-            except SeedError as exc:
-                self.after_failure(exc)
-            except Exception as exc:  # a lost connection, a driver error: roll back all the same
-                self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
-            self.record_after_state()
-            self.report.data["state"] = {
-                "code": f"current is {self.rid}",
-                "database": f"migrated ({len(self.report.data['migrations']['applied'])} applied)",
-                "app": "serving" if self.env.app.restart else "not restarted (no app.restart)",
-            }
-            message = self.success_message(ref)
-            self.finish("succeeded", 0, message)
-            return self.report
+            self.preflight(self.archive, self.requirements)
+            self.freeze_and_back_up()
         except SeedError as exc:
-            if self.report.outcome == "running":
-                self.finish("failed", exc.code, str(exc))
+            self.undo_preparations()
+            raise PreflightFailed(
+                f"deploy of {self.ref} refused at pre-flight: {exc}; nothing changed"
+            ) from None
+        except BaseException:
+            self.undo_preparations()
             raise
-        except BaseException as exc:  # a bug or an interrupt: still leave an honest record
-            if self.report.outcome == "running":
-                with contextlib.suppress(Exception):
-                    self.finish("failed", 1, f"internal error: {type(exc).__name__}: {exc}")
-            raise
-        finally:
-            if self.lock_conn is not None and self.journal is not None:
-                with contextlib.suppress(Exception):
-                    release_lock(self.lock_conn, self.journal, self.deploy_id)
-            self.session.close()
+        try:
+            self.apply()
+        except SeedError as exc:
+            self.after_failure(exc)
+        except Exception as exc:  # a lost connection, a driver error: roll back all the same
+            self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+        self.record_after()
+        self.report.data["state"] = {
+            "code": f"current is {self.rid}",
+            "database": f"migrated ({len(self.report.data['migrations']['applied'])} applied)",
+            "app": "serving" if self.env.app.restart else "not restarted (no app.restart)",
+        }
+        return self.success_message(self.ref)
 
     # -- before anything changes ------------------------------------------------------------
 
@@ -189,6 +133,7 @@ class Upgrade:
             s.detail = f"PostgreSQL {server // 10000}, {size / 1e6:.1f} MB, both roles connect"
         with self.step("backup pre-flight") as s:
             text, major = backups.pg_dump_version(env, session.state)
+            self.pg_dump_text = text
             if major < server // 10000:
                 raise PreflightFailed(
                     f"pg_dump on {session.state.label} is {text!r}, older than the server "
@@ -359,7 +304,6 @@ class Upgrade:
             path, sha, size = backups.take_backup(
                 env, session.state, backup_id, self.job_dir("backup"), self.app_name, snapshot
             )
-            text, _ = backups.pg_dump_version(env, session.state)
             record = backups.BackupRecord(
                 id=backup_id,
                 path=path,
@@ -375,7 +319,7 @@ class Upgrade:
                 compression=env.backup.compression,
                 format=env.backup.format,
                 snapshot=snapshot,
-                pg_dump_version=text,
+                pg_dump_version=self.pg_dump_text,
                 server_version=dblib.server_version(self.admin),
                 database=env.db.name,
                 code_sha=self.report.data.get("sha_before"),
@@ -599,7 +543,7 @@ class Upgrade:
             )
             self.finish("rollback failed", HumanNeeded.code, message)
             raise HumanNeeded(message) from None
-        self.record_after_state()
+        self.record_after()
         message = f"deploy of {ref} failed at {cause}; rolled back; verified identical"
         self.finish("rolled back", RolledBack.code, message)
         raise RolledBack(message)
@@ -768,11 +712,6 @@ class Upgrade:
                 rel.health_check(env, remote, self.layout)
         self.maintenance_on = False
         return f"previous release serving on {len(live)} host(s)"
-
-    def record_after_state(self) -> None:
-        """What a later `rollback` compares with: write counters as Seed left the database."""
-        with contextlib.suppress(psycopg.Error):
-            self.report.data["after"] = {"write_counters": dblib.write_counters(self.admin)}
 
     def success_message(self, ref: str) -> str:
         m = self.report.data["migrations"]
