@@ -45,7 +45,14 @@ from seed.backup import take_backup, verify_file  # noqa: E402
 from seed.config import Environment, load_environment  # noqa: E402
 from seed.remote import RemoteJob  # noqa: E402
 from seed.restore import RestorePlan, database_properties, drop_if_exists, swap  # noqa: E402
-from seed.sandbox import SandboxInfo, SandboxSpec, free_port, sandbox_down, sandbox_up  # noqa: E402
+from seed.sandbox import (  # noqa: E402
+    SandboxInfo,
+    SandboxSpec,
+    environment_text,
+    free_port,
+    sandbox_down,
+    sandbox_up,
+)
 from seed.session import Session  # noqa: E402
 
 CUSTOMERS = 3_000_000
@@ -105,35 +112,7 @@ def say(text: str) -> None:
 
 
 def env_text(info: SandboxInfo, server: Path) -> str:
-    """A minimal environment for the sandbox (as tests/unit/conftest.py's sandbox_env_text)."""
-    return f"""\
-description: bench/backup.py against its private sandbox
-ssh:
-  port: {info.spec.ssh_port}
-  key: {info.client_key}
-  known_hosts: {info.known_hosts}
-  connect_timeout: 10
-roles:
-  app: [127.0.0.1]
-  migrate: 127.0.0.1
-  db: 127.0.0.1
-state_dir: {server}/state
-app:
-  repo: {server}/origin.git
-  deploy_to: {server}/srv/shop
-  settings: shopsite.settings
-  env:
-    SECRET_KEY: bench-secret-key
-db:
-  host: 127.0.0.1
-  port: {info.spec.pg_port}
-  name: {info.spec.db_name}
-  user: {info.spec.app_user}
-  admin_user: {info.spec.admin_user}
-  passfile: {info.pgpass}
-backup:
-  dir: {server}/backups
-"""
+    return environment_text(info, server, "bench/backup.py against its private sandbox")
 
 
 class Raw:

@@ -132,6 +132,7 @@ class Operation:
                 with contextlib.suppress(Exception):
                     release_lock(self.lock_conn, self.journal, self.id)
             self.session.close()
+            self.out.summary(self.report)
 
     # -- writes stopped while the database is replaced ----------------------------------------
 

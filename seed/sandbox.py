@@ -1210,3 +1210,36 @@ def sandbox_status(spec: SandboxSpec) -> dict[str, object]:
         "state_file": str(paths.state),
         "recorded": state,
     }
+
+
+def environment_text(info: SandboxInfo, server: Path, description: str) -> str:
+    """A minimal environment file for a sandbox, every role on 127.0.0.1 (unit tests and
+    benchmarks use it; `environments/local.yml` is the annotated one)."""
+    return f"""\
+description: {description}
+ssh:
+  port: {info.spec.ssh_port}
+  key: {info.client_key}
+  known_hosts: {info.known_hosts}
+  connect_timeout: 10
+roles:
+  app: [127.0.0.1]
+  migrate: 127.0.0.1
+  db: 127.0.0.1
+state_dir: {server}/state
+app:
+  repo: {server}/origin.git
+  deploy_to: {server}/srv/shop
+  settings: shopsite.settings
+  env:
+    SECRET_KEY: sandbox-only-secret-key
+db:
+  host: 127.0.0.1
+  port: {info.spec.pg_port}
+  name: {info.spec.db_name}
+  user: {info.spec.app_user}
+  admin_user: {info.spec.admin_user}
+  passfile: {info.pgpass}
+backup:
+  dir: {server}/backups
+"""

@@ -7,9 +7,8 @@ import json
 from invoke import Context, task
 
 from seed.dbtasks import Backup, Cleanup, Restore, list_backups
-from seed.report import Output, Scrubber
 from tasks.deploy import _command, _report_path
-from tasks.edge import confirm_protected, local_root, selected_environment, user_errors
+from tasks.edge import confirm_protected, local_root, output_for, selected_environment, user_errors
 
 
 @task(
@@ -30,7 +29,7 @@ def backup(
 ) -> None:
     """Take a verified backup now (one consistent snapshot; the app keeps running)."""
     env = selected_environment(c)
-    out = Output(env.name, Scrubber(env.secrets()))
+    out = output_for(env)
     run = Backup(
         env,
         _command(),
@@ -41,10 +40,7 @@ def backup(
         verify_restore=verify_restore,
         download=download,
     )
-    try:
-        run.run()
-    finally:
-        out.summary(run.report)
+    run.run()
 
 
 @task(help={"json": "print the manifests as JSON"})
@@ -96,7 +92,7 @@ def restore(
     """Replace the database by a backup (re-verified), atomically; the code is not changed."""
     env = selected_environment(c)
     confirm_protected(env, f"overwrite the {env.name} database", yes)
-    out = Output(env.name, Scrubber(env.secrets()))
+    out = output_for(env)
     run = Restore(
         env,
         _command(),
@@ -106,10 +102,7 @@ def restore(
         backup_id=backup,
         discard_writes=discard_writes,
     )
-    try:
-        run.run()
-    finally:
-        out.summary(run.report)
+    run.run()
 
 
 @task(help={"report": "also write the JSON report to this path"})
@@ -117,9 +110,6 @@ def restore(
 def cleanup(c: Context, report: str = "") -> None:
     """Drop databases replaced by restores and delete backups beyond backup.keep."""
     env = selected_environment(c)
-    out = Output(env.name, Scrubber(env.secrets()))
+    out = output_for(env)
     run = Cleanup(env, _command(), local_root(), out, _report_path(report))
-    try:
-        run.run()
-    finally:
-        out.summary(run.report)
+    run.run()

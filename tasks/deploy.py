@@ -11,9 +11,8 @@ from invoke import Context, task
 
 from seed.errors import ConfigError
 from seed.pipeline import DeployOptions, Upgrade
-from seed.report import Output, Scrubber
 from seed.rollback import Rollback
-from tasks.edge import confirm_protected, local_root, selected_environment, user_errors
+from tasks.edge import confirm_protected, local_root, output_for, selected_environment, user_errors
 
 
 def _command() -> str:
@@ -45,7 +44,7 @@ def upgradedb(c: Context, ref: str = "", yes: bool = False, report: str = "") ->
     """Verified backup, release, migrate, checks, switch — or stop before changing anything."""
     env = selected_environment(c)
     confirm_protected(env, f"upgrade {env.name}", yes)
-    out = Output(env.name, Scrubber(env.secrets()))
+    out = output_for(env)
     options = DeployOptions(
         ref=ref or None,
         command=_command(),
@@ -53,10 +52,7 @@ def upgradedb(c: Context, ref: str = "", yes: bool = False, report: str = "") ->
         report_path=_report_path(report),
     )
     upgrade = Upgrade(env, options, out)
-    try:
-        upgrade.run()
-    finally:
-        out.summary(upgrade.report)
+    upgrade.run()
 
 
 @task(
@@ -74,7 +70,7 @@ def rollback(
     """Undo the last successful deploy: restore its backup, previous release, verify."""
     env = selected_environment(c)
     confirm_protected(env, f"roll back {env.name}", yes)
-    out = Output(env.name, Scrubber(env.secrets()))
+    out = output_for(env)
     run = Rollback(
         env,
         _command(),
@@ -84,7 +80,4 @@ def rollback(
         to=to or None,
         discard_writes=discard_writes,
     )
-    try:
-        run.run()
-    finally:
-        out.summary(run.report)
+    run.run()

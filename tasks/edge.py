@@ -24,7 +24,7 @@ from seed.config import (
     local_user,
 )
 from seed.errors import ConfigError, Refused, SeedError
-from seed.report import utcnow
+from seed.report import Output, Scrubber, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,6 +93,11 @@ def selected_environment(c: Context) -> Environment:
             f"no environment selected: run `fab <environment> <task>` (environments: {names})"
         )
     return load_environment(str(name), environments_dir(REPO_ROOT))
+
+
+def output_for(env: Environment) -> Output:
+    """Progress output for `env`, scrubbed of its secrets."""
+    return Output(env.name, Scrubber(env.secrets()))
 
 
 def confirm_protected(env: Environment, action: str, yes: bool) -> None:

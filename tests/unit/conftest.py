@@ -15,41 +15,14 @@ import pytest
 from psycopg import sql
 
 from seed.config import Environment, load_environment
-from seed.sandbox import SandboxInfo
+from seed.sandbox import SandboxInfo, environment_text
 
 _counter = itertools.count()
 
 
 def sandbox_env_text(sandbox: SandboxInfo, server: Path) -> str:
     """A small environment file for the session sandbox (every role on 127.0.0.1)."""
-    return f"""\
-description: unit tests against the session sandbox
-ssh:
-  port: {sandbox.spec.ssh_port}
-  key: {sandbox.client_key}
-  known_hosts: {sandbox.known_hosts}
-  connect_timeout: 10
-roles:
-  app: [127.0.0.1]
-  migrate: 127.0.0.1
-  db: 127.0.0.1
-state_dir: {server}/state
-app:
-  repo: {server}/origin.git
-  deploy_to: {server}/srv/shop
-  settings: shopsite.settings
-  env:
-    SECRET_KEY: unit-test-secret-key
-db:
-  host: 127.0.0.1
-  port: {sandbox.spec.pg_port}
-  name: {sandbox.spec.db_name}
-  user: {sandbox.spec.app_user}
-  admin_user: {sandbox.spec.admin_user}
-  passfile: {sandbox.pgpass}
-backup:
-  dir: {server}/backups
-"""
+    return environment_text(sandbox, server, "unit tests against the session sandbox")
 
 
 @pytest.fixture(scope="session")
