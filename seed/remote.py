@@ -155,17 +155,25 @@ class Remote:
                 conn.close()
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
-        """Run `command` through the login shell; never raises for a non-zero exit."""
+        """Run `command` through the login shell; never raises for a non-zero exit.
+        A `timeout` that expires raises RemoteError."""
+        timed_out = RemoteError(
+            f"ssh {self.label}: {_short(command)!r} timed out after {timeout or 0:g}s"
+        )
+        started = time.monotonic()
         try:
             res = self.conn.run(
                 command, hide=True, warn=True, in_stream=False, timeout=timeout, pty=False
             )
         except CommandTimedOut:
-            raise RemoteError(
-                f"ssh {self.label}: {_short(command)!r} timed out after {timeout:g}s"
-            ) from None
+            raise timed_out from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise RemoteError(f"ssh {self.label}: connection lost ({exc})") from None
+        # invoke decides "timed out" by whether its timer thread has finished, which races
+        # with the timer closing the channel: a closed channel (exit -1) after the timeout
+        # is a timeout all the same
+        if timeout is not None and res.exited == -1 and time.monotonic() - started >= timeout:
+            raise timed_out
         return Result(command, res.exited, res.stdout, res.stderr)
 
     def check(self, command: str, what: str, *, timeout: float | None = None) -> Result:
