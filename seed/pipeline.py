@@ -700,18 +700,12 @@ class Upgrade(Operation):
 
     def start_previous(self) -> str:
         """End maintenance on the previous release and check its health."""
-        env = self.env
         live = [r for r in self.session.serving_remotes() if self.previous.get(r.label)]
         if not live:
             return "not started (no previous release)"
-        command = env.app.maintenance_off or env.app.restart
-        for remote in live:
-            if command:
-                rel.run_hook(remote, self.layout, command, "starting the previous release")
-            if env.app.health:
-                rel.health_check(env, remote, self.layout)
+        served = self.start_app(live)
         self.maintenance_on = False
-        return f"previous release serving on {len(live)} host(s)"
+        return f"previous release {served}"
 
     def success_message(self, ref: str) -> str:
         m = self.report.data["migrations"]
