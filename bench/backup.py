@@ -5,11 +5,14 @@ Run as `.venv/bin/python bench/backup.py [--scale 0.1] [--reps 3]` (never part o
 /var/tmp), builds a >= 1 GB `shop` database (3M customers + 4M orders at scale 1),
 and times, in the same run, interleaved, median of `--reps`:
 
-1. backup:  `seed.backup.take_backup` (remote job over SSH: pg_dump -Fc, fsync, full
-   read, sha256, rename) vs a local `pg_dump -Fc -Z<same> -f FILE`;
+1. backup:  `seed.backup.take_backup` (remote job over SSH: pg_dump -Fc at Seed's
+   configured level, fsync, full read, sha256, rename) vs a local `pg_dump -Fc -f FILE`
+   (pg_dump's default compression: the command a user would otherwise run, and the
+   issue's baseline); the ratio against `pg_dump -Fc -Z<same level>` is printed too;
 2. restore: `seed.restore.restore_as_live` (re-verify, create like the original,
-   pg_restore -e, ANALYZE, sequences, properties, rename swap) vs a local
-   `createdb` + `pg_restore -d`;
+   pg_restore -e -j, ANALYZE, sequences, properties, rename swap) vs a local
+   `createdb` + `pg_restore -d` (serial, the issue's baseline); the ratio against
+   `pg_restore -j<cores>` is printed too;
 3. snapshot swap: `seed.restore.swap` against a `CREATE DATABASE ... TEMPLATE shop
    STRATEGY FILE_COPY` copy, at 1x and 2x the database size.
 
@@ -19,17 +22,15 @@ The last line is `backup: ratio <ours/baseline> (target <= 1.05)` (DESIGN: Bench
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,16 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 import seed.restore as seed_restore  # noqa: E402
+from bench.common import (  # noqa: E402
+    Timings,
+    build_data,
+    db_size,
+    gb,
+    grow_data,
+    interleaved,
+    say,
+    stopwatch,
+)
 from seed.backup import take_backup, verify_file  # noqa: E402
 from seed.config import Environment, load_environment  # noqa: E402
 from seed.remote import RemoteJob  # noqa: E402
@@ -55,60 +66,21 @@ from seed.sandbox import (  # noqa: E402
 )
 from seed.session import Session  # noqa: E402
 
-CUSTOMERS = 3_000_000
-ORDERS = 4_000_000
 APP_NAME = "seed-bench-backup"
 BACKUP_TARGET = 1.05
 RESTORE_TARGET = 1.05
 SWAP_TARGET = 0.1
 B_OURS = "backup  seed take_backup (ssh job: dump+sync+read+sha256)"
-B_RAW = "backup  raw pg_dump -Fc (baseline)"
+B_RAW = "backup  raw pg_dump -Fc, default level (baseline)"
+B_SAME = "backup  raw pg_dump -Fc -Z<same level as seed>"
 B_ALT = "  alt   raw one pass: dump | tee FILE fifo>sha256 | pg_restore -f /dev/null"
 R_OURS = "restore seed restore_as_live (total)"
 R_RAW = "restore raw createdb + pg_restore (baseline)"
+R_PAR = "restore raw createdb + pg_restore -j<cores>"
 R_ANALYZE = "  part  ANALYZE on the restored db"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class Timings:
-    """name -> list of seconds, in the order they were added (printed as one table)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, list[float]] = {}
-
-    def add(self, name: str, seconds: float) -> None:
-        self.rows.setdefault(name, []).append(seconds)
-
-    def median(self, name: str) -> float:
-        return statistics.median(self.rows[name])
-
-    def table(self) -> str:
-        width = max(len(n) for n in self.rows) if self.rows else 10
-        reps = max((len(v) for v in self.rows.values()), default=1)
-        head = f"{'measurement':<{width}}  {'median':>9}  " + "  ".join(
-            f"{'rep ' + str(i + 1):>9}" for i in range(reps)
-        )
-        lines = [head, "-" * len(head)]
-        for name, values in self.rows.items():
-            cells = "  ".join(f"{v:9.3f}" for v in values)
-            lines.append(f"{name:<{width}}  {statistics.median(values):9.3f}  {cells}")
-        return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def stopwatch() -> Iterator[list[float]]:
-    box: list[float] = []
-    start = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box.append(time.perf_counter() - start)
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 def env_text(info: SandboxInfo, server: Path) -> str:
@@ -142,12 +114,13 @@ class Raw:
         if res.returncode != 0:
             raise SystemExit(f"{args[0]} failed (exit {res.returncode}): {res.stderr.strip()}")
 
-    def dump(self, path: Path) -> None:
+    def dump(self, path: Path, same_level: bool = True) -> None:
+        level = [f"--compress={self.env.backup.compression}"] if same_level else []
         self.run(
             [
                 self.pg_dump,
                 "--format=custom",
-                f"--compress={self.env.backup.compression}",
+                *level,
                 *self.conn_args,
                 f"--file={path}",
                 self.env.db.name,
@@ -182,8 +155,10 @@ class Raw:
             [self.createdb_bin, *self.conn_args, f"--owner={owner}", "--template=template0", name]
         )
 
-    def restore(self, name: str, path: Path) -> None:
-        self.run([self.pg_restore, *self.conn_args, f"--dbname={name}", str(path)])
+    def restore(self, name: str, path: Path, jobs: int = 1) -> None:
+        self.run(
+            [self.pg_restore, *self.conn_args, f"--jobs={jobs}", f"--dbname={name}", str(path)]
+        )
 
 
 def timed_phase(timings: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -200,117 +175,10 @@ def timed_phase(timings: dict[str, float], name: str, fn: Callable[..., Any]) ->
     return wrapper
 
 
-def gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
-
-
 # --------------------------------------------------------------------------- data
 
 
-def build_data(info: SandboxInfo, scale: float) -> None:
-    """customers + orders in `shop`, owned by the app role; pk, FK + its index; VACUUM ANALYZE."""
-    n_c = max(1000, int(CUSTOMERS * scale))
-    n_o = max(1000, int(ORDERS * scale))
-    with psycopg.connect(info.admin_conninfo(info.spec.db_name), autocommit=True) as conn:
-        conn.execute(sql.SQL("set role {}").format(sql.Identifier(info.spec.app_user)))
-        conn.execute(
-            """
-            create table customers (
-                id bigint generated by default as identity primary key,
-                name text not null,
-                email text not null,
-                address text not null,
-                city text not null,
-                created_at timestamptz not null,
-                balance numeric(12, 2) not null
-            )
-            """
-        )
-        conn.execute(
-            """
-            create table orders (
-                id bigint generated by default as identity primary key,
-                customer_id bigint not null,
-                status text not null,
-                total numeric(12, 2) not null,
-                placed_at timestamptz not null,
-                note text
-            )
-            """
-        )
-        conn.execute(
-            """
-            insert into customers (id, name, email, address, city, created_at, balance)
-            select g, 'Customer ' || g, 'customer' || g || '@example.com',
-                   (g %% 997) || ' Main Street, apartment ' || (g %% 313),
-                   (array['Berlin', 'Paris', 'Madrid', 'Rome', 'Vienna', 'Lisbon'])[1 + g %% 6],
-                   timestamptz '2020-01-01 00:00:00+00' + g * interval '17 seconds',
-                   (g %% 100000) / 100.0
-              from generate_series(1, %s) g
-            """,
-            (n_c,),
-        )
-        conn.execute(
-            """
-            insert into orders (id, customer_id, status, total, placed_at, note)
-            select g, 1 + (g::bigint * 7919) %% %s,
-                   (array['new', 'paid', 'shipped', 'delivered', 'returned'])[1 + g %% 5],
-                   (g %% 50000) / 100.0,
-                   timestamptz '2021-01-01 00:00:00+00' + g * interval '11 seconds',
-                   case when g %% 4 = 0 then null else 'note ' || md5(g::text) end
-              from generate_series(1, %s) g
-            """,
-            (n_c, n_o),
-        )
-        conn.execute(
-            "alter table orders add constraint orders_customer_fk "
-            "foreign key (customer_id) references customers (id)"
-        )
-        conn.execute("create index orders_customer_id_idx on orders (customer_id)")
-        conn.execute("select setval(pg_get_serial_sequence('customers', 'id'), %s)", (n_c,))
-        conn.execute("select setval(pg_get_serial_sequence('orders', 'id'), %s)", (n_o,))
-        conn.execute("reset role")
-        conn.execute("vacuum analyze")
-    say(f"data: {n_c:,} customers + {n_o:,} orders")
-
-
-def grow_data(info: SandboxInfo) -> None:
-    """Double both tables (same shape, new ids) so the database is about twice the size."""
-    with psycopg.connect(info.admin_conninfo(info.spec.db_name), autocommit=True) as conn:
-        conn.execute(sql.SQL("set role {}").format(sql.Identifier(info.spec.app_user)))
-        with conn.transaction():
-            row = conn.execute("select max(id) from customers").fetchone()
-            n_c = int(row[0]) if row else 0
-            row = conn.execute("select max(id) from orders").fetchone()
-            n_o = int(row[0]) if row else 0
-            conn.execute(
-                "insert into customers (id, name, email, address, city, created_at, balance) "
-                "select id + %s, name, email, address, city, created_at, balance from customers",
-                (n_c,),
-            )
-            conn.execute(
-                "insert into orders (id, customer_id, status, total, placed_at, note) "
-                "select id + %s, customer_id + %s, status, total, placed_at, note from orders",
-                (n_o, n_c),
-            )
-        conn.execute("reset role")
-        conn.execute("vacuum analyze")
-
-
-def db_size(info: SandboxInfo, dbname: str) -> int:
-    with psycopg.connect(info.admin_conninfo(), autocommit=True) as conn:
-        row = conn.execute("select pg_database_size(%s)", (dbname,)).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 # --------------------------------------------------------------------------- measurements
-
-
-def interleaved(i: int, ours: Callable[[], None], baseline: Callable[[], None]) -> None:
-    """Ours first on even repetitions, the baseline first on odd ones (cancels order effects)."""
-    for fn in (ours, baseline) if i % 2 == 0 else (baseline, ours):
-        fn()
 
 
 def bench_backup(
@@ -342,8 +210,12 @@ def bench_backup(
         def baseline(i: int = i) -> None:
             raw_file = scratch / f"raw-{i}.dump"
             with stopwatch() as w:
-                raw.dump(raw_file)
+                raw.dump(raw_file, same_level=False)
             t.add(B_RAW, w[0])
+            raw_file.unlink()
+            with stopwatch() as w:
+                raw.dump(raw_file)
+            t.add(B_SAME, w[0])
             with stopwatch() as w:
                 raw.run(["sync", str(raw_file)])
             t.add("  part  sync FILE", w[0])
@@ -427,10 +299,10 @@ def bench_restore(
                     setattr(seed_restore, name, fn)
             t.add(R_OURS, w[0])
             t.add("  phase seed verify_backup (ssh: sha256 + full read)", phases["verify_backup"])
-            t.add("  phase seed run_pg_restore (ssh job)", phases["run_pg_restore"])
+            t.add("  phase seed run_pg_restore (ssh job, -j + ANALYZE)", phases["run_pg_restore"])
             t.add("  phase seed swap", phases["swap"])
             rest = w[0] - sum(phases.values())
-            t.add("  phase seed rest (create, ANALYZE, seqs, props, conns)", rest)
+            t.add("  phase seed rest (create, seqs, props, conns)", rest)
             with psycopg.connect(info.admin_conninfo(), autocommit=True) as pg:
                 drop_if_exists(pg, restored.plan.replaced)
 
@@ -444,6 +316,12 @@ def bench_restore(
             with psycopg.connect(dsn, autocommit=True) as conn, stopwatch() as w:
                 conn.execute("analyze")
             t.add(R_ANALYZE, w[0])
+            with psycopg.connect(info.admin_conninfo(), autocommit=True) as pg:
+                drop_if_exists(pg, name)
+            with stopwatch() as w:
+                raw.createdb(name, env.db.user)
+                raw.restore(name, Path(path), jobs=os.cpu_count() or 1)
+            t.add(R_PAR, w[0])
             with psycopg.connect(info.admin_conninfo(), autocommit=True) as pg:
                 drop_if_exists(pg, name)
 
@@ -561,11 +439,16 @@ def main() -> int:
         f"snapshot copy (maintenance-window downtime): {copy1:.2f} s at {gb(size1)}, "
         f"{copy2:.2f} s at {gb(size2)}"
     )
-    say(f"one-pass alternative (raw, not Seed): ratio {streamed / backup_raw:.2f} vs pg_dump")
+    same = t.median(B_SAME)
+    parallel = t.median(R_PAR)
+    say(f"one-pass alternative (raw, not Seed): ratio {streamed / same:.2f} vs pg_dump -Z<same>")
     say(
-        f"restore without ANALYZE: ratio {(restore_ours - analyze) / restore_raw:.2f} "
-        f"(target <= {RESTORE_TARGET}); baseline + ANALYZE: ratio "
-        f"{restore_ours / (restore_raw + analyze):.2f}"
+        f"backup vs raw pg_dump -Fc at Seed's level (-Z{env.backup.compression}): "
+        f"ratio {backup_ours / same:.2f}"
+    )
+    say(
+        f"restore vs raw pg_restore -j{os.cpu_count()}: ratio {restore_ours / parallel:.2f}; "
+        f"vs serial pg_restore + ANALYZE: ratio {restore_ours / (restore_raw + analyze):.2f}"
     )
     say(f"snapshot-swap: {swap1:.3f} s at 1x, {swap2:.3f} s at 2x (target <= {SWAP_TARGET} s)")
     say(f"restore: ratio {restore_ours / restore_raw:.2f} (target <= {RESTORE_TARGET})")

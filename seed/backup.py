@@ -125,16 +125,24 @@ def pgpass_line(host: str, port: int, user: str, secret: Secret | None) -> bytes
 
 
 def pg_dump_version(env: Environment, remote: Remote) -> tuple[str, int]:
-    """(`pg_dump --version` text, major) on the state host; missing → PreflightFailed."""
-    pg_dump = env.backup.tool("pg_dump")
-    res = remote.run(f"{q(pg_dump)} --version")
+    """(`pg_dump --version` text, major) on the state host; missing → PreflightFailed.
+
+    pg_restore and vacuumdb (a rollback needs both) are asked in the same command.
+    """
+    tools = [env.backup.tool(name) for name in ("pg_dump", "pg_restore", "vacuumdb")]
+    probe = " && ".join(
+        f"{{ {q(t)} --version || {{ echo 'seed-missing {t}' >&2; exit 1; }}; }}" for t in tools
+    )
+    res = remote.run(probe)
     if not res.ok:
+        missing = re.search(r"seed-missing (.+)", res.stderr)
+        tool = missing.group(1).strip() if missing else tools[0]
         raise PreflightFailed(
-            f"{pg_dump} not found on state host {remote.label}; install the PostgreSQL client "
+            f"{tool} not found on state host {remote.label}; install the PostgreSQL client "
             "matching the server version (e.g. apt-get install postgresql-client), or set "
             "backup.pg_bin to its directory"
         )
-    text = res.stdout.strip()
+    text = res.stdout.strip().splitlines()[0]
     match = re.search(r"(\d+)(?:\.(\d+))?", text)
     if not match:
         raise PreflightFailed(f"cannot read pg_dump version on {remote.label}: {text!r}")

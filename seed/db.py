@@ -6,8 +6,10 @@ Hashing happens inside PostgreSQL, never by pulling rows. Every session sets
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +147,62 @@ def snapshot_figures(conn: psycopg.Connection[Any]) -> dict[str, TableFigures]:
     """Figures for every table, in the session's current transaction/snapshot."""
     set_checksum_settings(conn)
     return {t.qualified: table_figures(conn, t) for t in list_tables(conn)}
+
+
+ConnFactory = Callable[[], "psycopg.Connection[Any]"]
+
+
+def parallel_figures(
+    conn: psycopg.Connection[Any],
+    open_conn: ConnFactory,
+    sessions: int,
+    snapshot: str | None = None,
+) -> dict[str, TableFigures]:
+    """`snapshot_figures` over `sessions` sessions sharing one snapshot, biggest tables first.
+
+    `conn` lists the tables (and, without `snapshot`, exports one for the others:
+    then it must be idle in autocommit). Each session imports the snapshot, so the
+    figures are exactly those of one consistent moment, as if computed serially.
+    """
+    if snapshot is None:
+        with exported_snapshot(conn) as exported:
+            return parallel_figures(conn, open_conn, sessions, exported)
+    tables = list_tables(conn)
+    if sessions <= 1 or len(tables) <= 1:
+        return snapshot_figures(conn)
+    sizes = dict(
+        conn.execute(
+            "select n.nspname || '.' || c.relname, pg_relation_size(c.oid) from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r'"
+        ).fetchall()
+    )
+    queue = sorted(tables, key=lambda t: -int(sizes.get(t.qualified, 0)))
+    lock = threading.Lock()
+    found: dict[str, TableFigures] = {}
+
+    def work() -> None:
+        worker = open_conn()
+        try:
+            worker.execute("begin isolation level repeatable read read only")
+            worker.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
+            for name, value in CHECKSUM_SETTINGS.items():
+                worker.execute("select set_config(%s, %s, true)", (name, value))
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    table = queue.pop(0)
+                figures = table_figures(worker, table)
+                with lock:
+                    found[table.qualified] = figures
+        finally:
+            worker.close()
+
+    n = min(sessions, len(tables))
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for future in [pool.submit(work) for _ in range(n)]:
+            future.result()
+    return {t.qualified: found[t.qualified] for t in tables}
 
 
 @contextmanager

@@ -237,12 +237,25 @@ class Remote:
             return []
 
     def mkdirs(self, *paths: str, mode: int = 0o755) -> None:
-        if paths:
-            self.check(
-                f"umask 077 && mkdir -p {' '.join(q(p) for p in paths)} && "
-                f"chmod {mode:o} {' '.join(q(p) for p in paths)}",
-                "creating directories",
-            )
+        """`mkdir -p` each path over SFTP (no shell: ~0.1 s less per call); the leaves get
+        `mode`, missing parents 0700."""
+        try:
+            for path in paths:
+                parts = [p for p in path.split("/") if p]
+                prefix = "/" if path.startswith("/") else ""
+                for i in range(len(parts)):
+                    here = prefix + "/".join(parts[: i + 1])
+                    try:
+                        self.sftp.stat(here)
+                    except FileNotFoundError:
+                        try:
+                            self.sftp.mkdir(here, 0o700)
+                        except OSError:
+                            if not self.exists(here):  # not a lost race with another mkdir
+                                raise
+                self.sftp.chmod(path, mode)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise RemoteError(f"ssh {self.label}: creating directories {paths}: {exc}") from None
 
     @contextmanager
     def tunnel(self, remote_host: str, remote_port: int) -> Iterator[int]:
@@ -382,6 +395,7 @@ class RemoteJob:
         """Poll until the job ends; returns (exit code, whole output). Lost → RemoteError."""
         output: list[str] = []
         started = time.monotonic()
+        pause = 0.01
         while True:
             status = self.poll()
             if status.output:
@@ -397,4 +411,6 @@ class RemoteJob:
                 )
             if timeout is not None and time.monotonic() - started > timeout:
                 raise RemoteError(f"job {self.dir} on {self.remote.label}: timed out")
-            time.sleep(interval)
+            # short jobs end within a few polls; long ones are polled every `interval`
+            time.sleep(pause)
+            pause = min(interval, pause * 2)

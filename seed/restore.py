@@ -21,7 +21,7 @@ from psycopg import sql
 
 from seed.backup import pgpass_line, verify_file
 from seed.config import Environment
-from seed.db import applied_migrations, snapshot_figures
+from seed.db import ConnFactory, applied_migrations, parallel_figures, snapshot_figures
 from seed.errors import SeedError
 from seed.remote import Remote, RemoteJob, q
 from seed.session import Session
@@ -214,13 +214,22 @@ def run_pg_restore(
     remote.put_bytes(
         pgpass_line(env.db.host, env.db.port, env.db.admin_user, env.db.admin_password), passfile
     )
-    jobs = f"--jobs={env.backup.jobs} " if env.backup.jobs > 1 else ""
+    # Both formats restore in parallel (a custom-format file is seekable): data and
+    # indexes load on every core of the state host, then ANALYZE runs per table on
+    # as many sessions. The new database is invisible until the swap, so all of it
+    # may use the machine.
+    conn = (
+        f"--no-password --host={q(env.db.host)} --port={env.db.port} "
+        f"--username={q(env.db.admin_user)} --dbname={q(plan.new)}"
+    )
     script = f"""set -euo pipefail
 export PGPASSFILE={q(passfile)} PGAPPNAME={q(app_name)}
 trap 'rm -f "$PGPASSFILE"' EXIT
-{q(env.backup.tool("pg_restore"))} --exit-on-error {jobs}--no-password \\
-  --host={q(env.db.host)} --port={env.db.port} --username={q(env.db.admin_user)} \\
-  --dbname={q(plan.new)} {q(plan.backup_path)}
+jobs=$(nproc 2>/dev/null || echo 1)
+[ "$jobs" -ge {env.backup.jobs} ] || jobs={env.backup.jobs}
+{q(env.backup.tool("pg_restore"))} --exit-on-error --jobs="$jobs" {conn} {q(plan.backup_path)}
+echo "seed-restore loaded"
+{q(env.backup.tool("vacuumdb"))} --analyze-only --quiet --jobs="$jobs" {conn}
 echo "seed-restore ok"
 """
     job = RemoteJob.start(remote, job_dir, script)
@@ -366,7 +375,6 @@ def restore_as_live(
         create_like(pg, plan.new, props)
         run_pg_restore(env, session.state, plan, job_dir, app_name)
         new = session.connect(admin=True, dbname=plan.new, app_name=app_name)
-        new.execute("analyze")
         moved = never_backwards(new, live_sequences)
         new.close()
         apply_properties(pg, plan.new, props)
@@ -389,10 +397,18 @@ def restore_as_live(
 
 
 def verify_like_before(
-    env: Environment, conn: psycopg.Connection[Any], before: dict[str, Any]
+    env: Environment,
+    conn: psycopg.Connection[Any],
+    before: dict[str, Any],
+    open_conn: ConnFactory | None = None,
 ) -> dict[str, Any]:
-    """Every table's count + checksum, the migration set and database properties vs `before`."""
-    figures = {k: v.to_json() for k, v in snapshot_figures(conn).items()}
+    """Every table's count + checksum, the migration set and database properties vs `before`
+    (figures over `env.db.fingerprint_sessions` sessions when `open_conn` is given)."""
+    if open_conn is None:
+        found = snapshot_figures(conn)
+    else:
+        found = parallel_figures(conn, open_conn, env.db.fingerprint_sessions)
+    figures = {k: v.to_json() for k, v in found.items()}
     applied = [f"{a}.{n}" for a, n in applied_migrations(conn)]
     props = database_properties(conn, env.db.name)
     problems = []

@@ -191,6 +191,19 @@ def test_pg_dump_version(remote: Remote, sandbox: SandboxInfo, sandbox_env: Envi
         pg_dump_version(dataclasses.replace(sandbox_env, backup=backup), remote)
 
 
+def test_pg_dump_version_names_a_missing_pg_restore(
+    remote: Remote, sandbox: SandboxInfo, sandbox_env: Environment, tmp_path: Path
+) -> None:
+    """A rollback needs pg_restore and vacuumdb: pre-flight refuses when one is missing."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("pg_dump", "vacuumdb"):
+        (bindir / tool).symlink_to(sandbox.pg_bindir / tool)
+    backup = dataclasses.replace(sandbox_env.backup, pg_bin=str(bindir))
+    with pytest.raises(PreflightFailed, match=f"{bindir}/pg_restore not found on state host"):
+        pg_dump_version(dataclasses.replace(sandbox_env, backup=backup), remote)
+
+
 @pytest.fixture
 def source(scratch_db: Scratch, sandbox_env: Environment) -> tuple[Environment, Any]:
     name, conn = scratch_db()

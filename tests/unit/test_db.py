@@ -21,6 +21,7 @@ from seed.db import (
     database_size,
     exported_snapshot,
     list_tables,
+    parallel_figures,
     server_version,
     snapshot_figures,
     write_counters,
@@ -192,6 +193,36 @@ def test_exported_snapshot_is_seen_by_another_session(
                 exporter.execute("insert into t values (4)")
         assert exporter.autocommit
         assert exporter.execute("select count(*) from t").fetchone() == (3,)
+
+
+def test_parallel_figures_equal_serial_ones_in_one_snapshot(
+    sandbox: SandboxInfo, scratch_db: Scratch
+) -> None:
+    name, writer = scratch_db()
+    writer.execute(SCHEMA)
+    for i in range(6):
+        writer.execute(
+            f"create table t{i} as select g as id, md5(g::text)"
+            f" from generate_series(1, {1000 * i}) g"
+        )
+    opened: list[psycopg.Connection[Any]] = []
+
+    def open_conn() -> psycopg.Connection[Any]:
+        conn = psycopg.connect(sandbox.admin_conninfo(name), autocommit=True)
+        opened.append(conn)
+        return conn
+
+    with psycopg.connect(sandbox.admin_conninfo(name), autocommit=True) as lister:
+        serial = snapshot_figures(lister)
+        assert parallel_figures(lister, open_conn, 3) == serial
+        assert list(parallel_figures(lister, open_conn, 3)) == list(serial)  # same order
+        assert len(opened) == 6 and all(c.closed for c in opened)
+        assert parallel_figures(lister, open_conn, 1) == serial  # no extra session
+        assert len(opened) == 6
+        with exported_snapshot(lister) as snap:
+            writer.execute("insert into t5 values (-1, 'later'); delete from log")
+            assert parallel_figures(lister, open_conn, 2, snap) == serial
+        assert parallel_figures(lister, open_conn, 2) != serial
 
 
 def test_applied_migrations(scratch_db: Scratch) -> None:

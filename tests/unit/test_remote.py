@@ -123,6 +123,10 @@ def test_sftp_helpers(remote: Remote, tmp_path: Path) -> None:
     remote.mkdirs(str(base / "a" / "b"), str(base / "c"), mode=0o700)
     assert stat.S_IMODE((base / "a" / "b").stat().st_mode) == 0o700
     assert stat.S_IMODE((base / "c").stat().st_mode) == 0o700
+    remote.mkdirs(str(base / "x" / "y"), mode=0o755)
+    remote.mkdirs(str(base / "x" / "y"), mode=0o755)  # existing: fine
+    assert stat.S_IMODE((base / "x").stat().st_mode) == 0o700  # missing parents: private
+    assert stat.S_IMODE((base / "x" / "y").stat().st_mode) == 0o755
     (base / "c" / "f").write_bytes(b"\x00\xffdata")
     os.symlink("c/f", base / "link")
     assert remote.get_bytes(str(base / "c" / "f")) == b"\x00\xffdata"
@@ -134,7 +138,7 @@ def test_sftp_helpers(remote: Remote, tmp_path: Path) -> None:
     assert remote.readlink(str(base / "link")) == "c/f"
     assert remote.readlink(str(base / "c")) is None
     assert remote.readlink(str(base / "nope")) is None
-    assert remote.listdir(str(base)) == ["a", "c", "link"]
+    assert remote.listdir(str(base)) == ["a", "c", "link", "x"]
     assert remote.listdir(str(base / "nope")) == []
     with pytest.raises(RemoteError, match="creating directories"):
         remote.mkdirs(str(base / "c" / "f" / "under-a-file"))
