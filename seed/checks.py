@@ -1,21 +1,30 @@
-"""Checks: SQL with an expectation, run read-only with a statement timeout (fail closed).
+"""Checks: run read-only with a statement timeout (fail closed), judged against an expectation.
 
-Plan apart from run: `explain` proves a query parses and plans without running it;
-`measure` runs it and returns its value; `evaluate` compares a value with the
-expectation (and the before-state baseline when the expectation needs one).
+`explain` proves a check's queries parse and plan without running them; `measure`
+runs them and returns the check's value; `satisfied` compares a value with the
+expectation (and with the before-state when the expectation needs one).
+
+Every query runs in a read-only transaction with the checksum session settings
+(DESIGN: Checksums) set locally, so a session's TimeZone or DateStyle never changes
+a value. Checksum and sample checks build their SQL from the catalog: a checksum
+over the primary key and the chosen columns; a sample reads `size` random rows
+before and the same keys after, through the before→after column mapping.
 """
 
 from __future__ import annotations
 
 import decimal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from seed.config import Check, Expectation
+from seed.checkspec import Check, Expectation
+from seed.db import CHECKSUM_SETTINGS
 
 
 class CheckQueryError(Exception):
@@ -43,6 +52,7 @@ class CheckResult:
     seconds: float
     error: str | None = None
     skipped: str | None = None
+    value: Any = None  # the raw measured value (a later before-state: the journal keeps it)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,21 +87,58 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _read_only(
+def jsonable_deep(value: Any) -> Any:
+    """`jsonable` through lists and dicts (checksum and sample values)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable_deep(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable_deep(v) for v in value]
+    return jsonable(value)
+
+
+@contextmanager
+def read_only(
     conn: psycopg.Connection[Any], statement_timeout: str, snapshot: str | None = None
+) -> Iterator[None]:
+    """A read-only transaction (in `snapshot` if given) with the timeout and the checksum
+    settings local to it; any database error becomes a CheckQueryError."""
+    assert conn.autocommit, "checks manage their own read-only transactions"
+    try:
+        if snapshot:
+            # the before-state: exactly the data the backup and the table figures saw
+            conn.execute("begin isolation level repeatable read read only")
+            conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
+        else:
+            conn.execute("begin read only")
+        conn.execute("select set_config('statement_timeout', %s, true)", (statement_timeout,))
+        for name, value in CHECKSUM_SETTINGS.items():
+            conn.execute("select set_config(%s, %s, true)", (name, value))
+        yield
+    except psycopg.Error as exc:
+        message = (exc.diag.message_primary if exc.diag else None) or str(exc).strip()
+        raise CheckQueryError(message.splitlines()[0], exc.sqlstate) from None
+    finally:
+        conn.execute("rollback")
+
+
+def _query(
+    conn: psycopg.Connection[Any], query: str | sql.Composable, params: Any = None
+) -> list[tuple[Any, ...]]:
+    # extended protocol (prepare=True): exactly one statement, so `...; commit; delete ...`
+    # cannot end the read-only transaction and write
+    text = query.as_string(conn) if isinstance(query, sql.Composable) else query
+    cur = conn.execute(text.encode(), params, prepare=True)
+    return cur.fetchall() if cur.description else []
+
+
+def explain(
+    conn: psycopg.Connection[Any], check: Check, statement_timeout: str, before: Any = None
 ) -> None:
-    if snapshot:
-        # the before-state: exactly the data the backup and the table figures saw
-        conn.execute("begin isolation level repeatable read read only")
-        conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
-    else:
-        conn.execute("begin read only")
-    conn.execute("select set_config('statement_timeout', %s, true)", (statement_timeout,))
-
-
-def explain(conn: psycopg.Connection[Any], check: Check, statement_timeout: str) -> None:
-    """EXPLAIN the check's SQL (no execution). Raises CheckQueryError on any failure."""
-    _run(conn, f"explain {check.sql}", statement_timeout)
+    """EXPLAIN the check's queries (no execution). Raises CheckQueryError on any failure."""
+    with read_only(conn, statement_timeout):
+        for query, params in _queries(conn, check, before):
+            text = query.as_string(conn) if isinstance(query, sql.Composable) else query
+            _query(conn, "explain " + text, params)
 
 
 def measure(
@@ -99,35 +146,129 @@ def measure(
     check: Check,
     statement_timeout: str,
     snapshot: str | None = None,
+    before: Any = None,
 ) -> Any:
-    """The check's value: the row count for `rows` expectations, else the first column."""
-    rows = _run(conn, check.sql, statement_timeout, snapshot)
+    """The check's value (see the kinds in seed.checkspec); `before` is the before-state
+    value of checksum and sample checks (None: this is the before-state)."""
+    with read_only(conn, statement_timeout, snapshot):
+        if check.kind == "checksum":
+            ((query, params),) = _queries(conn, check, before)
+            row = _query(conn, query, params)[0]
+            columns = before["columns"] if before else _checksum_columns(conn, check)
+            return {"columns": columns, "rows": int(row[0]), "checksum": str(row[1])}
+        if check.kind == "sample":
+            ((query, params),) = _queries(conn, check, before)
+            rows = _query(conn, query, params)
+            side = "after" if before else "before"
+            return {"side": side, "rows": {str(r[0]): [*r[1:]] for r in rows}}
+        rows = _query(conn, check.sql)
     if check.expect.kind == "rows":
         return len(rows)
+    if check.expect.on_rows:
+        return [[jsonable(v) for v in r] for r in rows]
     if not rows:
         return None
     return rows[0][0]
 
 
-def _run(
-    conn: psycopg.Connection[Any],
-    query: str,
-    statement_timeout: str,
-    snapshot: str | None = None,
-) -> list[tuple[Any, ...]]:
-    assert conn.autocommit, "checks manage their own read-only transactions"
-    try:
-        _read_only(conn, statement_timeout, snapshot)
-        # extended protocol: exactly one statement, so `...; commit; delete ...` cannot
-        # end the read-only transaction and write
-        cur = conn.execute(query.encode(), prepare=True)
-        rows = cur.fetchall() if cur.description else []
-        return rows
-    except psycopg.Error as exc:
-        message = (exc.diag.message_primary if exc.diag else None) or str(exc).strip()
-        raise CheckQueryError(message.splitlines()[0], exc.sqlstate) from None
-    finally:
-        conn.execute("rollback")
+def _queries(
+    conn: psycopg.Connection[Any], check: Check, before: Any
+) -> list[tuple[str | sql.Composable, Any]]:
+    """The SQL a check runs (inside the read-only transaction: it may read the catalog)."""
+    if check.kind == "checksum":
+        columns = before["columns"] if before else _checksum_columns(conn, check)
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        query = sql.SQL(
+            "select count(*), coalesce(sum(hashtextextended(ROW({cols})::text, 0)::numeric), 0)"
+            " from {table}"
+        ).format(cols=cols, table=_table(check))
+        return [(query, None)]
+    if check.kind == "sample":
+        key = check.key or _primary_key(conn, check)
+        if before is None:
+            # a random sample; TABLESAMPLE first when the table is much bigger than it
+            cols = sql.SQL(", ").join(
+                sql.SQL("({})::text").format(sql.Identifier(b)) for b, _ in check.compare
+            )
+            estimate = _query(
+                conn, "select reltuples from pg_class where oid = to_regclass(%s)", [check.table]
+            )
+            pct = min(100.0, 100.0 * 20 * check.size / max(float(estimate[0][0] or 0), 1.0))
+            sample = (
+                sql.SQL(" tablesample system ({})").format(sql.Literal(pct))
+                if pct < 5
+                else sql.SQL("")
+            )
+            query = sql.SQL(
+                "select ({key})::text, {cols} from {table}{sample} order by random() limit {n}"
+            ).format(
+                key=sql.Identifier(key),
+                cols=cols,
+                table=_table(check),
+                sample=sample,
+                n=sql.Literal(check.size),
+            )
+            return [(query, None)]
+        cols = sql.SQL(", ").join(
+            sql.SQL("({})::text").format(sql.SQL(a)) for _, a in check.compare
+        )
+        key_type = _query(
+            conn,
+            "select format_type(atttypid, atttypmod) from pg_attribute"
+            " where attrelid = to_regclass(%s) and attname = %s and not attisdropped",
+            [check.table, key],
+        )
+        if not key_type:
+            raise CheckQueryError(f"column {key} of {check.table} does not exist", "42703")
+        query = sql.SQL(
+            "select ({key})::text, {cols} from {table} where {key} = any(%s::{type}[])"
+        ).format(
+            key=sql.Identifier(key), cols=cols, table=_table(check), type=sql.SQL(key_type[0][0])
+        )
+        return [(query, [list(before["rows"])])]
+    return [(check.sql, None)]
+
+
+def _table(check: Check) -> sql.Composable:
+    assert check.table
+    return sql.SQL(".").join(sql.Identifier(p) for p in check.table.split("."))
+
+
+def _table_columns(conn: psycopg.Connection[Any], check: Check) -> tuple[list[str], list[str]]:
+    """(primary key columns, the other columns by position) of the check's table."""
+    rows = _query(
+        conn,
+        """
+        select a.attname, coalesce(a.attnum = any(i.indkey), false)
+          from pg_attribute a
+          left join pg_index i on i.indrelid = a.attrelid and i.indisprimary
+         where a.attrelid = to_regclass(%s) and a.attnum > 0 and not a.attisdropped
+         order by array_position(i.indkey::int2[], a.attnum), a.attnum
+        """,
+        [check.table],
+    )
+    if not rows:
+        raise CheckQueryError(f'relation "{check.table}" does not exist', "42P01")
+    return [r[0] for r in rows if r[1]], [r[0] for r in rows if not r[1]]
+
+
+def _checksum_columns(conn: psycopg.Connection[Any], check: Check) -> list[str]:
+    pk, rest = _table_columns(conn, check)
+    if check.columns:
+        missing = [c for c in check.columns if c not in pk + rest]
+        if missing:
+            raise CheckQueryError(
+                f"column {', '.join(missing)} of {check.table} does not exist", "42703"
+            )
+        return pk + [c for c in check.columns if c not in pk]
+    return pk + [c for c in rest if c not in check.exclude]
+
+
+def _primary_key(conn: psycopg.Connection[Any], check: Check) -> str:
+    pk, _ = _table_columns(conn, check)
+    if len(pk) != 1:
+        raise CheckQueryError(f"{check.table} has no single-column primary key: set sample.key")
+    return pk[0]
 
 
 def _num(value: Any) -> decimal.Decimal | None:
@@ -157,6 +298,19 @@ def satisfied(expect: Expectation, actual: Any, before: Any = None) -> bool:
         return _equal(actual, value)
     if kind == "not_equals":
         return not _equal(actual, value)
+    if kind == "zero_rows":
+        return isinstance(actual, list) and not actual
+    if kind == "exact_rows":
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(value)
+            and all(
+                len(a) == len(v) and all(_equal(x, y) for x, y in zip(a, v, strict=True))
+                for a, v in zip(actual, value, strict=True)
+            )
+        )
+    if kind == "same":
+        return before is not None and not differences(actual, before)
     if kind == "equals_before":
         if expect.tolerance_pct:
             na, nb = _num(actual), _num(before)
@@ -172,6 +326,10 @@ def satisfied(expect: Expectation, actual: Any, before: Any = None) -> bool:
         return n >= decimal.Decimal(str(value))
     if kind == "max":
         return n <= decimal.Decimal(str(value))
+    if kind == "gt":
+        return n > decimal.Decimal(str(value))
+    if kind == "lt":
+        return n < decimal.Decimal(str(value))
     if kind == "between":
         return decimal.Decimal(str(value[0])) <= n <= decimal.Decimal(str(value[1]))
     if kind == "delta":
@@ -180,7 +338,45 @@ def satisfied(expect: Expectation, actual: Any, before: Any = None) -> bool:
     raise ValueError(f"unknown expectation {kind}")
 
 
+def differences(actual: Any, before: Any) -> list[str]:
+    """How a checksum or sample value differs from its before-state (empty: the same)."""
+    if not isinstance(actual, dict) or not isinstance(before, dict):
+        return ["no value"]
+    if "checksum" in actual:
+        if (actual["rows"], actual["checksum"]) == (before["rows"], before["checksum"]):
+            return []
+        return [f"{actual['rows']} rows, checksum {actual['checksum']}"]
+    out = []
+    for key, old in before["rows"].items():
+        new = actual["rows"].get(key)
+        if new is None:
+            out.append(f"key {key}: row gone")
+        elif [jsonable(v) for v in new] != [jsonable(v) for v in old]:
+            changed = [f"{o!r} -> {n!r}" for o, n in zip(old, new, strict=True) if o != n]
+            out.append(f"key {key}: {', '.join(changed)}")
+    return out
+
+
+def shown(check: Check, value: Any, before: Any = None) -> Any:
+    """A value as the report shows it: checksum/sample values are summarised."""
+    if check.kind == "checksum" and isinstance(value, dict):
+        return f"{value['rows']} rows, checksum {value['checksum']}"
+    if check.kind == "sample" and isinstance(value, dict):
+        if before is None:
+            return f"{len(value['rows'])} rows sampled"
+        diff = differences(value, before)
+        if not diff:
+            return f"{len(before['rows'])} sampled rows as before"
+        more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
+        return f"{len(diff)} of {len(before['rows'])} differ: " + "; ".join(diff[:3]) + more
+    return value
+
+
 def expected_text(expect: Expectation, before: Any) -> str:
+    if expect.kind == "same" and isinstance(before, dict):
+        if "checksum" in before:
+            return f"{before['rows']} rows, checksum {before['checksum']}"
+        return f"{len(before['rows'])} sampled rows as before"
     if expect.kind == "equals_before" and before is not None and not expect.tolerance_pct:
         return str(jsonable(before))
     if expect.kind == "delta" and before is not None:
@@ -195,7 +391,7 @@ def skipped_check(check: Check, reason: str) -> CheckResult:
     return CheckResult(
         check.name,
         check.when,
-        check.sql,
+        check.sql or check.label,
         check.expect.describe(),
         None,
         None,
@@ -214,17 +410,19 @@ def run_check(
 ) -> CheckResult:
     """Run one check (EXPLAIN first, then the query) and evaluate it; never raises."""
     started = time.monotonic()
+    if check.expect.needs_before and before is None:
+        return skipped_check(check, "no baseline")
     try:
-        explain(conn, check, statement_timeout)
-        actual = measure(conn, check, statement_timeout, snapshot)
+        explain(conn, check, statement_timeout, before)
+        actual = measure(conn, check, statement_timeout, snapshot, before)
     except CheckQueryError as exc:
         return CheckResult(
             check.name,
             check.when,
-            check.sql,
+            check.sql or check.label,
             check.expect.describe(),
             None,
-            before,
+            shown(check, before),
             False,
             time.monotonic() - started,
             str(exc),
@@ -232,10 +430,11 @@ def run_check(
     return CheckResult(
         check.name,
         check.when,
-        check.sql,
+        check.sql or check.label,
         expected_text(check.expect, before),
-        actual,
-        before,
+        shown(check, actual, before),
+        shown(check, before),
         satisfied(check.expect, actual, before),
         time.monotonic() - started,
+        value=actual,
     )

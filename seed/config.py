@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import yaml
-
+from seed.checkspec import Check, CheckParser, Invariants
 from seed.errors import ConfigError
+from seed.yaml12 import YamlError, load_yaml12
 
 ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 SECRET_NAME_RE = re.compile(r"(?i)secret|passw|token|key|credential|private|auth|salt|dsn")
@@ -123,6 +123,7 @@ class DbConfig:
     lock_retries: int
     statement_timeout: str
     drain_timeout: float
+    fingerprint_sessions: int = 2  # sessions computing table checksums in parallel
 
 
 @dataclass(frozen=True)
@@ -145,40 +146,6 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
-class Expectation:
-    """What a check's single value must be. Exactly one kind is set."""
-
-    kind: str  # equals | not_equals | min | max | between | equals_before | delta | rows
-    value: Any = None
-    tolerance_pct: float = 0.0
-
-    @property
-    def needs_before(self) -> bool:
-        return self.kind in ("equals_before", "delta")
-
-    def describe(self) -> str:
-        if self.kind == "equals_before":
-            tol = f" ±{self.tolerance_pct:g}%" if self.tolerance_pct else ""
-            return f"equal to before{tol}"
-        if self.kind == "delta":
-            return f"before {self.value:+}"
-        if self.kind == "between":
-            return f"between {self.value[0]} and {self.value[1]}"
-        if self.kind == "rows":
-            return f"{self.value} rows"
-        words = {"equals": "=", "not_equals": "!=", "min": ">=", "max": "<="}
-        return f"{words[self.kind]} {self.value}"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    when: str  # pre | post
-    sql: str
-    expect: Expectation
-
-
-@dataclass(frozen=True)
 class Environment:
     name: str
     path: Path
@@ -191,6 +158,7 @@ class Environment:
     backup: BackupConfig
     state_dir: str
     checks: tuple[Check, ...] = field(default_factory=tuple)
+    invariants: Invariants = field(default_factory=Invariants)
 
     @property
     def state_host(self) -> Host:
@@ -245,12 +213,9 @@ def load_environment(name: str, directory: Path | None = None) -> Environment:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        raw = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: {where}invalid YAML ({problem})") from None
+        raw = load_yaml12(text)
+    except YamlError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     parser = _Parser(path)
@@ -279,45 +244,6 @@ def interpolate(value: str, lookup: Callable[[str], str | None] = os.environ.get
         return found
 
     return _VAR_RE.sub(replace, value)
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads `on:`/`off:`/`no` as booleans,
-    which would turn `maintenance: {on: ..., off: ...}` into True/False keys.)"""
-
-
-_YAML11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML11_ONLY]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-# YAML 1.2 core schema: no `on`/`no` booleans, no octal `01234`, no base-60 `12:30`
-_YAML12_CORE = [
-    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
-    (
-        "tag:yaml.org,2002:float",
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-        "-+0123456789.",
-    ),
-]
-for _tag, _pattern, _firsts in reversed(_YAML12_CORE):  # bool, then int, then float first
-    for _first in _firsts:
-        _Yaml12Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(
-            0, (_tag, re.compile(_pattern))
-        )
-
-
-def _yaml12_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
-    """Decimal unless 0o/0x: YAML 1.1 would read `01234` as octal."""
-    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
-    if text.startswith(("0o", "0x")):
-        return int(text[2:], 8 if text[1] == "o" else 16)
-    return int(text, 10)
-
-
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
 
 
 T = TypeVar("T")
@@ -438,14 +364,16 @@ class _Parser:
         if not ENV_NAME_RE.match(name):
             self.errors.append(f"environment name {name!r} must match {ENV_NAME_RE.pattern}")
         top = {"description", "protected", "ssh", "roles", "app", "db", "backup", "state_dir"}
-        top |= {"checks"}
+        top |= {"checks", "invariants"}
         self._unknown(raw, "", top)
         ssh = self.ssh(raw)
         roles = self.roles(raw, ssh)
         app = self.app(raw)
         db = self.db(raw)
         backup = self.backup(raw, name, raw.get("protected") is True)
-        checks = self.checks(raw)
+        parser = CheckParser(self.errors)
+        checks = parser.checks(raw.get("checks"), source=str(self.path))
+        invariants = parser.invariants(raw.get("invariants"))
         state_dir = self._str(raw, "state_dir", "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
             self.errors.append("state_dir: must be an absolute path on the state host")
@@ -463,6 +391,7 @@ class _Parser:
             backup=backup,
             state_dir=str(state_dir),
             checks=checks,
+            invariants=invariants,
         )
 
     def ssh(self, raw: dict[str, Any]) -> SshConfig:
@@ -569,7 +498,7 @@ class _Parser:
     def db(self, raw: dict[str, Any]) -> DbConfig:
         allowed = {"host", "port", "name", "user", "password", "admin_user", "admin_password"}
         allowed |= {"passfile", "access", "lock_timeout", "lock_retries", "statement_timeout"}
-        allowed |= {"drain_timeout"}
+        allowed |= {"drain_timeout", "fingerprint_sessions"}
         d = self._section(raw, "db", allowed)
         host = str(self._str(d, "host", "db.host", "127.0.0.1"))
         port = self._int(d, "port", "db.port", 5432, lo=1)
@@ -599,6 +528,9 @@ class _Parser:
             lock_retries=self._int(d, "lock_retries", "db.lock_retries", 3),
             statement_timeout=str(self._str(d, "statement_timeout", "db.statement_timeout", "60s")),
             drain_timeout=self._float(d, "drain_timeout", "db.drain_timeout", 10.0),
+            fingerprint_sessions=self._int(
+                d, "fingerprint_sessions", "db.fingerprint_sessions", 2, lo=1
+            ),
         )
 
     def backup(self, raw: dict[str, Any], env_name: str, protected: bool) -> BackupConfig:
@@ -632,72 +564,6 @@ class _Parser:
                 b, "snapshot_copy", "backup.snapshot_copy", ("file_copy", "wal_log"), "file_copy"
             ),
         )
-
-    def checks(self, raw: dict[str, Any]) -> tuple[Check, ...]:
-        items = raw.get("checks") or []
-        if not isinstance(items, list):
-            self.errors.append("checks: expected a list")
-            return ()
-        checks: list[Check] = []
-        names: set[str] = set()
-        for i, item in enumerate(items):
-            where = f"checks[{i}]"
-            if not isinstance(item, dict):
-                self.errors.append(f"{where}: expected a mapping with name, sql, expect")
-                continue
-            self._unknown(item, where, {"name", "when", "sql", "expect"})
-            name = str(self._str(item, "name", f"{where}.name"))
-            if name in names:
-                self.errors.append(f"{where}.name: duplicate check name {name!r}")
-            names.add(name)
-            where = f"checks[{name or i}]"
-            sql = str(self._str(item, "sql", f"{where}.sql")).strip().rstrip(";")
-            when = self._choice(item, "when", f"{where}.when", ("pre", "post"), "post")
-            expect = self.expectation(item.get("expect", _MISSING), f"{where}.expect")
-            if expect is not None:
-                if when == "pre" and expect.needs_before:
-                    self.errors.append(f"{where}: a pre check cannot compare with before")
-                checks.append(Check(name=name, when=when, sql=sql, expect=expect))
-        return tuple(checks)
-
-    def expectation(self, raw: Any, where: str) -> Expectation | None:
-        if raw is _MISSING:
-            self.errors.append(f"{where}: required (a value, or one of equals, min, max, ...)")
-            return None
-        if not isinstance(raw, dict):
-            if isinstance(raw, list):
-                self.errors.append(f"{where}: expected a value or a mapping")
-                return None
-            return Expectation("equals", raw)
-        kinds = {"equals", "not_equals", "min", "max", "between", "equals_before", "delta"}
-        kinds |= {"rows"}
-        self._unknown(raw, where, kinds | {"tolerance_pct"})
-        chosen = [k for k in raw if k in kinds]
-        if len(chosen) != 1:
-            self.errors.append(f"{where}: exactly one of {', '.join(sorted(kinds))}")
-            return None
-        kind = chosen[0]
-        value = raw[kind]
-        tolerance = raw.get("tolerance_pct", 0.0)
-        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
-            self.errors.append(f"{where}.tolerance_pct: expected a number")
-            tolerance = 0.0
-        if kind == "equals_before" and value is not True:
-            self.errors.append(f"{where}.equals_before: write `equals_before: true`")
-        if kind == "between" and not (
-            isinstance(value, list)
-            and len(value) == 2
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-            and value[0] <= value[1]
-        ):
-            self.errors.append(f"{where}.between: expected [low, high], two numbers, low <= high")
-            return None
-        if kind in ("delta", "rows", "min", "max") and (
-            isinstance(value, bool) or not isinstance(value, int | float)
-        ):
-            self.errors.append(f"{where}.{kind}: expected a number")
-            return None
-        return Expectation(kind, value, float(tolerance))
 
 
 def lookup_pgpass(

@@ -121,7 +121,9 @@ class Backup(Operation):
         snap_conn = session.connect(admin=True, app_name=self.app_name)
         with dblib.exported_snapshot(snap_conn) as snapshot:
             with self.step("snapshot") as s:
-                figures = dblib.snapshot_figures(snap_conn)
+                figures = dblib.parallel_figures(
+                    snap_conn, self.admin_factory(), env.db.fingerprint_sessions, snapshot
+                )
                 applied = dblib.applied_migrations(snap_conn)
                 props = restorelib.database_properties(snap_conn, env.db.name)
                 s.detail = f"{len(figures)} tables, {sum(f.rows for f in figures.values())} rows"
@@ -190,7 +192,8 @@ def verify_by_restoring(op: Operation, record: backups.BackupRecord) -> str:
         job = posixpath.join(env.state_dir, "jobs", op.id, "verify-restore")
         restorelib.run_pg_restore(env, session.state, plan, job, op.app_name)
         conn = session.connect(admin=True, dbname=scratch, app_name=op.app_name)
-        figures = {k: v.to_json() for k, v in dblib.snapshot_figures(conn).items()}
+        found = dblib.parallel_figures(conn, op.admin_factory(scratch), env.db.fingerprint_sessions)
+        figures = {k: v.to_json() for k, v in found.items()}
         conn.close()
     finally:
         restorelib.drop_if_exists(pg, scratch)

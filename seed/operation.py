@@ -69,6 +69,10 @@ class Operation:
         self.running: list[Remote] = []
         self.current: dict[str, str | None] = {}
 
+    def admin_factory(self, dbname: str | None = None) -> dblib.ConnFactory:
+        """Opens admin sessions (e.g. for parallel table figures)."""
+        return lambda: self.session.connect(admin=True, dbname=dbname, app_name=self.app_name)
+
     def step(self, name: str) -> Any:
         return self.out.step(self.report, name)
 
@@ -213,7 +217,8 @@ class Operation:
     def record_after(self) -> None:
         """Write counters as this operation leaves the database (for a later writes check)."""
         with contextlib.suppress(psycopg.Error):
-            self.report.data["after"] = {"write_counters": dblib.write_counters(self.admin)}
+            counters = dblib.write_counters(self.admin)
+            self.report.data.setdefault("after", {})["write_counters"] = counters
 
     # -- the restore both rollback and restore do ------------------------------------------
 
@@ -251,7 +256,9 @@ class Operation:
             s.detail = f"{backup_path} restored, {replaced} kept"
         with self.step("verify") as s:
             self.admin = session.connect(admin=True, app_name=self.app_name)
-            verification = restorelib.verify_like_before(env, self.admin, before)
+            verification = restorelib.verify_like_before(
+                env, self.admin, before, self.admin_factory()
+            )
             self.report.data["verification"] = verification
             if verification["problems"]:
                 state["database"] += "; VERIFICATION FAILED"

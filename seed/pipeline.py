@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from seed import backup as backups
+from seed import checkrun, invariants
 from seed import checks as checklib
 from seed import db as dblib
 from seed import migrate as migratelib
@@ -85,6 +86,12 @@ class Upgrade(Operation):
             if requirements is None:
                 raise PreflightFailed(f"{ref} ({self.sha[:12]}) has no requirements.txt")
             self.requirements = requirements
+            repo_checks = checkrun.repo_checks(
+                rel.file_at(mirror, self.sha, checkrun.REPO_CHECKS),
+                f"{checkrun.REPO_CHECKS} at {ref} ({self.sha[:12]})",
+                env.checks,
+            )
+            self.checks = checkrun.CheckRun(env.checks + repo_checks, env.db.statement_timeout)
             self.rid = rel.release_id(self.sha, f"{utcnow():%Y%m%d%H%M%S}")
             self.report.data["sha_after"] = self.sha
             self.report.data["release_after"] = self.rid
@@ -189,20 +196,11 @@ class Upgrade(Operation):
             }
             s.detail = f"{len(state.pending)} to apply: " + (", ".join(state.pending) or "none")
         with self.step("parse checks") as s:
-            self.no_baseline: dict[str, str] = {}
-            for check in env.checks:
-                try:
-                    checklib.explain(self.app, check, env.db.statement_timeout)
-                except checklib.CheckQueryError as exc:
-                    if check.when == "post" and exc.missing_object:
-                        # a migration may create what it names; nothing to compare with before
-                        if check.expect.needs_before:
-                            self.no_baseline[check.name] = f"no baseline ({exc})"
-                        continue
-                    raise PreflightFailed(f"check '{check.name}' does not plan: {exc}") from None
-            s.detail = f"{len(env.checks)} check(s)"
-            if self.no_baseline:
-                s.detail += f", {len(self.no_baseline)} without baseline"
+            self.checks.plan(self.app)
+            n_pre = len(self.checks.by_when("pre"))
+            s.detail = f"{n_pre} pre, {len(self.checks.checks) - n_pre} post check(s)"
+            if self.checks.no_baseline:
+                s.detail += f", {len(self.checks.no_baseline)} without baseline"
         self.record()
 
     def freeze_and_back_up(self) -> None:
@@ -220,7 +218,9 @@ class Upgrade(Operation):
         # one exported snapshot for the figures, the baselines and pg_dump --snapshot
         with dblib.exported_snapshot(snap_conn) as snapshot:
             with self.step("before-state") as s:
-                figures = dblib.snapshot_figures(snap_conn)
+                figures = dblib.parallel_figures(
+                    snap_conn, self.admin_factory(), env.db.fingerprint_sessions, snapshot
+                )
                 applied = dblib.applied_migrations(snap_conn)
                 self.take_baselines(snapshot, applied, figures)
                 rows = sum(v.rows for v in figures.values())
@@ -254,6 +254,25 @@ class Upgrade(Operation):
         self.app = session.connect(admin=False, app_name=self.app_name)
         return f"{name} in {seconds:.2f}s (downtime), {env.backup.snapshot_copy}"
 
+    def http_health(self, remote: Remote) -> None:
+        """The health check of one app host, as a check in the report (raises on failure)."""
+        health = self.env.app.health
+        assert health is not None
+        started = time.monotonic()
+        expected = f"{health.status}" + (f" with {health.text!r}" if health.text else "")
+        result = checklib.CheckResult(
+            f"http health {remote.label}", "post", health.url, expected, None, None, False, 0.0
+        )
+        try:
+            result.actual = rel.health_check(self.env, remote, self.layout)
+            result.passed = True
+        except RemoteError as exc:
+            result.error = str(exc)
+            raise
+        finally:
+            result.seconds = time.monotonic() - started
+            self.report.checks.append(result.to_json())
+
     def take_baselines(
         self, snapshot: str, applied: list[tuple[str, str]], figures: dict[str, Any]
     ) -> None:
@@ -264,26 +283,11 @@ class Upgrade(Operation):
             "tables": {k: v.to_json() for k, v in figures.items()},
             "database_properties": restorelib.database_properties(self.admin, env.db.name),
         }
-        self.baselines: dict[str, Any] = {}
-        failed = []
-        for check in env.checks:
-            if check.when == "pre":
-                result = checklib.run_check(
-                    self.app, check, env.db.statement_timeout, snapshot=snapshot
-                )
-                self.report.checks.append(result.to_json())
-                if not result.passed:
-                    failed.append(result.describe())
-            elif check.expect.needs_before and check.name not in self.no_baseline:
-                try:
-                    self.baselines[check.name] = checklib.measure(
-                        self.app, check, env.db.statement_timeout, snapshot
-                    )
-                except checklib.CheckQueryError as exc:
-                    failed.append(f"baseline of check '{check.name}' failed: {exc}")
+        failed = self.checks.before_state(self.app, snapshot)
+        self.report.checks.extend(r.to_json() for r in self.checks.results)
         self.report.data["before"] = {
             **self.before,
-            "baselines": {k: checklib.jsonable(v) for k, v in self.baselines.items()},
+            "baselines": {k: checklib.jsonable_deep(v) for k, v in self.checks.baselines.items()},
         }
         if failed:
             raise PreflightFailed("; ".join(failed))
@@ -395,21 +399,29 @@ class Upgrade(Operation):
                 )
             s.detail = f"{len(newly)} applied"
         with self.step("post checks") as s:
+            first = len(self.checks.results)
+            self.checks.after_state(self.app)
+            self.checks.add(
+                invariants.database_invariants(self.app, env.invariants, env.db.statement_timeout)
+            )
+            self.checks.add(
+                invariants.django_invariants(
+                    env,
+                    session.migrator,
+                    self.layout.release(self.rid),
+                    self.layout.env_file,
+                    env.invariants,
+                    self.app_name,
+                )
+            )
             failed = []
-            for check in env.checks:
-                if check.when != "post":
-                    continue
-                if check.name in self.no_baseline:
-                    result = checklib.skipped_check(check, self.no_baseline[check.name])
-                else:
-                    result = checklib.run_check(
-                        self.app, check, env.db.statement_timeout, self.baselines.get(check.name)
-                    )
+            for result in self.checks.results[first:]:
                 self.report.checks.append(result.to_json())
                 mark = "skip " if result.skipped else "ok   " if result.passed else "FAIL "
                 self.out.detail(mark + result.describe())
                 if not result.passed:
                     failed.append(result.describe())
+            self.report.data.setdefault("after", {})["checks"] = self.checks.after_values()
             if failed:
                 raise SeedError(
                     f"post {failed[0]}" + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
@@ -431,7 +443,7 @@ class Upgrade(Operation):
         with self.step("health") as s:
             if env.app.health:
                 for remote in session.serving_remotes():
-                    rel.health_check(env, remote, self.layout)
+                    self.http_health(remote)
                 s.detail = f"{env.app.health.url} on {len(session.serving_remotes())} host(s)"
             else:
                 s.outcome, s.detail = "skipped", "no app.health configured"
@@ -686,7 +698,9 @@ class Upgrade(Operation):
 
     def verify_rolled_back(self) -> str:
         """Every table's count + checksum, the migration set and database properties as before."""
-        verification = restorelib.verify_like_before(self.env, self.admin, self.before)
+        verification = restorelib.verify_like_before(
+            self.env, self.admin, self.before, self.admin_factory()
+        )
         self.report.data["rollback"]["verification"] = verification
         if verification["problems"]:
             problems = "; ".join(verification["problems"])

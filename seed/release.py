@@ -279,8 +279,9 @@ sys.exit(1)
 """
 
 
-def health_check(env: Environment, remote: Remote, layout: Layout) -> None:
-    """GET the health URL from the app host itself until it answers as expected."""
+def health_check(env: Environment, remote: Remote, layout: Layout) -> str:
+    """GET the health URL from the app host itself until it answers as expected; returns
+    what it answered (`200 'ok v2'`), raises RemoteError otherwise."""
     health = env.app.health
     assert health is not None
     python = posixpath.join(layout.current, ".venv", "bin", "python")
@@ -293,3 +294,4 @@ def health_check(env: Environment, remote: Remote, layout: Layout) -> None:
         raise RemoteError(
             f"health check {health.url} on {remote.label} failed: {res.stdout.strip()[-200:]}"
         )
+    return res.stdout.strip()

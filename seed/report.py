@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import seed
 
@@ -172,7 +173,43 @@ class Output:
         extra = f": {record.detail}" if record.detail else ""
         self.line(f"{mark} {name} ({record.seconds:.2f}s){extra}", style="green")
 
+    def checks_table(self, checks: list[dict[str, Any]]) -> None:
+        """Each check with its expected and actual value and duration."""
+        if not checks:
+            return
+
+        def verdict(c: dict[str, Any]) -> str:
+            return "skipped" if c["skipped"] else "passed" if c["passed"] else "FAILED"
+
+        def actual(c: dict[str, Any]) -> str:
+            text = c["skipped"] or c["error"] or c["actual"]
+            return self.scrub(str(text))
+
+        if self.plain:
+            for c in checks:
+                self.line(
+                    f"check: {verdict(c):<7} {c['when']:<4} {c['name']} | expected "
+                    f"{c['expected']} | actual {actual(c)} | {c['seconds']:.2f}s"
+                )
+            return
+        table = Table(title="checks", show_lines=False)
+        for name in ("check", "when", "result", "expected", "actual"):
+            table.add_column(name, overflow="fold")
+        table.add_column("time", justify="right")
+        for c in checks:
+            color = {"passed": "green", "FAILED": "red", "skipped": "yellow"}[verdict(c)]
+            table.add_row(
+                Text(self.scrub(c["name"])),
+                c["when"],
+                Text(verdict(c), style=color),
+                Text(self.scrub(str(c["expected"]))),
+                Text(actual(c)),
+                f"{c['seconds']:.2f}s",
+            )
+        self.console.print(table)
+
     def summary(self, report: Report) -> None:
+        self.checks_table(report.checks)
         if self.plain:
             for s in report.steps:
                 self.line(f"summary: {s.name:<22} {s.outcome:<8} {s.seconds:8.2f}s")

@@ -20,9 +20,9 @@ import psycopg
 import pytest
 import yaml
 
-from seed.config import _Yaml12Loader
 from seed.db import snapshot_figures
 from seed.sandbox import SandboxInfo, free_port
+from seed.yaml12 import load_yaml12
 
 REPO = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
@@ -79,7 +79,7 @@ class Deployment:
     def variant(self, name: str, edit: dict[str, Any] | None = None, **top: Any) -> Path:
         """A copy of environments/local.yml (as `local.yml`) in its own dir, with edits."""
         text = (REPO / "environments" / "local.yml").read_text()
-        data = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
+        data = load_yaml12(text)
         for dotted, value in (edit or {}).items():
             node = data
             *parents, last = dotted.split(".")

@@ -198,9 +198,3 @@ def test_pre_check_with_sql_error(at_v1: Deployment) -> None:
     checks = [{"name": "typo check", "when": "pre", "sql": "selct 1", "expect": 1}]
     last = upgrade(at_v1, at_v1.variant("bad-pre-check", {"checks": checks}), 4)
     assert "check 'typo check' does not plan" in last and "syntax error" in last
-
-
-def test_post_check_with_syntax_error_refused_before_changes(at_v1: Deployment) -> None:
-    checks = [{"name": "post typo", "sql": "select count(* from shop_customer", "expect": 1}]
-    last = upgrade(at_v1, at_v1.variant("bad-post-check", {"checks": checks}), 4)
-    assert "check 'post typo' does not plan" in last

@@ -22,7 +22,7 @@ from seed.checks import (
     satisfied,
     skipped_check,
 )
-from seed.config import Check, Expectation
+from seed.checkspec import Check, Expectation
 from seed.db import exported_snapshot
 from seed.sandbox import SandboxInfo
 

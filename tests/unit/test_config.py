@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from seed.checkspec import Expectation
 from seed.config import (
     Environment,
-    Expectation,
     Host,
     Secret,
     interpolate,
@@ -93,7 +93,7 @@ def test_shipped_local_loads_with_sandbox_defaults(tmp_path: Path) -> None:
     )
     assert env.app.maintenance_on == "current/deploy/appctl stop"
     assert env.app.maintenance_off == "current/deploy/appctl start"
-    assert env.app.env["SECRET_KEY"].reveal() == "sandbox-only-secret-key-not-for-production"
+    assert env.app.env["SECRET_KEY"].reveal() == "sandbox-only-secret-key-not-for-production-4f9c2e7a1b8d"
     assert env.app.health is not None
     assert env.app.health.url == "http://127.0.0.1:8765/health/"
     assert env.app.health.timeout == 20.0
@@ -204,7 +204,7 @@ def test_environments_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_missing_variable_is_named(tmp_path: Path) -> None:
     text = edit(
         LOCAL,
-        "SECRET_KEY: ${SHOP_SECRET_KEY:-sandbox-only-secret-key-not-for-production}",
+        "SECRET_KEY: ${SHOP_SECRET_KEY:-sandbox-only-secret-key-not-for-production-4f9c2e7a1b8d}",
         "SECRET_KEY: ${SEED_UNIT_NOT_SET}",
     )
     message = problems(tmp_path, text)
@@ -581,8 +581,8 @@ def test_bad_expectations(tmp_path: Path) -> None:
     assert "checks[word].expect.min: expected a number" in message
     assert "checks[absent].expect: required" in message
     assert "checks[typo].expect.equal: unknown key" in message
-    assert "checks[nosql].sql: required" in message
-    assert "checks[late].when: expected one of pre, post, got 'later'" in message
+    assert "checks[nosql]: exactly one of sql, count, checksum, sample" in message
+    assert "checks[late].when: expected pre or post, got 'later'" in message
 
 
 def test_between_bounds_must_be_numbers(tmp_path: Path) -> None:

@@ -1,0 +1,131 @@
+"""Checks end to end: real Django migrations that silently break data, caught and rolled
+back; checks that travel in the release's deploy/checks.yml; `fab local validate`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Deployment
+
+
+@pytest.fixture(scope="module")
+def at_v2(deployment: Deployment) -> Iterator[Deployment]:
+    deployment.reset()
+    for ref in ("v1", "v2"):
+        res = deployment.fab("local", "upgradedb", "--ref", ref)
+        assert res.returncode == 0, res.stdout + res.stderr
+    yield deployment
+
+
+def checks_of(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in report["checks"]}
+
+
+def test_v2_passes_the_checks_it_brings(at_v2: Deployment) -> None:
+    report = at_v2.last_report()
+    assert report["exit_code"] == 0 and report["sha_after"]
+    checks = checks_of(report)
+    # from deploy/checks.yml in the v2 release: the split keeps every sampled name
+    split = checks["names survive the split"]
+    assert split["passed"] and split["actual"] == "500 sampled rows as before"
+    assert checks["customer rows unchanged"]["passed"]
+    assert checks["customer rows unchanged"]["actual"].startswith("20000 rows, checksum ")
+    assert checks["every customer has a first name"]["passed"]
+    # the environment file's checks and the built-in invariants
+    assert checks["customers unchanged"]["before"] == 20000
+    for name in (
+        "invariant: no invalid indexes",
+        "invariant: sequences ahead of their columns",
+        "invariant: NOT VALID constraints hold",
+        "invariant: manage.py migrate --check",
+        "invariant: manage.py check --deploy",
+    ):
+        assert checks[name]["passed"], checks[name]
+    health = [c for n, c in checks.items() if n.startswith("http health ")]
+    assert len(health) == 1 and health[0]["passed"], health
+    assert health[0]["actual"].startswith("200 ") and "v2" in health[0]["actual"]
+    assert all(c["seconds"] >= 0 and "expected" in c for c in report["checks"])
+    # the after-state a later `validate` compares with
+    assert set(report["after"]["checks"]) >= {"customer rows unchanged", "names survive the split"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "what"),
+    [
+        ("bad-swap", "swaps totals between orders: count and sum(total) unchanged"),
+        ("bad-corrupt", "rounds every total"),
+        ("bad-null", "nulls the status of cancelled orders"),
+    ],
+)
+def test_a_migration_that_silently_breaks_data_is_rolled_back(
+    at_v2: Deployment, ref: str, what: str
+) -> None:
+    before = at_v2.figures()
+    current = at_v2.current()
+    res = at_v2.fab("local", "upgradedb", "--ref", ref)
+    output = res.stdout + res.stderr
+    assert res.returncode == 5, output
+    assert "Traceback" not in output
+    report = at_v2.last_report()
+    failed = [c["name"] for c in report["checks"] if not c["passed"]]
+    assert "order rows unchanged" in failed, (what, failed)
+    assert report["message"].startswith(f"deploy of {ref} failed at post check '")
+    assert report["message"].endswith("rolled back; verified identical")
+    # everything back: data (every table's checksum), code
+    assert at_v2.figures() == before
+    assert at_v2.current() == current
+    assert report["rollback"]["verification"]["identical"] is True
+
+
+def test_a_post_check_typo_rolls_back(at_v2: Deployment) -> None:
+    checks = [{"name": "post typo", "sql": "select count(* from shop_customer", "expect": 1}]
+    envdir = at_v2.variant("post-typo", {"checks": checks})
+    before, current = at_v2.figures(), at_v2.current()
+    res = at_v2.fab("local", "upgradedb", "--ref", "v3", envdir=envdir)
+    output = res.stdout + res.stderr
+    assert res.returncode == 5, output
+    last = res.stderr.strip().splitlines()[-1]
+    assert "check 'post typo' errored: syntax error" in last, last
+    assert at_v2.figures() == before and at_v2.current() == current
+
+
+def test_validate_compares_with_the_last_after_state(at_v2: Deployment) -> None:
+    res = at_v2.fab("local", "validate", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    checks = checks_of(report)
+    assert report["outcome"] == "succeeded" and report["baseline"]["deploy_id"]
+    assert checks["customer rows unchanged"]["passed"]
+    assert not checks["customer rows unchanged"]["skipped"]
+    assert checks["names survive the split"]["actual"] == "500 sampled rows as before"
+    assert "check:" in res.stderr  # the plain table for a log
+
+    # a change behind the app's back: caught, exit 7, nothing changed by validate
+    email = at_v2.scalar("select email from shop_customer where id = 4242")
+    with at_v2.admin("shop") as conn:
+        conn.execute("update shop_customer set email = 'someone@else.example' where id = 4242")
+    try:
+        drifted = at_v2.figures()
+        res = at_v2.fab("local", "validate")
+        assert res.returncode == 7, res.stdout + res.stderr
+        last = res.stderr.strip().splitlines()[-1]
+        assert "customer rows unchanged" in last and "nothing was changed" in last, last
+        assert at_v2.figures() == drifted
+    finally:
+        with at_v2.admin("shop") as conn:
+            conn.execute("update shop_customer set email = %s where id = 4242", (email,))
+    assert at_v2.fab("local", "validate").returncode == 0
+
+
+def test_validate_without_a_baseline_skips_before_checks(at_v2: Deployment) -> None:
+    envdir = at_v2.variant("fresh-journal", {"state_dir": str(at_v2.root / "server" / "elsewhere")})
+    res = at_v2.fab("local", "validate", "--json", envdir=envdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    checks = checks_of(json.loads(res.stdout))
+    assert checks["customer rows unchanged"]["skipped"] == "no baseline"
+    assert checks["customers unchanged"]["skipped"] == "no baseline"
+    assert checks["no orphan orders"]["passed"] and not checks["no orphan orders"]["skipped"]
