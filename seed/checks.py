@@ -24,7 +24,14 @@ import psycopg
 from psycopg import sql
 
 from seed.checkspec import Check, Expectation
-from seed.db import CHECKSUM_SETTINGS
+from seed.db import (
+    CHECKSUM_SETTINGS,
+    HASHABLE_SQL,
+    ROW_TEXT,
+    default_algorithm,
+    row_hash_sql,
+    same_figures,
+)
 
 
 class CheckQueryError(Exception):
@@ -154,8 +161,13 @@ def measure(
         if check.kind == "checksum":
             ((query, params),) = _queries(conn, check, before)
             row = _query(conn, query, params)[0]
-            columns = before["columns"] if before else _checksum_columns(conn, check)
-            return {"columns": columns, "rows": int(row[0]), "checksum": str(row[1])}
+            columns, _, algorithm = _checksum_plan(conn, check, before)
+            return {
+                "columns": columns,
+                "rows": int(row[0]),
+                "checksum": str(row[1]),
+                "algorithm": algorithm,
+            }
         if check.kind == "sample":
             ((query, params),) = _queries(conn, check, before)
             rows = _query(conn, query, params)
@@ -176,12 +188,10 @@ def _queries(
 ) -> list[tuple[str | sql.Composable, Any]]:
     """The SQL a check runs (inside the read-only transaction: it may read the catalog)."""
     if check.kind == "checksum":
-        columns = before["columns"] if before else _checksum_columns(conn, check)
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        query = sql.SQL(
-            "select count(*), coalesce(sum(hashtextextended(ROW({cols})::text, 0)::numeric), 0)"
-            " from {table}"
-        ).format(cols=cols, table=_table(check))
+        columns, hashable, algorithm = _checksum_plan(conn, check, before)
+        query = sql.SQL("select count(*), coalesce(sum({h}), 0) from {table}").format(
+            h=row_hash_sql(columns, hashable, algorithm), table=_table(check)
+        )
         return [(query, None)]
     if check.kind == "sample":
         key = check.key or _primary_key(conn, check)
@@ -234,13 +244,16 @@ def _table(check: Check) -> sql.Composable:
     return sql.SQL(".").join(sql.Identifier(p) for p in check.table.split("."))
 
 
-def _table_columns(conn: psycopg.Connection[Any], check: Check) -> tuple[list[str], list[str]]:
-    """(primary key columns, the other columns by position) of the check's table."""
+def _table_columns(
+    conn: psycopg.Connection[Any], check: Check
+) -> tuple[list[str], list[str], dict[str, bool]]:
+    """(primary key columns, the other columns by position, hashable per column)."""
     rows = _query(
         conn,
-        """
-        select a.attname, coalesce(a.attnum = any(i.indkey), false)
+        f"""
+        select a.attname, coalesce(a.attnum = any(i.indkey), false), {HASHABLE_SQL}
           from pg_attribute a
+          join pg_type t on t.oid = a.atttypid
           left join pg_index i on i.indrelid = a.attrelid and i.indisprimary
          where a.attrelid = to_regclass(%s) and a.attnum > 0 and not a.attisdropped
          order by array_position(i.indkey::int2[], a.attnum), a.attnum
@@ -249,23 +262,32 @@ def _table_columns(conn: psycopg.Connection[Any], check: Check) -> tuple[list[st
     )
     if not rows:
         raise CheckQueryError(f'relation "{check.table}" does not exist', "42P01")
-    return [r[0] for r in rows if r[1]], [r[0] for r in rows if not r[1]]
+    hashable = {r[0]: bool(r[2]) for r in rows}
+    return [r[0] for r in rows if r[1]], [r[0] for r in rows if not r[1]], hashable
 
 
-def _checksum_columns(conn: psycopg.Connection[Any], check: Check) -> list[str]:
-    pk, rest = _table_columns(conn, check)
-    if check.columns:
-        missing = [c for c in check.columns if c not in pk + rest]
-        if missing:
-            raise CheckQueryError(
-                f"column {', '.join(missing)} of {check.table} does not exist", "42703"
-            )
-        return pk + [c for c in check.columns if c not in pk]
-    return pk + [c for c in rest if c not in check.exclude]
+def _checksum_plan(
+    conn: psycopg.Connection[Any], check: Check, before: Any
+) -> tuple[list[str], list[bool], str]:
+    """(columns, hashable per column, algorithm): the before-state's when there is one."""
+    pk, rest, hashable = _table_columns(conn, check)
+    if before:
+        columns = list(before["columns"])
+        algorithm = str(before.get("algorithm", ROW_TEXT))
+    elif check.columns:
+        columns = pk + [c for c in check.columns if c not in pk]
+        algorithm = default_algorithm(conn)
+    else:
+        columns = pk + [c for c in rest if c not in check.exclude]
+        algorithm = default_algorithm(conn)
+    missing = [c for c in columns if c not in hashable]
+    if missing:
+        raise CheckQueryError(f'column "{missing[0]}" does not exist in {check.table}', "42703")
+    return columns, [hashable[c] for c in columns], algorithm
 
 
 def _primary_key(conn: psycopg.Connection[Any], check: Check) -> str:
-    pk, _ = _table_columns(conn, check)
+    pk, _, _ = _table_columns(conn, check)
     if len(pk) != 1:
         raise CheckQueryError(f"{check.table} has no single-column primary key: set sample.key")
     return pk[0]
@@ -343,7 +365,7 @@ def differences(actual: Any, before: Any) -> list[str]:
     if not isinstance(actual, dict) or not isinstance(before, dict):
         return ["no value"]
     if "checksum" in actual:
-        if (actual["rows"], actual["checksum"]) == (before["rows"], before["checksum"]):
+        if same_figures(actual, before):
             return []
         return [f"{actual['rows']} rows, checksum {actual['checksum']}"]
     out = []

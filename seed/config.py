@@ -123,7 +123,7 @@ class DbConfig:
     lock_retries: int
     statement_timeout: str
     drain_timeout: float
-    fingerprint_sessions: int = 2  # sessions computing table checksums in parallel
+    fingerprint_sessions: int = 1  # sessions computing table checksums in parallel
 
 
 @dataclass(frozen=True)
@@ -529,7 +529,7 @@ class _Parser:
             statement_timeout=str(self._str(d, "statement_timeout", "db.statement_timeout", "60s")),
             drain_timeout=self._float(d, "drain_timeout", "db.drain_timeout", 10.0),
             fingerprint_sessions=self._int(
-                d, "fingerprint_sessions", "db.fingerprint_sessions", 2, lo=1
+                d, "fingerprint_sessions", "db.fingerprint_sessions", 1, lo=1
             ),
         )
 

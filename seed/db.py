@@ -38,13 +38,83 @@ class Endpoint:
     port: int
 
 
+# How a row is hashed (recorded with every figure; figures only compare within one):
+# - "row-hash" (PostgreSQL >= 14, the default):
+#   hashint8extended(hash_record_extended(ROW(pk, cols), 0), 0), each column hashed by
+#   its type's own extended hash function (columns of types without one, e.g. json or
+#   point, as ::text). No text formatting: ~2.5x faster than row-text on a 3M-row
+#   table, and independent of any session setting by construction. Values are compared
+#   as their type compares them (numeric 1.5 = 1.50).
+# - "row-text" (DESIGN's first definition, and servers < 14):
+#   hashtextextended(ROW(pk, cols)::text, 0) under CHECKSUM_SETTINGS.
+# Both: count(*) and the sum of the 64-bit hashes as exact numeric (never bigint, never
+# XOR); the pk is in the row, so values swapped between rows change the sum.
+ROW_HASH = "row-hash"
+ROW_TEXT = "row-text"
+
+
 @dataclass(frozen=True)
 class TableFigures:
     rows: int
     checksum: str  # numeric as text: exact, never cast to bigint
+    algorithm: str = ROW_TEXT
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "checksum": self.checksum}
+        return {"rows": self.rows, "checksum": self.checksum, "algorithm": self.algorithm}
+
+
+def same_figures(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Two figures (as JSON) describe the same table content: rows and checksum equal,
+    computed the same way (records written before the algorithm was recorded: row-text)."""
+    if a is None or b is None:
+        return False
+    how = (a.get("algorithm", ROW_TEXT), b.get("algorithm", ROW_TEXT))
+    return how[0] == how[1] and (a["rows"], a["checksum"]) == (b["rows"], b["checksum"])
+
+
+def recorded_algorithm(tables: dict[str, dict[str, Any]]) -> str:
+    """The algorithm figures recorded in a manifest or before-state were computed with."""
+    for figures in tables.values():
+        return str(figures.get("algorithm", ROW_TEXT))
+    return ROW_HASH
+
+
+def default_algorithm(conn: psycopg.Connection[Any]) -> str:
+    return ROW_HASH if conn.info.server_version >= 140000 else ROW_TEXT
+
+
+def row_hash_sql(
+    columns: list[str] | tuple[str, ...], hashable: list[bool] | tuple[bool, ...], algorithm: str
+) -> sql.Composable:
+    """The 64-bit hash of one row over `columns`, per `algorithm` (see ROW_HASH)."""
+    if algorithm == ROW_TEXT:
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        return sql.SQL("hashtextextended(ROW({})::text, 0)").format(cols)
+    if algorithm != ROW_HASH:
+        raise ValueError(f"unknown checksum algorithm {algorithm!r}")
+    parts = [
+        sql.Identifier(c) if ok else sql.SQL("{}::text").format(sql.Identifier(c))
+        for c, ok in zip(columns, hashable, strict=True)
+    ]
+    # hash_record_extended combines its columns linearly (h = 31*h + column hash): summed
+    # over rows, values swapped between rows would cancel out. hashint8extended mixes the
+    # row's hash non-linearly first, so the sum sees which values sit in which row.
+    return sql.SQL("hashint8extended(hash_record_extended(ROW({}), 0), 0)").format(
+        sql.SQL(", ").join(parts)
+    )
+
+
+# the column's type (a domain: its base type) has a default hash operator class of its
+# own, or is an enum: hash_record_extended hashes it directly; anything else (arrays,
+# ranges, composites, json, geometric types) is hashed through its text form
+HASHABLE_SQL = """
+    exists (select 1 from pg_type bt
+              join pg_opclass oc on oc.opcdefault and oc.opcmethod =
+                   (select oid from pg_am where amname = 'hash')
+             where bt.oid = case when t.typtype = 'd' then t.typbasetype else t.oid end
+               and (oc.opcintype = bt.oid
+                    or (bt.typtype = 'e' and oc.opcintype = 'anyenum'::regtype)))
+"""
 
 
 def connect(
@@ -103,6 +173,7 @@ class Table:
     schema: str
     name: str
     columns: tuple[str, ...]  # primary key columns first, then the rest by position
+    hashable: tuple[bool, ...] = ()  # per column: hashed by its type (else via ::text)
 
     @property
     def qualified(self) -> str:
@@ -112,12 +183,14 @@ class Table:
 def list_tables(conn: psycopg.Connection[Any]) -> list[Table]:
     """Ordinary and partitioned-leaf tables outside the system schemas, with checksum columns."""
     rows = conn.execute(
-        """
+        f"""
         select n.nspname, c.relname,
-               array_agg(a.attname order by (i.indkey is null), a.attnum) as cols
+               array_agg(a.attname order by (i.indkey is null), a.attnum) as cols,
+               array_agg({HASHABLE_SQL} order by (i.indkey is null), a.attnum) as hashable
           from pg_class c
           join pg_namespace n on n.oid = c.relnamespace
           join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+          join pg_type t on t.oid = a.atttypid
           left join pg_index i on i.indrelid = c.oid and i.indisprimary
                               and a.attnum = any(i.indkey)
          where c.relkind = 'r'
@@ -128,25 +201,31 @@ def list_tables(conn: psycopg.Connection[Any]) -> list[Table]:
          order by n.nspname, c.relname
         """
     ).fetchall()
-    return [Table(r[0], r[1], tuple(r[2])) for r in rows]
+    return [Table(r[0], r[1], tuple(r[2]), tuple(r[3])) for r in rows]
 
 
-def table_figures(conn: psycopg.Connection[Any], table: Table) -> TableFigures:
-    """count(*) and sum(hashtextextended(ROW(pk, cols)::text, 0)) as exact numeric."""
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
-    query = sql.SQL(
-        "select count(*), coalesce(sum(hashtextextended(ROW({cols})::text, 0)::numeric), 0)"
-        " from {schema}.{table}"
-    ).format(cols=cols, schema=sql.Identifier(table.schema), table=sql.Identifier(table.name))
+def table_figures(
+    conn: psycopg.Connection[Any], table: Table, algorithm: str | None = None
+) -> TableFigures:
+    """count(*) and the sum of the rows' 64-bit hashes as exact numeric (see ROW_HASH)."""
+    algorithm = algorithm or default_algorithm(conn)
+    query = sql.SQL("select count(*), coalesce(sum({h}), 0) from {schema}.{table}").format(
+        h=row_hash_sql(table.columns, table.hashable, algorithm),
+        schema=sql.Identifier(table.schema),
+        table=sql.Identifier(table.name),
+    )
     row = conn.execute(query).fetchone()
     assert row is not None
-    return TableFigures(int(row[0]), str(row[1]))
+    return TableFigures(int(row[0]), str(row[1]), algorithm)
 
 
-def snapshot_figures(conn: psycopg.Connection[Any]) -> dict[str, TableFigures]:
+def snapshot_figures(
+    conn: psycopg.Connection[Any], algorithm: str | None = None
+) -> dict[str, TableFigures]:
     """Figures for every table, in the session's current transaction/snapshot."""
     set_checksum_settings(conn)
-    return {t.qualified: table_figures(conn, t) for t in list_tables(conn)}
+    algorithm = algorithm or default_algorithm(conn)
+    return {t.qualified: table_figures(conn, t, algorithm) for t in list_tables(conn)}
 
 
 ConnFactory = Callable[[], "psycopg.Connection[Any]"]
@@ -157,6 +236,7 @@ def parallel_figures(
     open_conn: ConnFactory,
     sessions: int,
     snapshot: str | None = None,
+    algorithm: str | None = None,
 ) -> dict[str, TableFigures]:
     """`snapshot_figures` over `sessions` sessions sharing one snapshot, biggest tables first.
 
@@ -164,12 +244,13 @@ def parallel_figures(
     then it must be idle in autocommit). Each session imports the snapshot, so the
     figures are exactly those of one consistent moment, as if computed serially.
     """
+    algorithm = algorithm or default_algorithm(conn)
     if snapshot is None:
         with exported_snapshot(conn) as exported:
-            return parallel_figures(conn, open_conn, sessions, exported)
+            return parallel_figures(conn, open_conn, sessions, exported, algorithm)
     tables = list_tables(conn)
     if sessions <= 1 or len(tables) <= 1:
-        return snapshot_figures(conn)
+        return snapshot_figures(conn, algorithm)
     sizes = dict(
         conn.execute(
             "select n.nspname || '.' || c.relname, pg_relation_size(c.oid) from pg_class c"
@@ -192,7 +273,7 @@ def parallel_figures(
                     if not queue:
                         return
                     table = queue.pop(0)
-                figures = table_figures(worker, table)
+                figures = table_figures(worker, table, algorithm)
                 with lock:
                     found[table.qualified] = figures
         finally:

@@ -21,7 +21,14 @@ from psycopg import sql
 
 from seed.backup import pgpass_line, verify_file
 from seed.config import Environment
-from seed.db import ConnFactory, applied_migrations, parallel_figures, snapshot_figures
+from seed.db import (
+    ConnFactory,
+    applied_migrations,
+    parallel_figures,
+    recorded_algorithm,
+    same_figures,
+    snapshot_figures,
+)
 from seed.errors import SeedError
 from seed.remote import Remote, RemoteJob, q
 from seed.session import Session
@@ -404,16 +411,19 @@ def verify_like_before(
 ) -> dict[str, Any]:
     """Every table's count + checksum, the migration set and database properties vs `before`
     (figures over `env.db.fingerprint_sessions` sessions when `open_conn` is given)."""
+    tables = before["tables"]
+    algorithm = recorded_algorithm(tables)  # computed the way the backup's figures were
     if open_conn is None:
-        found = snapshot_figures(conn)
+        found = snapshot_figures(conn, algorithm)
     else:
-        found = parallel_figures(conn, open_conn, env.db.fingerprint_sessions)
+        found = parallel_figures(conn, open_conn, env.db.fingerprint_sessions, algorithm=algorithm)
     figures = {k: v.to_json() for k, v in found.items()}
     applied = [f"{a}.{n}" for a, n in applied_migrations(conn)]
     props = database_properties(conn, env.db.name)
     problems = []
-    tables = before["tables"]
-    differ = sorted(t for t in set(figures) | set(tables) if figures.get(t) != tables.get(t))
+    differ = sorted(
+        t for t in set(figures) | set(tables) if not same_figures(figures.get(t), tables.get(t))
+    )
     if differ:
         problems.append(f"tables differ from the backup's snapshot: {', '.join(differ)}")
     if applied != before["applied_migrations"]:

@@ -83,7 +83,8 @@ def test_a_migration_that_silently_breaks_data_is_rolled_back(
 
 def test_a_post_check_typo_rolls_back(at_v2: Deployment) -> None:
     checks = [{"name": "post typo", "sql": "select count(* from shop_customer", "expect": 1}]
-    envdir = at_v2.variant("post-typo", {"checks": checks})
+    # two fingerprint sessions: the before-state and the verification run in parallel
+    envdir = at_v2.variant("post-typo", {"checks": checks, "db.fingerprint_sessions": 2})
     before, current = at_v2.figures(), at_v2.current()
     res = at_v2.fab("local", "upgradedb", "--ref", "v3", envdir=envdir)
     output = res.stdout + res.stderr
@@ -129,3 +130,13 @@ def test_validate_without_a_baseline_skips_before_checks(at_v2: Deployment) -> N
     assert checks["customer rows unchanged"]["skipped"] == "no baseline"
     assert checks["customers unchanged"]["skipped"] == "no baseline"
     assert checks["no orphan orders"]["passed"] and not checks["no orphan orders"]["skipped"]
+
+
+def test_validate_runs_django_check_deploy_at_its_fail_level(at_v2: Deployment) -> None:
+    """Without the sandbox's silenced ids, its plain-HTTP warnings fail at level WARNING."""
+    strict = at_v2.variant("strict-django", {"invariants.django_check": {"fail_level": "WARNING"}})
+    res = at_v2.fab("local", "validate", "--json", envdir=strict)
+    assert res.returncode == 7, res.stdout + res.stderr
+    check = checks_of(json.loads(res.stdout))["invariant: manage.py check --deploy"]
+    assert not check["passed"] and "security.W004" in check["actual"]
+    assert "invariant: manage.py check --deploy" in res.stderr.strip().splitlines()[-1]

@@ -93,7 +93,10 @@ def test_shipped_local_loads_with_sandbox_defaults(tmp_path: Path) -> None:
     )
     assert env.app.maintenance_on == "current/deploy/appctl stop"
     assert env.app.maintenance_off == "current/deploy/appctl start"
-    assert env.app.env["SECRET_KEY"].reveal() == "sandbox-only-secret-key-not-for-production-4f9c2e7a1b8d"
+    assert (
+        env.app.env["SECRET_KEY"].reveal()
+        == "sandbox-only-secret-key-not-for-production-4f9c2e7a1b8d"
+    )
     assert env.app.health is not None
     assert env.app.health.url == "http://127.0.0.1:8765/health/"
     assert env.app.health.timeout == 20.0

@@ -14,14 +14,17 @@ from psycopg import sql
 from seed.config import Environment, Secret
 from seed.db import (
     CHECKSUM_SETTINGS,
+    ROW_HASH,
+    ROW_TEXT,
     Endpoint,
-    Table,
     applied_migrations,
     connect,
     database_size,
     exported_snapshot,
     list_tables,
     parallel_figures,
+    recorded_algorithm,
+    same_figures,
     server_version,
     snapshot_figures,
     write_counters,
@@ -67,9 +70,14 @@ def pair(scratch_db: Scratch) -> tuple[psycopg.Connection[Any], psycopg.Connecti
 Pair = tuple[psycopg.Connection[Any], psycopg.Connection[Any]]
 
 
-def test_identical_data_gives_identical_figures(pair: Pair) -> None:
+@pytest.fixture(params=[ROW_HASH, ROW_TEXT])
+def algorithm(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_identical_data_gives_identical_figures(pair: Pair, algorithm: str) -> None:
     a, b = pair
-    figures = snapshot_figures(a)
+    figures = snapshot_figures(a, algorithm)
     assert set(figures) == {"public.customer", "public.log", "sales.line"}
     assert {k: v.rows for k, v in figures.items()} == {
         "public.customer": 3,
@@ -78,63 +86,131 @@ def test_identical_data_gives_identical_figures(pair: Pair) -> None:
     }
     for value in figures.values():
         int(value.checksum)  # an exact integer as text, not a float or a cast bigint
-    assert snapshot_figures(b) == figures
-    assert snapshot_figures(a) == figures  # deterministic
+    assert snapshot_figures(b, algorithm) == figures
+    assert snapshot_figures(a, algorithm) == figures  # deterministic
     assert figures["public.customer"].to_json() == {
         "rows": 3,
         "checksum": figures["public.customer"].checksum,
+        "algorithm": algorithm,
     }
 
 
-def test_swapping_values_between_rows_changes_the_checksum(pair: Pair) -> None:
+def test_swapping_values_between_rows_changes_the_checksum(pair: Pair, algorithm: str) -> None:
     a, b = pair
-    before = snapshot_figures(b)["public.customer"]
+    before = snapshot_figures(b, algorithm)["public.customer"]
     b.execute(
         "update customer set name = case id when 1 then 'Bob' when 2 then 'Ann' end"
         " where id in (1, 2)"
     )
-    swapped = snapshot_figures(b)["public.customer"]
+    swapped = snapshot_figures(b, algorithm)["public.customer"]
     assert swapped.rows == before.rows
     assert swapped.checksum != before.checksum
     # values swapped between rows of a composite-key table are caught too
     b.execute("update sales.line set note = case line_no when 1 then 'second' else 'first' end")
-    assert snapshot_figures(b)["sales.line"] != snapshot_figures(a)["sales.line"]
+    assert (
+        snapshot_figures(b, algorithm)["sales.line"] != snapshot_figures(a, algorithm)["sales.line"]
+    )
     # and swapping back restores the figures exactly
     b.execute(
         "update customer set name = case id when 1 then 'Ann' when 2 then 'Bob' end"
         " where id in (1, 2)"
     )
-    assert snapshot_figures(b)["public.customer"] == snapshot_figures(a)["public.customer"]
+    assert (
+        snapshot_figures(b, algorithm)["public.customer"]
+        == snapshot_figures(a, algorithm)["public.customer"]
+    )
 
 
-def test_null_and_empty_string_differ(pair: Pair) -> None:
+def test_null_and_empty_string_differ(pair: Pair, algorithm: str) -> None:
     a, b = pair
     b.execute("update customer set email = null where id = 2")  # was ''
-    fa, fb = snapshot_figures(a), snapshot_figures(b)
+    fa, fb = snapshot_figures(a, algorithm), snapshot_figures(b, algorithm)
     assert fb["public.customer"].rows == fa["public.customer"].rows
     assert fb["public.customer"].checksum != fa["public.customer"].checksum
     # column boundaries matter: ('ab', 'c') is not ('a', 'bc')
     a.execute("create table pair_t (x text, y text); insert into pair_t values ('ab', 'c')")
     b.execute("create table pair_t (x text, y text); insert into pair_t values ('a', 'bc')")
-    assert snapshot_figures(a)["public.pair_t"] != snapshot_figures(b)["public.pair_t"]
+    assert (
+        snapshot_figures(a, algorithm)["public.pair_t"]
+        != snapshot_figures(b, algorithm)["public.pair_t"]
+    )
 
 
-def test_table_without_primary_key(pair: Pair) -> None:
+def test_table_without_primary_key(pair: Pair, algorithm: str) -> None:
     a, b = pair
-    log = snapshot_figures(a)["public.log"]
+    log = snapshot_figures(a, algorithm)["public.log"]
     assert log.rows == 3  # duplicate rows and an all-null row are counted
     b.execute("delete from log where ctid = (select min(ctid) from log where message = 'start')")
-    assert snapshot_figures(b)["public.log"].rows == 2
-    assert snapshot_figures(b)["public.log"].checksum != log.checksum
+    assert snapshot_figures(b, algorithm)["public.log"].rows == 2
+    assert snapshot_figures(b, algorithm)["public.log"].checksum != log.checksum
     a.execute("create table empty_t (v text)")
-    assert snapshot_figures(a)["public.empty_t"].to_json() == {"rows": 0, "checksum": "0"}
+    empty = snapshot_figures(a, algorithm)["public.empty_t"].to_json()
+    assert empty == {"rows": 0, "checksum": "0", "algorithm": algorithm}
+
+
+def test_every_column_type_hashes_by_value(scratch_db: Scratch) -> None:
+    """row-hash uses each type's hash function; types without one go through ::text."""
+    _, conn = scratch_db()
+    conn.execute(
+        "create type mood as enum ('sad', 'ok', 'happy');"
+        "create domain email as text check (value like '%@%');"
+        "create table odd (id int primary key, doc json, docb jsonb, pos point, "
+        "ids int[], span int4range, feel mood, mail email, at timestamptz, n numeric);"
+        "insert into odd values (1, '{\"a\": 1}', '{\"a\": 1}', '(1,2)', '{1,2}',"
+        " '[1,5)', 'ok', 'x@y', '2024-01-01 00:00+00', 1.50)"
+    )
+    (odd,) = [t for t in list_tables(conn) if t.name == "odd"]
+    hashed = dict(zip(odd.columns, odd.hashable, strict=True))
+    assert hashed == {
+        "id": True,
+        "doc": False,  # json has no equality, let alone a hash
+        "docb": True,
+        "pos": False,
+        "ids": False,
+        "span": False,
+        "feel": True,
+        "mail": True,
+        "at": True,
+        "n": True,
+    }
+    first = snapshot_figures(conn, ROW_HASH)["public.odd"]
+    for change in (
+        "update odd set doc = '{\"a\": 2}'",
+        "update odd set pos = '(2,1)'",
+        "update odd set ids = '{2,1}'",
+        "update odd set feel = 'happy'",
+        "update odd set at = at + interval '1 microsecond'",
+    ):
+        conn.execute("begin")
+        conn.execute(change)
+        assert snapshot_figures(conn, ROW_HASH)["public.odd"] != first, change
+        conn.execute("rollback")
+    assert snapshot_figures(conn, ROW_HASH)["public.odd"] == first
+
+
+def test_figures_compare_only_within_one_algorithm(pair: Pair) -> None:
+    a, _ = pair
+    text = snapshot_figures(a, ROW_TEXT)["public.customer"].to_json()
+    hashed = snapshot_figures(a, ROW_HASH)["public.customer"].to_json()
+    assert text["checksum"] != hashed["checksum"]
+    assert same_figures(text, dict(text)) and same_figures(hashed, dict(hashed))
+    assert not same_figures(text, {**hashed, "checksum": text["checksum"]})
+    assert not same_figures(text, None)
+    # a record written before the algorithm was recorded is row-text
+    legacy = {"rows": text["rows"], "checksum": text["checksum"]}
+    assert same_figures(legacy, text) and not same_figures(legacy, hashed)
+    assert recorded_algorithm({"t": legacy}) == ROW_TEXT
+    assert recorded_algorithm({"t": hashed}) == ROW_HASH
+    assert recorded_algorithm({}) == ROW_HASH
 
 
 def test_primary_key_columns_come_first(pair: Pair) -> None:
     a, _ = pair
     a.execute("alter table customer drop column avatar")  # dropped columns are left out
     tables = {t.qualified: t for t in list_tables(a)}
-    assert tables["sales.line"] == Table("sales", "line", ("order_id", "line_no", "note", "qty"))
+    line = tables["sales.line"]
+    assert (line.schema, line.name) == ("sales", "line")
+    assert line.columns == ("order_id", "line_no", "note", "qty")
     assert tables["public.log"].columns == ("at", "message")
     assert tables["public.customer"].columns == (
         "id",
@@ -153,7 +229,7 @@ def test_primary_key_columns_come_first(pair: Pair) -> None:
     assert all(not t.schema.startswith("pg_") for t in list_tables(a))
 
 
-def test_session_settings_do_not_change_the_figures(pair: Pair) -> None:
+def test_session_settings_do_not_change_the_figures(pair: Pair, algorithm: str) -> None:
     a, b = pair
     a.execute("set timezone = 'America/New_York'")
     a.execute("set datestyle = 'SQL, DMY'")
@@ -162,7 +238,7 @@ def test_session_settings_do_not_change_the_figures(pair: Pair) -> None:
     a.execute("set bytea_output = 'escape'")
     b.execute("set timezone = 'Asia/Tokyo'")
     b.execute("set datestyle = 'German'")
-    assert snapshot_figures(a) == snapshot_figures(b)
+    assert snapshot_figures(a, algorithm) == snapshot_figures(b, algorithm)
     # the function set the checksum settings itself
     for name, value in CHECKSUM_SETTINGS.items():
         row = a.execute("select current_setting(%s)", (name,)).fetchone()
