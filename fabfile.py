@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from tasks import checks, db, deploy, sandbox
+from tasks import checks, db, deploy, overview, sandbox
 from tasks.edge import environment_tasks
 
 ns = Collection()
@@ -11,6 +11,9 @@ for env_task in environment_tasks():
 ns.add_task(deploy.upgradedb)
 ns.add_task(deploy.rollback)
 ns.add_task(checks.validate)
+ns.add_task(overview.status)
+ns.add_task(overview.history)
+ns.add_task(overview.plan)
 for db_task in (db.backup, db.backups, db.restore, db.cleanup):
     ns.add_task(db_task)
 ns.add_collection(Collection.from_module(sandbox), name="sandbox")

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from seed.checkspec import Check, CheckParser, Invariants
 from seed.errors import ConfigError
-from seed.yaml12 import YamlError, load_yaml12
+from seed.yaml12 import YamlError, line_of, load_yaml12, merge, set_source
 
 ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 SECRET_NAME_RE = re.compile(r"(?i)secret|passw|token|key|credential|private|auth|salt|dsn")
@@ -70,6 +70,7 @@ class SshConfig:
     known_hosts: Path
     gateway: str | None
     connect_timeout: float
+    accept_new: bool = False  # first contact: add an unknown host's key (never a changed one)
 
 
 @dataclass(frozen=True)
@@ -202,14 +203,14 @@ def list_environments(directory: Path) -> list[str]:
     return names
 
 
-def load_environment(name: str, directory: Path | None = None) -> Environment:
-    """Read, interpolate and validate `<directory>/<name>.yml`; ConfigError lists every problem."""
-    directory = directory or environments_dir()
-    path = directory / f"{name}.yml"
+DEFAULTS_FILE = "_defaults.yml"
+
+
+def _read_mapping(path: Path, what: str = "environment file") -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such environment file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
@@ -218,15 +219,61 @@ def load_environment(name: str, directory: Path | None = None) -> Environment:
         raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return set_source(raw, path.name)
+
+
+def load_environment(name: str, directory: Path | None = None) -> Environment:
+    """Read, interpolate and validate `<directory>/<name>.yml`; ConfigError lists every problem.
+
+    The file is laid over `extends: <other>` (another file of the directory, itself
+    possibly extending one) and over `_defaults.yml` when the directory has one:
+    mappings merge key by key, lists and values are replaced.
+    """
+    directory = directory or environments_dir()
+    path = directory / f"{name}.yml"
+    raw = _read_mapping(path)
+    layers, seen = [raw], [path.name]
+    parent = raw.get("extends")
+    while parent is not None:
+        if not isinstance(parent, str) or not ENV_NAME_RE.match(parent):
+            raise ConfigError(f"{directory / seen[-1]}: extends: expected an environment name")
+        if f"{parent}.yml" in seen:
+            chain = " -> ".join([*seen, f"{parent}.yml"])
+            raise ConfigError(f"{path}: extends: a cycle ({chain})")
+        layer = _read_mapping(directory / f"{parent}.yml", f"file to extend (from {seen[-1]})")
+        layers.append(layer)
+        seen.append(f"{parent}.yml")
+        parent = layer.get("extends")
+    if (directory / DEFAULTS_FILE).is_file():
+        layers.append(_read_mapping(directory / DEFAULTS_FILE, "defaults file"))
+    if len(layers) > 1:
+        merged = layers[-1]
+        for layer in reversed(layers[:-1]):
+            merged = merge(merged, layer)
+        raw = merged
+        raw.pop("extends", None)
     parser = _Parser(path)
     env = parser.environment(name, raw)
     if parser.errors:
-        if len(parser.errors) == 1:
-            raise ConfigError(f"{path}: {parser.errors[0]}")
-        listing = "; ".join(parser.errors)
-        raise ConfigError(f"{path}: {len(parser.errors)} problems: {listing}")
+        errors = [with_line(raw, e, path.name) for e in parser.errors]
+        if len(errors) == 1:
+            raise ConfigError(f"{path}: {errors[0]}")
+        listing = "; ".join(errors)
+        raise ConfigError(f"{path}: {len(errors)} problems: {listing}")
     assert env is not None
     return env
+
+
+def with_line(raw: Any, error: str, file: str) -> str:
+    """`db.pasword: unknown key` → `line 71: db.pasword: unknown key` (the line of the
+    deepest part of the key path that is in the file; `_defaults.yml line 3: ...` when
+    that part comes from another file)."""
+    where = error.split(": ", 1)[0]
+    found = line_of(raw, where) if where and " " not in where.split("[")[0] else None
+    if found is None:
+        return error
+    line, source = found
+    return f"line {line}: {error}" if source in ("", file) else f"{source} line {line}: {error}"
 
 
 def interpolate(value: str, lookup: Callable[[str], str | None] = os.environ.get) -> str:

@@ -111,6 +111,7 @@ class Operation:
             with self.step("connect") as s:
                 self.session.open()
                 s.detail = ", ".join(r.label for r in self.session.remotes.values())
+                s.detail += self.session.accepted_keys_note(self.report)
             self.journal = Journal(env, self.session.state, self.local_root, self.out.scrub)
             with self.step("lock"):
                 self.journal.ensure()

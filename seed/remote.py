@@ -6,7 +6,9 @@ Secrets never go on a command line: they travel as 0600 files over SFTP.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import io
 import posixpath
 import shlex
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
@@ -57,6 +60,7 @@ class Remote:
         self.host = host
         self._conn: Connection | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self.accepted_keys: list[str] = []  # host keys added on first contact (accept_new)
 
     @property
     def label(self) -> str:
@@ -85,7 +89,7 @@ class Remote:
         gateway = None
         if ssh.gateway:
             gateway = Connection(ssh.gateway, config=config, connect_kwargs=dict(connect_kwargs))
-            _strict_host_keys(gateway.client, known)
+            _strict_host_keys(gateway.client, known, ssh.accept_new, self.accepted_keys)
         conn = Connection(
             self.host.name,
             user=self.host.user,
@@ -95,21 +99,23 @@ class Remote:
             connect_kwargs=connect_kwargs,
             gateway=gateway,
         )
-        _strict_host_keys(conn.client, known)
+        _strict_host_keys(conn.client, known, ssh.accept_new, self.accepted_keys)
         try:
             conn.open()
-        except paramiko.BadHostKeyException:
+        except paramiko.BadHostKeyException as exc:
             raise PreflightFailed(
-                f"ssh {self.label}: host key CHANGED (does not match {known}); refusing to "
-                "connect. Verify the server's key out of band, then update known_hosts"
+                f"ssh {self.label}: host key CHANGED: offered {fingerprint(exc.key)}, "
+                f"{known} has {fingerprint(exc.expected_key)}; refusing to connect. Verify "
+                "the server's key out of band, then update known_hosts"
+            ) from None
+        except UnknownHostKey as exc:
+            raise PreflightFailed(
+                f"ssh {self.label}: host key unknown (not in {known}); it offered "
+                f"{exc.fingerprint}. Check that fingerprint out of band, then add the key "
+                "(ssh-keyscan) or run once with `fab <env> --accept-new-host-keys <task>`"
             ) from None
         except paramiko.SSHException as exc:
             text = str(exc)
-            if "not found in known_hosts" in text:
-                raise PreflightFailed(
-                    f"ssh {self.label}: host key unknown (not in {known}); add the verified "
-                    "key to known_hosts (ssh-keyscan, then check its fingerprint)"
-                ) from None
             if isinstance(exc, paramiko.AuthenticationException):
                 raise PreflightFailed(
                     f"ssh {self.label}: authentication failed for user {self.host.user} "
@@ -278,9 +284,54 @@ class Remote:
             yield port
 
 
-def _strict_host_keys(client: paramiko.SSHClient, known_hosts: object) -> None:
+def fingerprint(key: paramiko.PKey) -> str:
+    """`ssh-ed25519 SHA256:...` as `ssh-keygen -l` prints it."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"{key.get_name()} SHA256:{digest}"
+
+
+class UnknownHostKey(paramiko.SSHException):
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(f"{hostname} not found in known_hosts")
+        self.fingerprint = fingerprint(key)
+
+
+class _RejectNew(paramiko.MissingHostKeyPolicy):
+    """Refuse an unknown host, keeping the offered key's fingerprint for the message."""
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise UnknownHostKey(hostname, key)
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's `StrictHostKeyChecking=accept-new`: an unknown host's key is added to
+    known_hosts (and reported); a changed key is still refused (paramiko raises
+    BadHostKeyException before asking a policy)."""
+
+    def __init__(self, known_hosts: Path, accepted: list[str]) -> None:
+        self.known_hosts = known_hosts
+        self.accepted = accepted
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with self.known_hosts.open("a", encoding="ascii") as fh:
+            fh.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.accepted.append(f"{hostname} {fingerprint(key)}")
+
+
+def _strict_host_keys(
+    client: paramiko.SSHClient, known_hosts: Path, accept_new: bool, accepted: list[str]
+) -> None:
     client.load_host_keys(str(known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    policy: paramiko.MissingHostKeyPolicy = (
+        _AcceptNew(known_hosts, accepted) if accept_new else _RejectNew()
+    )
+    client.set_missing_host_key_policy(policy)
 
 
 def _short(command: str, limit: int = 60) -> str:

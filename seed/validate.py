@@ -103,6 +103,7 @@ class Validate:
         with self.out.step(self.report, "connect") as s:
             session.open()
             s.detail = ", ".join(r.label for r in session.remotes.values())
+            s.detail += session.accepted_keys_note(self.report)
         with self.out.step(self.report, "baseline") as s:
             journal = Journal(env, session.state, self.local_root, self.out.scrub)
             deploy_id, values = last_after_state(journal.records())

@@ -12,6 +12,78 @@ class YamlError(Exception):
     """`line L, column C: invalid YAML (problem)`."""
 
 
+class LineDict(dict[Any, Any]):
+    """A mapping that remembers the line (1-based) of each of its keys, and the file
+    each key came from (`source`, or per key in `sources` after `merge`)."""
+
+    lines: dict[Any, int]
+    line: int
+    source: str = ""
+    sources: dict[Any, str]
+
+
+class LineList(list[Any]):
+    """A sequence that remembers the line of each item."""
+
+    lines: list[int]
+    line: int
+    source: str = ""
+
+
+def set_source(data: Any, source: str) -> Any:
+    """Mark every mapping and sequence of `data` as read from `source`."""
+    if isinstance(data, LineDict | LineList):
+        data.source = source
+        for item in data.values() if isinstance(data, LineDict) else data:
+            set_source(item, source)
+    return data
+
+
+def merge(base: Any, over: Any) -> Any:
+    """`over` on top of `base`: mappings merge key by key (recursively), anything else
+    (lists included) is replaced. Line numbers and source files stay with each key."""
+    if not isinstance(base, LineDict) or not isinstance(over, LineDict):
+        return over
+    out = LineDict()
+    out.line, out.source = over.line, over.source
+    out.lines, out.sources = {}, {}
+    for side in (base, over):
+        for key, value in side.items():
+            out[key] = merge(out[key], value) if key in out else value
+            out.lines[key] = side.lines.get(key, side.line)
+            out.sources[key] = getattr(side, "sources", {}).get(key, side.source)
+    return out
+
+
+_PATH_TOKEN = re.compile(r"\[([^\]]*)\]|([^.\[\]]+)")
+
+
+def line_of(data: Any, path: str) -> tuple[int, str] | None:
+    """(line, source file) of the deepest part of `path` (`db.port`, `checks[name].expect`,
+    `roles.app[1]`) found in `data` as loaded by load_yaml12; None if not even the first."""
+    node, found = data, None
+    for match in _PATH_TOKEN.finditer(path):
+        index, key = match.group(1), match.group(2)
+        if isinstance(node, LineDict) and key is not None and key in node:
+            source = getattr(node, "sources", {}).get(key, node.source)
+            found, node = (node.lines.get(key, node.line), source), node[key]
+        elif isinstance(node, LineList) and index is not None:
+            if index.isdigit() and int(index) < len(node):
+                found, node = (node.lines[int(index)], node.source), node[int(index)]
+                continue
+            named = [
+                i
+                for i, item in enumerate(node)
+                if isinstance(item, dict) and item.get("name") == index
+            ]
+            if not named:
+                break
+            found, node = (node.lines[named[0]], node.source), node[named[0]]
+        else:
+            break
+    return found
+
+
 def load_yaml12(text: str | bytes) -> Any:
     """Parse `text` with YAML 1.2 scalars; raises YamlError with the position."""
     try:
@@ -25,7 +97,32 @@ def load_yaml12(text: str | bytes) -> Any:
 
 class _Yaml12Loader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. (YAML 1.1 reads `on:`/`off:`/`no` as booleans,
-    which would turn `maintenance: {on: ..., off: ...}` into True/False keys.)"""
+    which would turn `maintenance: {on: ..., off: ...}` into True/False keys.)
+    Mappings and sequences come back as LineDict/LineList (line numbers for errors)."""
+
+
+def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    data = LineDict()
+    data.lines = {}
+    data.line = node.start_mark.line + 1
+    yield data
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        data[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+        data.lines[key] = key_node.start_mark.line + 1
+
+
+def _construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Any:
+    data = LineList()
+    data.line = node.start_mark.line + 1
+    data.lines = [item.start_mark.line + 1 for item in node.value]
+    yield data
+    data.extend(loader.construct_object(item, deep=True) for item in node.value)  # type: ignore[no-untyped-call]
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
 _YAML11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
@@ -60,3 +157,7 @@ def _yaml12_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
 
 
 _Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
+
+# dumping what was loaded (e.g. an edited copy of an environment file) stays plain YAML
+yaml.SafeDumper.add_representer(LineDict, yaml.representer.SafeRepresenter.represent_dict)
+yaml.SafeDumper.add_representer(LineList, yaml.representer.SafeRepresenter.represent_list)

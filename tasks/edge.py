@@ -6,6 +6,7 @@ Anything else is a bug: one line plus the path of the full traceback (exit 1).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -70,18 +71,26 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _selector(name: str, path: Path) -> Task[Any]:
+    def select(c: Context, accept_new_host_keys: bool = False) -> None:
+        c.config.seed_env = name
+        c.config.seed_accept_new_host_keys = accept_new_host_keys
+
+    select.__doc__ = f"Select the '{name}' environment ({path})."
+    return Task(
+        select,
+        name=name,
+        help={
+            "accept-new-host-keys": "first contact: add unknown hosts' keys to known_hosts "
+            "(recorded in the report); changed keys are still refused"
+        },
+    )
+
+
 def environment_tasks() -> list[Task[Any]]:
     """One task per `environments/*.yml` file name; only the selected file is parsed later."""
-    tasks = []
     directory = environments_dir(REPO_ROOT)
-    for name in list_environments(directory):
-
-        def select(c: Context, _name: str = name) -> None:
-            c.config.seed_env = _name
-
-        select.__doc__ = f"Select the '{name}' environment ({directory / (name + '.yml')})."
-        tasks.append(Task(select, name=name))
-    return tasks
+    return [_selector(name, directory / f"{name}.yml") for name in list_environments(directory)]
 
 
 def selected_environment(c: Context) -> Environment:
@@ -92,7 +101,10 @@ def selected_environment(c: Context) -> Environment:
         raise ConfigError(
             f"no environment selected: run `fab <environment> <task>` (environments: {names})"
         )
-    return load_environment(str(name), environments_dir(REPO_ROOT))
+    env = load_environment(str(name), environments_dir(REPO_ROOT))
+    if c.config.get("seed_accept_new_host_keys"):
+        env = dataclasses.replace(env, ssh=dataclasses.replace(env.ssh, accept_new=True))
+    return env
 
 
 def output_for(env: Environment) -> Output:

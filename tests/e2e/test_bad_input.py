@@ -166,9 +166,10 @@ def test_pg_dump_older_than_server(at_v1: Deployment) -> None:
     """A state host whose pg_dump is 9.6: stands in for an old client package."""
     old = at_v1.home / "old-pg-bin"
     old.mkdir(exist_ok=True)
-    script = old / "pg_dump"
-    script.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
-    script.chmod(0o755)
+    for tool in ("pg_dump", "pg_restore", "vacuumdb"):  # one old client package
+        script = old / tool
+        script.write_text(f"#!/bin/sh\necho '{tool} (PostgreSQL) 9.6.24'\n")
+        script.chmod(0o755)
     last = upgrade(at_v1, at_v1.variant("old-pg-dump", {"backup.pg_bin": str(old)}), 4)
     assert "older than the server" in last and "9.6.24" in last
 

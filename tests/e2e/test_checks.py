@@ -4,7 +4,9 @@ back; checks that travel in the release's deploy/checks.yml; `fab local validate
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,3 +142,77 @@ def test_validate_runs_django_check_deploy_at_its_fail_level(at_v2: Deployment) 
     check = checks_of(json.loads(res.stdout))["invariant: manage.py check --deploy"]
     assert not check["passed"] and "security.W004" in check["actual"]
     assert "invariant: manage.py check --deploy" in res.stderr.strip().splitlines()[-1]
+
+
+def test_status_and_history_read_without_changing_anything(at_v2: Deployment) -> None:
+    before, current = at_v2.figures(), at_v2.current()
+    res = at_v2.fab("local", "status", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(res.stdout)
+    (host,) = data["hosts"]
+    assert host["roles"] == ["app", "migrate", "db"]
+    assert f"releases/{host['current']}" == current and len(host["sha"]) == 40
+    assert data["database"]["newest_per_app"]["shop"] == "0004_fill_first_last_name"
+    assert data["lock"] == {"held": False, "holder_pids": [], "record": None, "stale_record": False}
+    assert data["last_deploy"]["kind"] == "upgradedb"
+
+    # a deploy holding the lock (here: a session holding the same advisory lock)
+    with at_v2.admin() as holder:
+        holder.execute("select pg_advisory_lock(hashtextextended('seed:' || 'shop', 0))")
+        pid = holder.info.backend_pid
+        data = json.loads(at_v2.fab("local", "status", "--json").stdout)
+        assert data["lock"]["held"] and data["lock"]["holder_pids"] == [pid]
+        assert "lock: HELD" in at_v2.fab("local", "status").stdout
+
+    res = at_v2.fab("local", "history", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    runs = json.loads(res.stdout)
+    assert [r["started_at"] for r in runs] == sorted((r["started_at"] for r in runs), reverse=True)
+    rolled_back = [r for r in runs if r["exit_code"] == 5]
+    assert rolled_back and all(r["rollback_method"] == "restore" for r in rolled_back)
+    deployed = [r for r in runs if r["kind"] == "upgradedb" and r["exit_code"] == 0]
+    assert deployed[0]["sha_after"] == host["sha"] and deployed[0]["backup"]
+    assert "shop.0004_fill_first_last_name" in deployed[0]["migrations_applied"]
+    table = at_v2.fab("local", "history").stdout.splitlines()
+    assert table[0].startswith("id ") and len(table) == len(runs) + 1
+    assert at_v2.figures() == before and at_v2.current() == current
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under root (links not followed) with its size and mtime."""
+    out = {}
+    for base, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(base) / name
+            st = path.lstat()
+            out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_plan_reads_the_servers_and_changes_nothing(at_v2: Deployment) -> None:
+    figures = at_v2.figures()
+    applied = at_v2.scalar("select count(*) from django_migrations")
+    files = {p: tree(p) for p in (at_v2.deploy_to, at_v2.state_dir, at_v2.backup_dir)}
+    leftovers = set(Path("/tmp").glob("seed-plan-*"))
+
+    res = at_v2.fab("local", "plan", "--ref", "v3", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["migrations"]["to_apply"] == ["shop.0005_remove_customer_name"]
+    assert plan["migrations"]["per_app"] == {"shop": ["0005_remove_customer_name"]}
+    assert plan["migrations"]["classes"] == ["destructive"]
+    assert plan["migrations"]["venv"] == "deployed (shared)"
+    assert plan["sha_current"] != plan["sha_target"] and not plan["up_to_date"]
+    assert plan["backup"]["fits"] and plan["lock"]["held"] is False
+    assert plan["hooks"]["restart"]
+
+    text = at_v2.fab("local", "plan", "--ref", "bad-crash").stdout
+    assert "migrate shop.0005_customer_loyalty_points: AddField [additive]" in text
+    assert "RunPython [data]" in text and "lock: free" in text
+    same = at_v2.fab("local", "plan", "--json")  # app.ref: main = v3 as well
+    assert json.loads(same.stdout)["sha_target"] == plan["sha_target"]
+
+    assert at_v2.figures() == figures
+    assert at_v2.scalar("select count(*) from django_migrations") == applied
+    assert {p: tree(p) for p in files} == files
+    assert set(Path("/tmp").glob("seed-plan-*")) == leftovers

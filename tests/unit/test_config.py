@@ -274,6 +274,27 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
     assert "password" in message  # the expected keys are listed
 
 
+def test_errors_name_the_line(tmp_path: Path) -> None:
+    """Each problem names the line of its key (or of the section a missing key belongs in)."""
+    text = edit(LOCAL, "  name: shop\n", "  name: shop\n  pasword: x\n")
+    text = edit(text, "  keep: 10\n", "  keep: ten\n")
+    text = edit(text, "    expect: {rows: 0}\n", "    expect: {row: 0}\n")
+    lines = text.splitlines()
+
+    def line(needle: str) -> int:
+        (found,) = [i + 1 for i, text in enumerate(lines) if needle in text]
+        return found
+
+    message = problems(tmp_path, text)
+    assert f"line {line('pasword: x')}: db.pasword: unknown key" in message
+    assert f"line {line('keep: ten')}: backup.keep: expected an integer" in message
+    assert f"line {line('expect: {row: 0}')}: checks[no orphan orders].expect.row" in message
+    missing = re.sub(r"(?m)^  repo: .*\n", "", LOCAL)
+    assert f"line {LOCAL.splitlines().index('app:') + 1}: app.repo: required" in problems(
+        tmp_path, missing
+    )
+
+
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     message = problems(tmp_path, LOCAL + "colour: blue\n")
     assert re.search(r": colour: unknown key", message)
@@ -641,3 +662,51 @@ def test_list_environments_uses_valid_file_names_only(tmp_path: Path) -> None:
         (envdir / name).write_text("this: [is not parsed\n")
     assert list_environments(envdir) == ["local", "prod-eu", "staging_2"]
     assert list_environments(tmp_path / "absent") == []
+
+
+# --------------------------------------------------------------------------- layering
+
+
+def test_extends_and_defaults_layer_mappings_and_replace_the_rest(tmp_path: Path) -> None:
+    envdir = write(tmp_path, LOCAL, "local")
+    (envdir / "_defaults.yml").write_text(
+        "backup:\n  keep: 3\n  compression: 5\ndb:\n  statement_timeout: 7s\n"
+    )
+    (envdir / "review.yml").write_text(
+        "extends: local\n"
+        "description: a review app\n"
+        "db:\n  name: shop_review\n"
+        "checks:\n  - {name: only this, sql: select 1, expect: 1}\n"
+    )
+    review = load_environment("review", envdir)
+    local = load_environment("local", envdir)
+    assert review.description == "a review app"
+    assert review.db.name == "shop_review"  # replaced key by key ...
+    assert review.db.user == local.db.user  # ... the rest of db comes from local.yml
+    assert review.db.statement_timeout == local.db.statement_timeout  # local.yml beats defaults
+    assert review.backup.keep == local.backup.keep == 10
+    assert review.backup.compression == local.backup.compression  # local.yml sets it too
+    assert [c.name for c in review.checks] == ["only this"]  # lists are replaced, not merged
+    assert "review" in list_environments(envdir) and "_defaults" not in list_environments(envdir)
+    # a key only the defaults set
+    assert local.backup.copy == "none"
+    (envdir / "_defaults.yml").write_text("backup:\n  copy: download\n")
+    assert load_environment("local", envdir).backup.copy == "download"
+
+
+def test_layering_errors_name_the_file_they_come_from(tmp_path: Path) -> None:
+    envdir = write(tmp_path, LOCAL, "local")
+    (envdir / "_defaults.yml").write_text("backup:\n  keepp: 3\n")
+    message = problems(tmp_path, LOCAL)
+    assert "_defaults.yml line 2: backup.keepp: unknown key" in message
+    (envdir / "_defaults.yml").unlink()
+    (envdir / "a.yml").write_text("extends: b\n")
+    (envdir / "b.yml").write_text("extends: a\n")
+    with pytest.raises(ConfigError, match=r"extends: a cycle \(a.yml -> b.yml -> a.yml\)"):
+        load_environment("a", envdir)
+    (envdir / "c.yml").write_text("extends: nowhere\n")
+    with pytest.raises(ConfigError, match=r"nowhere.yml: no such file to extend \(from c.yml\)"):
+        load_environment("c", envdir)
+    (envdir / "d.yml").write_text("extends: [local]\n")
+    with pytest.raises(ConfigError, match=r"d\.yml: extends: expected an environment name"):
+        load_environment("d", envdir)

@@ -153,12 +153,48 @@ def test_missing_known_hosts_file(sandbox_env: Environment, tmp_path: Path) -> N
     assert f"known_hosts file {tmp_path / 'absent'} not found" in message
 
 
-def test_unknown_host_key_is_refused(sandbox_env: Environment, tmp_path: Path) -> None:
+def server_fingerprint(sandbox: SandboxInfo) -> str:
+    """`ssh-ed25519 SHA256:...` of the sandbox sshd's key, as ssh-keygen -l prints it."""
+    out = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(sandbox.known_hosts)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    fields = out.split()
+    return f"ssh-{fields[-1].strip('()').lower()} {fields[1]}"
+
+
+def test_unknown_host_key_is_refused(
+    sandbox_env: Environment, sandbox: SandboxInfo, tmp_path: Path
+) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     message = open_error(with_ssh(sandbox_env, known_hosts=empty))
     assert "host key unknown" in message
     assert str(empty) in message
+    assert f"it offered {server_fingerprint(sandbox)}" in message
+    assert "--accept-new-host-keys" in message
+    assert empty.read_text() == ""
+
+
+def test_accept_new_adds_an_unknown_key_once(
+    sandbox_env: Environment, sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    remote = Remote(with_ssh(sandbox_env, known_hosts=known, accept_new=True), sandbox_env.roles.db)
+    remote.open()
+    assert remote.run("echo hi").stdout.strip() == "hi"
+    remote.close()
+    port = sandbox.spec.ssh_port
+    assert remote.accepted_keys == [f"[127.0.0.1]:{port} {server_fingerprint(sandbox)}"]
+    line = known.read_text()
+    assert line.startswith(f"[127.0.0.1]:{port} ssh-ed25519 ") and line.count("\n") == 1
+    # from now on the key is known: strict checking connects, nothing more is added
+    strict = Remote(with_ssh(sandbox_env, known_hosts=known), sandbox_env.roles.db).open()
+    strict.close()
+    assert strict.accepted_keys == [] and known.read_text() == line
 
 
 def test_changed_host_key_is_refused(
@@ -171,6 +207,12 @@ def test_changed_host_key_is_refused(
     message = open_error(with_ssh(sandbox_env, known_hosts=known))
     assert "host key CHANGED" in message
     assert "refusing to connect" in message
+    assert f"offered {server_fingerprint(sandbox)}" in message
+    assert "SHA256:" in message.split(f"{known} has ")[1]
+    # --accept-new-host-keys never accepts a changed key
+    before = known.read_text()
+    message = open_error(with_ssh(sandbox_env, known_hosts=known, accept_new=True))
+    assert "host key CHANGED" in message and known.read_text() == before
 
 
 def test_refused_port(sandbox_env: Environment) -> None:

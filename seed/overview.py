@@ -1,0 +1,140 @@
+"""`fab <env> status` and `fab <env> history`: read the servers and the journal, change nothing.
+
+status: per host its roles, `current` release and sha; the database's size, applied
+migrations (count and the newest per app); the last deploy; the lock (the advisory
+lock in `postgres` and the lock record). history: every journal record, newest first.
+Neither takes the lock: they may run while a deploy does (and say so).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from seed import db as dblib
+from seed import release as rel
+from seed.config import Environment
+from seed.journal import Journal, lock_key_sql
+from seed.report import Scrubber
+from seed.session import Session
+
+APP_NAME = "seed-status"
+
+
+def _duration(record: dict[str, Any]) -> float | None:
+    try:
+        start = datetime.fromisoformat(str(record["started_at"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(record["finished_at"]).replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return round((end - start).total_seconds(), 1)
+
+
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """One journal record as a history line (JSON)."""
+    migrations = record.get("migrations") or {}
+    backup = record.get("backup") or {}
+    rollback = record.get("rollback") or {}
+    return {
+        "deploy_id": record.get("deploy_id"),
+        "kind": record.get("kind"),
+        "who": record.get("who"),
+        "started_at": record.get("started_at"),
+        "duration_s": _duration(record),
+        "outcome": record.get("outcome"),
+        "exit_code": record.get("exit_code"),
+        "ref": record.get("ref"),
+        "sha_before": record.get("sha_before"),
+        "sha_after": record.get("sha_after"),
+        "migrations_applied": migrations.get("applied", []),
+        "backup": backup.get("path"),
+        "backup_sha256": backup.get("sha256"),
+        "rollback_method": rollback.get("method"),
+        "message": record.get("message"),
+    }
+
+
+def history(env: Environment, local_root: Path, scrub: Scrubber) -> list[dict[str, Any]]:
+    session = Session(env)
+    try:
+        session.open()
+        journal = Journal(env, session.state, local_root, scrub)
+        return [summarize(r) for r in reversed(journal.records())]
+    finally:
+        session.close()
+
+
+def lock_holder_pids(conn: Any, dbname: str) -> list[int]:
+    """Backends holding the environment's advisory lock (read from pg_locks, not taken)."""
+    rows = conn.execute(
+        "select l.pid from pg_locks l join pg_database d on d.oid = l.database"
+        " where l.locktype = 'advisory' and l.objsubid = 1 and l.granted"
+        " and d.datname = 'postgres'"
+        f" and ((l.classid::bigint << 32) | l.objid::bigint) = {lock_key_sql()}",
+        (dbname,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def status(env: Environment, local_root: Path, scrub: Scrubber) -> dict[str, Any]:
+    layout = rel.Layout(env.app.deploy_to)
+    session = Session(env)
+    try:
+        session.open()
+        hosts = []
+        for host, remote in session.remotes.items():
+            roles = [
+                role
+                for role, match in (
+                    ("app", host in env.roles.app),
+                    ("migrate", host == env.roles.migrate),
+                    ("db", host == env.roles.db),
+                )
+                if match
+            ]
+            current = rel.current_release(remote, layout) if roles != ["db"] else None
+            hosts.append(
+                {
+                    "host": remote.label,
+                    "roles": roles,
+                    "current": current,
+                    "sha": rel.release_revision(remote, layout, current) if current else None,
+                    "releases": len(remote.listdir(layout.releases)) if roles != ["db"] else None,
+                }
+            )
+        admin = session.connect(admin=True, app_name=APP_NAME)
+        applied = dblib.applied_migrations(admin)
+        newest: dict[str, str] = {}
+        for app, name in applied:
+            newest[app] = max(newest.get(app, name), name)
+        database = {
+            "name": env.db.name,
+            "server_version": dblib.server_version(admin),
+            "size_bytes": dblib.database_size(admin, env.db.name),
+            "applied_migrations": len(applied),
+            "newest_per_app": newest,
+        }
+        pg = session.connect(admin=True, dbname="postgres", app_name=APP_NAME)
+        pids = lock_holder_pids(pg, env.db.name)
+        journal = Journal(env, session.state, local_root, scrub)
+        record = journal.read_lock()
+        records = journal.records()
+        last = next((r for r in reversed(records) if r.get("kind") == "upgradedb"), None)
+        return {
+            "environment": env.name,
+            "description": env.description,
+            "protected": env.protected,
+            "hosts": hosts,
+            "database": database,
+            "lock": {
+                "held": bool(pids),
+                "holder_pids": pids,
+                "record": record,
+                "stale_record": bool(record) and not pids,
+            },
+            "last_deploy": summarize(last) if last else None,
+            "last_operation": summarize(records[-1]) if records else None,
+        }
+    finally:
+        session.close()

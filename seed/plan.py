@@ -1,0 +1,224 @@
+"""`fab <env> plan [--ref REF]`: what `upgradedb` would do, read from the real servers.
+
+Nothing is changed: the target code is unpacked into a temporary folder on the
+migrate host (`mktemp -d`, removed at the end, whatever happens) to ask Django's
+migration loader what would be applied; its virtualenv is the deployed one for the
+same requirements when it exists (used read-only through a symlink), else a
+throw-away one inside the temporary folder. No lock is taken, no journal written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from pathlib import Path
+from typing import Any
+
+from seed import backup as backups
+from seed import db as dblib
+from seed import release as rel
+from seed.config import Environment
+from seed.errors import PreflightFailed, SeedError
+from seed.journal import Journal
+from seed.migrate import migration_state
+from seed.operation import new_deploy_id
+from seed.overview import lock_holder_pids
+from seed.remote import q
+from seed.report import Scrubber, human, utcnow
+from seed.session import Session
+
+ADDITIVE = {
+    "CreateModel",
+    "AddField",
+    "AddIndex",
+    "AddConstraint",
+    "AlterModelOptions",
+    "AlterModelManagers",
+    "AlterModelTable",
+    "AlterModelTableComment",
+    "AlterUniqueTogether",
+    "AlterIndexTogether",
+    "AlterOrderWithRespectTo",
+}
+DESTRUCTIVE = {
+    "DeleteModel",
+    "RemoveField",
+    "RemoveIndex",
+    "RemoveConstraint",
+    "AlterField",
+    "RenameField",
+    "RenameModel",
+    "RenameIndex",
+}
+DATA = {"RunPython", "RunSQL"}
+
+
+def classify(op: dict[str, Any]) -> str:
+    """additive | destructive | data | irreversible | other for one operation of a plan."""
+    if not op.get("reversible", True):
+        return "irreversible"
+    kind = str(op.get("type"))
+    if kind in DATA:
+        return "data"
+    if kind in DESTRUCTIVE:
+        return "destructive"
+    if kind in ADDITIVE:
+        return "additive"
+    return "other"
+
+
+def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -> dict[str, Any]:
+    ref = ref or env.app.ref
+    mirror = rel.repo_cache(env.app.repo, local_root / "cache" / "repos")
+    sha = rel.resolve_ref(mirror, ref)
+    archive = rel.build_archive(mirror, sha, local_root / "cache" / "archives")
+    requirements = rel.file_at(mirror, sha, "requirements.txt")
+    if requirements is None:
+        raise PreflightFailed(f"{ref} ({sha[:12]}) has no requirements.txt")
+    layout = rel.Layout(env.app.deploy_to)
+    app_name = f"seed-{env.name}-plan-{new_deploy_id()}"
+    session = Session(env)
+    try:
+        session.open()
+        migrator = session.migrator
+        current = rel.current_release(migrator, layout)
+        current_sha = rel.release_revision(migrator, layout, current) if current else None
+        admin = session.connect(admin=True, app_name=app_name)
+        size = dblib.database_size(admin, env.db.name)
+        migrations = _migrations(env, session, layout, sha, archive, requirements, app_name)
+        manifests = backups.list_manifests(env, session.state)
+        needed = backups.estimate_size(manifests, size)
+        free = backups.free_bytes(session.state, env.backup.dir)
+        try:
+            restore = backups.restore_space(env, session.state, admin, size)
+        except PreflightFailed as exc:
+            restore = f"TOO SMALL: {exc}"
+        pg = session.connect(admin=True, dbname="postgres", app_name=app_name)
+        journal = Journal(env, session.state, local_root, scrub)
+        pids = lock_holder_pids(pg, env.db.name)
+        app = env.app
+        hooks = {
+            "maintenance_on": app.maintenance_on,
+            "maintenance_off": app.maintenance_off,
+            "restart": app.restart,
+            "health": app.health.url if app.health else None,
+        }
+        return {
+            "environment": env.name,
+            "protected": env.protected,
+            "ref": ref,
+            "sha_current": current_sha,
+            "release_current": current,
+            "sha_target": sha,
+            "up_to_date": current_sha == sha,
+            "hosts": [r.label for r in session.app_remotes()],
+            "migrations": migrations,
+            "backup": {
+                "database_size": size,
+                "estimated_size": needed,
+                "free": free,
+                "fits": free >= needed,
+                "dir": env.backup.dir,
+                "restore_space": restore,
+                "strategy": env.backup.strategy,
+            },
+            "lock": {"held": bool(pids), "record": journal.read_lock() if pids else None},
+            "hooks": hooks,
+            "checks": len(env.checks),
+        }
+    finally:
+        session.close()
+
+
+def _migrations(
+    env: Environment,
+    session: Session,
+    layout: rel.Layout,
+    sha: str,
+    archive: Path,
+    requirements: bytes,
+    app_name: str,
+) -> dict[str, Any]:
+    """The target release's migration plan, from a temporary folder on the migrate host."""
+    remote = session.migrator
+    tmp = remote.check("mktemp -d /tmp/seed-plan-XXXXXXXX", "making a temporary folder")
+    tmp_root = tmp.stdout.strip()
+    try:
+        scratch = rel.Layout(tmp_root)
+        rid = rel.release_id(sha, f"{utcnow():%Y%m%d%H%M%S}")
+        rel.upload_release(remote, scratch, rid, archive, sha)
+        vhash = rel.venv_hash(requirements, rel.python_version(remote, env.app.python))
+        deployed = layout.venv(vhash)
+        if remote.exists(posixpath.join(deployed, ".seed-complete")):
+            # the deployed venv for these requirements, read-only through a symlink
+            remote.check(f"ln -s {q(deployed)} {q(scratch.venv(vhash))}", "linking the venv")
+            venv = "deployed (shared)"
+        else:
+            venv = "throw-away (requirements differ from every deployed release)"
+        rel.ensure_venv(env, remote, scratch, rid, vhash, posixpath.join(tmp_root, "venv-job"))
+        rel.write_env_file(env, remote, scratch)
+        state = migration_state(remote, scratch, scratch.release(rid), env, app_name)
+    finally:
+        with contextlib.suppress(SeedError, OSError):
+            remote.run(f"rm -rf {q(tmp_root)}", timeout=120)
+    steps: list[dict[str, Any]] = []
+    classes: set[str] = set()
+    for m in state.plan:
+        ops = [{**op, "class": classify(op)} for op in m["operations"]]
+        classes |= {op["class"] for op in ops}
+        steps.append({"migration": f"{m['app']}.{m['name']}", "operations": ops})
+    per_app: dict[str, list[str]] = {}
+    for m in state.plan:
+        per_app.setdefault(m["app"], []).append(m["name"])
+    return {
+        "to_apply": state.pending,
+        "per_app": per_app,
+        "steps": steps,
+        "classes": sorted(classes),
+        "unknown_applied": [f"{a}.{n}" for a, n in state.unknown_applied],
+        "venv": venv,
+    }
+
+
+def describe(data: dict[str, Any]) -> list[str]:
+    """The plan as lines for a person."""
+    lines = [
+        f"plan for {data['environment']}"
+        + (" (PROTECTED: upgradedb will ask to type its name)" if data["protected"] else ""),
+        f"  code: {(data['sha_current'] or 'nothing deployed')[:12]} -> {data['ref']} "
+        f"({data['sha_target'][:12]})" + (" — already deployed" if data["up_to_date"] else ""),
+        f"  hosts: {', '.join(data['hosts'])}",
+    ]
+    m = data["migrations"]
+    if not m["to_apply"]:
+        lines.append("  migrations: none to apply")
+    for step in m["steps"]:
+        kinds = ", ".join(f"{op['type']} [{op['class']}]" for op in step["operations"])
+        lines.append(f"  migrate {step['migration']}: {kinds or 'no operations'}")
+    if m["unknown_applied"]:
+        lines.append(
+            f"  REFUSED at pre-flight: applied migrations the target does not know: "
+            f"{', '.join(m['unknown_applied'])}"
+        )
+    if {"destructive", "irreversible"} & set(m["classes"]):
+        lines.append("  rollback after this deploy: restore from the backup (not reversible)")
+    b = data["backup"]
+    lines.append(
+        f"  backup: about {human(b['estimated_size'])} of a {human(b['database_size'])} "
+        f"database; {human(b['free'])} free in {b['dir']}"
+        + ("" if b["fits"] else " — TOO SMALL, upgradedb would refuse")
+    )
+    lines.append(f"  restore space: {b['restore_space']}")
+    lock = data["lock"]
+    lines.append(
+        "  lock: HELD by " + str((lock["record"] or {}).get("deploy_id", "?"))
+        if lock["held"]
+        else "  lock: free"
+    )
+    hooks = data["hooks"]
+    lines.append(
+        "  hooks: "
+        + "; ".join(f"{name}: {cmd}" for name, cmd in hooks.items() if cmd)
+        + f"; {data['checks']} check(s) in the environment file"
+    )
+    return lines

@@ -1,0 +1,112 @@
+"""Read-only tasks: `fab <env> status`, `fab <env> history`, `fab <env> plan`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from invoke import Context, task
+
+from seed.overview import history as read_history
+from seed.overview import status as read_status
+from seed.plan import describe
+from seed.plan import plan as make_plan
+from seed.report import Scrubber
+from tasks.edge import local_root, selected_environment, user_errors
+
+
+def _print_json(data: Any, scrub: Scrubber) -> None:
+    print(json.dumps(scrub.data(data), indent=2, default=str))
+
+
+@task(help={"json": "print it as JSON"})
+@user_errors
+def status(c: Context, json_: bool = False) -> None:
+    """Per host release and sha, applied migrations, last deploy, lock holder (read-only)."""
+    env = selected_environment(c)
+    scrub = Scrubber(env.secrets())
+    data = read_status(env, local_root(), scrub)
+    if json_:
+        _print_json(data, scrub)
+        return
+    print(f"{env.name}: {env.description}" + (" (protected)" if env.protected else ""))
+    for h in data["hosts"]:
+        where = f"{h['current']} (sha {(h['sha'] or '?')[:12]})" if h["current"] else "no release"
+        extra = "" if h["releases"] is None else f", {h['releases']} release(s) on disk"
+        print(f"  {h['host']:<28} {','.join(h['roles']):<16} {where}{extra}")
+    d = data["database"]
+    newest = ", ".join(f"{app} {name}" for app, name in sorted(d["newest_per_app"].items()))
+    print(
+        f"  database {d['name']}: PostgreSQL {d['server_version'] // 10000}, "
+        f"{d['size_bytes'] / 1e6:.1f} MB, {d['applied_migrations']} migrations applied"
+        + (f" (newest: {newest})" if newest else "")
+    )
+    lock = data["lock"]
+    if lock["held"]:
+        rec = lock["record"] or {}
+        print(
+            f"  lock: HELD by {rec.get('deploy_id', '?')} ({rec.get('who', '?')}, "
+            f"{rec.get('command', '?')!r}, since {rec.get('since', '?')})"
+        )
+    else:
+        stale = (
+            " (a lock record is left over from a run that ended)" if lock["stale_record"] else ""
+        )
+        print(f"  lock: free{stale}")
+    last = data["last_deploy"]
+    if last:
+        print(
+            f"  last deploy: {last['deploy_id']} {last['outcome']} (exit {last['exit_code']}) "
+            f"by {last['who']} at {last['started_at']}, sha {(last['sha_after'] or '?')[:12]}"
+        )
+    else:
+        print("  last deploy: none recorded")
+
+
+@task(help={"json": "print it as JSON"})
+@user_errors
+def history(c: Context, json_: bool = False) -> None:
+    """Every run from the journal, newest first: who, when, shas, migrations, backup, result."""
+    env = selected_environment(c)
+    scrub = Scrubber(env.secrets())
+    records = read_history(env, local_root(), scrub)
+    if json_:
+        _print_json(records, scrub)
+        return
+    if not records:
+        print(f"no runs recorded for {env.name}")
+        return
+    print(
+        f"{'id':<23} {'kind':<10} {'result':<10} {'exit':>4} {'secs':>6}  "
+        f"{'who':<16} {'sha':<12} {'migr':>4}  rollback / message"
+    )
+    for r in records:
+        secs = "" if r["duration_s"] is None else f"{r['duration_s']:.0f}"
+        tail = r["rollback_method"] or ""
+        if r["outcome"] != "succeeded" and r["message"]:
+            tail = (tail + " " if tail else "") + str(r["message"])[:80]
+        print(
+            f"{r['deploy_id'] or '?':<23} {r['kind'] or '?':<10} {r['outcome'] or '?':<10} "
+            f"{'' if r['exit_code'] is None else r['exit_code']:>4} {secs:>6}  "
+            f"{(r['who'] or '?')[:16]:<16} {(r['sha_after'] or '')[:12]:<12} "
+            f"{len(r['migrations_applied']):>4}  {tail}"
+        )
+
+
+@task(
+    help={
+        "ref": "git branch, tag or sha to plan (default: app.ref of the environment)",
+        "json": "print it as JSON",
+    }
+)
+@user_errors
+def plan(c: Context, ref: str = "", json_: bool = False) -> None:
+    """What upgradedb would do: code, migrations (classified), backup space, lock, hooks."""
+    env = selected_environment(c)
+    scrub = Scrubber(env.secrets())
+    data = make_plan(env, ref or None, local_root(), scrub)
+    if json_:
+        _print_json(data, scrub)
+        return
+    for line in describe(data):
+        print(scrub(line))
