@@ -108,6 +108,7 @@ class AppConfig:
     maintenance_on: str | None
     maintenance_off: str | None
     health: Health | None
+    parallel: int = 8  # app hosts worked on at once (release, switch, restart, health)
 
 
 @dataclass(frozen=True)
@@ -498,7 +499,7 @@ class _Parser:
 
     def app(self, raw: dict[str, Any]) -> AppConfig:
         allowed = {"repo", "ref", "deploy_to", "python", "settings", "env", "keep_releases"}
-        allowed |= {"pip_args", "restart", "maintenance", "health"}
+        allowed |= {"pip_args", "restart", "maintenance", "health", "parallel"}
         a = self._section(raw, "app", allowed)
         env_raw = a.get("env") or {}
         env: dict[str, Secret] = {}
@@ -540,6 +541,7 @@ class _Parser:
             maintenance_on=self._str(maint, "on", "app.maintenance.on", None),
             maintenance_off=self._str(maint, "off", "app.maintenance.off", None),
             health=health,
+            parallel=self._int(a, "parallel", "app.parallel", 8, lo=1),
         )
 
     def db(self, raw: dict[str, Any]) -> DbConfig:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import secrets as pysecrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -20,10 +21,13 @@ from seed import release as rel
 from seed import restore as restorelib
 from seed.config import Environment
 from seed.errors import PreflightFailed, SeedError
+from seed.fanout import HostOutcomes, fan_out
 from seed.journal import Journal, acquire_lock, release_lock
 from seed.remote import Remote
 from seed.report import Output, Report, iso, utcnow, write_json
 from seed.session import Session
+
+T = TypeVar("T")
 
 
 def new_deploy_id() -> str:
@@ -67,11 +71,19 @@ class Operation:
         self.journal: Journal | None = None
         self.lock_conn: psycopg.Connection[Any] | None = None
         self.running: list[Remote] = []
+        self.host_outcomes = HostOutcomes()
         self.current: dict[str, str | None] = {}
 
     def admin_factory(self, dbname: str | None = None) -> dblib.ConnFactory:
         """Opens admin sessions (e.g. for parallel table figures)."""
         return lambda: self.session.connect(admin=True, dbname=dbname, app_name=self.app_name)
+
+    def on_hosts(self, remotes: list[Remote], fn: Callable[[Remote], T], step: str) -> dict[str, T]:
+        """`fn` on every host at once (at most app.parallel), each host's outcome in the
+        report's `hosts`; every host finishes, then the first failure is raised."""
+        results = fan_out(remotes, fn, self.env.app.parallel, self.host_outcomes, step)
+        self.report.data["hosts"] = self.host_outcomes.data
+        return results
 
     def step(self, name: str) -> Any:
         return self.out.step(self.report, name)
@@ -151,8 +163,12 @@ class Operation:
             }
             self.running = [r for r in session.serving_remotes() if self.current.get(r.label)]
             if env.app.maintenance_on:
-                for remote in self.running:
-                    rel.run_hook(remote, self.layout, env.app.maintenance_on, "maintenance on")
+                on = env.app.maintenance_on
+                self.on_hosts(
+                    self.running,
+                    lambda r: rel.run_hook(r, self.layout, on, "maintenance on"),
+                    "maintenance on",
+                )
             self.admin = session.connect(admin=True, app_name=self.app_name)
             ended = dblib.drain_sessions(self.admin, env.db.user, env.db.name, env.db.drain_timeout)
             s.detail = f"app stopped on {len(self.running)} host(s), {ended} session(s) ended"
@@ -208,11 +224,14 @@ class Operation:
         if not hosts:
             return "not started (no release to serve)"
         command = env.app.maintenance_off or env.app.restart
-        for remote in hosts:
+
+        def start(remote: Remote) -> None:
             if command:
                 rel.run_hook(remote, self.layout, command, "starting the app")
             if env.app.health:
                 rel.health_check(env, remote, self.layout)
+
+        self.on_hosts(hosts, start, "start app")
         return f"serving on {len(hosts)} host(s)"
 
     def record_after(self) -> None:

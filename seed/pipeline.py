@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,16 +157,24 @@ class Upgrade(Operation):
             restore = backups.restore_space(env, session.state, admin, size)
             s.detail = f"{text}; {free / 1e9:.1f} GB free in {env.backup.dir}; {restore}"
         with self.step("upload release") as s:
-            reused = 0
-            for remote in session.app_remotes():
-                self.previous[remote.label] = rel.current_release(remote, self.layout)
-                self.uploaded.append(remote)
-                rel.upload_release(remote, self.layout, self.rid, archive, self.sha)
-                version = rel.python_version(remote, env.app.python)
+            lock = threading.Lock()
+
+            def upload(remote: Remote) -> bool:
+                previous = rel.current_release(remote, self.layout)
+                with lock:
+                    self.previous[remote.label] = previous
+                    self.uploaded.append(remote)
+                version = rel.upload_release_and_python(
+                    remote, self.layout, self.rid, archive, self.sha, env.app.python
+                )
                 vhash = rel.venv_hash(requirements, version)
                 job = self.job_dir(f"venv-{remote.host.name}-{remote.host.port}")
-                reused += rel.ensure_venv(env, remote, self.layout, self.rid, vhash, job)
+                reused = rel.ensure_venv(env, remote, self.layout, self.rid, vhash, job)
                 rel.write_env_file(env, remote, self.layout)
+                return reused
+
+            done = self.on_hosts(session.app_remotes(), upload, "upload release")
+            reused = sum(done.values())
             self.report.data["previous_releases"] = dict(self.previous)
             prev = self.previous.get(session.migrator.label)
             self.report.data["release_before"] = prev
@@ -208,9 +217,13 @@ class Upgrade(Operation):
         with self.step("maintenance on") as s:
             live = [r for r in session.serving_remotes() if self.previous.get(r.label)]
             if env.app.maintenance_on and live:
-                for remote in live:
-                    rel.run_hook(remote, self.layout, env.app.maintenance_on, "maintenance on")
-                self.maintenance_on = True
+                on = env.app.maintenance_on
+                self.maintenance_on = True  # some hosts may have stopped even if one fails
+                self.on_hosts(
+                    live,
+                    lambda r: rel.run_hook(r, self.layout, on, "maintenance on"),
+                    "maintenance on",
+                )
             elif not live:
                 s.detail = "no live release yet"
             s.detail = (s.detail + "; " if s.detail else "") + self.drain_sessions()
@@ -429,28 +442,39 @@ class Upgrade(Operation):
             done = [c for c in self.report.checks if c["when"] == "post"]
             skipped = sum(1 for c in done if c["skipped"])
             s.detail = f"{len(done) - skipped} passed" + (f", {skipped} skipped" if skipped else "")
+        serving = session.serving_remotes()
         with self.step("switch"):
-            for remote in session.serving_remotes():
+            lock = threading.Lock()
+
+            def switch(remote: Remote) -> None:
                 rel.switch_current(remote, self.layout, self.rid)
-                self.switched.append(remote)
+                with lock:
+                    self.switched.append(remote)
+
+            self.on_hosts(serving, switch, "switch")
         with self.step("restart") as s:
             if env.app.restart:
                 self.restarted = True
-                for remote in session.serving_remotes():
-                    rel.run_hook(remote, self.layout, env.app.restart, "restart")
+                restart = env.app.restart
+                self.on_hosts(
+                    serving, lambda r: rel.run_hook(r, self.layout, restart, "restart"), "restart"
+                )
             else:
                 s.outcome, s.detail = "skipped", "no app.restart command"
         with self.step("health") as s:
             if env.app.health:
-                for remote in session.serving_remotes():
-                    self.http_health(remote)
-                s.detail = f"{env.app.health.url} on {len(session.serving_remotes())} host(s)"
+                self.on_hosts(serving, self.http_health, "health")
+                s.detail = f"{env.app.health.url} on {len(serving)} host(s)"
             else:
                 s.outcome, s.detail = "skipped", "no app.health configured"
         with self.step("maintenance off") as s:
             if self.maintenance_on and env.app.maintenance_off:
-                for remote in session.serving_remotes():
-                    rel.run_hook(remote, self.layout, env.app.maintenance_off, "maintenance off")
+                off = env.app.maintenance_off
+                self.on_hosts(
+                    serving,
+                    lambda r: rel.run_hook(r, self.layout, off, "maintenance off"),
+                    "maintenance off",
+                )
                 self.maintenance_on = False
             else:
                 s.outcome = "skipped"

@@ -146,8 +146,8 @@ def _migrations(
     try:
         scratch = rel.Layout(tmp_root)
         rid = rel.release_id(sha, f"{utcnow():%Y%m%d%H%M%S}")
-        rel.upload_release(remote, scratch, rid, archive, sha)
-        vhash = rel.venv_hash(requirements, rel.python_version(remote, env.app.python))
+        version = rel.upload_release_and_python(remote, scratch, rid, archive, sha, env.app.python)
+        vhash = rel.venv_hash(requirements, version)
         deployed = layout.venv(vhash)
         if remote.exists(posixpath.join(deployed, ".seed-complete")):
             # the deployed venv for these requirements, read-only through a symlink

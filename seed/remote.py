@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import io
 import posixpath
+import select
 import shlex
 import socket
 import stat
@@ -22,7 +24,6 @@ from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut
 
 from seed.config import Environment, Host
 from seed.errors import PreflightFailed, SeedError
@@ -52,6 +53,10 @@ class Result:
         return " | ".join(text[-lines:])
 
 
+class _Transient(Exception):
+    """A connection failure worth retrying (its message is the user's line)."""
+
+
 class Remote:
     """One open SSH connection to one host of an environment."""
 
@@ -66,8 +71,23 @@ class Remote:
     def label(self) -> str:
         return self.host.label
 
-    def open(self) -> Remote:
-        """Connect, refusing unknown or changed host keys; failures are one clear line."""
+    def open(self, retries: int = 2, delay: float = 1.0) -> Remote:
+        """Connect, refusing unknown or changed host keys; failures are one clear line.
+
+        A refused or timed-out connection (a host rebooting, a transient network
+        problem) is retried `retries` times with a growing delay; DNS, host-key and
+        authentication failures are not.
+        """
+        for attempt in range(retries + 1):
+            try:
+                return self._open()
+            except _Transient as exc:
+                if attempt == retries:
+                    raise PreflightFailed(str(exc)) from None
+                time.sleep(delay * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _open(self) -> Remote:
         ssh = self.env.ssh
         known = ssh.known_hosts
         if not known.is_file():
@@ -122,9 +142,27 @@ class Remote:
                     f"(check ssh.user and ssh.key in {self.env.path.name})"
                 ) from None
             raise PreflightFailed(f"ssh {self.label}: {text}") from None
-        except (OSError, TimeoutError) as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
+        except socket.gaierror as exc:
             raise PreflightFailed(
+                f"ssh {self.label}: cannot connect: DNS lookup of {self.host.name!r} failed "
+                f"({exc.strerror or exc}); check the host name in roles"
+            ) from None
+        except TimeoutError:
+            raise _Transient(
+                f"ssh {self.label}: cannot connect: timed out after {ssh.connect_timeout:g}s; "
+                "is the host up, and reachable through the firewall?"
+            ) from None
+        except OSError as exc:
+            # paramiko reports a refused port as NoValidConnectionsError (errno None)
+            inner = getattr(exc, "errors", {}) or {}
+            codes = {exc.errno, *(getattr(e, "errno", None) for e in inner.values())}
+            if errno.ECONNREFUSED in codes:
+                raise _Transient(
+                    f"ssh {self.label}: cannot connect: connection refused (nothing listens "
+                    f"on port {self.host.port}); is sshd running and the port right?"
+                ) from None
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise _Transient(
                 f"ssh {self.label}: cannot connect ({reason}); is the host up and the port right?"
             ) from None
         self._conn = conn
@@ -136,7 +174,7 @@ class Remote:
         last: SeedError | None = None
         for attempt in range(attempts):
             try:
-                self.open()
+                self.open(retries=0)
                 return
             except SeedError as exc:
                 last = exc
@@ -162,25 +200,56 @@ class Remote:
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
         """Run `command` through the login shell; never raises for a non-zero exit.
-        A `timeout` that expires raises RemoteError."""
-        timed_out = RemoteError(
-            f"ssh {self.label}: {_short(command)!r} timed out after {timeout or 0:g}s"
-        )
+        A `timeout` that expires raises RemoteError (the channel is closed: sshd hangs
+        the command up).
+
+        A plain SSH channel, read in this thread: no stdin, no pty, no helper threads
+        (Fabric's runner starts three per command, which adds up over many hosts).
+        """
         started = time.monotonic()
+        out: list[bytes] = []
+        err: list[bytes] = []
         try:
-            res = self.conn.run(
-                command, hide=True, warn=True, in_stream=False, timeout=timeout, pty=False
-            )
-        except CommandTimedOut:
-            raise timed_out from None
+            transport = self.conn.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise EOFError("the SSH transport is closed")
+            chan = transport.open_session(timeout=self.env.ssh.connect_timeout)
+            try:
+                chan.exec_command(command)
+                chan.shutdown_write()
+                while True:
+                    got = False
+                    while chan.recv_ready():
+                        out.append(chan.recv(65536))
+                        got = True
+                    while chan.recv_stderr_ready():
+                        err.append(chan.recv_stderr(65536))
+                        got = True
+                    # end of output (the server may send the exit status before the last
+                    # data: read to EOF, not to the status)
+                    done = chan.eof_received or chan.closed
+                    if done and not chan.recv_ready() and not chan.recv_stderr_ready():
+                        break
+                    if got:
+                        continue
+                    if timeout is not None and time.monotonic() - started >= timeout:
+                        raise RemoteError(
+                            f"ssh {self.label}: {_short(command)!r} timed out after {timeout:g}s"
+                        )
+                    select.select([chan], [], [], 0.05)
+                left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+                chan.status_event.wait(10.0 if left is None else min(left, 10.0))
+                code = chan.exit_status  # -1: ended by a signal, no exit status
+            finally:
+                chan.close()
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise RemoteError(f"ssh {self.label}: connection lost ({exc})") from None
-        # invoke decides "timed out" by whether its timer thread has finished, which races
-        # with the timer closing the channel: a closed channel (exit -1) after the timeout
-        # is a timeout all the same
-        if timeout is not None and res.exited == -1 and time.monotonic() - started >= timeout:
-            raise timed_out
-        return Result(command, res.exited, res.stdout, res.stderr)
+        return Result(
+            command,
+            code,
+            b"".join(out).decode(errors="replace"),
+            b"".join(err).decode(errors="replace"),
+        )
 
     def check(self, command: str, what: str, *, timeout: float | None = None) -> Result:
         """Run `command`; a non-zero exit raises RemoteError naming `what` and the host."""
@@ -203,6 +272,21 @@ class Remote:
             fh.set_pipelined(True)
             fh.write(data)
         self.sftp.posix_rename(tmp, path)
+
+    def symlink(self, target: str, path: str, replace: bool = False) -> None:
+        """`path` -> `target` over SFTP; with `replace`, atomically over an existing
+        link (a temporary link renamed into place: never a moment without `path`)."""
+        try:
+            if not replace:
+                self.sftp.symlink(target, path)
+                return
+            tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.seed-tmp")
+            with contextlib.suppress(FileNotFoundError):
+                self.sftp.remove(tmp)
+            self.sftp.symlink(target, tmp)
+            self.sftp.posix_rename(tmp, path)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise RemoteError(f"ssh {self.label}: linking {path} -> {target}: {exc}") from None
 
     def put_file(self, local: str, path: str, mode: int = 0o600) -> None:
         tmp = f"{path}.seed-tmp"

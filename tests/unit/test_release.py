@@ -41,6 +41,7 @@ from seed.release import (
     run_hook,
     switch_current,
     upload_release,
+    upload_release_and_python,
     venv_hash,
     write_env_file,
 )
@@ -339,7 +340,7 @@ def test_upload_switch_and_prune(
     Path(layout.releases, rids[-1] + ".tar.gz").write_bytes(b"leftover")
     switch_current(remote, layout, rids[2])
     assert current_release(remote, layout) == rids[2]
-    assert sorted(os.listdir(layout.deploy_to)) == ["current", "releases", "shared"]
+    assert sorted(os.listdir(layout.deploy_to)) == ["current", "releases", "shared"]  # no temp
 
     doomed = prune_releases(remote, layout, keep=2, protect={rids[0]})
     assert doomed == [rids[1], rids[3]]
@@ -446,3 +447,32 @@ def test_health_check(
     assert 0.6 <= time.monotonic() - started < 10  # retried until the timeout
     with pytest.raises(RemoteError, match="status 503"):
         health_check(env_for(f"{health_server}/down/", 200, None, 0.3), remote, layout)
+
+
+def test_upload_release_and_python_in_one_command(
+    origin: Origin, mirror: Path, remote: Remote, tmp_path: Path
+) -> None:
+    layout = Layout(str(tmp_path / "srv" / "shop"))
+    archive = build_archive(mirror, origin.v1, tmp_path / "archives")
+    rid = release_id(origin.v1, "20240101000000")
+    version = upload_release_and_python(remote, layout, rid, archive, origin.v1, "python3")
+    assert version == python_version(remote, "python3")
+    assert Path(layout.release(rid), "REVISION").read_text() == origin.v1 + "\n"
+    other = release_id(origin.v1, "20240102000000")
+    with pytest.raises(PreflightFailed, match=r"app\.python 'python3-nope' does not run"):
+        upload_release_and_python(remote, layout, other, archive, origin.v1, "python3-nope")
+
+
+def test_switching_current_replaces_the_link_atomically(remote: Remote, tmp_path: Path) -> None:
+    layout = Layout(str(tmp_path))
+    for rid in ("a", "b"):
+        remote.mkdirs(layout.release(rid))
+    switch_current(remote, layout, "a")
+    inode = os.lstat(layout.current).st_ino
+    switch_current(remote, layout, "b")
+    assert os.readlink(layout.current) == "releases/b"
+    assert os.lstat(layout.current).st_ino != inode  # a new link renamed over the old one
+    assert sorted(os.listdir(tmp_path)) == ["current", "releases"]
+    remote.symlink("releases/a", str(tmp_path / "other"))
+    with pytest.raises(RemoteError, match="linking"):
+        remote.symlink("releases/a", str(tmp_path / "other"))  # exists, and no replace

@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,11 +216,75 @@ def test_changed_host_key_is_refused(
     assert "host key CHANGED" in message and known.read_text() == before
 
 
-def test_refused_port(sandbox_env: Environment) -> None:
+def test_refused_port_is_retried_then_named(sandbox_env: Environment) -> None:
     port = free_port()
     host = Host("127.0.0.1", sandbox_env.roles.db.user, port)
+    started = time.monotonic()
     message = open_error(sandbox_env, host)
-    assert message.startswith(f"ssh {host.label}: cannot connect")
+    assert time.monotonic() - started >= 3.0  # two retries, 1 s then 2 s apart
+    assert message == (
+        f"ssh {host.label}: cannot connect: connection refused (nothing listens on port "
+        f"{port}); is sshd running and the port right?"
+    )
+
+
+def test_a_port_that_opens_during_the_retries_connects(
+    sandbox_env: Environment, sandbox: SandboxInfo
+) -> None:
+    """A host coming back (sshd restarting): the retry reaches it."""
+    port = free_port()
+    proxy: list[subprocess.Popen[bytes]] = []
+
+    def start_proxy() -> None:
+        time.sleep(1.5)
+        proxy.append(
+            subprocess.Popen(
+                ["python3", "-c", FORWARDER, str(port), str(sandbox.spec.ssh_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    thread = threading.Thread(target=start_proxy)
+    thread.start()
+    known = sandbox.known_hosts.read_text().split("\n")[0].split()
+    extra = Path(str(sandbox.known_hosts) + f".{port}")
+    extra.write_text(f"[127.0.0.1]:{port} {known[1]} {known[2]}\n")
+    try:
+        env = with_ssh(sandbox_env, known_hosts=extra)
+        remote = Remote(env, Host("127.0.0.1", sandbox_env.roles.db.user, port)).open()
+        assert remote.run("echo back").stdout == "back\n"
+        remote.close()
+    finally:
+        thread.join()
+        for p in proxy:
+            p.kill()
+        extra.unlink()
+
+
+# a one-connection TCP forwarder: listen on argv[1], relay to 127.0.0.1:argv[2]
+FORWARDER = """
+import socket, sys, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1]))); srv.listen(4)
+def pump(a, b):
+    while data := a.recv(65536):
+        b.sendall(data)
+    b.close()
+while True:
+    c, _ = srv.accept()
+    u = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+"""
+
+
+def test_dns_failure_is_named_and_not_retried(sandbox_env: Environment) -> None:
+    host = Host("seed-unit-no-such-host.invalid", sandbox_env.roles.db.user, 22)
+    started = time.monotonic()
+    message = open_error(sandbox_env, host)
+    assert time.monotonic() - started < 3.0
+    assert "cannot connect: DNS lookup of 'seed-unit-no-such-host.invalid' failed" in message
 
 
 def test_wrong_client_key(sandbox_env: Environment, sandbox: SandboxInfo, tmp_path: Path) -> None:
