@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from seed import schema
+
 _MISSING = object()
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -170,7 +172,7 @@ class CheckParser:
 
     def check(self, item: dict[str, Any], where: str, name: str, source: str) -> Check | None:
         kinds = [k for k in ("sql", "count", "checksum", "sample") if k in item]
-        self.unknown(item, where, {"name", "when", "sql", "count", "checksum", "sample", "expect"})
+        self.unknown(item, where, schema.check_keys())
         if len(kinds) != 1:
             self.errors.append(f"{where}: exactly one of sql, count, checksum, sample")
             return None
@@ -215,7 +217,7 @@ class CheckParser:
             self.errors.append(f"{where}.count: expected a table name or {{table, where}}/{{sql}}")
             return None, None
         w = f"{where}.count"
-        self.unknown(spec, w, {"table", "where", "sql"})
+        self.unknown(spec, w, schema.check_keys("count"))
         if ("table" in spec) == ("sql" in spec):
             self.errors.append(f"{w}: exactly one of table, sql")
             return None, None
@@ -237,7 +239,7 @@ class CheckParser:
 
     def checksum(self, spec: dict[str, Any], where: str) -> dict[str, Any] | None:
         w = f"{where}.checksum"
-        self.unknown(spec, w, {"table", "columns", "except"})
+        self.unknown(spec, w, schema.check_keys("checksum"))
         table = self._ident(spec, "table", w)
         columns = self._columns(spec["columns"], f"{w}.columns") if "columns" in spec else ()
         exclude = self._columns(spec["except"], f"{w}.except") if "except" in spec else ()
@@ -250,7 +252,7 @@ class CheckParser:
 
     def sample(self, spec: dict[str, Any], where: str) -> dict[str, Any] | None:
         w = f"{where}.sample"
-        self.unknown(spec, w, {"table", "key", "size", "compare"})
+        self.unknown(spec, w, schema.check_keys("sample"))
         table = self._ident(spec, "table", w)
         key = spec.get("key")
         if key is not None and (not isinstance(key, str) or not COLUMN_RE.match(key)):
@@ -293,7 +295,7 @@ class CheckParser:
             return Expectation("equals", raw)
         kinds = {"equals", "not_equals", "min", "max", "gt", "lt", "between", "equals_before"}
         kinds |= {"delta", "rows", "zero_rows", "exact_rows"} | set(OPERATORS)
-        self.unknown(raw, where, kinds | {"tolerance_pct"})
+        self.unknown(raw, where, schema.expect_keys())
         chosen = [k for k in raw if k in kinds]
         if len(chosen) != 1:
             names = ", ".join(sorted(k for k in kinds if k not in OPERATORS))
@@ -336,8 +338,8 @@ class CheckParser:
         if not isinstance(raw, dict):
             self.errors.append("invariants: expected a mapping (invalid_indexes: true, ...)")
             return Invariants()
-        flags = {"invalid_indexes", "sequences", "not_valid_constraints", "migrate_check"}
-        self.unknown(raw, "invariants", flags | {"django_check"})
+        flags = schema.keys("invariants") - {"django_check"}
+        self.unknown(raw, "invariants", schema.keys("invariants"))
         values: dict[str, Any] = {}
         for flag in flags:
             if flag in raw:
@@ -350,7 +352,8 @@ class CheckParser:
         if dj is False:
             django = None
         elif isinstance(dj, dict):
-            self.unknown(dj, "invariants.django_check", {"fail_level", "silence"})
+            options = schema.INVARIANTS["properties"]["django_check"]["anyOf"][1]["properties"]
+            self.unknown(dj, "invariants.django_check", set(options))
             level = str(dj.get("fail_level", "ERROR")).upper()
             if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
                 self.errors.append(

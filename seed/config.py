@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from seed import schema
 from seed.checkspec import Check, CheckParser, Invariants
 from seed.errors import ConfigError
 from seed.yaml12 import YamlError, line_of, load_yaml12, merge, set_source
@@ -411,9 +412,7 @@ class _Parser:
     def environment(self, name: str, raw: dict[str, Any]) -> Environment | None:
         if not ENV_NAME_RE.match(name):
             self.errors.append(f"environment name {name!r} must match {ENV_NAME_RE.pattern}")
-        top = {"description", "protected", "ssh", "roles", "app", "db", "backup", "state_dir"}
-        top |= {"checks", "invariants"}
-        self._unknown(raw, "", top)
+        self._unknown(raw, "", schema.keys())
         ssh = self.ssh(raw)
         roles = self.roles(raw, ssh)
         app = self.app(raw)
@@ -443,9 +442,7 @@ class _Parser:
         )
 
     def ssh(self, raw: dict[str, Any]) -> SshConfig:
-        s = self._section(
-            raw, "ssh", {"user", "port", "key", "known_hosts", "gateway", "connect_timeout"}
-        )
+        s = self._section(raw, "ssh", schema.keys("ssh"))
         user = self._str(s, "user", "ssh.user", "") or local_user()
         key = self._str(s, "key", "ssh.key", None)
         known = self._str(s, "known_hosts", "ssh.known_hosts", "~/.ssh/known_hosts")
@@ -479,7 +476,7 @@ class _Parser:
         return Host(name=text, user=user, port=port)
 
     def roles(self, raw: dict[str, Any], ssh: SshConfig) -> Roles | None:
-        r = self._section(raw, "roles", {"app", "migrate", "db"})
+        r = self._section(raw, "roles", schema.keys("roles"))
         apps_raw = r.get("app")
         if isinstance(apps_raw, str):
             apps_raw = [apps_raw]
@@ -498,9 +495,7 @@ class _Parser:
         return Roles(app=tuple(h for h in apps if h is not None), migrate=migrate, db=db)
 
     def app(self, raw: dict[str, Any]) -> AppConfig:
-        allowed = {"repo", "ref", "deploy_to", "python", "settings", "env", "keep_releases"}
-        allowed |= {"pip_args", "restart", "maintenance", "health", "parallel"}
-        a = self._section(raw, "app", allowed)
+        a = self._section(raw, "app", schema.keys("app"))
         env_raw = a.get("env") or {}
         env: dict[str, Secret] = {}
         if not isinstance(env_raw, dict):
@@ -511,9 +506,9 @@ class _Parser:
                     self.errors.append(f"app.env.{key}: not a valid variable name")
                     continue
                 env[str(key)] = Secret(str(self._str(env_raw, key, f"app.env.{key}")))
-        maint = self._section(a, "maintenance", {"on", "off"})
+        maint = self._section(a, "maintenance", schema.keys("app", "maintenance"))
         health = None
-        h = self._section(a, "health", {"url", "status", "text", "timeout"})
+        h = self._section(a, "health", schema.keys("app", "health"))
         if h:
             health = Health(
                 url=str(self._str(h, "url", "app.health.url")),
@@ -545,10 +540,7 @@ class _Parser:
         )
 
     def db(self, raw: dict[str, Any]) -> DbConfig:
-        allowed = {"host", "port", "name", "user", "password", "admin_user", "admin_password"}
-        allowed |= {"passfile", "access", "lock_timeout", "lock_retries", "statement_timeout"}
-        allowed |= {"drain_timeout", "fingerprint_sessions"}
-        d = self._section(raw, "db", allowed)
+        d = self._section(raw, "db", schema.keys("db"))
         host = str(self._str(d, "host", "db.host", "127.0.0.1"))
         port = self._int(d, "port", "db.port", 5432, lo=1)
         name = str(self._str(d, "name", "db.name"))
@@ -583,9 +575,7 @@ class _Parser:
         )
 
     def backup(self, raw: dict[str, Any], env_name: str, protected: bool) -> BackupConfig:
-        allowed = {"dir", "format", "compression", "jobs", "keep", "lock_wait_timeout", "pg_bin"}
-        allowed |= {"copy", "allow_replication", "strategy", "snapshot_copy"}
-        b = self._section(raw, "backup", allowed)
+        b = self._section(raw, "backup", schema.keys("backup"))
         directory = str(self._str(b, "dir", "backup.dir", f"/var/backups/seed/{env_name}"))
         if directory and not directory.startswith("/"):
             self.errors.append("backup.dir: must be an absolute path on the state host")

@@ -26,10 +26,18 @@ from seed.session import Session
 
 
 def last_after_state(records: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any]]:
-    """(deploy id, check values) of the newest successful deploy that recorded them."""
+    """(deploy id, check values) of the newest successful deploy that recorded them and
+    still describes the database: deploys undone by a later rollback are skipped, and
+    a later `restore` (the database replaced by a backup) leaves no baseline."""
+    undone: set[str] = set()
     for record in reversed(records):
+        kind, ok = record.get("kind"), record.get("outcome") == "succeeded"
+        if kind == "restore" and ok:
+            return None, {}
+        if kind == "rollback" and ok and record.get("target"):
+            undone.add(str(record["target"]))
         checks = (record.get("after") or {}).get("checks")
-        if record.get("outcome") == "succeeded" and isinstance(checks, dict):
+        if ok and isinstance(checks, dict) and record.get("deploy_id") not in undone:
             return record.get("deploy_id"), checks
     return None, {}
 

@@ -373,3 +373,15 @@ def test_last_after_state() -> None:
     ]
     assert last_after_state(records) == ("a", {"x": 1})
     assert last_after_state([]) == (None, {})
+    # a rolled-back deploy no longer describes the database; a restore leaves no baseline
+    deploys = [
+        {"deploy_id": v, "kind": "upgradedb", "outcome": "succeeded", "after": {"checks": {"x": n}}}
+        for v, n in (("v1", 1), ("v2", 2))
+    ]
+    rollback = {"deploy_id": "r", "kind": "rollback", "outcome": "succeeded", "target": "v2"}
+    assert last_after_state(deploys) == ("v2", {"x": 2})
+    assert last_after_state([*deploys, rollback]) == ("v1", {"x": 1})
+    failed_rollback = {**rollback, "outcome": "failed"}
+    assert last_after_state([*deploys, failed_rollback]) == ("v2", {"x": 2})
+    restore = {"deploy_id": "s", "kind": "restore", "outcome": "succeeded"}
+    assert last_after_state([*deploys, restore]) == (None, {})

@@ -1,0 +1,306 @@
+"""The environment file's schema: the keys the parser accepts, with types and meanings.
+
+seed.config and seed.checkspec take their allowed keys from here, so the JSON Schema
+shipped for editors (`environments/environment.schema.json`, regenerated with
+`.venv/bin/python -m seed.schema > environments/environment.schema.json`, checked by
+the tests) can never drift from what Seed accepts. Values may be `${VAR}` strings
+wherever a number or boolean is expected (interpolated before they are checked).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+VAR = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"}
+
+
+def _s(desc: str, enum: list[str] | None = None) -> dict[str, Any]:
+    """A string; null (`key:` with no value) means unset, like leaving the key out."""
+    out: dict[str, Any] = {"type": ["string", "null"], "description": desc}
+    if enum:
+        out["enum"] = [*enum, None]
+    return out
+
+
+def _i(desc: str, minimum: int | None = None) -> dict[str, Any]:
+    num: dict[str, Any] = {"type": "integer"}
+    if minimum is not None:
+        num["minimum"] = minimum
+    return {"description": desc, "anyOf": [num, VAR]}
+
+
+def _n(desc: str) -> dict[str, Any]:
+    return {"description": desc, "anyOf": [{"type": "number"}, VAR]}
+
+
+def _b(desc: str) -> dict[str, Any]:
+    return {"description": desc, "anyOf": [{"type": "boolean"}, VAR]}
+
+
+def _obj(desc: str, props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "object",
+        "description": desc,
+        "properties": props,
+        "additionalProperties": False,
+    }
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+HOST = _s("[user@]host[:port]")
+
+EXPECT = _obj(
+    "what the value must be: exactly one kind (or a plain value: equals)",
+    {
+        "equals": {"description": "equal to this value"},
+        "not_equals": {"description": "different from this value"},
+        "==": {"description": "equal to this value"},
+        "!=": {"description": "different from this value"},
+        "min": {"type": "number", "description": ">="},
+        ">=": {"type": "number", "description": ">="},
+        "max": {"type": "number", "description": "<="},
+        "<=": {"type": "number", "description": "<="},
+        "gt": {"type": "number", "description": ">"},
+        ">": {"type": "number", "description": ">"},
+        "lt": {"type": "number", "description": "<"},
+        "<": {"type": "number", "description": "<"},
+        "between": {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "[low, high], inclusive",
+        },
+        "equals_before": {"const": True, "description": "equal to the before-state's value"},
+        "tolerance_pct": {"type": "number", "minimum": 0, "description": "with equals_before"},
+        "delta": {"type": "number", "description": "before-state's value plus this"},
+        "rows": {"type": "integer", "minimum": 0, "description": "the query returns N rows"},
+        "zero_rows": {"const": True, "description": "the query returns no row"},
+        "exact_rows": {
+            "type": "array",
+            "items": {"type": "array"},
+            "description": "the query returns exactly these rows",
+        },
+    },
+)
+
+CHECK = _obj(
+    "one check: name, when, and exactly one of sql, count, checksum, sample",
+    {
+        "name": _s("unique name, shown in reports"),
+        "when": _s("pre: in the before-state; post (default): after migrate", enum=["pre", "post"]),
+        "sql": _s("a read-only query; its first value (or its rows) is checked"),
+        "count": {
+            "description": "count(*) of a table, or of a query's rows",
+            "anyOf": [
+                {"type": "string"},
+                _obj("", {"table": _s("schema.table"), "where": _s("SQL condition")}, ("table",)),
+                _obj("", {"sql": _s("a query")}, ("sql",)),
+            ],
+        },
+        "checksum": _obj(
+            "count + checksum of the table equal to before (primary key included)",
+            {
+                "table": _s("schema.table"),
+                "columns": {"type": "array", "items": {"type": "string"}},
+                "except": {"type": "array", "items": {"type": "string"}},
+            },
+            ("table",),
+        ),
+        "sample": _obj(
+            "random rows read before, the same keys compared after",
+            {
+                "table": _s("schema.table"),
+                "key": _s("key column (default: the single-column primary key)"),
+                "size": {"type": "integer", "minimum": 1, "maximum": 100000},
+                "compare": {
+                    "description": "columns, or {before_column: after SQL expression}",
+                    "anyOf": [
+                        {"type": "array", "items": {"type": "string"}},
+                        {"type": "object", "additionalProperties": {"type": "string"}},
+                    ],
+                },
+            },
+            ("table", "compare"),
+        ),
+        "expect": {
+            "description": "for sql and count",
+            "anyOf": [EXPECT, {"not": {"type": "object"}}],
+        },
+    },
+    ("name",),
+)
+
+INVARIANTS = _obj(
+    "built-in post checks (all on by default)",
+    {
+        "invalid_indexes": {"type": "boolean"},
+        "sequences": {"type": "boolean"},
+        "not_valid_constraints": {"type": "boolean"},
+        "migrate_check": {"type": "boolean"},
+        "django_check": {
+            "description": "manage.py check --deploy: true, false or its options",
+            "anyOf": [
+                {"type": "boolean"},
+                _obj(
+                    "",
+                    {
+                        "fail_level": _s(
+                            "DEBUG, INFO, WARNING, ERROR (default), CRITICAL",
+                            enum=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                        ),
+                        "silence": {"type": "array", "items": {"type": "string"}},
+                    },
+                ),
+            ],
+        },
+    },
+)
+
+ENVIRONMENT = _obj(
+    "A Seed environment file (environments/<name>.yml)",
+    {
+        "extends": _s("another environment file of the directory to lay this one over"),
+        "description": _s("shown in output"),
+        "protected": _b("upgradedb, rollback, restore ask to type the name (or --yes)"),
+        "state_dir": _s("absolute path on the state host: journal, lock record, jobs"),
+        "ssh": _obj(
+            "how to reach the hosts",
+            {
+                "user": _s("the deploy user (default: your local user)"),
+                "port": _i("default port for every host", 1),
+                "key": _s("private key file (default: ssh-agent and ~/.ssh/id_*)"),
+                "known_hosts": _s("host keys are checked against this file"),
+                "gateway": _s("bastion: [user@]host[:port]"),
+                "connect_timeout": _n("seconds"),
+            },
+        ),
+        "roles": _obj(
+            "which host does what",
+            {
+                "app": {
+                    "description": "app hosts: release, venv, restart, health",
+                    "anyOf": [HOST, {"type": "array", "items": HOST, "minItems": 1}],
+                },
+                "migrate": {**HOST, "description": "exactly one host runs manage.py migrate"},
+                "db": {**HOST, "description": "the state host: pg_dump, backups, journal"},
+            },
+            ("app", "migrate", "db"),
+        ),
+        "app": _obj(
+            "the Django application",
+            {
+                "repo": _s("any URL or path git can read from the control machine"),
+                "ref": _s("default for --ref"),
+                "deploy_to": _s("absolute path on the app hosts"),
+                "python": _s("interpreter for the virtualenv (default python3)"),
+                "settings": _s("DJANGO_SETTINGS_MODULE"),
+                "env": {
+                    "type": "object",
+                    "description": "written to <deploy_to>/shared/env (0600)",
+                    "additionalProperties": {"type": ["string", "number", "boolean"]},
+                },
+                "keep_releases": _i("old release folders kept", 2),
+                "pip_args": {"type": "array", "items": {"type": "string"}},
+                "restart": _s("command run in deploy_to after the switch"),
+                "maintenance": _obj(
+                    "stop/start writes",
+                    {"on": _s("stops the app's writes"), "off": _s("starts them again")},
+                ),
+                "health": _obj(
+                    "fetched from each app host after the switch",
+                    {
+                        "url": _s("http(s) URL as seen from the app host"),
+                        "status": _i("expected HTTP status", 100),
+                        "text": _s("expected in the body"),
+                        "timeout": _n("seconds"),
+                    },
+                    ("url",),
+                ),
+                "parallel": _i("app hosts worked on at once", 1),
+            },
+            ("repo", "deploy_to", "settings"),
+        ),
+        "db": _obj(
+            "the PostgreSQL database",
+            {
+                "host": _s("as seen from the db and migrate hosts"),
+                "port": _i("port", 1),
+                "name": _s("database name"),
+                "user": _s("the app's role: migrate, checks"),
+                "password": _s("use ${VARIABLE}; else a password file"),
+                "admin_user": _s("owner/superuser: dump, restore, lock"),
+                "admin_password": _s("use ${VARIABLE}; else a password file"),
+                "passfile": _s("libpq password file"),
+                "access": _s(
+                    "tunnel (through the state host) or direct", enum=["tunnel", "direct"]
+                ),
+                "lock_timeout": _s("for migrate, e.g. 5s"),
+                "lock_retries": _i("migrate retries after a lock timeout", 0),
+                "statement_timeout": _s("for checks, e.g. 60s"),
+                "drain_timeout": _n("seconds to wait for app sessions to end"),
+                "fingerprint_sessions": _i("sessions computing table checksums at once", 1),
+            },
+            ("name", "user", "admin_user"),
+        ),
+        "backup": _obj(
+            "verified backups",
+            {
+                "dir": _s("on the state host (0700)"),
+                "format": _s("custom or directory", enum=["custom", "directory"]),
+                "compression": _i("gzip level 0-9", 0),
+                "jobs": _i("parallel jobs (directory format; restores use every core)", 1),
+                "keep": _i("backups kept (never the last good deploy's)", 1),
+                "lock_wait_timeout": _s("pg_dump --lock-wait-timeout"),
+                "pg_bin": _s("directory of pg_dump/pg_restore/vacuumdb on the state host"),
+                "copy": _s("none or download: an off-host copy", enum=["none", "download"]),
+                "allow_replication": _b("restore despite slots/subscriptions/replicas"),
+                "strategy": _s("dump or snapshot+dump", enum=["dump", "snapshot+dump"]),
+                "snapshot_copy": _s("file_copy or wal_log", enum=["file_copy", "wal_log"]),
+            },
+        ),
+        "checks": {"type": "array", "items": CHECK, "description": "data checks"},
+        "invariants": INVARIANTS,
+    },
+    ("roles", "app", "db"),
+)
+
+
+def keys(*path: str) -> set[str]:
+    """The keys the schema allows at `path` (e.g. keys("app", "health"))."""
+    node = ENVIRONMENT
+    for part in path:
+        node = node["properties"][part]
+    return set(node["properties"])
+
+
+def check_keys(kind: str | None = None) -> set[str]:
+    """Keys of a check (kind None), or of its `count`/`checksum`/`sample` mapping."""
+    if kind is None:
+        return set(CHECK["properties"])
+    node = CHECK["properties"][kind]
+    if "anyOf" in node:
+        return set().union(*(set(o.get("properties", {})) for o in node["anyOf"]))
+    return set(node["properties"])
+
+
+def expect_keys() -> set[str]:
+    return set(EXPECT["properties"])
+
+
+def document() -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://seed.invalid/environment.schema.json",
+        "title": "Seed environment file",
+        **ENVIRONMENT,
+    }
+
+
+if __name__ == "__main__":
+    json.dump(document(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
