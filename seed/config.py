@@ -57,6 +57,10 @@ class Host:
     name: str
     user: str
     port: int
+    # taken from `ssh:` defaults (not written in the host entry or in ssh:): an
+    # ~/.ssh/config entry for the host may then set them
+    user_default: bool = field(default=False, compare=False)
+    port_default: bool = field(default=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -71,7 +75,10 @@ class SshConfig:
     known_hosts: Path
     gateway: str | None
     connect_timeout: float
-    accept_new: bool = False  # first contact: add an unknown host's key (never a changed one)
+    accept_new: bool = False
+    config_file: Path | None = None  # an OpenSSH client config read for each host
+    user_given: bool = True
+    port_given: bool = True  # first contact: add an unknown host's key (never a changed one)
 
 
 @dataclass(frozen=True)
@@ -446,6 +453,12 @@ class _Parser:
         user = self._str(s, "user", "ssh.user", "") or local_user()
         key = self._str(s, "key", "ssh.key", None)
         known = self._str(s, "known_hosts", "ssh.known_hosts", "~/.ssh/known_hosts")
+        config = self._str(s, "config", "ssh.config", "~/.ssh/config")
+        config_file = None if config == "none" else self._path(str(config))
+        if config_file is not None and not config_file.is_file():
+            if s.get("config") not in (None, ""):
+                self.errors.append(f"ssh.config: {config_file} not found (or write `none`)")
+            config_file = None
         return SshConfig(
             user=str(user),
             port=self._int(s, "port", "ssh.port", 22, lo=1),
@@ -453,6 +466,9 @@ class _Parser:
             known_hosts=self._path(str(known)),
             gateway=self._str(s, "gateway", "ssh.gateway", None),
             connect_timeout=self._float(s, "connect_timeout", "ssh.connect_timeout", 10.0),
+            config_file=config_file,
+            user_given=s.get("user") not in (None, ""),
+            port_given=s.get("port") not in (None, ""),
         )
 
     def _host(self, value: Any, where: str, ssh: SshConfig) -> Host | None:
@@ -460,20 +476,21 @@ class _Parser:
             self.errors.append(f"{where}: expected a host name like [user@]host[:port]")
             return None
         text = self._interp(value.strip(), where)
-        user = ssh.user
+        user, user_default = ssh.user, not ssh.user_given
         if "@" in text:
             user, text = text.split("@", 1)
-        port = ssh.port
+            user_default = False
+        port, port_default = ssh.port, not ssh.port_given
         if text.count(":") == 1:
             text, port_text = text.split(":")
             if not port_text.isdigit():
                 self.errors.append(f"{where}: bad port in {value!r}")
                 return None
-            port = int(port_text)
+            port, port_default = int(port_text), False
         if not text:
             self.errors.append(f"{where}: empty host name")
             return None
-        return Host(name=text, user=user, port=port)
+        return Host(text, user, port, user_default=user_default, port_default=port_default)
 
     def roles(self, raw: dict[str, Any], ssh: SshConfig) -> Roles | None:
         r = self._section(raw, "roles", schema.keys("roles"))
@@ -550,9 +567,12 @@ class _Parser:
         passfile = self._path(passfile_raw) if passfile_raw else None
 
         def secret(key: str, role: str, dbname: str) -> Secret | None:
+            # as libpq: the file's value, else PGPASSWORD, else the password file
             value = self._str(d, key, f"db.{key}", None)
             if value:
                 return Secret(str(value))
+            if os.environ.get("PGPASSWORD"):
+                return Secret(os.environ["PGPASSWORD"])
             found = lookup_pgpass(host, port, dbname, role, passfile)
             return Secret(found) if found is not None else None
 

@@ -101,19 +101,23 @@ class Remote:
             "banner_timeout": ssh.connect_timeout,
             "auth_timeout": ssh.connect_timeout,
         }
+        name, user, port, key_files, jump = self._resolve()
         if ssh.key is not None:
             if not ssh.key.is_file():
                 raise PreflightFailed(f"ssh {self.label}: key file {ssh.key} not found")
             connect_kwargs["key_filename"] = str(ssh.key)
+        elif key_files:
+            connect_kwargs["key_filename"] = key_files
         config = Config(overrides={"load_ssh_configs": False})
         gateway = None
-        if ssh.gateway:
-            gateway = Connection(ssh.gateway, config=config, connect_kwargs=dict(connect_kwargs))
+        if ssh.gateway or jump:
+            spec = ssh.gateway or jump
+            gateway = Connection(spec, config=config, connect_kwargs=dict(connect_kwargs))
             _strict_host_keys(gateway.client, known, ssh.accept_new, self.accepted_keys)
         conn = Connection(
-            self.host.name,
-            user=self.host.user,
-            port=self.host.port,
+            name,
+            user=user,
+            port=port,
             config=config,
             connect_timeout=int(ssh.connect_timeout),
             connect_kwargs=connect_kwargs,
@@ -167,6 +171,30 @@ class Remote:
             ) from None
         self._conn = conn
         return self
+
+    def _resolve(self) -> tuple[str, str, int, list[str], str | None]:
+        """(host name, user, port, identity files, jump host) after the OpenSSH client
+        config (ssh.config, default ~/.ssh/config): its HostName, IdentityFile and
+        ProxyJump apply; its User and Port only where the environment file left them to
+        the defaults. The environment file wins for anything it states."""
+        host, ssh = self.host, self.env.ssh
+        if ssh.config_file is None:
+            return host.name, host.user, host.port, [], None
+        try:
+            found = paramiko.SSHConfig.from_path(str(ssh.config_file)).lookup(host.name)
+        except (OSError, ValueError, paramiko.SSHException) as exc:
+            raise PreflightFailed(f"ssh {self.label}: reading {ssh.config_file}: {exc}") from None
+        user = found.get("user", host.user) if host.user_default else host.user
+        port = int(found.get("port", host.port)) if host.port_default else host.port
+        keys = [str(Path(k).expanduser()) for k in found.get("identityfile", [])]
+        jump = found.get("proxyjump")
+        return (
+            found.get("hostname", host.name),
+            user,
+            port,
+            [k for k in keys if Path(k).is_file()],
+            (None if jump in (None, "none") else str(jump).split(",")[0]),
+        )
 
     def reconnect(self, attempts: int = 6, delay: float = 1.0) -> None:
         """Drop this connection and open a new one, retrying with a growing delay."""

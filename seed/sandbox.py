@@ -1222,6 +1222,7 @@ ssh:
   key: {info.client_key}
   known_hosts: {info.known_hosts}
   connect_timeout: 10
+  config: none
 roles:
   app: [127.0.0.1]
   migrate: 127.0.0.1

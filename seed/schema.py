@@ -177,6 +177,10 @@ ENVIRONMENT = _obj(
                 "known_hosts": _s("host keys are checked against this file"),
                 "gateway": _s("bastion: [user@]host[:port]"),
                 "connect_timeout": _n("seconds"),
+                "config": _s(
+                    "OpenSSH client config read per host (HostName, Port, User, IdentityFile, "
+                    "ProxyJump): default ~/.ssh/config if present; `none` to ignore it"
+                ),
             },
         ),
         "roles": _obj(

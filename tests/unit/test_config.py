@@ -457,6 +457,11 @@ def test_explicit_password_wins_over_passfile(
     env = load(tmp_path, text)
     assert env.db.password == Secret("explicit-pw")
     assert env.db.admin_password == Secret("from-file")  # no admin_password: PGPASSFILE
+    # PGPASSWORD comes before the password file (as in libpq), after the file's value
+    monkeypatch.setenv("PGPASSWORD", "from-environment")
+    env = load(tmp_path, text)
+    assert env.db.password == Secret("explicit-pw")
+    assert env.db.admin_password == Secret("from-environment")
 
 
 # --------------------------------------------------------------------------- pgpass
@@ -710,3 +715,18 @@ def test_layering_errors_name_the_file_they_come_from(tmp_path: Path) -> None:
     (envdir / "d.yml").write_text("extends: [local]\n")
     with pytest.raises(ConfigError, match=r"d\.yml: extends: expected an environment name"):
         load_environment("d", envdir)
+
+
+def test_ssh_config_file(tmp_path: Path) -> None:
+    message = problems(tmp_path, edit(LOCAL, "  config: none", "  config: /nonexistent/ssh"))
+    assert "ssh.config: /nonexistent/ssh not found (or write `none`)" in message
+    env = load(tmp_path, LOCAL)
+    assert env.ssh.config_file is None
+    given = tmp_path / "ssh_config"
+    given.write_text("Host *\n  User nobody\n")
+    env = load(tmp_path, edit(LOCAL, "  config: none", f"  config: {given}"))
+    assert env.ssh.config_file == given
+    # local.yml sets ssh.port but not ssh.user: hosts take the port as given, the user
+    # may come from the config
+    host = env.roles.db
+    assert (host.port_default, host.user_default) == (False, True)

@@ -402,3 +402,33 @@ def test_tunnel_listens_before_it_yields(remote: Remote, sandbox: SandboxInfo) -
 def test_free_local_port() -> None:
     port = free_local_port()
     assert 1024 <= port <= 65535
+
+
+def test_ssh_config_aliases_hosts(
+    sandbox_env: Environment, sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    """An ~/.ssh/config entry: HostName, Port and IdentityFile apply where the
+    environment file left the defaults; what the file states wins."""
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        "Host seed-alias\n"
+        "    HostName 127.0.0.1\n"
+        f"    Port {sandbox.spec.ssh_port}\n"
+        f"    IdentityFile {sandbox.client_key}\n"
+    )
+    env = with_ssh(sandbox_env, config_file=config, key=None, port_given=False)
+    user = sandbox_env.roles.db.user
+    alias = Host("seed-alias", user, 22, port_default=True)
+    remote = Remote(env, alias).open()
+    assert remote.run("echo via-alias").stdout == "via-alias\n"
+    remote.close()
+    # a port written in the host entry is not overridden by the config
+    port = free_port()
+    message = open_error(
+        env,
+        Host("seed-alias", user, port),
+    )
+    assert f"nothing listens on port {port}" in message
+    # no config: the alias is just an unknown name
+    message = open_error(with_ssh(env, config_file=None), alias)
+    assert "DNS lookup of 'seed-alias' failed" in message
