@@ -200,7 +200,9 @@ def ensure_venv(
             "set -euo pipefail\n"
             f"rm -rf {q(venv)}\n"
             f"{q(env.app.python)} -m venv {q(venv)}\n"
-            f"{q(venv)}/bin/pip install --disable-pip-version-check --no-input -q "
+            # `python -m pip`: bin/pip's shebang holds the venv path, which breaks
+            # when deploy_to contains quotes
+            f"{q(venv)}/bin/python -m pip install --disable-pip-version-check --no-input -q "
             f"{pip_args} -r {q(release)}/requirements.txt\n"
             f"touch {q(venv)}/.seed-complete\n"
         )

@@ -5,6 +5,7 @@ seeing its own `deploy_to` (seed.sandbox_hosts; root only)."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ RESTART = (
 @pytest.fixture(scope="module")
 def hosts(deployment: Deployment) -> Iterator[tuple[Deployment, list[ExtraHost], Path]]:
     deployment.reset()
-    base = deployment.home / "hosts"
+    # the hosts' files are server files (shared/env holds the database password): under
+    # the sandbox's server tree, never the control machine's home; removed afterwards
+    base = deployment.root / "server" / "extra-hosts"
     with extra_hosts(deployment.sandbox, deployment.deploy_to, 3, base) as extra:
         envdir = deployment.variant(
             "three-hosts",
@@ -43,6 +46,7 @@ def hosts(deployment: Deployment) -> Iterator[tuple[Deployment, list[ExtraHost],
             res = deployment.fab("local", "upgradedb", "--ref", ref, envdir=envdir)
             assert res.returncode == 0, res.stdout + res.stderr
         yield deployment, extra, envdir
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def current(host: ExtraHost) -> str:
