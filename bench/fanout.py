@@ -115,7 +115,7 @@ def main() -> int:
             (bases / f"host{i + 1}").mkdir(parents=True)
             shutil.chown(bases / f"host{i + 1}", DEPLOY_USER)
         with extra_hosts(info, deploy_to, args.hosts, bases, DEPLOY_USER) as hosts:
-            app_hosts = tuple(Host("127.0.0.1", DEPLOY_USER, h.port) for h in hosts)
+            app_hosts = tuple(Host(h.ip, DEPLOY_USER, h.port) for h in hosts)
             env = dataclasses.replace(env, roles=dataclasses.replace(env.roles, app=app_hosts))
             remotes = [Remote(env, h).open() for h in app_hosts]
             layout = rel.Layout(env.app.deploy_to)
@@ -128,7 +128,7 @@ def main() -> int:
                         remote, layout, rid, archive, sha, env.app.python
                     )
                     vhash = rel.venv_hash(requirements, version)
-                    job = f"{env.state_dir}/jobs/bench-venv-{remote.host.port}"
+                    job = f"{env.state_dir}/jobs/bench-venv-{remote.host.name}-{remote.host.port}"
                     rel.ensure_venv(env, remote, layout, rid, vhash, job)
                     rel.write_env_file(env, remote, layout)
                     rel.switch_current(remote, layout, rid)

@@ -1,6 +1,7 @@
 """Several app hosts: release, switch and restart fan out; one host failing puts every
-host back. Each extra host is an sshd in its own mount namespace on a loopback port,
-seeing its own `deploy_to` (seed.sandbox_hosts; root only)."""
+host back. Each extra host is an sshd in its own network namespace (a veth pair; a
+loopback port where `ip netns` is unavailable) and its own mount namespace, seeing its
+own `deploy_to` (seed.sandbox_hosts; root only)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from seed.sandbox_hosts import ExtraHost, extra_hosts
+from seed.sandbox_hosts import ExtraHost, extra_hosts, netns_available
 from tests.e2e.conftest import DELETE, Deployment
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
@@ -68,6 +69,9 @@ def test_every_host_gets_the_release_and_restarts(
     assert (dep.deploy_to / "releases" / rid).is_dir()
     outcomes = {k.split("@")[-1]: v for k, v in report["hosts"].items()}
     assert len(outcomes) == 4  # three app hosts and the migrate host
+    if netns_available():  # real separate network stacks, reached over veth pairs
+        assert all(h.netns and h.ip.startswith("10.") and h.port == 22 for h in extra)
+        assert len({h.ip for h in extra}) == 3
     for host in extra:
         assert outcomes[host.address] == {"upload release": "ok", "switch": "ok", "restart": "ok"}
 
