@@ -48,6 +48,7 @@ class Operation:
     """Base of rollback, restore, backup and cleanup runs."""
 
     kind = "operation"
+    read_only = False  # True: no lock, no journal record (the report stays local)
 
     def __init__(
         self,
@@ -117,20 +118,22 @@ class Operation:
 
     def run(self) -> Report:
         env = self.env
-        self.out.line(f"seed {self.kind} {env.name} ({env.description}): {self.id}")
+        mode = "read-only" if self.read_only else self.id
+        self.out.line(f"seed {self.kind} {env.name} ({env.description}): {mode}")
         try:
             self.prepare()
             with self.step("connect") as s:
                 self.session.open()
                 s.detail = ", ".join(r.label for r in self.session.remotes.values())
                 s.detail += self.session.accepted_keys_note(self.report)
-            self.journal = Journal(env, self.session.state, self.local_root, self.out.scrub)
-            with self.step("lock"):
-                self.journal.ensure()
-                self.lock_conn = self.session.connect(
-                    admin=True, dbname="postgres", app_name=self.app_name
-                )
-                acquire_lock(self.lock_conn, self.journal, self.id, self.command)
+            if not self.read_only:
+                self.journal = Journal(env, self.session.state, self.local_root, self.out.scrub)
+                with self.step("lock"):
+                    self.journal.ensure()
+                    self.lock_conn = self.session.connect(
+                        admin=True, dbname="postgres", app_name=self.app_name
+                    )
+                    acquire_lock(self.lock_conn, self.journal, self.id, self.command)
             message = self.body()
             self.finish("succeeded", 0, message)
             self.after_success()

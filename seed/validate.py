@@ -11,18 +11,14 @@ migrate host. Nothing is written on any server: the report goes to
 from __future__ import annotations
 
 import posixpath
-from pathlib import Path
 from typing import Any
 
 from seed import invariants
 from seed import release as rel
 from seed.checkrun import REPO_CHECKS, CheckRun, repo_checks
-from seed.config import Environment
-from seed.errors import ChecksFailed, SeedError
+from seed.errors import ChecksFailed
 from seed.journal import Journal
-from seed.operation import new_deploy_id
-from seed.report import Output, Report, iso, write_json
-from seed.session import Session
+from seed.operation import Operation
 
 
 def last_after_state(records: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any]]:
@@ -42,53 +38,12 @@ def last_after_state(records: list[dict[str, Any]]) -> tuple[str | None, dict[st
     return None, {}
 
 
-class Validate:
+class Validate(Operation):
+    """Read-only: no lock, nothing written on servers (Operation's journal stays None),
+    the report only on the control machine."""
+
     kind = "validate"
-
-    def __init__(
-        self,
-        env: Environment,
-        command: str,
-        local_root: Path,
-        out: Output,
-        report_path: Path | None = None,
-    ) -> None:
-        self.env = env
-        self.local_root = local_root
-        self.out = out
-        self.report_path = report_path
-        self.id = new_deploy_id()
-        self.app_name = f"seed-{env.name}-{self.id}"
-        self.report = Report(env.name, command, self.id)
-        self.report.data["kind"] = self.kind
-        self.layout = rel.Layout(env.app.deploy_to)
-        self.session = Session(env)
-
-    def run(self) -> Report:
-        env = self.env
-        self.out.line(f"seed validate {env.name} ({env.description}): read-only")
-        try:
-            self.body()
-            failed = [c for c in self.report.checks if not c["passed"]]
-            if failed:
-                raise ChecksFailed(
-                    f"{len(failed)} of {len(self.report.checks)} check(s) failed: "
-                    + ", ".join(c["name"] for c in failed)
-                    + "; nothing was changed"
-                )
-            self.finish("succeeded", 0, self.success_message())
-            return self.report
-        except SeedError as exc:
-            if self.report.outcome == "running":
-                self.finish("failed", exc.code, str(exc))
-            raise
-        except BaseException as exc:
-            if self.report.outcome == "running":
-                self.finish("failed", 1, f"internal error: {type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self.session.close()
-            self.out.summary(self.report)
+    read_only = True
 
     def success_message(self) -> str:
         checks = self.report.checks
@@ -96,22 +51,8 @@ class Validate:
         tail = f" ({skipped} skipped: no baseline)" if skipped else ""
         return f"{len(checks) - skipped} check(s) passed on {self.env.name}{tail}"
 
-    def finish(self, outcome: str, code: int, message: str) -> None:
-        self.report.outcome = outcome
-        self.report.exit_code = code
-        self.report.message = self.out.scrub(message)
-        self.report.finished_at = iso()
-        local = self.local_root / self.env.name / "reports" / f"{self.id}.json"
-        write_json(local, self.report.to_json(), self.out.scrub)
-        if self.report_path:
-            write_json(self.report_path, self.report.to_json(), self.out.scrub)
-
-    def body(self) -> None:
+    def body(self) -> str:
         env, session = self.env, self.session
-        with self.out.step(self.report, "connect") as s:
-            session.open()
-            s.detail = ", ".join(r.label for r in session.remotes.values())
-            s.detail += session.accepted_keys_note(self.report)
         with self.out.step(self.report, "baseline") as s:
             journal = Journal(env, session.state, self.local_root, self.out.scrub)
             deploy_id, values = last_after_state(journal.records())
@@ -159,3 +100,11 @@ class Validate:
                 s.detail += "; no release deployed (Django checks not run)"
             if failed:
                 s.outcome = "failed"
+        failed_checks = [c for c in self.report.checks if not c["passed"]]
+        if failed_checks:
+            raise ChecksFailed(
+                f"{len(failed_checks)} of {len(self.report.checks)} check(s) failed: "
+                + ", ".join(c["name"] for c in failed_checks)
+                + "; nothing was changed"
+            )
+        return self.success_message()
