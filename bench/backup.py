@@ -44,6 +44,7 @@ from psycopg import sql  # noqa: E402
 import seed.restore as seed_restore  # noqa: E402
 from bench.common import (  # noqa: E402
     Timings,
+    bench_spec,
     build_data,
     db_size,
     gb,
@@ -58,9 +59,7 @@ from seed.remote import RemoteJob  # noqa: E402
 from seed.restore import RestorePlan, database_properties, drop_if_exists, swap  # noqa: E402
 from seed.sandbox import (  # noqa: E402
     SandboxInfo,
-    SandboxSpec,
     environment_text,
-    free_port,
     sandbox_down,
     sandbox_up,
 )
@@ -378,9 +377,8 @@ def main() -> int:
     if args.scale <= 0 or args.reps < 1:
         parser.error("--scale must be > 0 and --reps >= 1")
 
-    root = Path(tempfile.mkdtemp(prefix="seed-bench-", dir="/var/tmp"))
-    os.chmod(root, 0o755)  # noqa: S103 - postgres (as root) must traverse it
-    spec = SandboxSpec(root=root, ssh_port=free_port(), pg_port=free_port())
+    spec = bench_spec()
+    root = spec.root
     t = Timings()
     started = time.perf_counter()
     try:

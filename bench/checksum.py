@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,16 @@ if str(REPO) not in sys.path:
 
 import psycopg  # noqa: E402
 
-from bench.common import Timings, build_data, db_size, gb, interleaved, say, stopwatch  # noqa: E402
+from bench.common import (  # noqa: E402
+    Timings,
+    bench_spec,
+    build_data,
+    db_size,
+    gb,
+    interleaved,
+    say,
+    stopwatch,
+)
 from seed.db import (  # noqa: E402
     ROW_HASH,
     ROW_TEXT,
@@ -42,7 +50,7 @@ from seed.db import (  # noqa: E402
     snapshot_figures,
     table_figures,
 )
-from seed.sandbox import SandboxSpec, free_port, sandbox_down, sandbox_up  # noqa: E402
+from seed.sandbox import sandbox_down, sandbox_up  # noqa: E402
 
 TARGET = 5.0
 OURS = "table  seed table_figures, row-hash (count + sum(mixed hash_record_extended))"
@@ -58,9 +66,8 @@ def main() -> int:
     if args.scale <= 0 or args.reps < 1:
         parser.error("--scale must be > 0 and --reps >= 1")
 
-    root = Path(tempfile.mkdtemp(prefix="seed-bench-", dir="/var/tmp"))
-    os.chmod(root, 0o755)  # noqa: S103 - postgres (as root) must traverse it
-    spec = SandboxSpec(root=root, ssh_port=free_port(), pg_port=free_port())
+    spec = bench_spec()
+    root = spec.root
     t = Timings()
     cores = os.cpu_count() or 1
     try:

@@ -6,14 +6,17 @@ Not a benchmark itself (`make bench` runs the other files of this directory).
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from seed.sandbox import SandboxInfo
+from seed.sandbox import SandboxInfo, SandboxSpec, free_port
 
 CUSTOMERS = 3_000_000
 ORDERS = 4_000_000
@@ -163,3 +166,10 @@ def interleaved(i: int, ours: Callable[[], None], baseline: Callable[[], None]) 
     """Ours first on even repetitions, the baseline first on odd ones (cancels order effects)."""
     for fn in (ours, baseline) if i % 2 == 0 else (baseline, ours):
         fn()
+
+
+def bench_spec() -> SandboxSpec:
+    """A private sandbox for one benchmark run: a fresh /var/tmp/seed-bench-* on free ports."""
+    root = Path(tempfile.mkdtemp(prefix="seed-bench-", dir="/var/tmp"))
+    os.chmod(root, 0o755)  # noqa: S103 - postgres (as root) must traverse it
+    return SandboxSpec(root=root, ssh_port=free_port(), pg_port=free_port())

@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import Timings, interleaved, say, stopwatch  # noqa: E402
+from bench.common import Timings, bench_spec, interleaved, say, stopwatch  # noqa: E402
 from seed import release as rel  # noqa: E402
 from seed.config import Host, load_environment  # noqa: E402
 from seed.fanout import fan_out  # noqa: E402
@@ -38,9 +37,7 @@ from seed.origin import build_origin  # noqa: E402
 from seed.remote import Remote  # noqa: E402
 from seed.report import utcnow  # noqa: E402
 from seed.sandbox import (  # noqa: E402
-    SandboxSpec,
     environment_text,
-    free_port,
     sandbox_down,
     sandbox_up,
 )
@@ -75,9 +72,8 @@ def main() -> int:
     if args.hosts < 2 or args.reps < 1:
         parser.error("--hosts must be >= 2 and --reps >= 1")
 
-    root = Path(tempfile.mkdtemp(prefix="seed-bench-", dir="/var/tmp"))
-    os.chmod(root, 0o755)  # noqa: S103 - postgres (as root) must traverse it
-    spec = SandboxSpec(root=root, ssh_port=free_port(), pg_port=free_port())
+    spec = bench_spec()
+    root = spec.root
     t = Timings()
     one_label, many_label = "release to 1 host", f"release to {args.hosts} hosts"
     try:

@@ -159,9 +159,8 @@ def measure(
     value of checksum and sample checks (None: this is the before-state)."""
     with read_only(conn, statement_timeout, snapshot):
         if check.kind == "checksum":
-            ((query, params),) = _queries(conn, check, before)
-            row = _query(conn, query, params)[0]
-            columns, _, algorithm = _checksum_plan(conn, check, before)
+            columns, hashable, algorithm = _checksum_plan(conn, check, before)
+            row = _query(conn, _checksum_query(check, columns, hashable, algorithm))[0]
             return {
                 "columns": columns,
                 "rows": int(row[0]),
@@ -188,11 +187,7 @@ def _queries(
 ) -> list[tuple[str | sql.Composable, Any]]:
     """The SQL a check runs (inside the read-only transaction: it may read the catalog)."""
     if check.kind == "checksum":
-        columns, hashable, algorithm = _checksum_plan(conn, check, before)
-        query = sql.SQL("select count(*), coalesce(sum({h}), 0) from {table}").format(
-            h=row_hash_sql(columns, hashable, algorithm), table=_table(check)
-        )
-        return [(query, None)]
+        return [(_checksum_query(check, *_checksum_plan(conn, check, before)), None)]
     if check.kind == "sample":
         key = check.key or _primary_key(conn, check)
         if before is None:
@@ -237,6 +232,14 @@ def _queries(
         )
         return [(query, [list(before["rows"])])]
     return [(check.sql, None)]
+
+
+def _checksum_query(
+    check: Check, columns: list[str], hashable: list[bool], algorithm: str
+) -> sql.Composable:
+    return sql.SQL("select count(*), coalesce(sum({h}), 0) from {table}").format(
+        h=row_hash_sql(columns, hashable, algorithm), table=_table(check)
+    )
 
 
 def _table(check: Check) -> sql.Composable:
