@@ -10,6 +10,7 @@ for env_task in environment_tasks():
     ns.add_task(env_task)
 ns.add_task(deploy.upgradedb)
 ns.add_task(deploy.rollback)
+ns.add_task(deploy.unlock)
 ns.add_task(checks.validate)
 ns.add_task(overview.status)
 ns.add_task(overview.history)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,31 @@ def pgpass_line(host: str, port: int, user: str, secret: Secret | None) -> bytes
     return f"{esc(host)}:{port}:*:{esc(user)}:{esc(password)}\n".encode()
 
 
+def schema_fingerprint(
+    env: Environment, remote: Remote, job_dir: str, app_name: str, snapshot: str | None = None
+) -> str:
+    """sha256 of `pg_dump --schema-only` (tables, columns, types, defaults, constraints,
+    indexes, grants), without its comments and the random `\\restrict` key newer pg_dumps
+    print: equal exactly when the two schemas are. In `snapshot` when given."""
+    remote.mkdirs(job_dir, mode=0o700)
+    passfile = posixpath.join(job_dir, "pgpass-schema")
+    db = env.db
+    remote.put_bytes(pgpass_line(db.host, db.port, db.admin_user, db.admin_password), passfile)
+    snap = f"--snapshot={q(snapshot)} " if snapshot else ""
+    script = (
+        f"set -euo pipefail; export PGPASSFILE={q(passfile)} PGAPPNAME={q(app_name)}; "
+        f"trap 'rm -f \"$PGPASSFILE\"' EXIT; "
+        f"{q(env.backup.tool('pg_dump'))} --schema-only {snap}--host={q(db.host)} "
+        f"--port={db.port} --username={q(db.admin_user)} --no-password {q(db.name)} "
+        "| grep -v -e '^--' -e '^\\\\restrict ' -e '^\\\\unrestrict ' -e '^$' | sha256sum"
+    )
+    res = remote.run(f"bash -c {q(script)}", timeout=600)
+    digest = res.stdout.split()[0] if res.ok and res.stdout.strip() else ""
+    if len(digest) != 64:
+        raise PreflightFailed(f"pg_dump --schema-only on {remote.label} failed: {res.tail(2)}")
+    return digest
+
+
 def pg_dump_version(env: Environment, remote: Remote) -> tuple[str, int]:
     """(`pg_dump --version` text, major) on the state host; missing → PreflightFailed.
 
@@ -167,7 +193,12 @@ def restore_space(
     if env.db.host not in ("127.0.0.1", "localhost", "::1"):
         return "restore space not checked (the database is not on the state host)"
     try:
-        row = conn.execute("select current_setting('data_directory')").fetchone()
+        # the database's tablespace: where a restored copy is written
+        row = conn.execute(
+            "select coalesce(nullif(pg_tablespace_location(d.dattablespace), ''), "
+            "current_setting('data_directory')) from pg_database d where d.datname = %s",
+            (env.db.name,),
+        ).fetchone()
     except psycopg.Error:
         conn.rollback()
         return "restore space not checked (data_directory not readable by db.admin_user)"
@@ -176,7 +207,7 @@ def restore_space(
     needed = int(size * 1.2)
     if free < needed:
         raise PreflightFailed(
-            f"the data directory {data_dir} on {remote.label} has {human(free)} free; "
+            f"the database's directory {data_dir} on {remote.label} has {human(free)} free; "
             f"a restore (rollback) needs about {human(needed)}: free space first"
         )
     return f"{free / 1e9:.1f} GB free for a restore"
@@ -304,6 +335,7 @@ def take_backup(
     job_dir: str,
     app_name: str,
     snapshot: str | None = None,
+    on_lost: Callable[[], None] | None = None,
 ) -> tuple[str, str, int]:
     """Dump, verify and checksum; returns (path, sha256, size). Failure → PreflightFailed."""
     final = posixpath.join(env.backup.dir, backup_id + backup_suffix(env))
@@ -315,7 +347,7 @@ def take_backup(
     )
     script = dump_script(env, final, passfile, app_name, snapshot)
     job = RemoteJob.start(remote, job_dir, script)
-    code, output = job.wait()
+    code, output = job.wait(on_lost=on_lost)
     match = re.search(r"seed-backup sha256=([0-9a-f]{64}) size=(\d+)", output)
     if code != 0 or not match:
         lines = [ln for ln in output.strip().splitlines() if ln.strip()]

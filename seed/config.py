@@ -119,6 +119,49 @@ class AppConfig:
     parallel: int = 8  # app hosts worked on at once (release, switch, restart, health)
 
 
+# the steps hooks attach to, and where each one's hooks run by default
+HOOK_POINTS = {
+    "backup": "db",
+    "migrate": "migrate",
+    "switch": "app",
+    "restart": "app",
+    "maintenance_on": "app",
+    "maintenance_off": "app",
+}
+HOOK_PLACES = ("app", "migrate", "db", "local")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One user command around a step: where it runs and how long it may take."""
+
+    run: str
+    timeout: float
+    on: str  # app (every app host the step works on) | migrate | db | local (control machine)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """`hooks:` of the environment file: before/after commands per step, and notify."""
+
+    before: Mapping[str, tuple[Hook, ...]] = field(default_factory=dict)
+    after: Mapping[str, tuple[Hook, ...]] = field(default_factory=dict)
+    notify: tuple[Hook, ...] = ()
+
+    def of(self, when: str, point: str) -> tuple[Hook, ...]:
+        return (self.before if when == "before" else self.after).get(point, ())
+
+    def configured(self) -> dict[str, list[str]]:
+        """`before_switch: [command, ...]`, for plan and the report."""
+        out: dict[str, list[str]] = {}
+        for when, table in (("before", self.before), ("after", self.after)):
+            for point, hooks in table.items():
+                out[f"{when}_{point}"] = [h.run for h in hooks]
+        if self.notify:
+            out["notify"] = [h.run for h in self.notify]
+        return out
+
+
 @dataclass(frozen=True)
 class DbConfig:
     host: str
@@ -169,6 +212,8 @@ class Environment:
     state_dir: str
     checks: tuple[Check, ...] = field(default_factory=tuple)
     invariants: Invariants = field(default_factory=Invariants)
+    hooks: Hooks = field(default_factory=Hooks)
+    rollback_method: str = "auto"  # auto | reverse | restore (seed/reverse.py)
 
     @property
     def state_host(self) -> Host:
@@ -315,14 +360,15 @@ class _Parser:
 
     # -- primitives ---------------------------------------------------------------------------
 
-    def _section(self, raw: Any, key: str, allowed: set[str]) -> dict[str, Any]:
+    def _section(self, raw: Any, key: str, allowed: set[str], parent: str = "") -> dict[str, Any]:
         value = raw.get(key) if isinstance(raw, dict) else None
         if value is None:
             return {}
+        where = f"{parent}.{key}" if parent else key
         if not isinstance(value, dict):
-            self.errors.append(f"{key}: expected a mapping")
+            self.errors.append(f"{where}: expected a mapping")
             return {}
-        self._unknown(value, key, allowed)
+        self._unknown(value, where, allowed)
         return value
 
     def _unknown(self, mapping: dict[str, Any], prefix: str, allowed: set[str]) -> None:
@@ -428,6 +474,11 @@ class _Parser:
         parser = CheckParser(self.errors)
         checks = parser.checks(raw.get("checks"), source=str(self.path))
         invariants = parser.invariants(raw.get("invariants"))
+        hooks = self.hooks(raw)
+        rb = self._section(raw, "rollback", schema.keys("rollback"))
+        method = self._choice(
+            rb, "method", "rollback.method", ("auto", "reverse", "restore"), "auto"
+        )
         state_dir = self._str(raw, "state_dir", "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
             self.errors.append("state_dir: must be an absolute path on the state host")
@@ -446,7 +497,52 @@ class _Parser:
             state_dir=str(state_dir),
             checks=checks,
             invariants=invariants,
+            hooks=hooks,
+            rollback_method=method,
         )
+
+    def hooks(self, raw: dict[str, Any]) -> Hooks:
+        h = self._section(raw, "hooks", schema.keys("hooks"))
+        default_timeout = self._float(h, "timeout", "hooks.timeout", 300.0)
+        before: dict[str, tuple[Hook, ...]] = {}
+        after: dict[str, tuple[Hook, ...]] = {}
+        for point, place in HOOK_POINTS.items():
+            p = self._section(h, point, schema.keys("hooks", point), "hooks")
+            for when, table in (("before", before), ("after", after)):
+                items = self._hook_list(
+                    p.get(when), f"hooks.{point}.{when}", place, default_timeout
+                )
+                if items:
+                    table[point] = items
+        notify = self._hook_list(h.get("notify"), "hooks.notify", "local", default_timeout)
+        return Hooks(before, after, notify)
+
+    def _hook_list(self, value: Any, where: str, place: str, timeout: float) -> tuple[Hook, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str | dict):
+            value = [value]
+        if not isinstance(value, list):
+            self.errors.append(f"{where}: expected a command or a list of commands")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            at = f"{where}[{i}]"
+            if isinstance(item, str):
+                out.append(Hook(self._interp(item, at), timeout, place))
+                continue
+            if not isinstance(item, dict) or "run" not in item:
+                self.errors.append(f"{at}: expected a command, or a mapping with `run:`")
+                continue
+            self._unknown(item, at, {"run", "timeout", "on"})
+            out.append(
+                Hook(
+                    str(self._str(item, "run", f"{at}.run")),
+                    self._float(item, "timeout", f"{at}.timeout", timeout),
+                    self._choice(item, "on", f"{at}.on", HOOK_PLACES, place),
+                )
+            )
+        return tuple(out)
 
     def ssh(self, raw: dict[str, Any]) -> SshConfig:
         s = self._section(raw, "ssh", schema.keys("ssh"))
@@ -523,9 +619,9 @@ class _Parser:
                     self.errors.append(f"app.env.{key}: not a valid variable name")
                     continue
                 env[str(key)] = Secret(str(self._str(env_raw, key, f"app.env.{key}")))
-        maint = self._section(a, "maintenance", schema.keys("app", "maintenance"))
+        maint = self._section(a, "maintenance", schema.keys("app", "maintenance"), "app")
         health = None
-        h = self._section(a, "health", schema.keys("app", "health"))
+        h = self._section(a, "health", schema.keys("app", "health"), "app")
         if h:
             health = Health(
                 url=str(self._str(h, "url", "app.health.url")),

@@ -6,6 +6,7 @@ Hashing happens inside PostgreSQL, never by pulling rows. Every session sets
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -126,8 +127,10 @@ def connect(
     app_name: str = "seed",
     autocommit: bool = True,
     timeout: int = 10,
+    options: str = "",
 ) -> psycopg.Connection[Any]:
-    """Open a session as the admin or the app role; failures are one PreflightFailed line."""
+    """Open a session as the admin or the app role; failures are one PreflightFailed line.
+    `options`: server settings for the session (`-c name=value ...`)."""
     user = env.db.admin_user if admin else env.db.user
     secret: Secret | None = env.db.admin_password if admin else env.db.password
     name = dbname or env.db.name
@@ -141,7 +144,11 @@ def connect(
         "autocommit": autocommit,
         "keepalives": 1,
         "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
     }
+    if options:
+        kwargs["options"] = options
     if secret is not None:
         kwargs["password"] = secret.reveal()
     try:
@@ -152,6 +159,16 @@ def connect(
         raise PreflightFailed(
             f"database {user}@{env.db.host}:{env.db.port}/{name} ({role}): {reason}"
         ) from None
+
+
+# The lock's session must live exactly as long as its holder: never closed for idleness,
+# and a holder that vanished (machine gone, network cut) detected by TCP keepalives on
+# both ends within about a minute.
+LOCK_SESSION_OPTIONS = (
+    "-c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0 "
+    "-c statement_timeout=0 -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
+    "-c tcp_keepalives_count=3"
+)
 
 
 def _first_line(text: str) -> str:
@@ -300,7 +317,9 @@ def exported_snapshot(conn: psycopg.Connection[Any]) -> Iterator[str]:
         assert row is not None
         yield str(row[0])
     finally:
-        conn.execute("rollback")
+        # a connection lost meanwhile took its transaction with it
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("rollback")
 
 
 def server_version(conn: psycopg.Connection[Any]) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from seed import backup as backups
 from seed import db as dblib
+from seed import recovery
 from seed import restore as restorelib
 from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed
@@ -79,6 +80,12 @@ class Backup(Operation):
     """`fab <env> backup [--label L] [--verify-restore] [--download]`."""
 
     kind = "backup"
+
+    def check_interrupted(self) -> None:
+        """A backup changes nothing: taking one while a recovery is pending is allowed (and
+        may be wise). Only live parts of a dead run keep it out (the lock)."""
+        if self.interrupted:
+            self.out.line(f"note: {recovery.pending_message(self.env, self.interrupted)}")
 
     def __init__(
         self,

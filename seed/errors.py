@@ -56,6 +56,10 @@ class HumanNeeded(SeedError):
     code = 6
 
 
+class LockLost(HumanNeeded):
+    """The run's lock was lost to another run: it stopped without changing anything more."""
+
+
 class ChecksFailed(SeedError):
     """A read-only command's checks failed; nothing was changed."""
 

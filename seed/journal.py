@@ -19,7 +19,6 @@ from typing import Any
 import psycopg
 
 from seed.config import Environment
-from seed.errors import LockHeld
 from seed.remote import Remote, q
 from seed.report import Scrubber, iso, who, write_json
 
@@ -54,6 +53,16 @@ class Journal:
                 except (json.JSONDecodeError, OSError):
                     continue
         return out
+
+    def read_record(self, deploy_id: str) -> dict[str, Any] | None:
+        """One record as the state host has it (None when missing or unreadable)."""
+        try:
+            data: dict[str, Any] = json.loads(
+                self.remote.get_bytes(posixpath.join(self.dir, f"{deploy_id}.json"))
+            )
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return data
 
     def last_good(self) -> dict[str, Any] | None:
         good = [r for r in self.records() if r.get("outcome") == "succeeded"]
@@ -95,21 +104,20 @@ def lock_key_sql() -> str:
     return "hashtextextended('seed:' || %s, 0)"
 
 
-def acquire_lock(
-    conn: psycopg.Connection[Any], journal: Journal, deploy_id: str, command: str
-) -> None:
-    """Take the advisory lock on this session or raise LockHeld naming the holder."""
-    env = journal.env
+def try_advisory_lock(conn: psycopg.Connection[Any], env: Environment) -> bool:
+    """The advisory lock on this session, if free (never waits)."""
     row = conn.execute(f"select pg_try_advisory_lock({lock_key_sql()})", (env.db.name,)).fetchone()
-    if not row or not row[0]:
-        holder = journal.read_lock() or {}
-        raise LockHeld(
-            f"environment {env.name} is locked by deploy {holder.get('deploy_id', '?')} "
-            f"({holder.get('who', 'unknown')}, pid {holder.get('pid', '?')}, "
-            f"{holder.get('command', '?')!r}) since {holder.get('since', '?')}; "
-            "wait for it to finish"
-        )
-    journal.write_lock(deploy_id, command)
+    return bool(row and row[0])
+
+
+def holder_text(holder: dict[str, Any] | None) -> str:
+    """`deploy ID (who, host, pid, 'command') since TIME` from a lock record."""
+    h = holder or {}
+    return (
+        f"deploy {h.get('deploy_id', '?')} ({h.get('who', 'unknown')} on "
+        f"{h.get('host', '?')}, pid {h.get('pid', '?')}, {h.get('command', '?')!r}) "
+        f"since {h.get('since', '?')}"
+    )
 
 
 def release_lock(conn: psycopg.Connection[Any], journal: Journal, deploy_id: str) -> None:

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 from seed.config import Environment
-from seed.errors import PreflightFailed
+from seed.errors import PreflightFailed, SeedError
 from seed.release import Layout
 from seed.remote import Remote, RemoteJob, q
 
@@ -25,6 +25,7 @@ class MigrationState:
     applied: list[tuple[str, str]]
     plan: list[dict[str, Any]]
     unknown_applied: list[tuple[str, str]] = field(default_factory=list)
+    reverse: dict[str, Any] = field(default_factory=dict)  # targets in this graph, or why not
 
     @property
     def pending(self) -> list[str]:
@@ -66,6 +67,7 @@ def migration_state(
         applied=[(a, n) for a, n in data["applied"]],
         plan=data["plan"],
         unknown_applied=[(a, n) for a, n in data["unknown_applied"]],
+        reverse=data.get("reverse") or {},
     )
 
 
@@ -86,19 +88,27 @@ def apply_migrations(
     app_name: str,
     on_output: Callable[[str], None] | None = None,
     on_start: Callable[[RemoteJob], None] | None = None,
+    on_lost: Callable[[], None] | None = None,
+    targets: dict[str, str] | None = None,
 ) -> MigrateOutcome:
-    """`manage.py migrate --noinput` as a remote job with lock_timeout and bounded retries.
+    """`manage.py migrate --noinput` as a remote job with lock_timeout and bounded retries;
+    with `targets` (app -> migration or `zero`), `migrate <app> <target>` per app instead:
+    the reverse of a deploy, run with its (new) code.
 
     Each Django migration on PostgreSQL is its own transaction, so retrying after a
     lock timeout continues where the failed attempt stopped.
     """
     started = time.monotonic()
     pgoptions = f"-c lock_timeout={env.db.lock_timeout}"
+    commands = [".venv/bin/python manage.py migrate --noinput"]
+    if targets is not None:
+        commands = [f"{commands[0]} {q(app)} {q(to)}" for app, to in sorted(targets.items())]
     script = (
-        "set -uo pipefail\n"
+        "set -euo pipefail\n"
         + _with_env(layout, release_path, env.name, app_name)
-        + f"export PGOPTIONS={q(pgoptions)} && "
-        + "exec .venv/bin/python manage.py migrate --noinput\n"
+        + f"export PGOPTIONS={q(pgoptions)}\n"
+        + "\n".join(commands)
+        + "\n"
     )
     output: list[str] = []
     attempts = 0
@@ -108,9 +118,41 @@ def apply_migrations(
         job = RemoteJob.start(remote, f"{job_dir}-{attempts}", script)
         if on_start:
             on_start(job)
-        code, out = job.wait(on_output=on_output, timeout=None)
+        code, out = job.wait(on_output=on_output, timeout=None, on_lost=on_lost)
         output.append(out)
         if code == 0 or "lock timeout" not in out:
             break
         time.sleep(min(2**attempts, 10))
     return MigrateOutcome(code, "".join(output), attempts, time.monotonic() - started)
+
+
+def reverse_migrations(
+    env: Environment,
+    remote: Remote,
+    layout: Layout,
+    release_path: str,
+    job_dir: str,
+    app_name: str,
+    targets: dict[str, str],
+    on_output: Callable[[str], None] | None = None,
+    on_lost: Callable[[], None] | None = None,
+) -> MigrateOutcome:
+    """`migrate <app> <target>` per app with the code at `release_path` (the deploy's own):
+    the outcome, or SeedError naming Django's last line when it fails."""
+    outcome = apply_migrations(
+        env,
+        remote,
+        layout,
+        release_path,
+        job_dir,
+        app_name,
+        on_output=on_output,
+        on_lost=on_lost,
+        targets=targets,
+    )
+    if outcome.exit_code != 0:
+        last = [ln for ln in outcome.output.strip().splitlines() if ln.strip()]
+        raise SeedError(
+            f"reverse migrate failed (exit {outcome.exit_code}): {last[-1] if last else ''}"
+        )
+    return outcome

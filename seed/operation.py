@@ -8,21 +8,26 @@ host, report under .seed/<env>/reports/, and `--report PATH`), whatever happens.
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 import secrets as pysecrets
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 
 from seed import db as dblib
+from seed import faults, recovery
+from seed import hooks as hooklib
 from seed import release as rel
 from seed import restore as restorelib
-from seed.config import Environment
-from seed.errors import PreflightFailed, SeedError
+from seed.config import Environment, Hook
+from seed.errors import LockHeld, LockLost, PreflightFailed, SeedError
 from seed.fanout import HostOutcomes, fan_out
-from seed.journal import Journal, acquire_lock, release_lock
+from seed.journal import Journal, holder_text, release_lock, try_advisory_lock
 from seed.remote import Remote
 from seed.report import Output, Report, iso, utcnow, write_json
 from seed.session import Session
@@ -49,6 +54,9 @@ class Operation:
 
     kind = "operation"
     read_only = False  # True: no lock, no journal record (the report stays local)
+    direction = "deploy"  # SEED_DIRECTION for hooks: deploy | rollback
+    # steps that run without checking the lock first (they are how it is taken back)
+    unlocked_steps = ("lock", "rollback: reconnect")
 
     def __init__(
         self,
@@ -57,9 +65,14 @@ class Operation:
         local_root: Path,
         out: Output,
         report_path: Path | None = None,
+        lock_wait: float = 0.0,
     ) -> None:
         self.env = env
         self.command = command
+        self.lock_wait = lock_wait
+        self.locked = False  # the advisory lock is ours: from now on every step is journaled
+        self.interrupted: list[recovery.RunState] = []
+        self.reconnects = 0  # connections re-established after a loss
         self.local_root = local_root
         self.report_path = report_path
         self.out = out
@@ -67,6 +80,7 @@ class Operation:
         self.app_name = f"seed-{env.name}-{self.id}"
         self.report = Report(env.name, command, self.id)
         self.report.data["kind"] = self.kind
+        self.report.data["control"] = {"host": socket.gethostname(), "pid": os.getpid()}
         self.layout = rel.Layout(env.app.deploy_to)
         self.session = Session(env)
         self.journal: Journal | None = None
@@ -86,13 +100,26 @@ class Operation:
         self.report.data["hosts"] = self.host_outcomes.data
         return results
 
-    def step(self, name: str) -> Any:
-        return self.out.step(self.report, name)
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[Any]:
+        """A step of the run, journaled before it starts and after it ends, with the lock
+        confirmed first (a run that lost its lock must not change anything)."""
+        try:
+            with self.out.step(self.report, name) as s:
+                if self.locked and name not in self.unlocked_steps:
+                    self.ensure_lock()
+                self.record()
+                faults.point(f"before {name}")
+                yield s
+        finally:
+            self.record()
+        faults.point(f"after {name}")
 
     def record(self) -> None:
-        """Write the report as it stands to the journal (progress, or the end)."""
-        if self.journal is not None:
-            with contextlib.suppress(SeedError, OSError):
+        """Write the report as it stands to the journal (progress, or the end); only once
+        the lock is ours, so a run refused at the lock leaves no `running` record."""
+        if self.journal is not None and self.locked:
+            with contextlib.suppress(Exception):  # progress is best effort; the end is retried
                 self.journal.write(self.id, self.report.to_json())
 
     def finish(self, outcome: str, code: int, message: str) -> None:
@@ -128,12 +155,10 @@ class Operation:
                 s.detail += self.session.accepted_keys_note(self.report)
             if not self.read_only:
                 self.journal = Journal(env, self.session.state, self.local_root, self.out.scrub)
-                with self.step("lock"):
+                with self.step("lock") as s:
                     self.journal.ensure()
-                    self.lock_conn = self.session.connect(
-                        admin=True, dbname="postgres", app_name=self.app_name
-                    )
-                    acquire_lock(self.lock_conn, self.journal, self.id, self.command)
+                    s.detail = self.take_lock()
+                self.check_interrupted()
             message = self.body()
             self.finish("succeeded", 0, message)
             self.after_success()
@@ -148,11 +173,220 @@ class Operation:
                     self.finish("failed", 1, f"internal error: {type(exc).__name__}: {exc}")
             raise
         finally:
-            if self.lock_conn is not None and self.journal is not None:
+            if self.lock_conn is not None and self.journal is not None and self.locked:
                 with contextlib.suppress(Exception):
                     release_lock(self.lock_conn, self.journal, self.id)
             self.session.close()
             self.out.summary(self.report)
+            if not self.read_only and self.report.outcome != "running":
+                self.notify()
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def hooked(self, point: str, hosts: list[Remote]) -> Iterator[None]:
+        """The `before` hooks of `point`, the step's own work, then its `after` hooks."""
+        self.run_hooks("before", point, hosts)
+        yield
+        self.run_hooks("after", point, hosts)
+
+    def run_hooks(self, when: str, point: str, hosts: list[Remote]) -> None:
+        hooks = self.env.hooks.of(when, point)
+        if not hooks:
+            return
+        name = f"{when}_{point}"
+        names = hooklib.variables(self.env, self.hook_base(), name)
+        for hook in hooks:
+            self.out.detail(f"hook {name}: {hook.run}")
+            try:
+                self.run_hook(hook, name, names, hosts)
+            except SeedError as exc:
+                if self.direction == "deploy":
+                    raise
+                # undoing: getting back to the old state comes first; the health check
+                # after the app starts says whether the hook's part was missed
+                self.out.line(f"warning: {exc}", style="yellow")
+                self.report.data.setdefault("hook_failures", []).append(str(exc))
+
+    def run_hook(self, hook: Hook, name: str, names: dict[str, str], hosts: list[Remote]) -> None:
+        """One hook where it belongs (a failure raises HookFailed naming hook and host)."""
+        if hook.on == "local":
+            hooklib.run_local(hook, names)
+        else:
+            places = {"migrate": self.session.migrator, "db": self.session.state}
+            remotes = hooklib.targets(hook, hosts, places)
+            if not remotes:
+                return  # the step works on no host (e.g. nothing was switched)
+
+            def one(remote: Remote) -> None:
+                hooklib.run_remote_or_raise(self.env, remote, hook, names)
+
+            self.on_hosts(remotes, one, f"hook {name}")
+        self.report.data.setdefault("hooks_run", []).append(
+            {"hook": name, "run": hook.run, "on": hook.on, "direction": self.direction}
+        )
+
+    def hook_base(self) -> dict[str, Any]:
+        d = self.report.data
+        forward = self.direction == "deploy"
+        return {
+            "SEED_RUN_ID": self.id,
+            "SEED_KIND": self.kind,
+            "SEED_DIRECTION": self.direction,
+            "SEED_REF": d.get("ref"),
+            "SEED_SHA": d.get("sha_after") if forward else d.get("sha_before"),
+            "SEED_RELEASE": d.get("release_after") if forward else d.get("release_before"),
+            "SEED_PREVIOUS_RELEASE": d.get("release_before") if forward else d.get("release_after"),
+        }
+
+    def notify(self) -> None:
+        """`hooks.notify` on the control machine once the outcome is known (warn on failure)."""
+        if not self.env.hooks.notify:
+            return
+        report = self.local_root / self.env.name / "reports" / f"{self.id}.json"
+        names = hooklib.variables(self.env, self.hook_base(), "notify")
+        names.update(
+            SEED_OUTCOME=self.report.outcome,
+            SEED_EXIT_CODE=str(self.report.exit_code),
+            SEED_MESSAGE=self.out.scrub(self.report.message),
+            SEED_REPORT=str(report),
+        )
+        for hook in self.env.hooks.notify:
+            try:
+                hooklib.run_local(hook, names)
+            except SeedError as exc:
+                self.out.line(f"warning: {exc}", style="yellow")
+
+    # -- the lock --------------------------------------------------------------------------
+
+    def connect_lock(self) -> Any:
+        """The lock's own session, in `postgres`, kept alive as long as this process is."""
+        return self.session.connect(
+            admin=True,
+            dbname="postgres",
+            app_name=self.app_name,
+            options=dblib.LOCK_SESSION_OPTIONS,
+        )
+
+    def take_lock(self) -> str:
+        """The advisory lock, and nothing of an interrupted run alive (else LockHeld, exit 3,
+        naming the holder); with `lock_wait`, retried until then."""
+        deadline = time.monotonic() + self.lock_wait
+        said = False
+        while True:
+            try:
+                return self._take_lock_once()
+            except LockHeld as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                if not said:
+                    self.out.line(f"waiting up to {self.lock_wait:.0f}s: {exc}")
+                    said = True
+                time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+    def _take_lock_once(self) -> str:
+        assert self.journal is not None
+        env = self.env
+        if self.lock_conn is None or self.lock_conn.closed:
+            self.lock_conn = self.connect_lock()
+        if not try_advisory_lock(self.lock_conn, env):
+            raise LockHeld(
+                f"environment {env.name} is locked by {holder_text(self.journal.read_lock())}; "
+                "wait for it to finish (or --wait SECONDS)"
+            )
+        runs = recovery.interrupted_runs(
+            env, self.session, self.lock_conn, self.journal.records(), self.id
+        )
+        alive = [r for r in runs if self.counts_as_holder(r)]
+        if alive:
+            release_lock(self.lock_conn, self.journal, self.id)
+            run = alive[-1]
+            raise LockHeld(
+                f"environment {env.name} is locked: {run.describe()} but {run.life()} still "
+                "runs; wait for it (or --wait SECONDS)"
+            )
+        self.journal.write_lock(self.id, self.command)
+        self.locked = True
+        self.interrupted = runs
+        for run in runs:
+            if not run.blocking:  # a dead backup or cleanup: nothing to put back
+                self.mark_interrupted(run, "nothing to recover")
+        return f"advisory lock taken ({self.app_name})"
+
+    def counts_as_holder(self, run: recovery.RunState) -> bool:
+        """Whether a live part of an interrupted run keeps the environment locked for this
+        run. Recovery overrides this: it waits for or stops the jobs itself."""
+        return run.alive
+
+    def check_interrupted(self) -> None:
+        """A deploy, rollback or restore died half way: only recovery may run (exit 4)."""
+        blocking = [r for r in self.interrupted if r.blocking]
+        if blocking:
+            raise PreflightFailed(recovery.pending_message(self.env, blocking))
+
+    def mark_interrupted(self, run: recovery.RunState, what: str) -> None:
+        """Close a dead run's record: it ended `interrupted`, recovered by this run."""
+        assert self.journal is not None
+        record = dict(run.record)
+        if record.get("outcome") == "running":
+            record.update(outcome="interrupted", exit_code=None)
+            record["message"] = f"interrupted {run.where()}"
+        record["recovered_by"] = self.id
+        record["message"] = f"{record.get('message', '')}; {what} by {self.kind} {self.id}"
+        self.journal.write(run.id, record)
+
+    def ensure_lock(self) -> None:
+        """Confirm the lock's session still lives; if it died (tunnel cut, server restart),
+        take the lock back, unless another run has taken it or recovered this one since:
+        then LockLost, and this run must not change anything more."""
+        assert self.journal is not None
+        if self.lock_conn is not None and not self.lock_conn.closed:
+            try:
+                self.lock_conn.execute("select 1")
+                return
+            except psycopg.Error:
+                pass
+        self.retake_lock()
+
+    def reconnect_all(self) -> None:
+        """A connection was lost: connect again (every host, the tunnel), take the lock back
+        and reopen this run's sessions. Remote jobs ran on meanwhile (they are detached)."""
+        self.out.line("connection lost: reconnecting", style="yellow")
+        self.reconnects += 1
+        self.session.reconnect()
+        self.retake_lock()
+        for attr, admin in (("admin", True), ("app", False)):
+            if hasattr(self, attr):
+                setattr(self, attr, self.session.connect(admin=admin, app_name=self.app_name))
+
+    def retake_lock(self, attempts: int = 10, delay: float = 1.0) -> None:
+        assert self.journal is not None
+        env = self.env
+        self.out.line("the lock's database session is gone: taking the lock back")
+        for attempt in range(attempts):
+            try:
+                self.lock_conn = self.connect_lock()
+                break
+            except SeedError as exc:
+                if attempt == attempts - 1:
+                    raise LockLost(
+                        f"lost the lock of {env.name} (its session died) and cannot reconnect "
+                        f"to take it back: {exc}"
+                    ) from None
+                time.sleep(delay)
+        assert self.lock_conn is not None
+        if not try_advisory_lock(self.lock_conn, env):
+            raise LockLost(
+                f"lost the lock of {env.name}: now held by "
+                f"{holder_text(self.journal.read_lock())}; stopped without changing anything more"
+            )
+        mine = self.journal.read_record(self.id) or {}
+        if mine.get("outcome", "running") != "running":
+            raise LockLost(
+                f"lost the lock of {env.name}: this run was recovered by "
+                f"{mine.get('recovered_by', '?')} meanwhile; stopped without changing anything"
+            )
+        self.journal.write_lock(self.id, self.command)
 
     # -- writes stopped while the database is replaced ----------------------------------------
 
@@ -167,11 +401,12 @@ class Operation:
             self.running = [r for r in session.serving_remotes() if self.current.get(r.label)]
             if env.app.maintenance_on:
                 on = env.app.maintenance_on
-                self.on_hosts(
-                    self.running,
-                    lambda r: rel.run_hook(r, self.layout, on, "maintenance on"),
-                    "maintenance on",
-                )
+                with self.hooked("maintenance_on", self.running):
+                    self.on_hosts(
+                        self.running,
+                        lambda r: rel.run_hook(r, self.layout, on, "maintenance on"),
+                        "maintenance on",
+                    )
             self.admin = session.connect(admin=True, app_name=self.app_name)
             ended = dblib.drain_sessions(self.admin, env.db.user, env.db.name, env.db.drain_timeout)
             s.detail = f"app stopped on {len(self.running)} host(s), {ended} session(s) ended"
@@ -234,7 +469,9 @@ class Operation:
             if env.app.health:
                 rel.health_check(env, remote, self.layout)
 
-        self.on_hosts(hosts, start, "start app")
+        point = "maintenance_off" if env.app.maintenance_off else "restart"
+        with self.hooked(point, hosts):
+            self.on_hosts(hosts, start, "start app")
         return f"serving on {len(hosts)} host(s)"
 
     def record_after(self) -> None:
@@ -267,6 +504,7 @@ class Operation:
                     posixpath.join(env.state_dir, "jobs", self.id, "restore"),
                     self.app_name,
                     before_swap=close_live,
+                    on_lost=self.reconnect_all,
                 )
             except restorelib.RestoreFailed as exc:
                 state["database"] = (

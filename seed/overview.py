@@ -16,6 +16,7 @@ from seed import db as dblib
 from seed import release as rel
 from seed.config import Environment
 from seed.journal import Journal, lock_key_sql
+from seed.recovery import BLOCKING, unfinished
 from seed.report import Scrubber
 from seed.session import Session
 
@@ -121,6 +122,10 @@ def status(env: Environment, local_root: Path, scrub: Scrubber) -> dict[str, Any
         record = journal.read_lock()
         records = journal.records()
         last = next((r for r in reversed(records) if r.get("kind") == "upgradedb"), None)
+        holder = (record or {}).get("deploy_id") if pids else None
+        interrupted = [
+            summarize(r) for r in records if unfinished(r) and r.get("deploy_id") != holder
+        ]
         return {
             "environment": env.name,
             "description": env.description,
@@ -133,6 +138,8 @@ def status(env: Environment, local_root: Path, scrub: Scrubber) -> dict[str, Any
                 "record": record,
                 "stale_record": bool(record) and not pids,
             },
+            "interrupted": interrupted,
+            "recovery_pending": any(r["kind"] in BLOCKING for r in interrupted),
             "last_deploy": summarize(last) if last else None,
             "last_operation": summarize(records[-1]) if records else None,
         }

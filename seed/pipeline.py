@@ -21,15 +21,15 @@ from typing import Any
 import psycopg
 
 from seed import backup as backups
-from seed import checkrun, invariants
+from seed import checkrun, invariants, recovery
 from seed import checks as checklib
 from seed import db as dblib
 from seed import migrate as migratelib
 from seed import release as rel
 from seed import restore as restorelib
+from seed import reverse as reverselib
 from seed.config import Environment
-from seed.errors import HumanNeeded, PreflightFailed, RolledBack, SeedError
-from seed.journal import acquire_lock
+from seed.errors import HumanNeeded, LockLost, PreflightFailed, RolledBack, SeedError
 from seed.operation import Operation
 from seed.remote import Remote, RemoteError, RemoteJob, q
 from seed.replication import refuse_if_replicated
@@ -42,6 +42,8 @@ class DeployOptions:
     command: str
     local_root: Path
     report_path: Path | None = None
+    lock_wait: float = 0.0
+    resume: bool = False  # finish an interrupted deploy whose post checks had passed
 
 
 class Upgrade(Operation):
@@ -50,7 +52,7 @@ class Upgrade(Operation):
     kind = "upgradedb"
 
     def __init__(self, env: Environment, opts: DeployOptions, out: Output) -> None:
-        super().__init__(env, opts.command, opts.local_root, out, opts.report_path)
+        super().__init__(env, opts.command, opts.local_root, out, opts.report_path, opts.lock_wait)
         self.opts = opts
         self.scrub = out.scrub
         self.deploy_id = self.id
@@ -68,12 +70,16 @@ class Upgrade(Operation):
         self.rid = ""
         self.sha = ""
         self.pg_dump_text = ""
+        self.resuming: recovery.RunState | None = None
+        self.reverse_plan: reverselib.ReversePlan | None = None
 
     # -- the run ----------------------------------------------------------------------------
 
     def prepare(self) -> None:
         """Resolve the ref and build the release archive on the control machine."""
         env, ref = self.env, self.ref
+        if self.opts.resume:
+            return  # the interrupted deploy's record says what to finish
         self.report.data.update(
             {"ref": ref, "sha_before": None, "sha_after": None, "release_before": None}
         )
@@ -99,6 +105,8 @@ class Upgrade(Operation):
             s.detail = f"{ref} = {self.sha[:12]}"
 
     def body(self) -> str:
+        if self.resuming is not None:
+            return self.resume(self.resuming)
         self.record()
         try:
             self.preflight(self.archive, self.requirements)
@@ -124,6 +132,92 @@ class Upgrade(Operation):
             "app": "serving" if self.env.app.restart else "not restarted (no app.restart)",
         }
         return self.success_message(self.ref)
+
+    # -- finishing an interrupted deploy ----------------------------------------------------
+
+    def check_interrupted(self) -> None:
+        """With --resume: exactly one interrupted run, a deploy that died after its post checks
+        had passed (the database migrated and verified); otherwise recovery is `rollback`."""
+        if not self.opts.resume:
+            return super().check_interrupted()
+        blocking = [r for r in self.interrupted if r.blocking]
+        if not blocking:
+            raise PreflightFailed(f"nothing to resume: no interrupted deploy of {self.env.name}")
+        run = blocking[-1]
+        steps = {s.get("name"): s.get("outcome") for s in run.record.get("steps") or []}
+        verified = steps.get("post checks") == "ok" or bool(run.record.get("resumes"))
+        rolling_back = any(str(n).startswith("rollback") for n in steps)
+        if len(blocking) > 1 or run.kind != "upgradedb" or not verified or rolling_back:
+            raise PreflightFailed(
+                f"cannot resume: {run.describe()}, before its migrated database had passed its "
+                f"post checks; run `fab {self.env.name} rollback` to return to the state before it"
+            )
+        self.resuming = run
+        return None
+
+    def resume(self, run: recovery.RunState) -> str:
+        """Take over the interrupted deploy's record and finish it: switch, restart, health,
+        maintenance off. A failure rolls back exactly as the deploy itself would have."""
+        env, session = self.env, self.session
+        record = run.record
+        with self.step("resume") as s:
+            for key in (
+                "ref", "sha_before", "sha_after", "release_before", "release_after",
+                "previous_releases", "migrations", "before", "backup", "database",
+                "after_migrate", "snapshot", "reverse", "rollback_plan",
+            ):  # fmt: skip
+                if key in record:
+                    self.report.data[key] = record[key]
+            self.report.data["resumes"] = run.id
+            self.report.checks = list(record.get("checks") or [])
+            self.ref = str(record.get("ref"))
+            self.sha = str(record.get("sha_after"))
+            self.rid = str(record.get("release_after"))
+            self.previous = dict(record.get("previous_releases") or {})
+            self.before = dict(record.get("before") or {})
+            backup = record.get("backup") or {}
+            self.backup = backups.BackupRecord(
+                id=backup["id"], path=backup["path"], size=backup.get("size", 0),
+                sha256=backup["sha256"], seconds=backup.get("seconds", 0.0),
+            )  # fmt: skip
+            self.snapshot_db = (record.get("snapshot") or {}).get("database")
+            self.reverse_plan = reverselib.ReversePlan.from_json(record.get("reverse"))
+            self.uploaded = session.app_remotes()
+            steps = {x.get("name"): x.get("outcome") for x in record.get("steps") or []}
+            self.maintenance_on = bool(env.app.maintenance_on) and "maintenance on" in steps
+            self.admin = session.connect(admin=True, app_name=self.app_name)
+            self.app = session.connect(admin=False, app_name=self.app_name)
+            expected = sorted(
+                self.before.get("applied_migrations", [])
+                + self.report.data["migrations"]["applied"]
+            )
+            applied = sorted(f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin))
+            if applied != expected:
+                raise PreflightFailed(
+                    f"cannot resume {run.id}: the database's migrations are not the ones it "
+                    f"applied; run `fab {env.name} rollback`"
+                )
+            for remote in self.uploaded:
+                if not remote.is_dir(self.layout.release(self.rid)):
+                    raise PreflightFailed(
+                        f"cannot resume {run.id}: release {self.rid} is gone from "
+                        f"{remote.label}; run `fab {env.name} rollback`"
+                    )
+            self.mark_interrupted(run, "resumed")
+            s.detail = f"{run.id} ({self.ref}, {self.sha[:12]}): {len(applied)} migrations applied"
+        try:
+            self.apply_code()
+        except SeedError as exc:
+            self.after_failure(exc)
+        except Exception as exc:
+            self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+        self.record_after()
+        self.report.data["state"] = {
+            "code": f"current is {self.rid}",
+            "database": "migrated (by the resumed deploy)",
+            "app": "serving" if env.app.restart else "not restarted (no app.restart)",
+        }
+        return f"resumed {run.id}: " + self.success_message(self.ref)
 
     # -- before anything changes ------------------------------------------------------------
 
@@ -203,7 +297,12 @@ class Upgrade(Operation):
                 "plan": state.plan,
                 "applied": [],
             }
+            self.reverse_plan = reverselib.assess(state.plan, state.reverse)
+            method, why = reverselib.choose(env.rollback_method, self.reverse_plan)
+            self.report.data["reverse"] = self.reverse_plan.to_json()
+            self.report.data["rollback_plan"] = {"method": method, "why": why}
             s.detail = f"{len(state.pending)} to apply: " + (", ".join(state.pending) or "none")
+            s.detail += f"; a rollback would {method} ({why})"
         with self.step("parse checks") as s:
             self.checks.plan(self.app)
             n_pre = len(self.checks.by_when("pre"))
@@ -219,14 +318,38 @@ class Upgrade(Operation):
             if env.app.maintenance_on and live:
                 on = env.app.maintenance_on
                 self.maintenance_on = True  # some hosts may have stopped even if one fails
-                self.on_hosts(
-                    live,
-                    lambda r: rel.run_hook(r, self.layout, on, "maintenance on"),
-                    "maintenance on",
-                )
+                with self.hooked("maintenance_on", live):
+                    self.on_hosts(
+                        live,
+                        lambda r: rel.run_hook(r, self.layout, on, "maintenance on"),
+                        "maintenance on",
+                    )
             elif not live:
                 s.detail = "no live release yet"
             s.detail = (s.detail + "; " if s.detail else "") + self.drain_sessions()
+        for attempt in (1, 2):
+            reconnects = self.reconnects
+            try:
+                self.snapshot_and_back_up()
+                break
+            except SeedError:
+                # the exported snapshot lives in a session the lost connection took along:
+                # writes are stopped, so the before-state and the backup are simply taken again
+                if attempt == 2 or self.reconnects == reconnects:
+                    raise
+                self.out.line(
+                    "the snapshot went with the connection: before-state and backup again"
+                )
+                self.checks.results.clear()
+                self.checks.baselines.clear()
+                self.report.checks.clear()
+        if env.backup.strategy == "snapshot+dump":
+            with self.step("snapshot copy") as s:
+                s.detail = self.take_database_snapshot()
+        self.record()
+
+    def snapshot_and_back_up(self) -> None:
+        env, session = self.env, self.session
         snap_conn = session.connect(admin=True, app_name=self.app_name)
         # one exported snapshot for the figures, the baselines and pg_dump --snapshot
         with dblib.exported_snapshot(snap_conn) as snapshot:
@@ -236,14 +359,16 @@ class Upgrade(Operation):
                 )
                 applied = dblib.applied_migrations(snap_conn)
                 self.take_baselines(snapshot, applied, figures)
+                if self.report.data["rollback_plan"]["method"] == "reverse":
+                    # what a reverse must give back exactly (DESIGN: Rollback, Reverse)
+                    self.before["schema_sha256"] = backups.schema_fingerprint(
+                        env, session.state, self.job_dir("schema"), self.app_name, snapshot
+                    )
+                    self.report.data["before"]["schema_sha256"] = self.before["schema_sha256"]
                 rows = sum(v.rows for v in figures.values())
                 s.detail = f"{len(figures)} tables, {rows} rows, {len(applied)} migrations"
             self.take_backup(snapshot, applied, figures)
         snap_conn.close()
-        if env.backup.strategy == "snapshot+dump":
-            with self.step("snapshot copy") as s:
-                s.detail = self.take_database_snapshot()
-        self.record()
 
     def take_database_snapshot(self) -> str:
         """CREATE DATABASE ... TEMPLATE <db> while writes are stopped: a rollback is then a
@@ -318,9 +443,16 @@ class Upgrade(Operation):
         with self.step("backup") as s:
             started = time.monotonic()
             backup_id = self.deploy_id
-            path, sha, size = backups.take_backup(
-                env, session.state, backup_id, self.job_dir("backup"), self.app_name, snapshot
-            )
+            with self.hooked("backup", []):
+                path, sha, size = backups.take_backup(
+                    env,
+                    session.state,
+                    backup_id,
+                    self.job_dir("backup"),
+                    self.app_name,
+                    snapshot,
+                    on_lost=self.reconnect_all,
+                )
             record = backups.BackupRecord(
                 id=backup_id,
                 path=path,
@@ -388,6 +520,7 @@ class Upgrade(Operation):
     def apply(self) -> None:
         env, session = self.env, self.session
         with self.step("migrate") as s:
+            self.run_hooks("before", "migrate", [])
             outcome = migratelib.apply_migrations(
                 env,
                 session.migrator,
@@ -397,6 +530,7 @@ class Upgrade(Operation):
                 self.app_name,
                 on_output=self.out.detail,
                 on_start=self.track_migrate_job,
+                on_lost=self.reconnect_all,
             )
             self.report.data["migrations"]["output"] = self.scrub(outcome.output)
             self.report.data["migrations"]["attempts"] = outcome.attempts
@@ -410,6 +544,7 @@ class Upgrade(Operation):
                     f"migrate failed (exit {outcome.exit_code}) after applying "
                     f"{len(newly)} migration(s): {last[-1] if last else ''}"
                 )
+            self.run_hooks("after", "migrate", [])
             s.detail = f"{len(newly)} applied"
         with self.step("post checks") as s:
             first = len(self.checks.results)
@@ -442,6 +577,14 @@ class Upgrade(Operation):
             done = [c for c in self.report.checks if c["when"] == "post"]
             skipped = sum(1 for c in done if c["skipped"])
             s.detail = f"{len(done) - skipped} passed" + (f", {skipped} skipped" if skipped else "")
+            # writes from here on are the app's (a recovery must not silently discard them)
+            self.report.data["after_migrate"] = {"write_counters": dblib.write_counters(self.admin)}
+        self.apply_code()
+
+    def apply_code(self) -> None:
+        """The migrated database passed its checks: switch, restart, health, maintenance off,
+        retention and prune (also all that `--resume` has left to do)."""
+        env, session = self.env, self.session
         serving = session.serving_remotes()
         with self.step("switch"):
             lock = threading.Lock()
@@ -451,14 +594,18 @@ class Upgrade(Operation):
                 with lock:
                     self.switched.append(remote)
 
-            self.on_hosts(serving, switch, "switch")
+            with self.hooked("switch", serving):
+                self.on_hosts(serving, switch, "switch")
         with self.step("restart") as s:
             if env.app.restart:
                 self.restarted = True
                 restart = env.app.restart
-                self.on_hosts(
-                    serving, lambda r: rel.run_hook(r, self.layout, restart, "restart"), "restart"
-                )
+                with self.hooked("restart", serving):
+                    self.on_hosts(
+                        serving,
+                        lambda r: rel.run_hook(r, self.layout, restart, "restart"),
+                        "restart",
+                    )
             else:
                 s.outcome, s.detail = "skipped", "no app.restart command"
         with self.step("health") as s:
@@ -470,11 +617,12 @@ class Upgrade(Operation):
         with self.step("maintenance off") as s:
             if self.maintenance_on and env.app.maintenance_off:
                 off = env.app.maintenance_off
-                self.on_hosts(
-                    serving,
-                    lambda r: rel.run_hook(r, self.layout, off, "maintenance off"),
-                    "maintenance off",
-                )
+                with self.hooked("maintenance_off", serving):
+                    self.on_hosts(
+                        serving,
+                        lambda r: rel.run_hook(r, self.layout, off, "maintenance off"),
+                        "maintenance off",
+                    )
                 self.maintenance_on = False
             else:
                 s.outcome = "skipped"
@@ -502,7 +650,7 @@ class Upgrade(Operation):
         databases replaced by earlier rollbacks are dropped."""
         env = self.env
         manifests = backups.list_manifests(env, self.session.state)
-        doomed = backups.retention(manifests, env.backup.keep, {self.deploy_id})
+        doomed = backups.retention(manifests, env.backup.keep, {self.report.data["backup"]["id"]})
         for manifest in doomed:
             backups.delete_backup(self.session.state, manifest)
         assert self.lock_conn is not None  # connected to `postgres`
@@ -551,24 +699,36 @@ class Upgrade(Operation):
             "code": "unknown",
             "app": "unknown",
         }
-        self.report.data["rollback"] = {"method": "restore", "state": self.state}
+        method, why = reverselib.choose(
+            self.env.rollback_method, self.reverse_plan, self.failed_non_atomic()
+        )
+        if method == "reverse" and "schema_sha256" not in self.before:
+            method, why = "restore", "no schema fingerprint was taken"
+        self.report.data["rollback"] = {"method": method, "why": why, "state": self.state}
+        self.direction = "rollback"  # hooks run again around each step undone
         try:
             if not self.session.alive():
                 with self.step("rollback: reconnect") as s:
                     s.detail = self.recover_connections()
             with self.step("rollback: stop app") as s:
                 if self.restarted and self.env.app.maintenance_on:
-                    for remote in self.session.serving_remotes():
-                        rel.run_hook(remote, self.layout, self.env.app.maintenance_on, "stop app")
+                    serving = self.session.serving_remotes()
+                    with self.hooked("maintenance_on", serving):
+                        for remote in serving:
+                            on = self.env.app.maintenance_on
+                            rel.run_hook(remote, self.layout, on, "stop app")
                     self.maintenance_on = True
                 else:
                     s.outcome, s.detail = "skipped", "new code never served"
-            with self.step("rollback: code") as s:
+            if method == "reverse":
+                method = self.try_reverse()  # with the new code, before it is switched away
+            with self.step("rollback: code") as s, self.hooked("switch", self.switched):
                 s.detail = self.state["code"] = self.restore_code()
-            with self.step("rollback: database") as s:
-                s.detail = self.restore_database()
-            with self.step("rollback: verify") as s:
-                s.detail = self.verify_rolled_back()
+            if method == "restore":
+                with self.step("rollback: database") as s, self.hooked("migrate", []):
+                    s.detail = self.restore_database()
+                with self.step("rollback: verify") as s:
+                    s.detail = self.verify_rolled_back()
             with self.step("rollback: start app") as s:
                 s.detail = self.state["app"] = self.start_previous()
         except Exception as err:
@@ -581,8 +741,79 @@ class Upgrade(Operation):
             raise HumanNeeded(message) from None
         self.record_after()
         message = f"deploy of {ref} failed at {cause}; rolled back; verified identical"
+        warnings = self.report.data.get("hook_failures")
+        if warnings:
+            message += f" (while undoing, {len(warnings)} hook(s) failed: {warnings[0]})"
         self.finish("rolled back", RolledBack.code, message)
         raise RolledBack(message)
+
+    def failed_non_atomic(self) -> str:
+        """The non-atomic migration a failed migrate stopped in, if any: half-applied, only
+        the backup can undo it."""
+        applied = set(self.report.data.get("migrations", {}).get("applied", []))
+        state: migratelib.MigrationState | None = getattr(self, "plan", None)
+        for m in state.plan if state else []:
+            name = f"{m['app']}.{m['name']}"
+            if name not in applied:
+                return "" if m.get("atomic", True) else name
+        return ""
+
+    def try_reverse(self) -> str:
+        """Reverse the deploy's migrations with its own (new) code and verify the result is
+        the before-state exactly; anything else falls back to the restore. Returns the
+        method that remains to be done: "" (reversed) or "restore"."""
+        rp = self.reverse_plan
+        assert rp is not None
+        try:
+            with self.step("rollback: reverse migrations") as s, self.hooked("migrate", []):
+                outcome = migratelib.reverse_migrations(
+                    self.env,
+                    self.session.migrator,
+                    self.layout,
+                    self.layout.release(self.rid),
+                    self.job_dir("reverse"),
+                    self.app_name,
+                    rp.targets,
+                    on_output=self.out.detail,
+                    on_lost=self.reconnect_all,
+                )
+                self.report.data["rollback"]["output"] = self.scrub(outcome.output)
+                self.state["database"] = "migrations reversed (not verified yet)"
+                s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
+            with self.step("rollback: verify reverse") as s:
+                s.detail = self.verify_reversed()
+            return ""
+        except LockLost:
+            raise
+        except (SeedError, psycopg.Error) as exc:
+            self.out.line(f"reverse did not give the before-state back ({exc}): restoring")
+            self.report.data["rollback"].update(method="restore", reverse_failed=str(exc))
+            self.state["database"] = "reverse failed; restoring the backup"
+            self.admin = self.session.connect(admin=True, app_name=self.app_name)
+            self.app = self.session.connect(admin=False, app_name=self.app_name)
+            return "restore"
+
+    def verify_reversed(self) -> str:
+        """Migration set, schema (pg_dump -s) and every table's count + checksum exactly as
+        in the before-state (content types and permissions aside: post_migrate adds them)."""
+        env = self.env
+        found = restorelib.verify_like_before(
+            env, self.admin, self.before, self.admin_factory(), skip=reverselib.NOT_COMPARED
+        )
+        schema = backups.schema_fingerprint(
+            env, self.session.state, self.job_dir("schema-after"), self.app_name
+        )
+        if schema != self.before.get("schema_sha256"):
+            found["problems"].append("the schema (pg_dump -s) differs from the before-state")
+            found["identical"] = False
+        self.report.data["rollback"]["verification"] = found
+        if found["problems"]:
+            raise SeedError("; ".join(found["problems"]))
+        self.state["database"] = "migrations reversed; verified identical to the before-state"
+        return (
+            f"{found['tables']} tables, {found['rows']} rows, {found['migrations']} migrations "
+            "and the schema equal"
+        )
 
     def track_migrate_job(self, job: RemoteJob) -> None:
         self.migrate_job = job
@@ -591,15 +822,7 @@ class Upgrade(Operation):
         """A connection was lost: connect again, take the lock back (its session died with
         the tunnel), and wait for a migrate still running remotely: never restore under it."""
         assert self.journal is not None
-        self.session.reconnect()
-        self.lock_conn = self.session.connect(admin=True, dbname="postgres", app_name=self.app_name)
-        try:
-            acquire_lock(self.lock_conn, self.journal, self.deploy_id, self.opts.command)
-        except SeedError as exc:
-            self.lock_conn = None
-            raise SeedError(f"could not take the lock back after reconnecting: {exc}") from None
-        self.admin = self.session.connect(admin=True, app_name=self.app_name)
-        self.app = self.session.connect(admin=False, app_name=self.app_name)
+        self.reconnect_all()
         waited = ""
         if self.migrate_job is not None:
             code, _ = self.migrate_job.wait()
@@ -698,6 +921,7 @@ class Upgrade(Operation):
                 self.job_dir("restore"),
                 self.app_name,
                 before_swap=close_live_sessions,
+                on_lost=self.reconnect_all,
             )
         except restorelib.RestoreFailed as exc:
             if exc.live_untouched:

@@ -25,46 +25,8 @@ from seed.operation import new_deploy_id
 from seed.overview import lock_holder_pids
 from seed.remote import q
 from seed.report import Scrubber, human, utcnow
+from seed.reverse import assess, choose, classify
 from seed.session import Session
-
-ADDITIVE = {
-    "CreateModel",
-    "AddField",
-    "AddIndex",
-    "AddConstraint",
-    "AlterModelOptions",
-    "AlterModelManagers",
-    "AlterModelTable",
-    "AlterModelTableComment",
-    "AlterUniqueTogether",
-    "AlterIndexTogether",
-    "AlterOrderWithRespectTo",
-}
-DESTRUCTIVE = {
-    "DeleteModel",
-    "RemoveField",
-    "RemoveIndex",
-    "RemoveConstraint",
-    "AlterField",
-    "RenameField",
-    "RenameModel",
-    "RenameIndex",
-}
-DATA = {"RunPython", "RunSQL"}
-
-
-def classify(op: dict[str, Any]) -> str:
-    """additive | destructive | data | irreversible | other for one operation of a plan."""
-    if not op.get("reversible", True):
-        return "irreversible"
-    kind = str(op.get("type"))
-    if kind in DATA:
-        return "data"
-    if kind in DESTRUCTIVE:
-        return "destructive"
-    if kind in ADDITIVE:
-        return "additive"
-    return "other"
 
 
 def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -> dict[str, Any]:
@@ -97,11 +59,12 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
         journal = Journal(env, session.state, local_root, scrub)
         pids = lock_holder_pids(pg, env.db.name)
         app = env.app
-        hooks = {
+        hooks: dict[str, Any] = {
             "maintenance_on": app.maintenance_on,
             "maintenance_off": app.maintenance_off,
             "restart": app.restart,
             "health": app.health.url if app.health else None,
+            **{k: "; ".join(v) for k, v in env.hooks.configured().items()},
         }
         return {
             "environment": env.name,
@@ -170,11 +133,14 @@ def _migrations(
     per_app: dict[str, list[str]] = {}
     for m in state.plan:
         per_app.setdefault(m["app"], []).append(m["name"])
+    rp = assess(state.plan, state.reverse)
+    method, why = choose(env.rollback_method, rp)
     return {
         "to_apply": state.pending,
         "per_app": per_app,
         "steps": steps,
         "classes": sorted(classes),
+        "rollback": {"method": method, "why": why, "reverse_targets": rp.targets},
         "unknown_applied": [f"{a}.{n}" for a, n in state.unknown_applied],
         "venv": venv,
     }
@@ -200,8 +166,14 @@ def describe(data: dict[str, Any]) -> list[str]:
             f"  REFUSED at pre-flight: applied migrations the target does not know: "
             f"{', '.join(m['unknown_applied'])}"
         )
-    if {"destructive", "irreversible"} & set(m["classes"]):
-        lines.append("  rollback after this deploy: restore from the backup (not reversible)")
+    if m["to_apply"]:
+        rb = m["rollback"]
+        how = (
+            "reverse the migrations with the new code (rows written since are kept)"
+            if rb["method"] == "reverse"
+            else "restore from the backup"
+        )
+        lines.append(f"  rollback after this deploy: {how} — {rb['why']}")
     b = data["backup"]
     lines.append(
         f"  backup: about {human(b['estimated_size'])} of a {human(b['database_size'])} "

@@ -16,6 +16,7 @@ import select
 import shlex
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from pathlib import Path
 import paramiko
 from fabric import Config, Connection
 
+from seed import faults
 from seed.config import Environment, Host
 from seed.errors import PreflightFailed, SeedError
 
@@ -378,22 +380,77 @@ class Remote:
     @contextmanager
     def tunnel(self, remote_host: str, remote_port: int) -> Iterator[int]:
         """Forward a free local port on 127.0.0.1 to remote_host:remote_port as seen from here."""
-        port = free_local_port()
-        with self.conn.forward_local(
-            local_port=port,
-            remote_port=remote_port,
-            remote_host=remote_host,
-            local_host="127.0.0.1",
-        ):
-            # Fabric yields before its tunnel thread listens: wait until it does
-            deadline = time.monotonic() + 10
-            while not _listening(port):
-                if time.monotonic() > deadline:
-                    raise RemoteError(
-                        f"ssh {self.label}: tunnel to {remote_host}:{remote_port} did not open"
-                    )
-                time.sleep(0.01)
-            yield port
+        transport = self.conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(f"ssh {self.label}: no connection for a tunnel")
+        forwarder = _Forwarder(transport, remote_host, remote_port)
+        try:
+            yield forwarder.port
+        finally:
+            forwarder.close()
+
+
+class _Forwarder:
+    """127.0.0.1:<free port> → remote_host:remote_port through one SSH transport.
+
+    Each accepted connection gets its own direct-tcpip channel and one pump thread. A
+    channel the server refuses (the database restarting) closes just that client
+    connection, which the client sees as a lost connection and may retry; the
+    forwarder itself keeps listening. (Fabric's forward_local let such a refusal end
+    its tunnel thread and re-raise at exit.)
+    """
+
+    def __init__(self, transport: paramiko.Transport, remote_host: str, remote_port: int) -> None:
+        self.transport = transport
+        self.target = (remote_host, remote_port)
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = int(self.listener.getsockname()[1])
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, name=f"seed-tunnel-{self.port}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pump, args=(client,), daemon=True).start()
+
+    def _pump(self, client: socket.socket) -> None:
+        try:
+            chan = self.transport.open_channel(
+                "direct-tcpip", self.target, client.getpeername(), timeout=10
+            )
+        except (paramiko.SSHException, OSError, EOFError):
+            client.close()
+            return
+        try:
+            while not self.closed.is_set():
+                ready, _, _ = select.select([client, chan], [], [], 0.5)
+                if client in ready:
+                    data = client.recv(65536)
+                    if not data:
+                        break
+                    chan.sendall(data)
+                if chan in ready:
+                    data = chan.recv(65536)
+                    if not data:
+                        break
+                    client.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError):
+            pass
+        finally:
+            chan.close()
+            client.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        # shutdown wakes the accept() blocked in the other thread; close alone would not
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -450,17 +507,6 @@ def _short(command: str, limit: int = 60) -> str:
     return command if len(command) <= limit else command[: limit - 3] + "..."
 
 
-def _listening(port: int) -> bool:
-    """Whether something LISTENs on 127.0.0.1:port (read from /proc, no probe connection)."""
-    want = f"0100007F:{port:04X}"
-    try:
-        with open("/proc/net/tcp", encoding="ascii") as fh:
-            next(fh)
-            return any(line.split()[1] == want and line.split()[3] == "0A" for line in fh)
-    except OSError:
-        return True  # cannot tell: carry on as before
-
-
 def free_local_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -501,6 +547,7 @@ class RemoteJob:
             f"{{ setsid bash -c {q(inner)} < /dev/null > /dev/null 2>&1 & echo $! > pid; }}",
             f"starting job {job_dir}",
         )
+        faults.point(f"{posixpath.basename(job_dir).split('-')[0]} job started")
         return cls(remote, job_dir)
 
     def poll(self) -> JobStatus:
@@ -518,6 +565,39 @@ class RemoteJob:
         exit_code = int(code) if code.lstrip("-").isdigit() else None
         return JobStatus(state, exit_code, rest)
 
+    @property
+    def pid(self) -> int | None:
+        """The job's session leader (from its pidfile)."""
+        if self._pid is None:
+            text = (self._read("pid") or "").strip()
+            self._pid = int(text) if text.isdigit() else None
+        return self._pid
+
+    def exit_code(self) -> int | None:
+        """The recorded exit status; None while running or when it died without one."""
+        text = (self._read("status") or "").strip()
+        return int(text) if text.lstrip("-").isdigit() else None
+
+    def running(self) -> bool:
+        """No exit status yet and the session leader alive (a cheap look, no log read)."""
+        try:
+            return self._read("status") is None and self._alive()
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise RemoteError(f"ssh {self.remote.label}: connection lost ({exc})") from None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """TERM the job's whole process group (it is its own session), KILL after `grace`."""
+        if not self.running():
+            return
+        self.remote.run(f"kill -TERM -- -{self.pid} 2>/dev/null || true")
+        deadline = time.monotonic() + grace
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.running():
+            self.remote.run(f"kill -KILL -- -{self.pid} 2>/dev/null || true")
+            while self.running() and time.monotonic() < deadline + 5:
+                time.sleep(0.2)
+
     def _read(self, name: str) -> str | None:
         try:
             with self.remote.sftp.open(posixpath.join(self.dir, name), "r") as fh:
@@ -527,13 +607,10 @@ class RemoteJob:
 
     def _alive(self) -> bool:
         """The job's session leader exists and is not a zombie (from /proc, Linux hosts)."""
-        if self._pid is None:
-            text = (self._read("pid") or "").strip()
-            if not text.isdigit():
-                return False
-            self._pid = int(text)
+        if self.pid is None:
+            return False
         try:
-            with self.remote.sftp.open(f"/proc/{self._pid}/stat", "r") as fh:
+            with self.remote.sftp.open(f"/proc/{self.pid}/stat", "r") as fh:
                 stat_line = bytes(fh.read()).decode(errors="replace")
         except (FileNotFoundError, OSError):
             return False
@@ -554,13 +631,25 @@ class RemoteJob:
         on_output: Callable[[str], None] | None = None,
         interval: float = 0.2,
         timeout: float | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> tuple[int, str]:
-        """Poll until the job ends; returns (exit code, whole output). Lost → RemoteError."""
+        """Poll until the job ends; returns (exit code, whole output). Lost → RemoteError.
+
+        The job runs detached: a dropped SSH connection does not touch it. With `on_lost`
+        (which must reconnect this remote), polling goes on after a drop, up to 3 times."""
         output: list[str] = []
         started = time.monotonic()
         pause = 0.01
+        drops = 0
         while True:
-            status = self.poll()
+            try:
+                status = self.poll()
+            except RemoteError:
+                if on_lost is None or drops >= 3:
+                    raise
+                drops += 1
+                on_lost()
+                continue
             if status.output:
                 output.append(status.output)
                 if on_output:

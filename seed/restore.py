@@ -11,8 +11,9 @@ is kept with connections disabled until `cleanup`.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,8 @@ def database_properties(conn: psycopg.Connection[Any], dbname: str) -> dict[str,
         """
         select pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate,
                d.datctype, d.datlocprovider::text, d.daticulocale, d.datconnlimit,
-               shobj_description(d.oid, 'pg_database')
+               shobj_description(d.oid, 'pg_database'),
+               (select spcname from pg_tablespace t where t.oid = d.dattablespace)
           from pg_database d where d.datname = %s
         """,
         (dbname,),
@@ -91,13 +93,16 @@ def database_properties(conn: psycopg.Connection[Any], dbname: str) -> dict[str,
         "acl_default": bool(acl_is_default and acl_is_default[0]),
         "acl": [[("PUBLIC" if r[3] else r[0]), r[1], bool(r[2])] for r in acl],
         "settings": [[role, sorted(cfg)] for role, cfg in settings],
+        "tablespace": row[8],
     }
 
 
 def comparable_properties(props: dict[str, Any]) -> dict[str, Any]:
-    """Properties a restored database must share with the original (all of them)."""
+    """Properties a restored database must share with the original (all of them; records
+    from before Seed kept the tablespace say pg_default, where every restore went then)."""
     return {
         **props,
+        "tablespace": props.get("tablespace", "pg_default"),
         "acl": sorted(tuple(a) for a in props["acl"]),
         "settings": sorted((r, tuple(c)) for r, c in props["settings"]),
     }
@@ -128,6 +133,8 @@ def create_like(conn: psycopg.Connection[Any], new: str, props: dict[str, Any]) 
             sql.Literal(props["collate"]), sql.Literal(props["ctype"])
         )
     )
+    if props.get("tablespace", "pg_default") != "pg_default":  # where the original lives
+        parts.append(sql.SQL("tablespace {}").format(sql.Identifier(props["tablespace"])))
     conn.execute(sql.SQL(" ").join(parts))
 
 
@@ -213,7 +220,12 @@ def plan_restore(env: Environment, backup_path: str, sha256: str, tag: str) -> R
 
 
 def run_pg_restore(
-    env: Environment, remote: Remote, plan: RestorePlan, job_dir: str, app_name: str
+    env: Environment,
+    remote: Remote,
+    plan: RestorePlan,
+    job_dir: str,
+    app_name: str,
+    on_lost: Callable[[], None] | None = None,
 ) -> None:
     """pg_restore --exit-on-error into the new database, as a remote job on the state host."""
     remote.mkdirs(job_dir, mode=0o700)
@@ -240,7 +252,7 @@ echo "seed-restore loaded"
 echo "seed-restore ok"
 """
     job = RemoteJob.start(remote, job_dir, script)
-    code, output = job.wait()
+    code, output = job.wait(on_lost=on_lost)
     if code != 0 or "seed-restore ok" not in output:
         lines = [ln for ln in output.strip().splitlines() if ln.strip()]
         raise SeedError(f"pg_restore failed: {' | '.join(lines[-2:]) or f'exit {code}'}")
@@ -363,6 +375,7 @@ def restore_as_live(
     job_dir: str,
     app_name: str,
     before_swap: Callable[[], None] = lambda: None,
+    on_lost: Callable[[], None] | None = None,
 ) -> Restored:
     """The whole restore: verify the file, new database, pg_restore, properties, swap.
 
@@ -378,15 +391,32 @@ def restore_as_live(
         live = session.connect(admin=True, app_name=app_name)
         live_sequences = sequence_values(live)
         live.close()
-        drop_if_exists(pg, plan.new)
-        create_like(pg, plan.new, props)
-        run_pg_restore(env, session.state, plan, job_dir, app_name)
+        for attempt in (1, 2):
+            drop_if_exists(pg, plan.new)
+            create_like(pg, plan.new, props)
+            pg.close()
+            try:
+                run_pg_restore(env, session.state, plan, job_dir, app_name, on_lost)
+                break
+            except SeedError:
+                # the file was verified above: a failure is the server's or the network's
+                # (a restart, a dropped connection); one more try on a fresh new database
+                if attempt == 2:
+                    raise
+                pg = session.connect(admin=True, dbname="postgres", app_name=app_name)
+        # opened after the job: a connection lost during it (and reconnected) is not reused
+        pg = session.connect(admin=True, dbname="postgres", app_name=app_name)
         new = session.connect(admin=True, dbname=plan.new, app_name=app_name)
         moved = never_backwards(new, live_sequences)
         new.close()
         apply_properties(pg, plan.new, props)
         before_swap()
     except (SeedError, psycopg.Error, OSError) as exc:
+        # the half-restored copy goes: it holds as much disk as the database itself
+        with contextlib.suppress(SeedError, psycopg.Error, OSError):
+            cleanup = session.connect(admin=True, dbname="postgres", app_name=app_name)
+            drop_if_exists(cleanup, plan.new)
+            cleanup.close()
         raise RestoreFailed(
             f"restore of {backup_path} failed before the swap ({exc}); the live database "
             "was not touched",
@@ -408,9 +438,11 @@ def verify_like_before(
     conn: psycopg.Connection[Any],
     before: dict[str, Any],
     open_conn: ConnFactory | None = None,
+    skip: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Every table's count + checksum, the migration set and database properties vs `before`
-    (figures over `env.db.fingerprint_sessions` sessions when `open_conn` is given)."""
+    (figures over `env.db.fingerprint_sessions` sessions when `open_conn` is given);
+    tables named in `skip` (bare names) are not compared."""
     tables = before["tables"]
     algorithm = recorded_algorithm(tables)  # computed the way the backup's figures were
     if open_conn is None:
@@ -421,8 +453,11 @@ def verify_like_before(
     applied = [f"{a}.{n}" for a, n in applied_migrations(conn)]
     props = database_properties(conn, env.db.name)
     problems = []
+    skipped = set(skip)
     differ = sorted(
-        t for t in set(figures) | set(tables) if not same_figures(figures.get(t), tables.get(t))
+        t
+        for t in set(figures) | set(tables)
+        if t.split(".", 1)[-1] not in skipped and not same_figures(figures.get(t), tables.get(t))
     )
     if differ:
         problems.append(f"tables differ from the backup's snapshot: {', '.join(differ)}")

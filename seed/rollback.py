@@ -10,11 +10,17 @@ it refuse unless `--discard-writes`: a restore would silently lose them.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from seed import backup as backups
+from seed import db as dblib
+from seed import migrate as migratelib
+from seed import recovery
 from seed import release as rel
 from seed import restore as restorelib
+from seed import reverse as reverselib
 from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed, SeedError
 from seed.operation import Operation
@@ -58,6 +64,7 @@ class Rollback(Operation):
     """One `rollback` run. `run()` returns the report or raises a SeedError (exit code)."""
 
     kind = "rollback"
+    direction = "rollback"
 
     def __init__(
         self,
@@ -68,15 +75,33 @@ class Rollback(Operation):
         report_path: Path | None = None,
         to: str | None = None,
         discard_writes: bool = False,
+        lock_wait: float = 0.0,
+        stop_jobs: bool = False,
+        method: str | None = None,
     ) -> None:
-        super().__init__(env, command, local_root, out, report_path)
+        super().__init__(env, command, local_root, out, report_path, lock_wait)
         self.to = to
         self.discard_writes = discard_writes
+        self.stop_jobs = stop_jobs
+        self.method = method
+        self.target: dict[str, Any] = {}  # the deploy being undone
         self.state: dict[str, str] = {"database": "untouched", "code": "untouched", "app": "?"}
         self.report.data["state"] = self.state
 
+    def counts_as_holder(self, run: recovery.RunState) -> bool:
+        """Recovery waits for (or stops) a dead run's jobs and ends its sessions itself;
+        only its fab process alive on this machine means it is not dead."""
+        return bool(run.process)
+
+    def check_interrupted(self) -> None:
+        """Interrupted runs are what this rollback is for (see `recover`)."""
+
     def body(self) -> str:
         assert self.journal is not None
+        if self.interrupted:
+            message = self.recover()
+            if message:
+                return message
         records = self.journal.records()
         with self.step("choose deploy") as s:
             target = self.target = choose_target(records, self.to)
@@ -85,20 +110,64 @@ class Rollback(Operation):
                 f"undo {target['deploy_id']} ({target.get('ref')}, "
                 f"{str(target.get('sha_after', ''))[:12]})"
             )
+        with self.step("method") as s:
+            method, why = self.choose_method(target, records)
+            self.report.data["rollback"] = {"method": method, "why": why}
+            s.detail = f"{method}: {why}"
         self.preflight()
-        self.freeze_checking_writes(records, self.discard_writes, self.state)
+        if method == "reverse":
+            # rows written since the deploy stay: no writes check, only writes stopped
+            self.freeze()
+            self.state["app"] = "stopped (maintenance on)"
+        else:
+            self.freeze_checking_writes(records, self.discard_writes, self.state)
         try:
-            self.execute()
+            self.execute(database=method)
         except Exception as exc:
+            if isinstance(exc, restorelib.RestoreFailed) and exc.live_untouched:
+                # nothing was changed: the deploy's code and database serve on, as before
+                self.unfreeze()
+                self.state["app"] = "started again on the deploy's release (nothing changed)"
             self.fail(exc)
-        return (
-            f"rolled back deploy {target['deploy_id']} ({target.get('ref')}): database "
-            f"restored from its backup and verified identical; code {self.state['code']}"
+        how = (
+            "migrations reversed with its code (rows written since kept), verified"
+            if method == "reverse"
+            else "restored from its backup and verified identical"
         )
+        return (
+            f"rolled back deploy {target['deploy_id']} ({target.get('ref')}): database {how}; "
+            f"code {self.state['code']}"
+        )
+
+    def choose_method(
+        self, target: dict[str, Any], records: list[dict[str, Any]]
+    ) -> tuple[str, str]:
+        """reverse or restore for this target (rollback.method, or --method)."""
+        method = self.method or self.env.rollback_method
+        rp = reverselib.ReversePlan.from_json(target.get("reverse"))
+        chosen, why = reverselib.choose(method, rp)
+        if chosen != "reverse":
+            return chosen, why
+        newest = [
+            r
+            for r in records
+            if r.get("kind") == "upgradedb" and r.get("outcome") == "succeeded"
+            and not r.get("rolled_back_by")
+        ]  # fmt: skip
+        if not newest or newest[-1].get("deploy_id") != target.get("deploy_id"):
+            return "restore", "later deploys exist: only the newest deploy can be reversed"
+        if "schema_sha256" not in (target.get("before") or {}):
+            return "restore", "the deploy took no schema fingerprint"
+        rid = target.get("release_after")
+        if not rid or not self.session.migrator.is_dir(self.layout.release(str(rid))):
+            return "restore", f"its release {rid} is gone from the migrate host"
+        return chosen, why
 
     def after_success(self) -> None:
         """Record on the undone deploy who rolled it back (so it is not undone twice)."""
         assert self.journal is not None
+        if not self.target:  # a recovery of a deploy that never succeeded
+            return
         self.target["rolled_back_by"] = self.id
         with contextlib.suppress(SeedError, OSError):
             self.journal.write(self.target["deploy_id"], self.target)
@@ -125,9 +194,20 @@ class Rollback(Operation):
                     )
             s.detail = ", ".join(f"{k}: {v or 'none'}" for k, v in self.previous.items())
 
-    def execute(self) -> None:
+    def execute(self, database: str = "restore") -> None:
+        """`database`: restore (the backup), reverse (the migrations, with the deploy's
+        code) or none (already as before). The database goes first: if it cannot be put
+        back, code and database still belong together."""
         session, target = self.session, self.target
-        with self.step("code") as s:
+        backup = target["backup"]
+        if database == "reverse":
+            self.reverse_database()
+        elif database == "restore":
+            with self.hooked("migrate", []):
+                self.replace_database(
+                    backup["path"], backup["sha256"], target["before"], self.state
+                )
+        with self.step("code") as s, self.hooked("switch", session.serving_remotes()):
             for remote in session.serving_remotes():
                 prev = self.previous.get(remote.label)
                 if prev:
@@ -136,22 +216,316 @@ class Rollback(Operation):
                     remote.check(f"rm -f {q(self.layout.current)}", "removing current")
             self.state["code"] = self._code_text()
             s.detail = self.state["code"]
-        backup = target["backup"]
-        self.replace_database(backup["path"], backup["sha256"], target["before"], self.state)
         with self.step("start app") as s:
             hosts = [r for r in session.serving_remotes() if self.previous.get(r.label)]
             s.detail = self.state["app"] = self.start_app(hosts)
         self.record_after()
+        with self.step("remove undone release") as s:
+            s.detail = self.remove_release(target.get("release_after"))
+
+    def remove_release(self, rid: str | None) -> str:
+        """The undone (or never finished) release's folder goes, as Capistrano's
+        cleanup_rollback does: "back" is the file tree as it was too."""
+        removed = 0
+        for remote in self.session.app_remotes():
+            current = rel.current_release(remote, self.layout)
+            if rid and current != rid and remote.is_dir(self.layout.release(rid)):
+                rel.remove_release(remote, self.layout, rid)
+                removed += 1
+        return f"{rid} removed from {removed} host(s)" if rid else "none recorded"
+
+    def reverse_database(self) -> None:
+        """`migrate <app> <target>` with the deploy's own code; then the migration set and
+        the schema must be the before-state's and the tables no migration touched must be
+        as they were just before (rows written since are kept, wherever they are)."""
+        env, target = self.env, self.target
+        rp = reverselib.ReversePlan.from_json(target.get("reverse"))
+        assert rp is not None
+        rid = str(target["release_after"])
+        with self.step("reverse migrations") as s, self.hooked("migrate", []):
+            tables = [t.qualified for t in dblib.list_tables(self.admin)]
+            # django_migrations is checked as the applied set, below
+            kept = set(reverselib.compared(tables)) - reverselib.touched(rp, tables)
+            kept = {t for t in kept if t.split(".", 1)[-1] != "django_migrations"}
+            figures_before = {
+                k: v.to_json()
+                for k, v in dblib.parallel_figures(
+                    self.admin, self.admin_factory(), env.db.fingerprint_sessions
+                ).items()
+                if k in kept
+            }
+            try:
+                outcome = migratelib.reverse_migrations(
+                    env,
+                    self.session.migrator,
+                    self.layout,
+                    self.layout.release(rid),
+                    posixpath.join(env.state_dir, "jobs", self.id, "reverse"),
+                    self.app_name,
+                    rp.targets,
+                    on_output=self.out.detail,
+                    on_lost=self.reconnect_all,
+                )
+            except SeedError as exc:
+                self.state["database"] = "reverse migrate FAILED part way"
+                raise SeedError(
+                    f"{exc}; `fab {env.name} rollback --method restore --discard-writes` "
+                    "restores the backup instead"
+                ) from None
+            self.report.data["rollback"]["output"] = self.out.scrub(outcome.output)
+            s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
+        with self.step("verify reverse") as s:
+            problems = []
+            applied = [f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin)]
+            if applied != target["before"]["applied_migrations"]:
+                problems.append("the django_migrations set differs from the before-state")
+            schema = backups.schema_fingerprint(
+                env,
+                self.session.state,
+                posixpath.join(env.state_dir, "jobs", self.id, "schema"),
+                self.app_name,
+            )
+            if schema != target["before"]["schema_sha256"]:
+                problems.append("the schema (pg_dump -s) differs from the before-state")
+            now = dblib.parallel_figures(
+                self.admin, self.admin_factory(), env.db.fingerprint_sessions
+            )
+            changed = sorted(
+                t
+                for t in figures_before
+                if not dblib.same_figures(now[t].to_json() if t in now else None, figures_before[t])
+            )
+            if changed:
+                problems.append(f"tables no migration touched changed: {', '.join(changed)}")
+            self.report.data["verification"] = {
+                "method": "reverse",
+                "migrations": len(applied),
+                "untouched_tables": len(figures_before),
+                "identical": not problems,
+                "problems": problems,
+            }
+            if problems:
+                self.state["database"] = "reversed but NOT verified: " + "; ".join(problems)
+                raise SeedError(
+                    "; ".join(problems) + f"; `fab {env.name} rollback --method restore "
+                    "--discard-writes` restores the backup instead"
+                )
+            self.state["database"] = "migrations reversed; verified (schema, migration set, "
+            self.state["database"] += "untouched tables)"
+            s.detail = (
+                f"{len(applied)} migrations, schema and {len(figures_before)} untouched "
+                "table(s) as before"
+            )
 
     def _code_text(self) -> str:
         prev = next((p for p in self.previous.values() if p), None)
         return f"current is {prev}" if prev else "no release (as before the first deploy)"
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, what: str = "") -> NoReturn:
+        """Exit 6 with where each part stands."""
+        what = what or f"rollback of {self.target['deploy_id']}"
         message = (
-            f"rollback of {self.target['deploy_id']} FAILED: {exc}. "
-            f"Database: {self.state['database']}. Code: {self.state['code']}. "
-            f"App: {self.state['app']}"
+            f"{what} FAILED: {exc}. Database: {self.state['database']}. "
+            f"Code: {self.state['code']}. App: {self.state['app']}"
         )
         self.finish("failed", HumanNeeded.code, message)
         raise HumanNeeded(message) from None
+
+    # -- recovery of interrupted runs ------------------------------------------------------
+
+    def recover(self) -> str:
+        """Runs that died half way (journal records still `running`): settle what of them
+        still runs, then put the environment back to the state before the oldest of them,
+        verified. Returns the message, or '' when none needed more than settling (the
+        ordinary rollback then goes on)."""
+        env = self.env
+        runs = self.interrupted
+        assert self.lock_conn is not None
+        with self.step("interrupted runs") as s:
+            self.report.data["recovering"] = [r.id for r in runs]
+            s.detail = "; ".join(r.describe() for r in runs)
+        with self.step("stop jobs") as s:
+            done = recovery.settle_jobs(runs, self.stop_jobs, self.out.detail)
+            ended = recovery.end_sessions(self.lock_conn, env, runs)
+            dropped = []
+            for run in runs:
+                for name in recovery.leftovers(self.lock_conn, env, run.id):
+                    restorelib.drop_if_exists(self.lock_conn, name)
+                    dropped.append(name)
+            reopened = recovery.reopen_database(self.lock_conn, env.db.name)
+            parts = [*done, f"{ended} session(s) ended"]
+            parts += [f"dropped {', '.join(dropped)}"] if dropped else []
+            parts += [f"connections to {env.db.name} allowed again"] if reopened else []
+            s.detail = "; ".join(parts)
+        blocking = [r for r in runs if r.blocking]
+        if not blocking:
+            for run in runs:
+                self.mark_interrupted(run, "its jobs stopped")
+            return ""
+        # the oldest is the run that broke things; later ones died recovering it
+        first = blocking[0]
+        try:
+            if first.kind == "upgradedb":
+                message = self.recover_deploy(first.record)
+            elif first.kind == "rollback" and first.record.get("target"):
+                message = self.recover_rollback(first.record)
+            else:
+                message = self.recover_restore(first.record)
+        except PreflightFailed:
+            raise
+        except Exception as exc:
+            self.fail(exc, f"recovery of {first.kind} {first.id}")
+        for run in runs:
+            self.mark_interrupted(run, "recovered")
+        self.record_after()
+        return message
+
+    def recover_deploy(self, record: dict[str, Any]) -> str:
+        """A deploy that died at any point: database back to its before-state (restored from
+        its verified backup only when it differs), `current` back to the recorded previous
+        release, its release folder removed, the app started and checked."""
+        env, session = self.env, self.session
+        steps = {s.get("name"): s.get("outcome") for s in record.get("steps") or []}
+        before = record.get("before")
+        previous: dict[str, str | None] = dict(record.get("previous_releases") or {})
+        rid = record.get("release_after")
+        self.freeze()
+        self.state["app"] = "stopped (maintenance on)"
+        restore = False
+        with self.step("compare database") as s:
+            if before is None:
+                applied = [f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin)]
+                recorded = (record.get("migrations") or {}).get("applied_before")
+                if "migrate" in steps or (recorded is not None and applied != recorded):
+                    raise HumanNeeded(
+                        f"deploy {record['deploy_id']} has no before-state yet its migrations "
+                        "may have run; a person must look"
+                    )
+                s.detail = self.state["database"] = (
+                    "untouched (the deploy died before its before-state)"
+                )
+            else:
+                found = restorelib.verify_like_before(env, self.admin, before, self.admin_factory())
+                restore = not found["identical"]
+                if restore:
+                    s.detail = "differs from the before-state: " + "; ".join(found["problems"])
+                    self.state["database"] = "as the interrupted deploy left it"
+                else:
+                    s.detail = self.state["database"] = (
+                        "unchanged: verified identical to the before-state"
+                    )
+        if restore:
+            backup = record.get("backup") or {}
+            if not backup.get("path"):
+                raise HumanNeeded(
+                    f"the database differs from deploy {record['deploy_id']}'s before-state and "
+                    "that deploy has no backup record"
+                )
+            assert before is not None
+            if "restart" in steps:  # the new code may have served writes
+                self.check_writes_since_migrate(record)
+            with self.hooked("migrate", []):
+                self.replace_database(backup["path"], backup["sha256"], before, self.state)
+        with self.step("code") as s, self.hooked("switch", session.serving_remotes()):
+            for remote in session.serving_remotes():
+                if remote.label not in previous:
+                    continue  # never switched: `current` is as it was
+                prev, now = previous[remote.label], rel.current_release(remote, self.layout)
+                if now == prev:
+                    continue
+                if prev:
+                    rel.switch_current(remote, self.layout, prev)
+                else:
+                    remote.check(f"rm -f {q(self.layout.current)}", "removing current")
+            removed = self.remove_release(rid)
+            self.previous = {
+                r.label: rel.current_release(r, self.layout) for r in session.serving_remotes()
+            }
+            self.state["code"] = self._code_text()
+            s.detail = f"{self.state['code']}; {removed}"
+        with self.step("start app") as s:
+            hosts = [r for r in session.serving_remotes() if self.previous.get(r.label)]
+            s.detail = self.state["app"] = self.start_app(hosts)
+        return (
+            f"recovered interrupted deploy {record['deploy_id']} ({record.get('ref')}): "
+            f"database {self.state['database']}; code {self.state['code']}"
+        )
+
+    def check_writes_since_migrate(self, record: dict[str, Any]) -> None:
+        """The interrupted deploy had restarted the app on its new code: rows written since
+        its migrate would be lost by a restore. Refuse (the app is started again as found)
+        unless --discard-writes."""
+        baseline = (record.get("after_migrate") or {}).get("write_counters")
+        now = dblib.write_counters(self.admin)
+        moved = dblib.writes_since(baseline, now) if baseline else {t: None for t in now}
+        self.report.data["writes_since"] = {"since": "its migrate", "tables": moved}
+        if not moved or self.discard_writes:
+            return
+        listing = ", ".join(f"{t} {'?' if n is None else n}" for t, n in moved.items())
+        self.unfreeze()
+        self.state["app"] = "running as the interrupted deploy left it"
+        raise PreflightFailed(
+            f"deploy {record['deploy_id']} died after serving its new code and rows were written "
+            f"since its migrate ({listing}); restoring its backup would lose them. Finish it "
+            f"with `fab {self.env.name} upgradedb --resume`, or roll back anyway with "
+            "--discard-writes"
+        )
+
+    def recover_rollback(self, record: dict[str, Any]) -> str:
+        """A rollback that died: do it again (the restore is skipped when the interrupted one
+        had already swapped the restored database in)."""
+        assert self.journal is not None
+        records = self.journal.records()
+        target = next((r for r in records if r.get("deploy_id") == record["target"]), None)
+        if target is None:
+            raise HumanNeeded(
+                f"deploy {record['target']} (the rollback's target) is not in the journal"
+            )
+        self.target = target
+        self.report.data["target"] = target["deploy_id"]
+        self.preflight()
+        steps = {s.get("name"): s.get("outcome") for s in record.get("steps") or []}
+        if steps.get("writes since") == "ok":  # checked then, and writes stopped since
+            self.freeze()
+            self.state["app"] = "stopped (maintenance on)"
+        else:
+            self.freeze_checking_writes(records, self.discard_writes, self.state)
+        with self.step("compare database") as s:
+            found = restorelib.verify_like_before(
+                self.env, self.admin, target["before"], self.admin_factory()
+            )
+            s.detail = (
+                "already restored: identical to the before-state"
+                if found["identical"]
+                else "not restored yet"
+            )
+            if found["identical"]:
+                self.state["database"] = "restored (by the interrupted rollback); verified"
+        self.execute(database="none" if found["identical"] else "restore")
+        return (
+            f"recovered interrupted rollback {record['deploy_id']}: deploy {target['deploy_id']} "
+            f"rolled back; database verified identical to its before-state; code "
+            f"{self.state['code']}"
+        )
+
+    def recover_restore(self, record: dict[str, Any]) -> str:
+        """A `restore` that died: the live database is either the old one (it died before the
+        swap, which is one transaction) or the restored backup; say which, start the app."""
+        env, session = self.env, self.session
+        backup_id = (record.get("backup") or {}).get("id")
+        self.freeze()
+        with self.step("compare database") as s:
+            manifests = backups.list_manifests(env, session.state)
+            manifest = next((m for m in manifests if m["id"] == backup_id), None)
+            which = "the old database (the restore died before its swap)"
+            if manifest is not None:
+                found = restorelib.verify_like_before(
+                    env, self.admin, backups.manifest_before_state(manifest), self.admin_factory()
+                )
+                if found["identical"]:
+                    which = f"backup {backup_id}, restored (verified identical)"
+            s.detail = self.state["database"] = which
+        with self.step("start app") as s:
+            s.detail = self.state["app"] = self.start_app(self.running)
+        self.state["code"] = "untouched (a restore does not change code)"
+        return f"recovered interrupted restore {record['deploy_id']}: database is {which}"

@@ -161,6 +161,53 @@ INVARIANTS = _obj(
     },
 )
 
+HOOK = {
+    "anyOf": [
+        {"type": "string", "description": "a shell command"},
+        _obj(
+            "a shell command with its own timeout or place",
+            {
+                "run": _s("the shell command"),
+                "timeout": _n("seconds (default hooks.timeout)"),
+                "on": _s(
+                    "where it runs: app hosts, the migrate host, the state (db) host, or the "
+                    "control machine",
+                    enum=["app", "migrate", "db", "local"],
+                ),
+            },
+            ("run",),
+        ),
+    ]
+}
+HOOK_LIST = {"anyOf": [HOOK, {"type": "array", "items": HOOK}]}
+
+
+def _hook_point(what: str) -> dict[str, Any]:
+    return _obj(
+        f"commands around {what}; a rollback runs them again around undoing it",
+        {"before": HOOK_LIST, "after": HOOK_LIST},
+    )
+
+
+HOOKS = _obj(
+    "commands before/after steps (SEED_* variables describe the run); a failing hook is a "
+    "failed step",
+    {
+        "timeout": _n("seconds a hook may take (default 300); then it is killed and fails"),
+        "backup": _hook_point("the backup (on the state host)"),
+        "migrate": _hook_point("migrate (on the migrate host)"),
+        "switch": _hook_point("the switch of `current` (on every app host)"),
+        "restart": _hook_point("the restart (on every app host)"),
+        "maintenance_on": _hook_point("maintenance on (on every app host)"),
+        "maintenance_off": _hook_point("maintenance off (on every app host)"),
+        "notify": {
+            **HOOK_LIST,
+            "description": "after every run, on the control machine, with SEED_OUTCOME, "
+            "SEED_EXIT_CODE, SEED_MESSAGE and SEED_REPORT; a failure is only a warning",
+        },
+    },
+)
+
 ENVIRONMENT = _obj(
     "A Seed environment file (environments/<name>.yml)",
     {
@@ -269,6 +316,18 @@ ENVIRONMENT = _obj(
         ),
         "checks": {"type": "array", "items": CHECK, "description": "data checks"},
         "invariants": INVARIANTS,
+        "hooks": HOOKS,
+        "rollback": _obj(
+            "how a deploy's database changes are undone",
+            {
+                "method": _s(
+                    "auto (default): reverse the migrations of additive deploys with reversible "
+                    "data migrations, restore the backup otherwise; reverse: also other "
+                    "reversible operations; restore: always the backup",
+                    enum=["auto", "reverse", "restore"],
+                )
+            },
+        ),
     },
     ("roles", "app", "db"),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from seed import db as dblib
@@ -10,6 +11,30 @@ from seed.config import Environment, Host
 from seed.errors import SeedError
 from seed.remote import Remote
 from seed.report import Report
+
+TRANSIENT_ATTEMPTS = 15
+_TRANSIENT = (
+    "starting up",
+    "shutting down",
+    "in recovery mode",
+    "Connection refused",
+    "server closed the connection",
+    "terminating connection",
+    "before or while processing the request",  # libpq's last line of the one above
+    "the database system is in recovery",
+)
+
+
+def lost(message: str) -> bool:
+    """A connection failure (as opposed to a refused login or a missing database)."""
+    return transient(message) or any(
+        marker in message for marker in ("timeout expired", "could not connect", "No route")
+    )
+
+
+def transient(message: str) -> bool:
+    """A connection failure that a restarting server gives (worth waiting for)."""
+    return any(marker in message for marker in _TRANSIENT)
 
 
 class Session:
@@ -20,6 +45,7 @@ class Session:
         self.remotes: dict[Host, Remote] = {}
         self._stack = contextlib.ExitStack()
         self.endpoint: dblib.Endpoint | None = None
+        self.db_answered = False  # a session opened once: later refusals are transient
 
     def open(self) -> None:
         for host in self.env.roles.all_hosts():
@@ -47,18 +73,23 @@ class Session:
         return f"; ACCEPTED NEW HOST KEY(S) into {self.env.ssh.known_hosts}: " + ", ".join(accepted)
 
     def alive(self) -> bool:
-        """Every SSH connection answers and the database endpoint accepts a session."""
+        """Every SSH connection answers and the database endpoint accepts a session. A
+        refused login (a password changed meanwhile) is not a lost connection: reconnecting
+        would not help, and the next step says what is wrong."""
         try:
             for remote in self.remotes.values():
                 if not remote.run("true", timeout=15).ok:
                     return False
-            assert self.endpoint is not None
+        except SeedError:
+            return False
+        assert self.endpoint is not None
+        try:
             probe = dblib.connect(
                 self.env, self.endpoint, admin=True, app_name="seed-probe", timeout=3
             )
             probe.close()
-        except SeedError:
-            return False
+        except SeedError as exc:
+            return not lost(str(exc))
         return True
 
     def reconnect(self, attempts: int = 6, delay: float = 1.0) -> None:
@@ -91,8 +122,28 @@ class Session:
     def serving_remotes(self) -> list[Remote]:
         return [self.remotes[h] for h in self.env.roles.app]
 
-    def connect(self, *, admin: bool, dbname: str | None = None, app_name: str) -> Any:
+    def connect(
+        self, *, admin: bool, dbname: str | None = None, app_name: str, options: str = ""
+    ) -> Any:
         assert self.endpoint is not None
-        conn = dblib.connect(self.env, self.endpoint, admin=admin, dbname=dbname, app_name=app_name)
+        for attempt in range(TRANSIENT_ATTEMPTS):
+            try:
+                conn = dblib.connect(
+                    self.env,
+                    self.endpoint,
+                    admin=admin,
+                    dbname=dbname,
+                    app_name=app_name,
+                    options=options,
+                )
+                break
+            except SeedError as exc:
+                # a server that answered before and is restarting (crash recovery, a fast
+                # restart) answers again soon; a first failure is the user's to fix, at once
+                retry = self.db_answered and transient(str(exc))
+                if attempt == TRANSIENT_ATTEMPTS - 1 or not retry:
+                    raise
+                time.sleep(1.0)
+        self.db_answered = True
         self._stack.callback(conn.close)
         return conn

@@ -11,7 +11,9 @@ from invoke import Context, task
 
 from seed.errors import ConfigError
 from seed.pipeline import DeployOptions, Upgrade
+from seed.reverse import METHODS
 from seed.rollback import Rollback
+from seed.unlock import Unlock
 from tasks.edge import confirm_protected, local_root, output_for, selected_environment, user_errors
 
 
@@ -37,10 +39,19 @@ def _report_path(report: str) -> Path | None:
         "ref": "git branch, tag or sha to deploy (default: app.ref of the environment)",
         "yes": "confirm on a protected environment without asking (for CI)",
         "report": "also write the JSON report to this path",
+        "wait": "wait up to SECONDS for the environment's lock instead of exiting 3",
+        "resume": "finish a deploy that died after its post checks passed (switch, restart...)",
     }
 )
 @user_errors
-def upgradedb(c: Context, ref: str = "", yes: bool = False, report: str = "") -> None:
+def upgradedb(
+    c: Context,
+    ref: str = "",
+    yes: bool = False,
+    report: str = "",
+    wait: int = 0,
+    resume: bool = False,
+) -> None:
     """Verified backup, release, migrate, checks, switch — or stop before changing anything."""
     env = selected_environment(c)
     confirm_protected(env, f"upgrade {env.name}", yes)
@@ -50,7 +61,11 @@ def upgradedb(c: Context, ref: str = "", yes: bool = False, report: str = "") ->
         command=_command(),
         local_root=local_root(),
         report_path=_report_path(report),
+        lock_wait=_seconds(wait),
+        resume=resume,
     )
+    if resume and ref:
+        raise ConfigError("--resume finishes the interrupted deploy's own ref: drop --ref")
     upgrade = Upgrade(env, options, out)
     upgrade.run()
 
@@ -61,13 +76,23 @@ def upgradedb(c: Context, ref: str = "", yes: bool = False, report: str = "") ->
         "discard_writes": "roll back even though the database was written since the deploy",
         "yes": "confirm on a protected environment without asking (for CI)",
         "report": "also write the JSON report to this path",
+        "wait": "wait up to SECONDS for the environment's lock instead of exiting 3",
+        "stop_jobs": "recovery: stop an interrupted run's migrate/restore instead of waiting",
+        "method": "auto, reverse or restore: overrides rollback.method for this rollback",
     }
 )
 @user_errors
 def rollback(
-    c: Context, to: str = "", discard_writes: bool = False, yes: bool = False, report: str = ""
+    c: Context,
+    to: str = "",
+    discard_writes: bool = False,
+    yes: bool = False,
+    report: str = "",
+    wait: int = 0,
+    stop_jobs: bool = False,
+    method: str = "",
 ) -> None:
-    """Undo the last successful deploy: restore its backup, previous release, verify."""
+    """Undo the last deploy, or recover one that died half way: database, code, verify."""
     env = selected_environment(c)
     confirm_protected(env, f"roll back {env.name}", yes)
     out = output_for(env)
@@ -79,5 +104,36 @@ def rollback(
         report_path=_report_path(report),
         to=to or None,
         discard_writes=discard_writes,
+        lock_wait=_seconds(wait),
+        stop_jobs=stop_jobs,
+        method=_method(method),
     )
     run.run()
+
+
+@task(
+    help={
+        "reason": "why (required; logged in the journal with who and when)",
+        "holder_gone": "the holder ran on another machine: you checked its process is gone",
+    }
+)
+@user_errors
+def unlock(c: Context, reason: str = "", holder_gone: bool = False) -> None:
+    """Clear the lock of a holder that is gone (confirmed, logged); never a live one."""
+    env = selected_environment(c)
+    run = Unlock(
+        env, _command(), local_root(), output_for(env), reason=reason, holder_gone=holder_gone
+    )
+    run.run()
+
+
+def _method(value: str) -> str | None:
+    if value and value not in METHODS:
+        raise ConfigError(f"--method {value}: expected one of {', '.join(METHODS)}")
+    return value or None
+
+
+def _seconds(value: int) -> float:
+    if value < 0:
+        raise ConfigError("--wait takes a number of seconds >= 0")
+    return float(value)

@@ -53,6 +53,13 @@ def status(c: Context, json_: bool = False) -> None:
             " (a lock record is left over from a run that ended)" if lock["stale_record"] else ""
         )
         print(f"  lock: free{stale}")
+    for run in data["interrupted"]:
+        print(
+            f"  INTERRUPTED: {run['kind']} {run['deploy_id']} by {run['who']} at "
+            f"{run['started_at']} never finished"
+        )
+    if data["recovery_pending"]:
+        print(f"  recovery pending: run `fab {env.name} rollback` (or `upgradedb --resume`)")
     last = data["last_deploy"]
     if last:
         print(

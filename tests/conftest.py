@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -129,3 +130,27 @@ def pg_admin_dsn(sandbox: SandboxInfo) -> str:
 def pg_app_dsn(sandbox: SandboxInfo) -> str:
     """libpq conninfo: app user and app database, 127.0.0.1:<port>, passfile=<pgpass>."""
     return sandbox.app_conninfo()
+
+
+@pytest.fixture(scope="session")
+def deployment(sandbox: SandboxInfo) -> Iterator[Any]:
+    """The sandbox as the `local` environment sees it (tests/e2e/conftest.py: Deployment),
+    shared by the end-to-end tests and the fault matrix: `fab sandbox.up` runs once."""
+    from tests.e2e.conftest import Deployment
+
+    home = sandbox.root / "control"
+    home.mkdir()
+    app_port = free_port()
+    env = {
+        "SEED_SANDBOX_DIR": str(sandbox.root),
+        "SEED_SANDBOX_SSH_PORT": str(sandbox.spec.ssh_port),
+        "SEED_SANDBOX_PG_PORT": str(sandbox.spec.pg_port),
+        "SEED_SANDBOX_APP_PORT": str(app_port),
+        "SEED_HOME": str(home),
+        "CI": "true",
+    }
+    dep = Deployment(sandbox, env, home, app_port)
+    res = dep.fab("sandbox.up")
+    assert res.returncode == 0, res.stdout + res.stderr
+    yield dep
+    dep.reset()

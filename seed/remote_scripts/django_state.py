@@ -2,12 +2,15 @@
 
 Uses Django's own MigrationLoader/MigrationExecutor: which migrations exist, which are
 applied in the database, the forward plan to the release's leaf nodes, and what each
-planned migration does (operation types, reversibility) for the report.
+planned migration does (operation types, reversibility, the tables it touches), and
+how to reverse the plan in this (the new) graph: per app, the migration to go back to
+(`zero` for apps the release adds), or why that is not possible.
 Standard library + Django only: it runs inside the app's virtualenv.
 """
 
 import json
 import sys
+from typing import Any
 
 import django
 
@@ -35,6 +38,8 @@ def main() -> int:
                         "type": type(op).__name__,
                         "describe": op.describe(),
                         "reversible": bool(getattr(op, "reversible", True)),
+                        "reverse_noop": reverse_is_noop(op),
+                        "tables": tables_of(loader, migration, op),
                     }
                 )
             plan.append(
@@ -43,6 +48,7 @@ def main() -> int:
                     "name": migration.name,
                     "backwards": backwards,
                     "atomic": bool(getattr(migration, "atomic", True)),
+                    "replaces": [list(r) for r in (migration.replaces or [])],
                     "operations": ops,
                 }
             )
@@ -53,11 +59,68 @@ def main() -> int:
             "leaf_nodes": sorted(list(k) for k in targets),
             "conflicts": {app: sorted(names) for app, names in conflicts.items()},
             "plan": plan,
+            "reverse": reverse_targets(loader, plan),
             "database": connection.settings_dict.get("NAME"),
         },
         sys.stdout,
     )
     return 0
+
+
+def reverse_is_noop(op: Any) -> bool:
+    """RunPython/RunSQL whose reverse does nothing: the data it changed stays changed."""
+    from django.db import migrations
+
+    if isinstance(op, migrations.RunPython):
+        return op.reverse_code is migrations.RunPython.noop
+    if isinstance(op, migrations.RunSQL):
+        return bool(op.reverse_sql == migrations.RunSQL.noop)
+    return False
+
+
+def tables_of(loader: Any, migration: Any, op: Any) -> list[str] | None:
+    """The tables an operation changes, or None when it cannot be known (RunPython, RunSQL,
+    SeparateDatabaseAndState)."""
+    model = getattr(op, "model_name", None) or getattr(op, "name", None)
+    if type(op).__name__ in ("RunPython", "RunSQL", "SeparateDatabaseAndState") or not model:
+        return None
+    key = (migration.app_label, str(model).lower())
+    tables = set()
+    for at_end in (False, True):
+        try:
+            state = loader.project_state((migration.app_label, migration.name), at_end=at_end)
+        except Exception:  # a state that cannot be built: the tables are unknown
+            return None
+        found = state.models.get(key)
+        if found is not None:
+            tables.add(found.options.get("db_table") or f"{key[0]}_{key[1]}")
+    return sorted(tables) or None
+
+
+def reverse_targets(loader: Any, plan: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per app of the plan, the newest migration applied before it (in this graph), or
+    `zero`; with the reason when a reverse cannot be planned (merge, squash)."""
+    applied = set(loader.applied_migrations)
+    targets: dict[str, str] = {}
+    problems: list[str] = []
+    for app in sorted({m["app"] for m in plan}):
+        nodes = [k for k in applied if k[0] == app and k in loader.graph.node_map]
+        leaves = [
+            k
+            for k in nodes
+            if not any(
+                c.key in applied and c.key[0] == app for c in loader.graph.node_map[k].children
+            )
+        ]
+        if not nodes:
+            targets[app] = "zero"
+        elif len(leaves) == 1:
+            targets[app] = leaves[0][1]
+        else:
+            problems.append(f"{app}: applied migrations end in {len(leaves)} leaves")
+    if any(m["replaces"] for m in plan):
+        problems.append("the plan applies a squashed migration")
+    return {"targets": targets, "problem": "; ".join(problems) or None}
 
 
 if __name__ == "__main__":

@@ -11,17 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 import yaml
 
 from seed.db import snapshot_figures
-from seed.sandbox import SandboxInfo, free_port
+from seed.sandbox import SandboxInfo
 from seed.yaml12 import load_yaml12
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,23 +160,3 @@ class Deployment:
 
 # a value for `variant` edits that removes the key (a string: conftest may be imported twice)
 DELETE = "<delete this key>"
-
-
-@pytest.fixture(scope="session")
-def deployment(sandbox: SandboxInfo) -> Iterator[Deployment]:
-    home = sandbox.root / "control"
-    home.mkdir()
-    app_port = free_port()
-    env = {
-        "SEED_SANDBOX_DIR": str(sandbox.root),
-        "SEED_SANDBOX_SSH_PORT": str(sandbox.spec.ssh_port),
-        "SEED_SANDBOX_PG_PORT": str(sandbox.spec.pg_port),
-        "SEED_SANDBOX_APP_PORT": str(app_port),
-        "SEED_HOME": str(home),
-        "CI": "true",
-    }
-    dep = Deployment(sandbox, env, home, app_port)
-    res = dep.fab("sandbox.up")
-    assert res.returncode == 0, res.stdout + res.stderr
-    yield dep
-    dep.reset()

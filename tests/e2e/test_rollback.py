@@ -47,16 +47,21 @@ def whole_state(dep: Deployment) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def at_v2(deployment: Deployment) -> Iterator[Deployment]:
-    """v1 then v2 deployed, with database-level properties a restore must carry over."""
-    deployment.reset()
+def bring_to_v2(dep: Deployment) -> None:
+    """From nothing: v1 then v2 deployed, with database-level properties a restore must
+    carry over."""
+    dep.reset()
     for ref in ("v1", "v2"):
-        res = deployment.fab("local", "upgradedb", "--ref", ref)
+        res = dep.fab("local", "upgradedb", "--ref", ref)
         assert res.returncode == 0, res.stderr
-    with deployment.admin() as conn:
+    with dep.admin() as conn:
         for statement in PROPERTIES_SQL:
             conn.execute(statement)
+
+
+@pytest.fixture(scope="module")
+def at_v2(deployment: Deployment) -> Iterator[Deployment]:
+    bring_to_v2(deployment)
     yield deployment
 
 
@@ -138,6 +143,8 @@ def test_rollback_of_v2_restores_the_v1_state(at_v2: Deployment) -> None:
 
 
 def test_rollback_refuses_after_writes_unless_discarded(at_v2: Deployment) -> None:
+    """A restore would lose rows written since the deploy (v2 could be reversed instead,
+    keeping them: tests/e2e/test_reverse.py; here the restore is asked for)."""
     res = at_v2.fab("local", "upgradedb", "--ref", "v2")
     assert res.returncode == 0, res.stderr
     with at_v2.admin("shop") as conn:
@@ -146,11 +153,11 @@ def test_rollback_refuses_after_writes_unless_discarded(at_v2: Deployment) -> No
             "values ('New Person', 'new@example.com', now(), 'New', 'Person')"
         )
     before = whole_state(at_v2)
-    refused = at_v2.fab("local", "rollback")
+    refused = at_v2.fab("local", "rollback", "--method", "restore")
     assert refused.returncode == 4, refused.stderr
     assert "public.shop_customer 1" in refused.stderr and "--discard-writes" in refused.stderr
     assert whole_state(at_v2) == before
-    done = at_v2.fab("local", "rollback", "--discard-writes")
+    done = at_v2.fab("local", "rollback", "--method", "restore", "--discard-writes")
     assert done.returncode == 0, done.stderr
     assert at_v2.scalar("select count(*) from shop_customer where email = 'new@example.com'") == 0
     assert at_v2.http("/version/") == (200, "v1")

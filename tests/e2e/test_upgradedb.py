@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from seed.db import snapshot_figures
-from tests.e2e.conftest import FAB, REPO, Deployment
+from tests.e2e.conftest import Deployment
 
 
 @pytest.fixture(scope="module")
@@ -221,47 +220,6 @@ def test_secrets_never_leave(deployment: Deployment, after_v2: dict[str, Any]) -
     # ...while the app did get it, through the 0600 env file
     env_file = deployment.deploy_to / "shared" / "env"
     assert planted in env_file.read_text() and env_file.stat().st_mode & 0o777 == 0o600
-
-
-def test_concurrent_deploy_exits_3(deployment: Deployment, after_v2: dict[str, Any]) -> None:
-    """While one deploy holds the lock, a second one exits 3 naming the holder."""
-    slow = deployment.variant(
-        "slow",
-        {
-            "checks": [
-                {
-                    "name": "slow pre check",
-                    "when": "pre",
-                    "sql": "select 1 from pg_sleep(6)",
-                    "expect": 1,
-                }
-            ]
-        },
-    )
-    env = {**os.environ, **deployment.env, "SEED_ENVIRONMENTS": str(slow)}
-    first = subprocess.Popen(
-        [FAB, "local", "upgradedb", "--ref", "v2"],
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        lock = deployment.state_dir / "lock.json"
-        deadline = time.monotonic() + 60
-        while not lock.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert lock.exists(), "first deploy never took the lock"
-        second = deployment.fab("local", "upgradedb", "--ref", "v2")
-        assert second.returncode == 3, second.stderr
-        holder = json.loads(lock.read_text())
-        assert f"locked by deploy {holder['deploy_id']}" in second.stderr
-    finally:
-        out, _ = first.communicate(timeout=300)
-    assert first.returncode == 0, out
-    assert not lock.exists()
 
 
 def test_no_environment_selected_exits_2(deployment: Deployment) -> None:

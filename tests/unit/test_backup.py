@@ -309,7 +309,7 @@ def test_restore_space(
 ) -> None:
     with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
         assert restore_space(sandbox_env, remote, admin, 1000).endswith("GB free for a restore")
-        with pytest.raises(PreflightFailed, match=r"the data directory .* a restore"):
+        with pytest.raises(PreflightFailed, match=r"the database.s directory .* a restore"):
             restore_space(sandbox_env, remote, admin, 10**18)
         elsewhere = with_db(sandbox_env, host="db.example.com")
         assert "not checked" in restore_space(elsewhere, remote, admin, 10**18)

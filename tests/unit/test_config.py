@@ -730,3 +730,52 @@ def test_ssh_config_file(tmp_path: Path) -> None:
     # may come from the config
     host = env.roles.db
     assert (host.port_default, host.user_default) == (False, True)
+
+
+HOOKS = """
+hooks:
+  timeout: 20
+  backup:
+    before: echo dump starts
+  switch:
+    before: [echo a, {run: echo b, timeout: 5, on: local}]
+    after:
+      - run: echo c
+        on: migrate
+  notify: curl -fsS https://chat.example.invalid/hook
+"""
+
+
+def test_hooks_parse_with_defaults_places_and_timeouts(tmp_path: Path) -> None:
+    env = load(tmp_path, LOCAL + HOOKS)
+    hooks = env.hooks
+    (backup,) = hooks.of("before", "backup")
+    assert (backup.run, backup.timeout, backup.on) == ("echo dump starts", 20.0, "db")
+    a, b = hooks.of("before", "switch")
+    assert (a.on, a.timeout) == ("app", 20.0)
+    assert (b.run, b.timeout, b.on) == ("echo b", 5.0, "local")
+    assert [h.on for h in hooks.of("after", "switch")] == ["migrate"]
+    assert hooks.of("after", "restart") == ()
+    assert hooks.notify[0].on == "local"
+    assert hooks.configured()["before_switch"] == ["echo a", "echo b"]
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("hooks:\n  deploy: {before: x}\n", "hooks.deploy: unknown key"),
+        ("hooks:\n  switch: {during: x}\n", "hooks.switch.during: unknown key"),
+        ("hooks:\n  switch: {before: [{timeout: 3}]}\n", "hooks.switch.before[0]: expected"),
+        ("hooks:\n  switch: {before: [{run: x, on: moon}]}\n", "hooks.switch.before[0].on:"),
+        ("hooks:\n  switch: {before: 3}\n", "hooks.switch.before: expected a command"),
+    ],
+)
+def test_bad_hooks_are_named(tmp_path: Path, snippet: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(tmp_path, LOCAL + snippet)
+
+
+def test_unknown_keys_in_nested_sections_name_the_whole_path(tmp_path: Path) -> None:
+    text = edit(LOCAL, "    status: 200\n", "    status: 200\n    retries: 3\n")
+    with pytest.raises(ConfigError, match=re.escape("app.health.retries: unknown key")):
+        load(tmp_path, text)

@@ -15,7 +15,18 @@ from seed.errors import ConfigError
 from seed.origin import Release, build_origin, read_releases
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example"
-TAGS = ["v1", "v2", "v3", "bad-data", "bad-crash", "bad-swap", "bad-corrupt", "bad-null"]
+TAGS = [
+    "v1",
+    "v2",
+    "v3",
+    "bad-data",
+    "bad-crash",
+    "bad-swap",
+    "bad-corrupt",
+    "bad-null",
+    "slow",
+    "bad-reverse",
+]
 PARENTS = {"v1": None, "v2": "v1", "v3": "v2"} | {t: "v2" for t in TAGS[3:]}
 
 

@@ -399,6 +399,27 @@ def test_tunnel_listens_before_it_yields(remote: Remote, sandbox: SandboxInfo) -
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
+def test_a_refused_target_closes_one_connection_not_the_tunnel(remote: Remote) -> None:
+    """A database restarting refuses the forwarded connection: that client connection
+    ends, the tunnel keeps listening, and once the target is back it reaches it."""
+    target = free_local_port()
+    with remote.tunnel("127.0.0.1", target) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.settimeout(5)
+            assert client.recv(10) == b""  # closed by the tunnel: nothing listens there
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", target))
+            server.listen(1)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                peer, _ = server.accept()
+                with peer:
+                    client.sendall(b"ping")
+                    assert peer.recv(4) == b"ping"
+                    peer.sendall(b"pong")
+                    client.settimeout(5)
+                    assert client.recv(4) == b"pong"
+
+
 def test_free_local_port() -> None:
     port = free_local_port()
     assert 1024 <= port <= 65535
