@@ -419,31 +419,32 @@ class _Forwarder:
             threading.Thread(target=self._pump, args=(client,), daemon=True).start()
 
     def _pump(self, client: socket.socket) -> None:
-        try:
+        # whatever ends it (a refused channel, EOF, a reset, the forwarder closing) ends
+        # this one client connection quietly: its peer sees EOF; nothing is raised
+        chan = None
+        with contextlib.suppress(Exception):
             chan = self.transport.open_channel(
                 "direct-tcpip", self.target, client.getpeername(), timeout=10
             )
-        except (paramiko.SSHException, OSError, EOFError):
-            client.close()
-            return
-        try:
-            while not self.closed.is_set():
-                ready, _, _ = select.select([client, chan], [], [], 0.5)
-                if client in ready:
-                    data = client.recv(65536)
-                    if not data:
-                        break
-                    chan.sendall(data)
-                if chan in ready:
-                    data = chan.recv(65536)
-                    if not data:
-                        break
-                    client.sendall(data)
-        except (paramiko.SSHException, OSError, EOFError):
-            pass
-        finally:
-            chan.close()
-            client.close()
+            self._copy(client, chan)
+        for end in (chan, client):
+            with contextlib.suppress(Exception):
+                if end is not None:
+                    end.close()
+
+    def _copy(self, client: socket.socket, chan: paramiko.Channel) -> None:
+        while not self.closed.is_set():
+            ready, _, _ = select.select([client, chan], [], [], 0.5)
+            if client in ready:
+                data = client.recv(65536)
+                if not data:
+                    return
+                chan.sendall(data)
+            if chan in ready:
+                data = chan.recv(65536)
+                if not data:
+                    return
+                client.sendall(data)
 
     def close(self) -> None:
         self.closed.set()

@@ -44,7 +44,8 @@ def test_plan_says_how_a_rollback_would_go(at_v1: Deployment) -> None:
 
 
 def test_a_failed_additive_deploy_is_reversed_not_restored(at_v1: Deployment) -> None:
-    envdir = at_v1.variant("health-v1", {"app.health.text": "ok v1"})  # v2 answers "ok v2"
+    # v2 answers "ok v2": the health check fails (after 6 s, not local.yml's 20)
+    envdir = at_v1.variant("health-v1", {"app.health.text": "ok v1", "app.health.timeout": 6})
     before = whole_state(at_v1)
     replaced = replaced_databases(at_v1)
     res = at_v1.fab("local", "upgradedb", "--ref", "v2", envdir=envdir)

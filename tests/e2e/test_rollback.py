@@ -106,7 +106,7 @@ def test_bad_crash_is_rolled_back_to_the_exact_before_state(at_v2: Deployment) -
 
 def test_health_failure_after_switch_rolls_back_code_and_database(at_v2: Deployment) -> None:
     """The v3 app answers 'ok v3' where 'ok v2' is required: after the switch and restart."""
-    envdir = at_v2.variant("health-v2", {"app.health.text": "ok v2"})
+    envdir = at_v2.variant("health-v2", {"app.health.text": "ok v2", "app.health.timeout": 6})
     before = whole_state(at_v2)
     res = at_v2.fab("local", "upgradedb", "--ref", "v3", envdir=envdir)
     assert res.returncode == 5, res.stderr
@@ -215,7 +215,9 @@ def test_restore_failure_during_rollback_exits_6_with_an_accurate_report(
         f"current/deploy/appctl restart && for f in {at_v2.backup_dir}/*.dump; "
         'do truncate -s 2000 "$f"; done'
     )
-    envdir = at_v2.variant("damaged", {"app.health.text": "ok v2", "app.restart": damage})
+    envdir = at_v2.variant(
+        "damaged", {"app.health.text": "ok v2", "app.health.timeout": 6, "app.restart": damage}
+    )
     res = at_v2.fab("local", "upgradedb", "--ref", "v3", envdir=envdir)
     assert res.returncode == 6, res.stderr
     last = res.stderr.strip().splitlines()[-1]
