@@ -291,9 +291,11 @@ class Operation:
             self.lock_conn = self.connect_lock()
         if not try_advisory_lock(self.lock_conn, env):
             raise LockHeld(
-                f"environment {env.name} is locked by {holder_text(self.journal.read_lock())}; "
+                f"environment {env.name} is locked by {holder_text(self.holder_record())}; "
                 "wait for it to finish (or --wait SECONDS)"
             )
+        # the record first: a run refused meanwhile names this one, never "?"
+        self.journal.write_lock(self.id, self.command)
         runs = recovery.interrupted_runs(
             env, self.session, self.lock_conn, self.journal.records(), self.id
         )
@@ -305,13 +307,23 @@ class Operation:
                 f"environment {env.name} is locked: {run.describe()} but {run.life()} still "
                 "runs; wait for it (or --wait SECONDS)"
             )
-        self.journal.write_lock(self.id, self.command)
         self.locked = True
         self.interrupted = runs
         for run in runs:
             if not run.blocking:  # a dead backup or cleanup: nothing to put back
                 self.mark_interrupted(run, "nothing to recover")
         return f"advisory lock taken ({self.app_name})"
+
+    def holder_record(self, patience: float = 3.0) -> dict[str, Any] | None:
+        """The lock record of the run holding the advisory lock. It writes the record right
+        after taking the lock: give it that moment rather than print an unknown holder."""
+        assert self.journal is not None
+        deadline = time.monotonic() + patience
+        while True:
+            record = self.journal.read_lock()
+            if record is not None or time.monotonic() >= deadline:
+                return record
+            time.sleep(0.1)
 
     def counts_as_holder(self, run: recovery.RunState) -> bool:
         """Whether a live part of an interrupted run keeps the environment locked for this

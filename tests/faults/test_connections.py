@@ -9,10 +9,12 @@ restarted for real with `pg_ctl restart -m fast` (every session terminated).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -74,9 +76,35 @@ def wait_for_job(
 
 
 def cut_ssh(dep: Deployment) -> None:
-    """Every SSH connection to the sandbox dies (the listening sshd stays)."""
-    master = dep.sandbox.sshd_pidfile.read_text().strip()
-    subprocess.run(["pkill", "-KILL", "-P", master], check=False)
+    """Every SSH connection to the sandbox dies at once (the listening sshd stays): every
+    sshd process below the listening one is SIGKILLed — as root the per-connection
+    monitor and its session process, as a normal user (no privilege separation) the
+    connection's sshd and the one serving each channel. Detached jobs live on."""
+    master = int(dep.sandbox.sshd_pidfile.read_text().strip())
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        names[int(entry)] = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+
+    def below_master(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == master:
+                return True
+        return False
+
+    for pid, name in names.items():
+        if name == "sshd" and pid != master and below_master(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def restart_postgres(dep: Deployment) -> None:
