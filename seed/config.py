@@ -199,6 +199,15 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
+class CopyConfig:
+    """`copy:` of a source environment: how copies of its database are masked."""
+
+    rules: Path | None = None
+    secret: Secret | None = None
+    sample: int = 50
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     path: Path
@@ -214,6 +223,7 @@ class Environment:
     invariants: Invariants = field(default_factory=Invariants)
     hooks: Hooks = field(default_factory=Hooks)
     rollback_method: str = "auto"  # auto | reverse | restore (seed/reverse.py)
+    copy: CopyConfig = field(default_factory=CopyConfig)
 
     @property
     def state_host(self) -> Host:
@@ -226,7 +236,7 @@ class Environment:
         (SECRET_KEY, *_PASSWORD, *_TOKEN, ...): the others (ALLOWED_HOSTS) are settings.
         """
         values = [v.reveal() for k, v in self.app.env.items() if SECRET_NAME_RE.search(k)]
-        for secret in (self.db.password, self.db.admin_password):
+        for secret in (self.db.password, self.db.admin_password, self.copy.secret):
             if secret is not None:
                 values.append(secret.reveal())
                 values.append(quote(secret.reveal(), safe=""))  # as in DATABASE_URL
@@ -479,6 +489,7 @@ class _Parser:
         method = self._choice(
             rb, "method", "rollback.method", ("auto", "reverse", "restore"), "auto"
         )
+        copy = self.copy(raw)
         state_dir = self._str(raw, "state_dir", "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
             self.errors.append("state_dir: must be an absolute path on the state host")
@@ -499,6 +510,17 @@ class _Parser:
             invariants=invariants,
             hooks=hooks,
             rollback_method=method,
+            copy=copy,
+        )
+
+    def copy(self, raw: dict[str, Any]) -> CopyConfig:
+        section = self._section(raw, "copy", schema.keys("copy"))
+        rules = self._str(section, "rules", "copy.rules", None)
+        secret = self._str(section, "secret", "copy.secret", None)
+        return CopyConfig(
+            rules=self._path(str(rules)) if rules else None,
+            secret=Secret(str(secret)) if secret else None,
+            sample=self._int(section, "sample", "copy.sample", 50, lo=1),
         )
 
     def hooks(self, raw: dict[str, Any]) -> Hooks:

@@ -242,7 +242,7 @@ def reopen_database(conn: psycopg.Connection[Any], dbname: str) -> bool:
 def leftovers(conn: psycopg.Connection[Any], env: Environment, run_id: str) -> list[str]:
     """Scratch databases a dead run left (its restore target, its snapshot copy)."""
     tag = run_id.lower().replace("-", "_")
-    names = [scratch_name(env.db.name, f"restore_{tag}"), scratch_name(env.db.name, f"snap_{tag}")]
+    names = [scratch_name(env.db.name, f"{what}_{tag}") for what in ("restore", "snap", "copy")]
     rows = conn.execute(
         "select datname from pg_database where datname = any(%s) order by 1", (names,)
     ).fetchall()

@@ -226,8 +226,11 @@ def run_pg_restore(
     job_dir: str,
     app_name: str,
     on_lost: Callable[[], None] | None = None,
+    options: str = "",
+    analyze: bool = True,
 ) -> None:
-    """pg_restore --exit-on-error into the new database, as a remote job on the state host."""
+    """pg_restore --exit-on-error into the new database, as a remote job on the state host.
+    `options`: more pg_restore arguments (already quoted), e.g. `--section=data`."""
     remote.mkdirs(job_dir, mode=0o700)
     passfile = f"{job_dir}/pgpass"
     remote.put_bytes(
@@ -241,15 +244,20 @@ def run_pg_restore(
         f"--no-password --host={q(env.db.host)} --port={env.db.port} "
         f"--username={q(env.db.admin_user)} --dbname={q(plan.new)}"
     )
+    vacuum = (
+        f'{q(env.backup.tool("vacuumdb"))} --analyze-only --quiet --jobs="$jobs" {conn}\n'
+        if analyze
+        else ""
+    )
     script = f"""set -euo pipefail
 export PGPASSFILE={q(passfile)} PGAPPNAME={q(app_name)}
 trap 'rm -f "$PGPASSFILE"' EXIT
 jobs=$(nproc 2>/dev/null || echo 1)
 [ "$jobs" -ge {env.backup.jobs} ] || jobs={env.backup.jobs}
-{q(env.backup.tool("pg_restore"))} --exit-on-error --jobs="$jobs" {conn} {q(plan.backup_path)}
+{q(env.backup.tool("pg_restore"))} --exit-on-error --jobs="$jobs" {options} {conn} \
+  {q(plan.backup_path)}
 echo "seed-restore loaded"
-{q(env.backup.tool("vacuumdb"))} --analyze-only --quiet --jobs="$jobs" {conn}
-echo "seed-restore ok"
+{vacuum}echo "seed-restore ok"
 """
     job = RemoteJob.start(remote, job_dir, script)
     code, output = job.wait(on_lost=on_lost)

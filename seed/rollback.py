@@ -44,10 +44,12 @@ def choose_target(records: list[dict[str, Any]], to: str | None) -> dict[str, An
             )
         if target.get("rolled_back_by"):
             raise PreflightFailed(f"--to {to}: already rolled back by {target['rolled_back_by']}")
+        refuse_over_copy(records, target)
         return target
     if not good:
         raise PreflightFailed("nothing to roll back: the journal has no successful deploy")
     last = good[-1]
+    refuse_over_copy(records, last)
     if last.get("rolled_back_by"):
         earlier = [r for r in good[:-1] if not r.get("rolled_back_by")]
         hint = (
@@ -58,6 +60,26 @@ def choose_target(records: list[dict[str, Any]], to: str | None) -> dict[str, An
             f"back by {last['rolled_back_by']}{hint}"
         )
     return last
+
+
+def refuse_over_copy(records: list[dict[str, Any]], deploy: dict[str, Any]) -> None:
+    """A copy (`copy-to`) replaced the database after `deploy`: rolling the deploy back
+    would restore its backup over the copied data (or reverse migrations the copy does
+    not have). Refuse (exit 4)."""
+    after = records[records.index(deploy) + 1 :]
+    copies = [
+        r
+        for r in after
+        if r.get("kind") == "copy"
+        and (r.get("outcome") == "succeeded" or r.get("replaced_database"))  # swapped
+    ]
+    if copies:
+        copy = copies[-1]
+        raise PreflightFailed(
+            f"deploy {deploy['deploy_id']} cannot be rolled back: copy {copy['deploy_id']} "
+            f"replaced the database with a copy of {copy.get('source', '?')} since; deploy "
+            "the release you want instead (`upgradedb --ref ...`)"
+        )
 
 
 class Rollback(Operation):

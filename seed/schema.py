@@ -317,6 +317,20 @@ ENVIRONMENT = _obj(
         "checks": {"type": "array", "items": CHECK, "description": "data checks"},
         "invariants": INVARIANTS,
         "hooks": HOOKS,
+        "copy": _obj(
+            "anonymized copies of this environment's database (`fab <this> copy-to <target>`)",
+            {
+                "rules": _s(
+                    "masking rules file (relative to the repository root): every table "
+                    "classified, every column of a personal-data table masked or kept"
+                ),
+                "secret": _s(
+                    "key of the keyed hash behind `hash` and `fake` (e.g. ${SEED_MASK_KEY}); "
+                    "same key, same masked values in every copy"
+                ),
+                "sample": _i("original values sampled per masked column and searched for", 1),
+            },
+        ),
         "rollback": _obj(
             "how a deploy's database changes are undone",
             {

@@ -24,11 +24,11 @@ from seed.operation import Operation
 def last_after_state(records: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any]]:
     """(deploy id, check values) of the newest successful deploy that recorded them and
     still describes the database: deploys undone by a later rollback are skipped, and
-    a later `restore` (the database replaced by a backup) leaves no baseline."""
+    a later `restore` or `copy` (the database replaced) leaves no baseline."""
     undone: set[str] = set()
     for record in reversed(records):
         kind, ok = record.get("kind"), record.get("outcome") == "succeeded"
-        if kind == "restore" and ok:
+        if kind in ("restore", "copy") and ok:  # the database was replaced
             return None, {}
         if kind == "rollback" and ok and record.get("target"):
             undone.add(str(record["target"]))

@@ -114,15 +114,19 @@ def output_for(env: Environment) -> Output:
 
 def confirm_protected(env: Environment, action: str, yes: bool) -> None:
     """On protected environments ask to type the name; no TTY and no --yes → refuse (exit 2)."""
-    if not env.protected:
-        return
+    if env.protected:
+        confirm(env, action, yes, f"{env.name} is protected")
+
+
+def confirm(env: Environment, action: str, yes: bool, why: str) -> None:
+    """Ask to type the environment's name (`why` says why); no TTY and no --yes → exit 2."""
     if yes or os.environ.get("SEED_ASSUME_YES", "") in ("1", "true", "yes"):
         return
     if not sys.stdin.isatty():
         raise Refused(
-            f"{env.name} is protected: {action} needs confirmation; pass --yes "
+            f"{why}: {action} needs confirmation; pass --yes "
             "(or SEED_ASSUME_YES=1) when running without a terminal"
         )
-    answer = input(f"{env.name} is protected. Type its name to {action}: ").strip()
+    answer = input(f"{why}. Type {env.name!r} to {action}: ").strip()
     if answer != env.name:
         raise Refused(f"confirmation did not match {env.name!r}; nothing done")

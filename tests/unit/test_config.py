@@ -532,7 +532,15 @@ def test_environment_repr_and_secrets(tmp_path: Path, monkeypatch: pytest.Monkey
     (tmp_path / "repo" / "pgpass").write_text("*:*:*:shop:app-db-pw\n*:*:*:postgres:admin-db-pw\n")
     env = load(tmp_path, text)
     secrets = env.secrets()
-    assert set(secrets) == {"the-django-secret-key", "tok-123456", "app-db-pw", "admin-db-pw"}
+    # copy.secret (the masking key) is one too; the sandbox's has a default
+    masking_key = "sandbox-only-masking-key-not-for-production"
+    assert set(secrets) == {
+        "the-django-secret-key",
+        "tok-123456",
+        "app-db-pw",
+        "admin-db-pw",
+        masking_key,
+    }
     assert secrets == sorted(secrets, key=len, reverse=True)
     assert "127.0.0.1,localhost" not in secrets  # ALLOWED_HOSTS is a setting
     assert "127.0.0.1:8765" not in secrets  # APP_BIND too
@@ -779,3 +787,21 @@ def test_unknown_keys_in_nested_sections_name_the_whole_path(tmp_path: Path) -> 
     text = edit(LOCAL, "    status: 200\n", "    status: 200\n    retries: 3\n")
     with pytest.raises(ConfigError, match=re.escape("app.health.retries: unknown key")):
         load(tmp_path, text)
+
+
+# --------------------------------------------------------------------------- copy
+
+
+def test_copy_section_defaults_and_paths(tmp_path: Path) -> None:
+    env = load(tmp_path, LOCAL)
+    assert env.copy.rules == tmp_path / "repo" / "masking" / "shop.yml"
+    assert env.copy.sample == 50 and env.copy.secret is not None
+    bare = load(tmp_path, LOCAL[: LOCAL.index("copy:\n")] + LOCAL[LOCAL.index("\n# Hooks") :])
+    assert bare.copy.rules is None and bare.copy.secret is None
+
+
+def test_copy_section_problems_name_line_and_key(tmp_path: Path) -> None:
+    text = edit(LOCAL, "  sample: 50 ", "  sample: 0 \n  samples: 3 ")
+    found = problems(tmp_path, text)
+    assert "copy.sample: must be >= 1" in found
+    assert "copy.samples: unknown key (expected one of: rules, sample, secret)" in found

@@ -1,0 +1,87 @@
+"""Copy tasks: `fab <source> copy-to <target>`, `fab <env> copy-rules [--check]`."""
+
+from __future__ import annotations
+
+import json
+
+from invoke import Context, task
+
+from seed.config import environments_dir, load_environment
+from seed.copyrules import CopyRules
+from seed.copyto import CopyTo, check_pair
+from seed.dbtasks import Backup
+from seed.errors import ConfigError
+from seed.report import Output, Scrubber
+from tasks.deploy import _command, _report_path
+from tasks.edge import REPO_ROOT, confirm, local_root, selected_environment, user_errors
+
+
+@task(
+    positional=["target"],
+    help={
+        "target": "the environment whose database is replaced by the masked copy",
+        "yes": "overwrite the target without asking (for CI)",
+        "backup": "copy this backup of the source (id or unique prefix; default: latest)",
+        "fresh": "take a new backup of the source first and copy that one",
+        "report": "also write the JSON report to this path",
+    },
+)
+@user_errors
+def copy_to(
+    c: Context,
+    target: str | None = None,
+    yes: bool = False,
+    backup: str = "latest",
+    fresh: bool = False,
+    report: str = "",
+) -> None:
+    """Replace TARGET's database by a masked copy of this environment's (e.g. `fab production
+    copy-to staging`): masked on the source side, verified, swapped in atomically."""
+    source = selected_environment(c)
+    if not target:
+        raise ConfigError(
+            "copy-to: name the target environment, e.g. `fab production copy-to staging`"
+        )
+    dest = load_environment(target, environments_dir(REPO_ROOT))
+    check_pair(source, dest)
+    out = Output(dest.name, Scrubber(dest.secrets() + source.secrets()))
+    run = CopyTo(
+        dest,
+        _command(),
+        local_root(),
+        out,
+        _report_path(report),
+        source=source,
+        backup_id=backup,
+    )  # reads and checks the masking rules before anything is asked or touched
+    confirm(
+        dest,
+        f"replace the {dest.name} database by a masked copy of {source.name}",
+        yes,
+        f"this overwrites the {dest.name} database",
+    )
+    if fresh:
+        first = Backup(source, _command(), local_root(), Output(source.name, out.scrub))
+        first.run()
+        run.backup_id = str(first.report.data["backup"]["id"])
+    run.run()
+
+
+@task(
+    help={
+        "check": "exit 7 when a table or personal column is unclassified (for CI)",
+        "json": "print the result as JSON",
+    }
+)
+@user_errors
+def copy_rules(c: Context, check: bool = False, json_: bool = False) -> None:
+    """Compare the masking rules (copy.rules) with the live schema: unclassified tables and
+    columns, rules that do not fit, rules for columns that are gone. Read-only."""
+    env = selected_environment(c)
+    out = Output(env.name, Scrubber(env.secrets()))
+    run = CopyRules(env, _command(), local_root(), out, check=check)
+    try:
+        run.run()
+    finally:
+        if json_ and run.report.outcome != "running":
+            print(json.dumps(run.out.scrub.data(run.report.to_json()), indent=2, default=str))
