@@ -56,8 +56,8 @@ def copy_settings(source: Environment) -> tuple[masking.Rules, masking.Key]:
         )
     if source.copy.secret is None:
         raise ConfigError(
-            f"{where}: copy.secret is not set: the key of the masking hash, e.g. "
-            '"${SEED_MASK_KEY}" (keep it out of the target\'s reach)'
+            f"{where}: copy.secret is not set or empty: the key of the masking hash, e.g. "
+            '"${SEED_MASK_KEY}" — export it (keep it out of the target\'s reach)'
         )
     rules = masking.load_rules(source.copy.rules)
     return rules, masking.Key.from_secret(source.copy.secret.reveal())

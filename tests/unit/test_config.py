@@ -805,3 +805,29 @@ def test_copy_section_problems_name_line_and_key(tmp_path: Path) -> None:
     found = problems(tmp_path, text)
     assert "copy.sample: must be >= 1" in found
     assert "copy.samples: unknown key (expected one of: rules, sample, secret)" in found
+
+
+def test_production_copies_need_the_masking_key_only_for_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from seed.copyto import copy_settings
+
+    for var, value in (
+        ("SHOP_SECRET_KEY", "k"),
+        ("SHOP_DB_PASSWORD", "p"),
+        ("PG_ADMIN_PASSWORD", "a"),
+    ):
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("SEED_MASK_KEY", raising=False)
+    (tmp_path / "repo" / "masking").mkdir(parents=True)
+    (tmp_path / "repo" / "masking" / "shop.yml").write_text(
+        (SHIPPED.parent / "masking" / "shop.yml").read_text()
+    )
+    env = load(tmp_path, (SHIPPED / "production.yml").read_text(), "production")
+    assert env.copy.secret is None  # every other command works without it
+    with pytest.raises(ConfigError, match=r"copy\.secret is not set or empty.*export it"):
+        copy_settings(env)
+    monkeypatch.setenv("SEED_MASK_KEY", "the-key")
+    env = load(tmp_path, (SHIPPED / "production.yml").read_text(), "production")
+    rules, _ = copy_settings(env)
+    assert "public.shop_customer" in rules.tables and "the-key" in env.secrets()
