@@ -21,7 +21,7 @@ import os
 import posixpath
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,8 @@ class CopyTo(Operation):
         self.report.data["state"] = self.state
         self.report.data["source"] = source.name
         self.swapped = False
+        self.source_keys: list[ForeignKey] = []
+        self.orphans_before: dict[str, int] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -223,6 +225,9 @@ class CopyTo(Operation):
             try:
                 gate = masking.gate(self.rules, masking.catalog(conn))
                 size = dblib.database_size(conn, source.db.name)
+                # the definitions, to count orphans before masking (the scratch has no
+                # constraints until its post-data section is restored)
+                self.source_keys = foreign_keys(conn)
             finally:
                 conn.close()
             self.report.data["gate"] = {"rules": str(self.rules.path), "live": gate.to_json()}
@@ -296,6 +301,7 @@ class CopyTo(Operation):
                 )
             s.detail = f"{sum(f['rows'] for f in found.values())} rows, equal to the backup"
         with self.step("sample") as s:
+            self.orphans_before = orphans(conn, self.source_keys)
             samples, sampling = self.sample(conn, tables, found)
             s.detail = (
                 f"{sum(len(v) for v in samples.values())} original value(s) from "
@@ -426,11 +432,12 @@ class CopyTo(Operation):
                 wrong.append(table)
         if wrong:
             problems.append(f"row counts differ from the backup: {', '.join(wrong)}")
-        orphans = foreign_key_orphans(conn)
-        broken = {k: v for k, v in orphans.items() if v}
+        after = orphans(conn, foreign_keys(conn))
+        # equal to the source: 0 for a validated key, as many as before for a NOT VALID one
+        broken = {k: v for k, v in after.items() if v != self.orphans_before.get(k, 0)}
         if broken:
             problems.append(
-                "foreign keys with rows pointing nowhere: "
+                "foreign keys with rows pointing nowhere (not so in the source): "
                 + ", ".join(f"{k} ({v})" for k, v in broken.items())
             )
         found = masking.survivors(conn, samples, tables)
@@ -441,8 +448,9 @@ class CopyTo(Operation):
             )
         self.report.data["masking"]["verification"] = {
             "row_counts_equal": not wrong,
-            "foreign_keys": len(orphans),
-            "foreign_key_orphans": broken,
+            "foreign_keys": len(after),
+            "foreign_key_orphans": {k: v for k, v in after.items() if v},
+            "foreign_key_orphans_in_source": {k: v for k, v in self.orphans_before.items() if v},
             "samples_searched": sum(len(v) for v in samples.values()),
             "survivors": found,
         }
@@ -555,8 +563,17 @@ class CopyTo(Operation):
                 session.state.run(f"rm -f {directory}/masked.dump {directory}/*/pgpass")
 
 
-def foreign_key_orphans(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """{constraint on table: rows whose key points at no row} for every foreign key."""
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str  # `<constraint> on <table>`
+    child: str  # regclass text, quoted as needed
+    parent: str
+    keys: tuple[str, ...]
+    refs: tuple[str, ...]
+
+
+def foreign_keys(conn: psycopg.Connection[Any]) -> list[ForeignKey]:
+    """Every foreign key constraint of the database, validated or not."""
     rows = conn.execute(
         """
         select c.conname, c.conrelid::regclass::text, c.confrelid::regclass::text,
@@ -569,19 +586,31 @@ def foreign_key_orphans(conn: psycopg.Connection[Any]) -> dict[str, int]:
         from pg_constraint c where c.contype = 'f' order by 2, 1
         """
     ).fetchall()
+    return [
+        ForeignKey(f"{name} on {child}", str(child), str(parent), tuple(keys), tuple(refs))
+        for name, child, parent, keys, refs in rows
+    ]
+
+
+def orphans(conn: psycopg.Connection[Any], keys: list[ForeignKey]) -> dict[str, int]:
+    """{foreign key: rows whose key points at no row} (MATCH SIMPLE: a NULL part never
+    points anywhere). Works without the constraints, from their definitions."""
     found = {}
-    for name, child, parent, keys, refs in rows:
+    for fk in keys:
         not_null = sql.SQL(" and ").join(
-            sql.SQL("c.{} is not null").format(sql.Identifier(k)) for k in keys
+            sql.SQL("c.{} is not null").format(sql.Identifier(k)) for k in fk.keys
         )
         match = sql.SQL(" and ").join(
             sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(k))
-            for k, r in zip(keys, refs, strict=True)
+            for k, r in zip(fk.keys, fk.refs, strict=True)
         )
         query = sql.SQL(
             "select count(*) from {child} c where {nn} and not exists "
             "(select 1 from {parent} p where {match})"
-        ).format(child=sql.SQL(child), parent=sql.SQL(parent), nn=not_null, match=match)
-        row = conn.execute(query).fetchone()
-        found[f"{name} on {child}"] = int(row[0]) if row else 0
+        ).format(child=sql.SQL(fk.child), parent=sql.SQL(fk.parent), nn=not_null, match=match)
+        try:
+            row = conn.execute(query).fetchone()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+            continue  # defined in the live database, not (yet) in the backup being copied
+        found[fk.name] = int(row[0]) if row else 0
     return found

@@ -219,6 +219,11 @@ def test_copy_masks_everything_and_keeps_counts_and_keys(copy_env: Any) -> None:
         served = json.loads(page.read())
     assert served["email"] == masked_by_id[1] and served["email"] != "customer1@example.com"
     assert "app stopped on 1 host(s)" in res.stderr
+    history = fab(dep, envdir, "stage", "history", "--json")
+    assert history.returncode == 0, history.stderr
+    assert json.loads(history.stdout)[0]["kind"] == "copy"  # newest first
+    status = fab(dep, envdir, "stage", "status")
+    assert status.returncode == 0, status.stderr
     assert scratch_databases(dep) == []
 
 

@@ -204,3 +204,27 @@ def test_survivors_finds_an_original_anywhere(scratch_db: Scratch) -> None:
     samples = {("public.a", "v"): ["left@over.test", "Al", "gone@away.test"]}
     # 'Al' is short: searched in a.v only, so b.w's 'Al' is not counted
     assert masking.survivors(conn, samples, tables) == {"public.b.w": 1}
+
+
+def test_orphans_counted_from_definitions_also_for_not_valid_keys(scratch_db: Scratch) -> None:
+    from seed.copyto import foreign_keys, orphans
+
+    _, conn = scratch_db()
+    conn.execute(
+        """
+        create table parent (a int, b int, primary key (a, b));
+        create table child (id int, pa int, pb int);
+        insert into parent values (1, 1), (2, 2);
+        insert into child values (1, 1, 1), (2, 2, 9), (3, null, 9), (4, 3, 3);
+        alter table child add constraint child_parent_fk foreign key (pa, pb)
+          references parent (a, b) not valid;
+        """
+    )
+    keys = foreign_keys(conn)
+    assert [(k.name, k.keys, k.refs) for k in keys] == [
+        ("child_parent_fk on child", ("pa", "pb"), ("a", "b"))
+    ]
+    # (2, 9) and (3, 3) point nowhere; (NULL, 9) never points anywhere (MATCH SIMPLE)
+    assert orphans(conn, keys) == {"child_parent_fk on child": 2}
+    conn.execute("drop table child")
+    assert orphans(conn, keys) == {}  # a key the copied database does not have is skipped
