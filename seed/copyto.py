@@ -107,7 +107,7 @@ class CopyTo(Operation):
         self.backup_id = backup_id
         self.rules, self.key = copy_settings(source)
         self.src = Session(source)
-        self.tag = self.id.lower().replace("-", "_")
+        self.tag = restorelib.db_tag(self.id)
         self.mask_db = restorelib.scratch_name(source.db.name, f"mask_{self.tag}")
         self.copy_db = restorelib.scratch_name(env.db.name, f"copy_{self.tag}")
         self.src_jobs = posixpath.join(source.state_dir, "jobs", self.id)

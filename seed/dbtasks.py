@@ -189,7 +189,7 @@ def current_code_sha(op: Operation) -> str | None:
 def verify_by_restoring(op: Operation, record: backups.BackupRecord) -> str:
     """Restore into a scratch database and compare every table with the snapshot figures."""
     env, session = op.env, op.session
-    tag = op.id.lower().replace("-", "_")
+    tag = restorelib.db_tag(op.id)
     scratch = restorelib.scratch_name(env.db.name, f"verify_{tag}")
     plan = restorelib.RestorePlan(env.db.name, scratch, "", record.path, record.sha256)
     pg = session.connect(admin=True, dbname="postgres", app_name=op.app_name)

@@ -512,7 +512,7 @@ class Operation:
                     backup_path,
                     sha256,
                     before["database_properties"],
-                    self.id.lower().replace("-", "_"),
+                    restorelib.db_tag(self.id),
                     posixpath.join(env.state_dir, "jobs", self.id, "restore"),
                     self.app_name,
                     before_swap=close_live,

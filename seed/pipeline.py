@@ -72,6 +72,7 @@ class Upgrade(Operation):
         self.pg_dump_text = ""
         self.resuming: recovery.RunState | None = None
         self.reverse_plan: reverselib.ReversePlan | None = None
+        self.plan: migratelib.MigrationState | None = None  # from pre-flight
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -374,7 +375,7 @@ class Upgrade(Operation):
         """CREATE DATABASE ... TEMPLATE <db> while writes are stopped: a rollback is then a
         rename swap. In addition to the dump, never instead (same cluster, not a backup)."""
         env, session = self.env, self.session
-        tag = self.deploy_id.lower().replace("-", "_")
+        tag = restorelib.db_tag(self.deploy_id)
         name = restorelib.scratch_name(env.db.name, f"snap_{tag}")
         for conn in (self.admin, self.app):
             conn.close()  # the template must have no sessions: ours included
@@ -751,8 +752,7 @@ class Upgrade(Operation):
         """The non-atomic migration a failed migrate stopped in, if any: half-applied, only
         the backup can undo it."""
         applied = set(self.report.data.get("migrations", {}).get("applied", []))
-        state: migratelib.MigrationState | None = getattr(self, "plan", None)
-        for m in state.plan if state else []:
+        for m in self.plan.plan if self.plan else []:
             name = f"{m['app']}.{m['name']}"
             if name not in applied:
                 return "" if m.get("atomic", True) else name
@@ -868,7 +868,7 @@ class Upgrade(Operation):
     def swap_in_snapshot(self) -> str:
         env, session = self.env, self.session
         assert self.snapshot_db is not None
-        tag = self.deploy_id.lower().replace("-", "_")
+        tag = restorelib.db_tag(self.deploy_id)
         plan = restorelib.RestorePlan(
             live=env.db.name,
             new=self.snapshot_db,
@@ -917,7 +917,7 @@ class Upgrade(Operation):
                 self.backup.path,
                 self.backup.sha256,
                 self.before["database_properties"],
-                self.deploy_id.lower().replace("-", "_"),
+                restorelib.db_tag(self.deploy_id),
                 self.job_dir("restore"),
                 self.app_name,
                 before_swap=close_live_sessions,

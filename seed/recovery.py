@@ -27,7 +27,7 @@ from psycopg import sql
 
 from seed.config import Environment
 from seed.remote import Remote, RemoteJob
-from seed.restore import scratch_name
+from seed.restore import db_tag, scratch_name
 from seed.session import Session
 
 # kinds whose interruption can leave the database or the code half-changed
@@ -241,7 +241,7 @@ def reopen_database(conn: psycopg.Connection[Any], dbname: str) -> bool:
 
 def leftovers(conn: psycopg.Connection[Any], env: Environment, run_id: str) -> list[str]:
     """Scratch databases a dead run left (its restore target, its snapshot copy)."""
-    tag = run_id.lower().replace("-", "_")
+    tag = db_tag(run_id)
     names = [scratch_name(env.db.name, f"{what}_{tag}") for what in ("restore", "snap", "copy")]
     rows = conn.execute(
         "select datname from pg_database where datname = any(%s) order by 1", (names,)

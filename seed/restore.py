@@ -111,6 +111,12 @@ def comparable_properties(props: dict[str, Any]) -> dict[str, Any]:
 TAG_EXAMPLE = "20261127t180411z_772b"  # a deploy id, lower-cased, "-" → "_"
 
 
+def db_tag(run_id: str) -> str:
+    """A run id as it appears in database names: `20261127T180411Z-772b` →
+    `20261127t180411z_772b` (lower case, no quoting needed)."""
+    return run_id.lower().replace("-", "_")
+
+
 def scratch_name(base: str, suffix: str) -> str:
     """`<base>_<suffix>` within PostgreSQL's 63-byte identifier limit."""
     room = 63 - len(suffix.encode()) - 1
