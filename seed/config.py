@@ -270,7 +270,7 @@ def list_environments(directory: Path) -> list[str]:
 DEFAULTS_FILE = "_defaults.yml"
 
 
-def _read_mapping(path: Path, what: str = "environment file") -> Any:
+def read_mapping(path: Path, what: str = "environment file") -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -295,7 +295,7 @@ def load_environment(name: str, directory: Path | None = None) -> Environment:
     """
     directory = directory or environments_dir()
     path = directory / f"{name}.yml"
-    raw = _read_mapping(path)
+    raw = read_mapping(path)
     layers, seen = [raw], [path.name]
     parent = raw.get("extends")
     while parent is not None:
@@ -304,12 +304,12 @@ def load_environment(name: str, directory: Path | None = None) -> Environment:
         if f"{parent}.yml" in seen:
             chain = " -> ".join([*seen, f"{parent}.yml"])
             raise ConfigError(f"{path}: extends: a cycle ({chain})")
-        layer = _read_mapping(directory / f"{parent}.yml", f"file to extend (from {seen[-1]})")
+        layer = read_mapping(directory / f"{parent}.yml", f"file to extend (from {seen[-1]})")
         layers.append(layer)
         seen.append(f"{parent}.yml")
         parent = layer.get("extends")
     if (directory / DEFAULTS_FILE).is_file():
-        layers.append(_read_mapping(directory / DEFAULTS_FILE, "defaults file"))
+        layers.append(read_mapping(directory / DEFAULTS_FILE, "defaults file"))
     if len(layers) > 1:
         merged = layers[-1]
         for layer in reversed(layers[:-1]):

@@ -25,9 +25,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from seed.config import read_mapping
 from seed.errors import ConfigError
 from seed.fakedata import LOCALES, LOREM, Locale, ascii_word, vocabulary
-from seed.yaml12 import YamlError, load_yaml12
 
 FAKE_KINDS = (
     "first_name",
@@ -234,18 +234,7 @@ class _RuleParser:
 
 def load_rules(path: Path) -> Rules:
     """Read and validate a rules file; ConfigError names the file, line and key."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such masking rules file (copy.rules in the source environment)"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        raw = load_yaml12(text)
-    except YamlError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    raw = read_mapping(path, "masking rules file (copy.rules in the source environment)")
     return _RuleParser(path, raw).rules()
 
 
