@@ -17,6 +17,7 @@ ns.add_task(copy.copy_rules)
 ns.add_task(overview.status)
 ns.add_task(overview.history)
 ns.add_task(overview.plan)
+ns.add_task(overview.lint)
 for db_task in (db.backup, db.backups, db.restore, db.cleanup):
     ns.add_task(db_task)
 ns.add_collection(Collection.from_module(sandbox), name="sandbox")

@@ -199,6 +199,26 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
+class Waiver:
+    """Let `rule` through for `migration` (`app.name`); `rule` `*` waives every rule."""
+
+    migration: str
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LintConfig:
+    """`lint:` — the migration safety gate (seed/lint.py)."""
+
+    enabled: bool = True  # also as a pre-flight step of upgradedb
+    big_table_rows: int = 100_000
+    exclude: tuple[str, ...] = ()
+    block: tuple[str, ...] = ()
+    waivers: tuple[Waiver, ...] = ()
+
+
+@dataclass(frozen=True)
 class CopyConfig:
     """`copy:` of a source environment: how copies of its database are masked."""
 
@@ -224,6 +244,7 @@ class Environment:
     hooks: Hooks = field(default_factory=Hooks)
     rollback_method: str = "auto"  # auto | reverse | restore (seed/reverse.py)
     copy: CopyConfig = field(default_factory=CopyConfig)
+    lint: LintConfig = field(default_factory=LintConfig)
 
     @property
     def state_host(self) -> Host:
@@ -490,6 +511,7 @@ class _Parser:
             rb, "method", "rollback.method", ("auto", "reverse", "restore"), "auto"
         )
         copy = self.copy(raw)
+        lint = self.lint(raw)
         state_dir = self._str(raw, "state_dir", "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
             self.errors.append("state_dir: must be an absolute path on the state host")
@@ -511,6 +533,40 @@ class _Parser:
             hooks=hooks,
             rollback_method=method,
             copy=copy,
+            lint=lint,
+        )
+
+    def lint(self, raw: dict[str, Any]) -> LintConfig:
+        section = self._section(raw, "lint", schema.keys("lint"))
+        names: dict[str, tuple[str, ...]] = {}
+        for key in ("exclude", "block"):
+            value = section.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                self.errors.append(f"lint.{key}: expected a list of rule names")
+                value = []
+            names[key] = tuple(value)
+        waivers = []
+        items = section.get("waivers") or []
+        if not isinstance(items, list):
+            self.errors.append("lint.waivers: expected a list of {migration, rule, reason}")
+            items = []
+        for i, item in enumerate(items):
+            where = f"lint.waivers[{i}]"
+            if not isinstance(item, dict):
+                self.errors.append(f"{where}: expected a mapping with migration, rule, reason")
+                continue
+            self._unknown(item, where, {"migration", "rule", "reason"})
+            values = [str(self._str(item, k, f"{where}.{k}")) for k in ("migration", "rule")]
+            reason = str(self._str(item, "reason", f"{where}.reason")).strip()
+            if not reason and "reason" in item:
+                self.errors.append(f"{where}.reason: say why the rule may be broken here")
+            waivers.append(Waiver(values[0], values[1], reason))
+        return LintConfig(
+            enabled=self._bool(section, "enabled", "lint.enabled", True),
+            big_table_rows=self._int(section, "big_table_rows", "lint.big_table_rows", 100_000),
+            exclude=names["exclude"],
+            block=names["block"],
+            waivers=tuple(waivers),
         )
 
     def copy(self, raw: dict[str, Any]) -> CopyConfig:

@@ -41,14 +41,23 @@ def _with_env(layout: Layout, release_path: str, env_name: str, app_name: str) -
 
 
 def migration_state(
-    remote: Remote, layout: Layout, release_path: str, env: Environment, app_name: str
+    remote: Remote,
+    layout: Layout,
+    release_path: str,
+    env: Environment,
+    app_name: str,
+    with_sql: bool = False,
 ) -> MigrationState:
-    """Applied migrations and the forward plan of the release at `release_path`."""
+    """Applied migrations and the forward plan of the release at `release_path`; with
+    `with_sql`, each planned migration also carries its SQL (as `sqlmigrate` prints it),
+    its file and the line of each operation (for lint)."""
     script = resources.files("seed.remote_scripts").joinpath("django_state.py").read_bytes()
     script_path = posixpath.join(release_path, ".seed-django-state.py")
     remote.put_bytes(script, script_path, mode=0o600)
     res = remote.run(
-        _with_env(layout, release_path, env.name, app_name) + f".venv/bin/python {q(script_path)}",
+        _with_env(layout, release_path, env.name, app_name)
+        + f".venv/bin/python {q(script_path)}"
+        + (" --sql" if with_sql else ""),
         timeout=300,
     )
     remote.run(f"rm -f {q(script_path)}")

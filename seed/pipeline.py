@@ -24,6 +24,7 @@ from seed import backup as backups
 from seed import checkrun, invariants, recovery
 from seed import checks as checklib
 from seed import db as dblib
+from seed import lint as lintlib
 from seed import migrate as migratelib
 from seed import release as rel
 from seed import restore as restorelib
@@ -284,6 +285,7 @@ class Upgrade(Operation):
                 self.layout.release(self.rid),
                 env,
                 self.app_name,
+                with_sql=env.lint.enabled,
             )
             if state.unknown_applied:
                 names = ", ".join(f"{a}.{n}" for a, n in state.unknown_applied)
@@ -304,6 +306,10 @@ class Upgrade(Operation):
             self.report.data["rollback_plan"] = {"method": method, "why": why}
             s.detail = f"{len(state.pending)} to apply: " + (", ".join(state.pending) or "none")
             s.detail += f"; a rollback would {method} ({why})"
+        if env.lint.enabled:
+            with self.step("lint") as s:
+                self.lint(state)
+                s.detail = self.report.data["lint"]["summary"]
         with self.step("parse checks") as s:
             self.checks.plan(self.app)
             n_pre = len(self.checks.by_when("pre"))
@@ -311,6 +317,19 @@ class Upgrade(Operation):
             if self.checks.no_baseline:
                 s.detail += f", {len(self.checks.no_baseline)} without baseline"
         self.record()
+
+    def lint(self, state: migratelib.MigrationState) -> None:
+        """The safety gate on the pending migrations; blocked → exit 4 (nothing changed)."""
+        env, migrator = self.env, self.session.migrator
+        path = posixpath.join(self.layout.release(self.rid), lintlib.REPO_WAIVERS)
+        text = migrator.get_bytes(path) if migrator.exists(path) else None
+        waivers = [*env.lint.waivers, *lintlib.repo_waivers(text, f"{path} on {migrator.label}")]
+        result = lintlib.lint(state.plan, lintlib.table_rows(self.app), env.lint, waivers)
+        self.report.data["lint"] = {**result.to_json(), "summary": result.summary()}
+        for finding in result.findings:
+            self.out.detail(finding.describe())
+        if result.blocking:
+            raise PreflightFailed(result.refusal())
 
     def freeze_and_back_up(self) -> None:
         env, session = self.env, self.session

@@ -16,11 +16,12 @@ from typing import Any
 
 from seed import backup as backups
 from seed import db as dblib
+from seed import lint as lintlib
 from seed import release as rel
 from seed.config import Environment
 from seed.errors import PreflightFailed, SeedError
 from seed.journal import Journal
-from seed.migrate import migration_state
+from seed.migrate import MigrationState, migration_state
 from seed.operation import new_deploy_id
 from seed.overview import lock_holder_pids
 from seed.remote import q
@@ -103,27 +104,7 @@ def _migrations(
     app_name: str,
 ) -> dict[str, Any]:
     """The target release's migration plan, from a temporary folder on the migrate host."""
-    remote = session.migrator
-    tmp = remote.check("mktemp -d /tmp/seed-plan-XXXXXXXX", "making a temporary folder")
-    tmp_root = tmp.stdout.strip()
-    try:
-        scratch = rel.Layout(tmp_root)
-        rid = rel.release_id(sha, f"{utcnow():%Y%m%d%H%M%S}")
-        version = rel.upload_release_and_python(remote, scratch, rid, archive, sha, env.app.python)
-        vhash = rel.venv_hash(requirements, version)
-        deployed = layout.venv(vhash)
-        if remote.exists(posixpath.join(deployed, ".seed-complete")):
-            # the deployed venv for these requirements, read-only through a symlink
-            remote.check(f"ln -s {q(deployed)} {q(scratch.venv(vhash))}", "linking the venv")
-            venv = "deployed (shared)"
-        else:
-            venv = "throw-away (requirements differ from every deployed release)"
-        rel.ensure_venv(env, remote, scratch, rid, vhash, posixpath.join(tmp_root, "venv-job"))
-        rel.write_env_file(env, remote, scratch)
-        state = migration_state(remote, scratch, scratch.release(rid), env, app_name)
-    finally:
-        with contextlib.suppress(SeedError, OSError):
-            remote.run(f"rm -rf {q(tmp_root)}", timeout=120)
+    state, venv = target_state(env, session, layout, sha, archive, requirements, app_name)
     steps: list[dict[str, Any]] = []
     classes: set[str] = set()
     for m in state.plan:
@@ -144,6 +125,85 @@ def _migrations(
         "unknown_applied": [f"{a}.{n}" for a, n in state.unknown_applied],
         "venv": venv,
     }
+
+
+def target_state(
+    env: Environment,
+    session: Session,
+    layout: rel.Layout,
+    sha: str,
+    archive: Path,
+    requirements: bytes,
+    app_name: str,
+    with_sql: bool = False,
+) -> tuple[MigrationState, str]:
+    """The migration state of the target code, unpacked into a temporary folder on the
+    migrate host (removed at the end); and which venv it used."""
+    remote = session.migrator
+    tmp = remote.check("mktemp -d /tmp/seed-plan-XXXXXXXX", "making a temporary folder")
+    tmp_root = tmp.stdout.strip()
+    try:
+        scratch = rel.Layout(tmp_root)
+        rid = rel.release_id(sha, f"{utcnow():%Y%m%d%H%M%S}")
+        version = rel.upload_release_and_python(remote, scratch, rid, archive, sha, env.app.python)
+        vhash = rel.venv_hash(requirements, version)
+        deployed = layout.venv(vhash)
+        if remote.exists(posixpath.join(deployed, ".seed-complete")):
+            # the deployed venv for these requirements, read-only through a symlink
+            remote.check(f"ln -s {q(deployed)} {q(scratch.venv(vhash))}", "linking the venv")
+            venv = "deployed (shared)"
+        else:
+            venv = "throw-away (requirements differ from every deployed release)"
+        rel.ensure_venv(env, remote, scratch, rid, vhash, posixpath.join(tmp_root, "venv-job"))
+        rel.write_env_file(env, remote, scratch)
+        state = migration_state(remote, scratch, scratch.release(rid), env, app_name, with_sql)
+    finally:
+        with contextlib.suppress(SeedError, OSError):
+            remote.run(f"rm -rf {q(tmp_root)}", timeout=120)
+    return state, venv
+
+
+def lint_ref(
+    env: Environment, ref: str | None, local_root: Path, scrub: Scrubber
+) -> tuple[lintlib.LintResult, dict[str, Any]]:
+    """`fab <env> lint`: the safety gate on what `upgradedb --ref` would apply, read from
+    the servers (the target code in a temporary folder), nothing changed."""
+    ref = ref or env.app.ref
+    mirror = rel.repo_cache(env.app.repo, local_root / "cache" / "repos")
+    sha = rel.resolve_ref(mirror, ref)
+    archive = rel.build_archive(mirror, sha, local_root / "cache" / "archives")
+    requirements = rel.file_at(mirror, sha, "requirements.txt")
+    if requirements is None:
+        raise PreflightFailed(f"{ref} ({sha[:12]}) has no requirements.txt")
+    waivers = [
+        *env.lint.waivers,
+        *lintlib.repo_waivers(
+            rel.file_at(mirror, sha, lintlib.REPO_WAIVERS), f"{lintlib.REPO_WAIVERS} at {ref}"
+        ),
+    ]
+    app_name = f"seed-{env.name}-lint-{new_deploy_id()}"
+    session = Session(env)
+    try:
+        session.open()
+        layout = rel.Layout(env.app.deploy_to)
+        state, _ = target_state(
+            env, session, layout, sha, archive, requirements, app_name, with_sql=True
+        )
+        app = session.connect(admin=False, app_name=app_name)
+        rows = lintlib.table_rows(app)
+    finally:
+        session.close()
+    result = lintlib.lint(state.plan, rows, env.lint, waivers)
+    data = {
+        "environment": env.name,
+        "ref": ref,
+        "sha": sha,
+        "pending": state.pending,
+        "waivers": [w.__dict__ for w in waivers],
+        **result.to_json(),
+        "summary": result.summary(),
+    }
+    return result, data
 
 
 def describe(data: dict[str, Any]) -> list[str]:

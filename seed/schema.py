@@ -317,6 +317,39 @@ ENVIRONMENT = _obj(
         "checks": {"type": "array", "items": CHECK, "description": "data checks"},
         "invariants": INVARIANTS,
         "hooks": HOOKS,
+        "lint": _obj(
+            "the migration safety gate: `fab <env> lint`, and a pre-flight step of upgradedb",
+            {
+                "enabled": _b("run it before every upgradedb (default true)"),
+                "big_table_rows": _i(
+                    "a table this big makes squawk's lock/rewrite findings block (default 100000)",
+                    0,
+                ),
+                "exclude": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "rules (squawk's or Seed's) not to check",
+                },
+                "block": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "rules that always block",
+                },
+                "waivers": {
+                    "type": "array",
+                    "description": "let a rule through for one migration, with a reason",
+                    "items": _obj(
+                        "a waiver",
+                        {
+                            "migration": _s("app.migration_name"),
+                            "rule": _s("the rule's name, or * for every rule"),
+                            "reason": _s("why, shown in the report"),
+                        },
+                        ("migration", "rule", "reason"),
+                    ),
+                },
+            },
+        ),
         "copy": _obj(
             "anonymized copies of this environment's database (`fab <this> copy-to <target>`)",
             {

@@ -7,9 +7,10 @@ from typing import Any
 
 from invoke import Context, task
 
+from seed.errors import ChecksFailed
 from seed.overview import history as read_history
 from seed.overview import status as read_status
-from seed.plan import describe
+from seed.plan import describe, lint_ref
 from seed.plan import plan as make_plan
 from seed.report import Scrubber
 from tasks.edge import local_root, selected_environment, user_errors
@@ -117,3 +118,26 @@ def plan(c: Context, ref: str = "", json_: bool = False) -> None:
         return
     for line in describe(data):
         print(scrub(line))
+
+
+@task(
+    help={
+        "ref": "git branch, tag or sha to check (default: app.ref of the environment)",
+        "json": "print the findings as JSON",
+    }
+)
+@user_errors
+def lint(c: Context, ref: str = "", json_: bool = False) -> None:
+    """The migration safety gate on what upgradedb would apply: squawk on each migration's
+    SQL plus Seed's rules; exit 7 when a finding blocks. Read-only."""
+    env = selected_environment(c)
+    scrub = Scrubber(env.secrets())
+    result, data = lint_ref(env, ref or None, local_root(), scrub)
+    if json_:
+        _print_json(data, scrub)
+    else:
+        print(f"lint {env.name} at {data['ref']} ({data['sha'][:12]}): {data['summary']}")
+        for finding in result.findings:
+            print(scrub("  " + finding.describe()))
+    if result.blocking:
+        raise ChecksFailed(result.refusal())

@@ -42,16 +42,18 @@ def main() -> int:
                         "tables": tables_of(loader, migration, op),
                     }
                 )
-            plan.append(
-                {
-                    "app": migration.app_label,
-                    "name": migration.name,
-                    "backwards": backwards,
-                    "atomic": bool(getattr(migration, "atomic", True)),
-                    "replaces": [list(r) for r in (migration.replaces or [])],
-                    "operations": ops,
-                }
-            )
+            entry = {
+                "app": migration.app_label,
+                "name": migration.name,
+                "backwards": backwards,
+                "atomic": bool(getattr(migration, "atomic", True)),
+                "replaces": [list(r) for r in (migration.replaces or [])],
+                "operations": ops,
+            }
+            if "--sql" in sys.argv:
+                entry.update(source_of(migration))
+                entry["sql"] = sql_of(loader, migration)
+            plan.append(entry)
     json.dump(
         {
             "applied": [list(k) for k in applied],
@@ -65,6 +67,38 @@ def main() -> int:
         sys.stdout,
     )
     return 0
+
+
+def sql_of(loader: Any, migration: Any) -> str | None:
+    """What `manage.py sqlmigrate` prints for the migration (without BEGIN/COMMIT), or
+    None when Django cannot write it (with the reason as a comment)."""
+    try:
+        return "\n".join(loader.collect_sql([(migration, False)]))
+    except Exception as exc:  # e.g. an operation that needs the database's data
+        return f"-- seed: sqlmigrate failed: {type(exc).__name__}: {exc}"
+
+
+def source_of(migration: Any) -> dict[str, Any]:
+    """The migration's file (relative to the release) and the line of each operation."""
+    import inspect
+    import os
+    import re
+
+    try:
+        path = inspect.getsourcefile(type(migration)) or ""
+        with open(path, encoding="utf-8") as source:
+            lines = source.read().splitlines()
+    except (OSError, TypeError):
+        return {"file": None, "op_lines": [None] * len(migration.operations)}
+    found: list[int | None] = []
+    start = 0
+    for op in migration.operations:
+        pattern = re.compile(r"\b" + re.escape(type(op).__name__) + r"\s*\(")
+        line = next((i for i in range(start, len(lines)) if pattern.search(lines[i])), None)
+        found.append(None if line is None else line + 1)
+        if line is not None:
+            start = line + 1
+    return {"file": os.path.relpath(path), "op_lines": found}
 
 
 def reverse_is_noop(op: Any) -> bool:

@@ -831,3 +831,25 @@ def test_production_copies_need_the_masking_key_only_for_copies(
     env = load(tmp_path, (SHIPPED / "production.yml").read_text(), "production")
     rules, _ = copy_settings(env)
     assert "public.shop_customer" in rules.tables and "the-key" in env.secrets()
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def test_lint_section(tmp_path: Path) -> None:
+    env = load(tmp_path, LOCAL)
+    assert env.lint.enabled and env.lint.big_table_rows == 100_000 and env.lint.waivers == ()
+    text = LOCAL + (
+        "lint:\n  big_table_rows: 5000\n  exclude: [ban-drop-column]\n"
+        "  waivers:\n    - {migration: shop.0005_x, rule: '*', reason: approved in review}\n"
+    )
+    env = load(tmp_path, text)
+    assert env.lint.big_table_rows == 5000 and env.lint.exclude == ("ban-drop-column",)
+    assert env.lint.waivers[0].reason == "approved in review"
+
+
+def test_lint_waiver_without_a_reason_is_refused(tmp_path: Path) -> None:
+    text = LOCAL + "lint:\n  block: no-list\n  waivers:\n    - {migration: shop.0005_x, rule: r}\n"
+    found = problems(tmp_path, text)
+    assert "lint.block: expected a list of rule names" in found
+    assert "lint.waivers[0].reason: required" in found

@@ -26,6 +26,7 @@ TAGS = [
     "bad-null",
     "slow",
     "bad-reverse",
+    "unsafe",
 ]
 PARENTS = {"v1": None, "v2": "v1", "v3": "v2"} | {t: "v2" for t in TAGS[3:]}
 
