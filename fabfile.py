@@ -18,6 +18,7 @@ ns.add_task(overview.status)
 ns.add_task(overview.history)
 ns.add_task(overview.plan)
 ns.add_task(overview.lint)
+ns.add_task(overview.rehearse)
 for db_task in (db.backup, db.backups, db.restore, db.cleanup):
     ns.add_task(db_task)
 ns.add_collection(Collection.from_module(sandbox), name="sandbox")

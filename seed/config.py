@@ -219,6 +219,16 @@ class LintConfig:
 
 
 @dataclass(frozen=True)
+class RehearseConfig:
+    """`rehearse:` — budgets that make a rehearsal a gate (seed/rehearse.py)."""
+
+    max_lock_seconds: float | None = None  # a write-blocking lock, predicted at scale
+    max_total_seconds: float | None = None  # all pending migrations, predicted at scale
+    scale_from: str | None = None  # default --scale-from (e.g. production)
+    before_upgradedb: bool = False  # rehearse in upgradedb's pre-flight (over budget: exit 4)
+
+
+@dataclass(frozen=True)
 class CopyConfig:
     """`copy:` of a source environment: how copies of its database are masked."""
 
@@ -245,6 +255,7 @@ class Environment:
     rollback_method: str = "auto"  # auto | reverse | restore (seed/reverse.py)
     copy: CopyConfig = field(default_factory=CopyConfig)
     lint: LintConfig = field(default_factory=LintConfig)
+    rehearse: RehearseConfig = field(default_factory=RehearseConfig)
 
     @property
     def state_host(self) -> Host:
@@ -512,6 +523,7 @@ class _Parser:
         )
         copy = self.copy(raw)
         lint = self.lint(raw)
+        rehearse = self.rehearse(raw)
         state_dir = self._str(raw, "state_dir", "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
             self.errors.append("state_dir: must be an absolute path on the state host")
@@ -534,6 +546,26 @@ class _Parser:
             rollback_method=method,
             copy=copy,
             lint=lint,
+            rehearse=rehearse,
+        )
+
+    def rehearse(self, raw: dict[str, Any]) -> RehearseConfig:
+        section = self._section(raw, "rehearse", schema.keys("rehearse"))
+        budgets = {
+            key: self._float(section, key, f"rehearse.{key}", 1.0) if key in section else None
+            for key in ("max_lock_seconds", "max_total_seconds")
+        }
+        scale_from = self._str(section, "scale_from", "rehearse.scale_from", None)
+        if scale_from is not None and not ENV_NAME_RE.match(str(scale_from)):
+            self.errors.append("rehearse.scale_from: expected an environment name")
+            scale_from = None
+        return RehearseConfig(
+            max_lock_seconds=budgets["max_lock_seconds"],
+            max_total_seconds=budgets["max_total_seconds"],
+            scale_from=str(scale_from) if scale_from else None,
+            before_upgradedb=self._bool(
+                section, "before_upgradedb", "rehearse.before_upgradedb", False
+            ),
         )
 
     def lint(self, raw: dict[str, Any]) -> LintConfig:

@@ -32,6 +32,8 @@ from seed import reverse as reverselib
 from seed.config import Environment
 from seed.errors import HumanNeeded, LockLost, PreflightFailed, RolledBack, SeedError
 from seed.operation import Operation
+from seed.plan import Target
+from seed.rehearse import failed_checks, rehearse
 from seed.remote import Remote, RemoteError, RemoteJob, q
 from seed.replication import refuse_if_replicated
 from seed.report import Output, human, iso, utcnow
@@ -74,6 +76,7 @@ class Upgrade(Operation):
         self.resuming: recovery.RunState | None = None
         self.reverse_plan: reverselib.ReversePlan | None = None
         self.plan: migratelib.MigrationState | None = None  # from pre-flight
+        self.target: Target | None = None
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -95,6 +98,7 @@ class Upgrade(Operation):
             if requirements is None:
                 raise PreflightFailed(f"{ref} ({self.sha[:12]}) has no requirements.txt")
             self.requirements = requirements
+            self.target = Target(ref, mirror, self.sha, self.archive, requirements)
             repo_checks = checkrun.repo_checks(
                 rel.file_at(mirror, self.sha, checkrun.REPO_CHECKS),
                 f"{checkrun.REPO_CHECKS} at {ref} ({self.sha[:12]})",
@@ -310,6 +314,17 @@ class Upgrade(Operation):
             with self.step("lint") as s:
                 self.lint(state)
                 s.detail = self.report.data["lint"]["summary"]
+        if env.rehearse.before_upgradedb and state.pending:
+            # the pending migrations on a restored copy, timed and extrapolated; over
+            # budget: refused here, before anything changed (exit 4)
+            rehearsal = rehearse(self, session, self.target, env.rehearse.scale_from)
+            if rehearsal["over_budget"]:
+                raise PreflightFailed(
+                    f"rehearsal over budget: {'; '.join(rehearsal['over_budget'])}"
+                )
+            failed = failed_checks(rehearsal)
+            if failed:
+                raise PreflightFailed(f"checks failed on the rehearsal: {', '.join(failed)}")
         with self.step("parse checks") as s:
             self.checks.plan(self.app)
             n_pre = len(self.checks.by_when("pre"))

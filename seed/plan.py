@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,20 @@ from seed.reverse import assess, choose, classify
 from seed.session import Session
 
 
-def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -> dict[str, Any]:
+@dataclass
+class Target:
+    """A ref resolved on the control machine: its sha, archive and requirements."""
+
+    ref: str
+    mirror: Path
+    sha: str
+    archive: Path
+    requirements: bytes
+
+
+def fetch_target(env: Environment, ref: str | None, local_root: Path) -> Target:
+    """Resolve `ref` (default app.ref) in the local mirror of the app's repo and build its
+    archive; PreflightFailed when it has no requirements.txt."""
     ref = ref or env.app.ref
     mirror = rel.repo_cache(env.app.repo, local_root / "cache" / "repos")
     sha = rel.resolve_ref(mirror, ref)
@@ -38,6 +53,12 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
     requirements = rel.file_at(mirror, sha, "requirements.txt")
     if requirements is None:
         raise PreflightFailed(f"{ref} ({sha[:12]}) has no requirements.txt")
+    return Target(ref, mirror, sha, archive, requirements)
+
+
+def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -> dict[str, Any]:
+    target = fetch_target(env, ref, local_root)
+    ref, sha = target.ref, target.sha
     layout = rel.Layout(env.app.deploy_to)
     app_name = f"seed-{env.name}-plan-{new_deploy_id()}"
     session = Session(env)
@@ -48,7 +69,7 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
         current_sha = rel.release_revision(migrator, layout, current) if current else None
         admin = session.connect(admin=True, app_name=app_name)
         size = dblib.database_size(admin, env.db.name)
-        migrations = _migrations(env, session, layout, sha, archive, requirements, app_name)
+        migrations = _migrations(env, session, layout, target, app_name)
         manifests = backups.list_manifests(env, session.state)
         needed = backups.estimate_size(manifests, size)
         free = backups.free_bytes(session.state, env.backup.dir)
@@ -95,16 +116,10 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
 
 
 def _migrations(
-    env: Environment,
-    session: Session,
-    layout: rel.Layout,
-    sha: str,
-    archive: Path,
-    requirements: bytes,
-    app_name: str,
+    env: Environment, session: Session, layout: rel.Layout, target: Target, app_name: str
 ) -> dict[str, Any]:
     """The target release's migration plan, from a temporary folder on the migrate host."""
-    state, venv = target_state(env, session, layout, sha, archive, requirements, app_name)
+    state, venv = target_state(env, session, layout, target, app_name)
     steps: list[dict[str, Any]] = []
     classes: set[str] = set()
     for m in state.plan:
@@ -127,40 +142,62 @@ def _migrations(
     }
 
 
-def target_state(
-    env: Environment,
-    session: Session,
-    layout: rel.Layout,
-    sha: str,
-    archive: Path,
-    requirements: bytes,
-    app_name: str,
-    with_sql: bool = False,
-) -> tuple[MigrationState, str]:
-    """The migration state of the target code, unpacked into a temporary folder on the
-    migrate host (removed at the end); and which venv it used."""
+@dataclass
+class TargetRelease:
+    """The target code unpacked in a temporary folder of the migrate host."""
+
+    layout: rel.Layout
+    path: str  # the release folder (manage.py, .venv)
+    venv: str  # how its virtualenv came about
+
+
+@contextlib.contextmanager
+def target_release(
+    env: Environment, session: Session, layout: rel.Layout, target: Target
+) -> Iterator[TargetRelease]:
+    """Unpack the target code into `mktemp -d` on the migrate host, with a virtualenv (the
+    deployed one for the same requirements, read-only through a symlink, else a
+    throw-away one) and an env file for `env` (its db.name is the database Django
+    uses); the folder is removed at the end, whatever happens."""
     remote = session.migrator
     tmp = remote.check("mktemp -d /tmp/seed-plan-XXXXXXXX", "making a temporary folder")
     tmp_root = tmp.stdout.strip()
     try:
         scratch = rel.Layout(tmp_root)
-        rid = rel.release_id(sha, f"{utcnow():%Y%m%d%H%M%S}")
-        version = rel.upload_release_and_python(remote, scratch, rid, archive, sha, env.app.python)
-        vhash = rel.venv_hash(requirements, version)
+        rid = rel.release_id(target.sha, f"{utcnow():%Y%m%d%H%M%S}")
+        version = rel.upload_release_and_python(
+            remote, scratch, rid, target.archive, target.sha, env.app.python
+        )
+        vhash = rel.venv_hash(target.requirements, version)
         deployed = layout.venv(vhash)
         if remote.exists(posixpath.join(deployed, ".seed-complete")):
-            # the deployed venv for these requirements, read-only through a symlink
             remote.check(f"ln -s {q(deployed)} {q(scratch.venv(vhash))}", "linking the venv")
             venv = "deployed (shared)"
         else:
             venv = "throw-away (requirements differ from every deployed release)"
         rel.ensure_venv(env, remote, scratch, rid, vhash, posixpath.join(tmp_root, "venv-job"))
         rel.write_env_file(env, remote, scratch)
-        state = migration_state(remote, scratch, scratch.release(rid), env, app_name, with_sql)
+        yield TargetRelease(scratch, scratch.release(rid), venv)
     finally:
         with contextlib.suppress(SeedError, OSError):
             remote.run(f"rm -rf {q(tmp_root)}", timeout=120)
-    return state, venv
+
+
+def target_state(
+    env: Environment,
+    session: Session,
+    layout: rel.Layout,
+    target: Target,
+    app_name: str,
+    with_sql: bool = False,
+) -> tuple[MigrationState, str]:
+    """The migration state of the target code (read in a temporary folder on the migrate
+    host); and which venv it used."""
+    with target_release(env, session, layout, target) as unpacked:
+        state = migration_state(
+            session.migrator, unpacked.layout, unpacked.path, env, app_name, with_sql
+        )
+    return state, unpacked.venv
 
 
 def lint_ref(
@@ -168,17 +205,12 @@ def lint_ref(
 ) -> tuple[lintlib.LintResult, dict[str, Any]]:
     """`fab <env> lint`: the safety gate on what `upgradedb --ref` would apply, read from
     the servers (the target code in a temporary folder), nothing changed."""
-    ref = ref or env.app.ref
-    mirror = rel.repo_cache(env.app.repo, local_root / "cache" / "repos")
-    sha = rel.resolve_ref(mirror, ref)
-    archive = rel.build_archive(mirror, sha, local_root / "cache" / "archives")
-    requirements = rel.file_at(mirror, sha, "requirements.txt")
-    if requirements is None:
-        raise PreflightFailed(f"{ref} ({sha[:12]}) has no requirements.txt")
+    target = fetch_target(env, ref, local_root)
     waivers = [
         *env.lint.waivers,
         *lintlib.repo_waivers(
-            rel.file_at(mirror, sha, lintlib.REPO_WAIVERS), f"{lintlib.REPO_WAIVERS} at {ref}"
+            rel.file_at(target.mirror, target.sha, lintlib.REPO_WAIVERS),
+            f"{lintlib.REPO_WAIVERS} at {target.ref}",
         ),
     ]
     app_name = f"seed-{env.name}-lint-{new_deploy_id()}"
@@ -186,9 +218,7 @@ def lint_ref(
     try:
         session.open()
         layout = rel.Layout(env.app.deploy_to)
-        state, _ = target_state(
-            env, session, layout, sha, archive, requirements, app_name, with_sql=True
-        )
+        state, _ = target_state(env, session, layout, target, app_name, with_sql=True)
         app = session.connect(admin=False, app_name=app_name)
         rows = lintlib.table_rows(app)
     finally:
@@ -196,8 +226,8 @@ def lint_ref(
     result = lintlib.lint(state.plan, rows, env.lint, waivers)
     data = {
         "environment": env.name,
-        "ref": ref,
-        "sha": sha,
+        "ref": target.ref,
+        "sha": target.sha,
         "pending": state.pending,
         "waivers": [w.__dict__ for w in waivers],
         **result.to_json(),

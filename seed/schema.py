@@ -317,6 +317,18 @@ ENVIRONMENT = _obj(
         "checks": {"type": "array", "items": CHECK, "description": "data checks"},
         "invariants": INVARIANTS,
         "hooks": HOOKS,
+        "rehearse": _obj(
+            "budgets that make `fab <env> rehearse` a gate (over budget: exit 7; exit 4 in "
+            "upgradedb's pre-flight)",
+            {
+                "max_lock_seconds": _n(
+                    "longest write-blocking lock (SHARE or stronger) allowed, predicted at scale"
+                ),
+                "max_total_seconds": _n("all pending migrations, predicted at scale"),
+                "scale_from": _s("environment whose row counts the timings are scaled to"),
+                "before_upgradedb": _b("rehearse in upgradedb's pre-flight (default false)"),
+            },
+        ),
         "lint": _obj(
             "the migration safety gate: `fab <env> lint`, and a pre-flight step of upgradedb",
             {

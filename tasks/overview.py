@@ -12,8 +12,10 @@ from seed.overview import history as read_history
 from seed.overview import status as read_status
 from seed.plan import describe, lint_ref
 from seed.plan import plan as make_plan
+from seed.rehearse import Rehearse
 from seed.report import Scrubber
-from tasks.edge import local_root, selected_environment, user_errors
+from tasks.deploy import _command, _report_path
+from tasks.edge import local_root, output_for, selected_environment, user_errors
 
 
 def _print_json(data: Any, scrub: Scrubber) -> None:
@@ -141,3 +143,41 @@ def lint(c: Context, ref: str = "", json_: bool = False) -> None:
             print(scrub("  " + finding.describe()))
     if result.blocking:
         raise ChecksFailed(result.refusal())
+
+
+@task(
+    help={
+        "ref": "git branch, tag or sha to rehearse (default: app.ref of the environment)",
+        "scale_from": "extrapolate to this environment's row counts (default: rehearse.scale_from)",
+        "backup": "rehearse on this backup (id or unique prefix; default: latest)",
+        "json": "print the JSON report on stdout (progress stays on stderr)",
+        "report": "also write the JSON report to this path",
+    }
+)
+@user_errors
+def rehearse(
+    c: Context,
+    ref: str = "",
+    scale_from: str = "",
+    backup: str = "latest",
+    json_: bool = False,
+    report: str = "",
+) -> None:
+    """Run the pending migrations one by one on a restored copy: time, locks, rewrites, rows,
+    extrapolated to production's size; exit 7 over budget. The real database is untouched."""
+    env = selected_environment(c)
+    run = Rehearse(
+        env,
+        _command(),
+        local_root(),
+        output_for(env),
+        _report_path(report),
+        ref=ref or None,
+        scale_from=scale_from or None,
+        backup_id=backup,
+    )
+    try:
+        run.run()
+    finally:
+        if json_ and run.report.outcome != "running":
+            print(json.dumps(run.out.scrub.data(run.report.to_json()), indent=2, default=str))

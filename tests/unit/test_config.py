@@ -853,3 +853,18 @@ def test_lint_waiver_without_a_reason_is_refused(tmp_path: Path) -> None:
     found = problems(tmp_path, text)
     assert "lint.block: expected a list of rule names" in found
     assert "lint.waivers[0].reason: required" in found
+
+
+def test_rehearse_section(tmp_path: Path) -> None:
+    env = load(tmp_path, LOCAL)
+    assert env.rehearse.max_lock_seconds is None and not env.rehearse.before_upgradedb
+    text = LOCAL + (
+        "rehearse:\n  max_lock_seconds: 2.5\n  max_total_seconds: 600\n"
+        "  scale_from: production\n  before_upgradedb: true\n"
+    )
+    env = load(tmp_path, text)
+    assert env.rehearse.max_lock_seconds == 2.5 and env.rehearse.max_total_seconds == 600
+    assert env.rehearse.scale_from == "production" and env.rehearse.before_upgradedb
+    found = problems(tmp_path, LOCAL + "rehearse:\n  max_lock_seconds: -1\n  scale_from: Prod!\n")
+    assert "rehearse.max_lock_seconds: expected a positive number" in found
+    assert "rehearse.scale_from: expected an environment name" in found

@@ -27,6 +27,7 @@ TAGS = [
     "slow",
     "bad-reverse",
     "unsafe",
+    "rewrite",
 ]
 PARENTS = {"v1": None, "v2": "v1", "v3": "v2"} | {t: "v2" for t in TAGS[3:]}
 
