@@ -226,6 +226,10 @@ class RehearseConfig:
     max_total_seconds: float | None = None  # all pending migrations, predicted at scale
     scale_from: str | None = None  # default --scale-from (e.g. production)
     before_upgradedb: bool = False  # rehearse in upgradedb's pre-flight (over budget: exit 4)
+    # another PostgreSQL for the scratch database (host, port as the state and migrate
+    # hosts see it; same roles and passwords as db:), so that a rehearsal of production
+    # writes no WAL to its replicas and takes no I/O from it
+    cluster: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -559,7 +563,14 @@ class _Parser:
         if scale_from is not None and not ENV_NAME_RE.match(str(scale_from)):
             self.errors.append("rehearse.scale_from: expected an environment name")
             scale_from = None
+        cluster = None
+        spec = self._section(section, "cluster", schema.keys("rehearse", "cluster"), "rehearse")
+        if spec:
+            host = str(self._str(spec, "host", "rehearse.cluster.host"))
+            port = self._int(spec, "port", "rehearse.cluster.port", 5432, lo=1)
+            cluster = (host, port)
         return RehearseConfig(
+            cluster=cluster,
             max_lock_seconds=budgets["max_lock_seconds"],
             max_total_seconds=budgets["max_total_seconds"],
             scale_from=str(scale_from) if scale_from else None,

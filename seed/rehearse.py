@@ -290,6 +290,38 @@ def rehearse(
         target_rows, source = scale_rows(op, session, scale_from)
         section["scale_from"] = source
         s.detail = f"row counts of {source} ({len(target_rows)} tables)"
+    # the scratch database's cluster: the environment's own, or rehearse.cluster
+    base, own = env, session
+    if env.rehearse.cluster:
+        host, port = env.rehearse.cluster
+        base = replace(env, db=replace(env.db, host=host, port=port))
+        with op.step("rehearsal cluster") as s:
+            own = Session(base)
+            own.open()
+            s.detail = f"{host}:{port} (rehearse.cluster)"
+        section["cluster"] = f"{host}:{port}"
+    try:
+        return _rehearse_on(
+            op, own, base, manifest, scratch, target, target_rows, section, app_name
+        )
+    finally:
+        if own is not session:
+            own.close()
+
+
+def _rehearse_on(
+    op: Operation,
+    session: Session,
+    env: Environment,
+    manifest: dict[str, Any],
+    scratch: str,
+    target: Target,
+    target_rows: dict[str, int],
+    section: dict[str, Any],
+    app_name: str,
+) -> dict[str, Any]:
+    """Restore, migrate one by one, check, drop — on `env`'s cluster (maybe
+    rehearse.cluster) through `session`."""
     pg = session.connect(admin=True, dbname="postgres", app_name=op.app_name)
     try:
         with op.step("rehearsal database") as s:

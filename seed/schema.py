@@ -327,6 +327,15 @@ ENVIRONMENT = _obj(
                 "max_total_seconds": _n("all pending migrations, predicted at scale"),
                 "scale_from": _s("environment whose row counts the timings are scaled to"),
                 "before_upgradedb": _b("rehearse in upgradedb's pre-flight (default false)"),
+                "cluster": _obj(
+                    "another PostgreSQL for the rehearsal's scratch database (same roles and "
+                    "passwords as db:): no WAL to production's replicas, no I/O taken from it",
+                    {
+                        "host": _s("as the state and migrate hosts see it"),
+                        "port": _i("port", 1),
+                    },
+                    ("host",),
+                ),
             },
         ),
         "lint": _obj(

@@ -6,13 +6,15 @@ rehearsed on a restored copy with shop_order grown past 1M rows, extrapolated to
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
+from seed.sandbox import SandboxSpec, _read_pgpass, sandbox_up
 from tests.e2e.conftest import Deployment
 from tests.e2e.test_rollback import bring_to_v2
 
@@ -133,3 +135,41 @@ def test_upgradedb_rehearses_first_and_refuses_over_budget(big: Any) -> None:
     assert res.returncode == 4, res.stderr
     assert "rehearsal over budget: all migrations" in res.stderr.strip().splitlines()[-1]
     assert (dep.figures(), dep.current(), dep.releases(), dep.backups()) == before
+
+
+def test_a_separate_cluster_holds_the_scratch_database(
+    big: Any, sandbox_spec_factory: Callable[[], SandboxSpec]
+) -> None:
+    """rehearse.cluster: the copy is restored, migrated and dropped on another PostgreSQL
+    (same roles and passwords); the environment's own cluster never sees it."""
+    dep, _ = big
+    spec = sandbox_spec_factory()
+    other_info = sandbox_up(spec)
+    passwords = _read_pgpass(dep.root / "pgpass")  # the same roles and passwords as db:
+    with psycopg.connect(other_info.admin_conninfo(), autocommit=True) as other:
+        for user, password in passwords.items():
+            other.execute(
+                psycopg.sql.SQL("alter role {} password {}").format(
+                    psycopg.sql.Identifier(user), psycopg.sql.Literal(password)
+                )
+            )
+    envdir = dep.variant(
+        "rehearse-cluster", {"rehearse.cluster": {"host": "127.0.0.1", "port": spec.pg_port}}
+    )
+    res = rehearsal(dep, envdir, "--json")
+    assert res.returncode == 0, res.stderr
+    section = json.loads(res.stdout)["rehearsal"]
+    assert section["cluster"] == f"127.0.0.1:{spec.pg_port}"
+    assert section["migrations"][0]["rewrites"] == ["shop_order"]
+    assert f"127.0.0.1:{spec.pg_port} (rehearse.cluster)" in res.stderr
+    # the scratch database lived on the other cluster, and is gone from it too
+    scratch = section["scratch"]
+    assert f"restored into {scratch}" in res.stderr
+    with psycopg.connect(
+        f"host=127.0.0.1 port={spec.pg_port} user=postgres dbname=postgres "
+        f"password={passwords['postgres']}",
+        autocommit=True,
+    ) as other:
+        assert other.execute(
+            "select count(*) from pg_database where datname = %s", (scratch,)
+        ).fetchone() == (0,)
