@@ -1,0 +1,183 @@
+"""Legacy import, extract → clean → deduplicate (seed/extract.py, seed/cleaning.py) on a
+small messy export: exact cleaned rows, rejects and merges; the same data as .xlsx and
+as a cp1252 CSV reads identically; leading zeros survive; mapping mistakes are one
+clear error before any data is read."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from seed.cleaning import clean, deduplicate
+from seed.errors import ConfigError
+from seed.extract import read_source
+from seed.importmap import Mapping, load_mapping
+
+MESSY = """\
+Klantnr;E-mail;Voornaam;Achternaam;Telefoon;Postcode;Land;Aangemaakt
+007;Jan.Jansen@Example.COM ;jan;JANSEN;06 12345678;1234ab;Nederland;01-02-2020
+008;jan.jansen@example.com;Jan;Jansen;+31 6 1234 5678;;NL;2021-03-04
+009;not-an-email;Piet;Pietersen;020-1234567;1000 AA;NL;05-06-2019
+010;marie@example.org;marie;curie;0033 1 23 45 67 89;75001;France;07-08-2018
+011;;Klaas;Vaak;0612;;;
+012;k.vaak@example.com;Klaas;vaak;+31 6 9999 8888;;Atlantis;
+013;lotte@example.com;Lotte;de Boer;0612345679;1234 AB;NL;31-12-2020
+014;LOTTE@example.com;  Lotte ;de   Boer;;;NL;
+015;zoe.muller@example.com;Zoë;Müller-Lüdenscheidt;+49 30 1234567;01067;Deutschland;15-03-2022
+"""
+
+MAPPING = """\
+target: {model: shop.Customer, table: shop_customer, key: [email]}
+defaults: {region: NL, country: NL}
+columns:
+  customer_no: {from: Klantnr}
+  email: {from: E-mail, clean: [email], required: true}
+  first_name: {from: Voornaam, clean: [name]}
+  last_name: {from: Achternaam, clean: [name]}
+  phone: {from: Telefoon, clean: [phone]}
+  postcode: {from: Postcode, clean: [postcode]}
+  country: {from: Land, clean: [country]}
+  created_at: {from: Aangemaakt, clean: [{date: ["%d-%m-%Y", "%Y-%m-%d"]}]}
+dedup: {keys: [[email]], keep: most_complete}
+"""
+
+
+@pytest.fixture
+def mapping(tmp_path: Path) -> Mapping:
+    path = tmp_path / "customers.yml"
+    path.write_text(MAPPING)
+    return load_mapping(path)
+
+
+def run(source: Path, mapping: Mapping) -> tuple[Any, Any, Any]:
+    frame, how = read_source(str(source), mapping)
+    cleaned = clean(frame, mapping)
+    deduped = deduplicate(cleaned.frame, mapping)
+    return deduped, cleaned, how
+
+
+def test_messy_export_gives_exactly_the_expected_rows(tmp_path: Path, mapping: Mapping) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text(MESSY, encoding="utf-8")
+    deduped, cleaned, how = run(source, mapping)
+    assert how == {"format": "csv", "encoding": "utf-8", "delimiter": ";", "rows": 9}
+    assert cleaned.rejects == [
+        {"row": 4, "reason": "email: not an email address: 'not-an-email'"},
+        {"row": 6, "reason": "email: required, but empty"},
+        {"row": 7, "reason": "country: not a country: 'Atlantis'"},
+    ]
+    rows = deduped.frame.to_dict("records")
+    assert rows == [
+        {
+            "row": 2,
+            "customer_no": "007",  # the leading zeros survive
+            "email": "jan.jansen@example.com",
+            "first_name": "Jan",
+            "last_name": "Jansen",
+            "phone": "+31612345678",
+            "postcode": "1234 AB",
+            "country": "NL",
+            "created_at": "2020-02-01",
+        },
+        {
+            "row": 5,
+            "customer_no": "010",
+            "email": "marie@example.org",
+            "first_name": "Marie",
+            "last_name": "Curie",
+            "phone": "+33123456789",  # 0033 from NL: the international prefix
+            "postcode": "75001",
+            "country": "FR",
+            "created_at": "2018-08-07",
+        },
+        {
+            "row": 8,
+            "customer_no": "013",
+            "email": "lotte@example.com",
+            "first_name": "Lotte",
+            "last_name": "de Boer",  # typed in mixed case: kept as typed
+            "phone": "+31612345679",
+            "postcode": "1234 AB",
+            "country": "NL",
+            "created_at": "2020-12-31",
+        },
+        {
+            "row": 10,
+            "customer_no": "015",
+            "email": "zoe.muller@example.com",
+            "first_name": "Zoë",
+            "last_name": "Müller-Lüdenscheidt",
+            "phone": "+49301234567",  # parsed in its row's country
+            "postcode": "01067",
+            "country": "DE",
+            "created_at": "2022-03-15",
+        },
+    ]
+    assert deduped.merges == [
+        {"kept_row": 2, "merged_row": 3, "key": "email"},
+        {"kept_row": 8, "merged_row": 9, "key": "email"},
+    ]
+    assert len(rows) + len(cleaned.rejects) + len(deduped.merges) == 9  # rows reconcile
+
+
+def test_xlsx_and_cp1252_csv_read_identically(tmp_path: Path, mapping: Mapping) -> None:
+    utf8 = tmp_path / "export.csv"
+    utf8.write_text(MESSY, encoding="utf-8")
+    legacy = tmp_path / "export-ansi.csv"
+    legacy.write_bytes(MESSY.replace(";", ",").encode("cp1252"))
+    bom = tmp_path / "export-bom.csv"
+    bom.write_bytes(MESSY.encode("utf-8-sig"))
+    xlsx = tmp_path / "export.xlsx"
+    frame = pd.read_csv(utf8, sep=";", dtype=str, keep_default_na=False)
+    frame.to_excel(xlsx, index=False)
+    first = run(utf8, mapping)[0].frame
+    for other in (legacy, bom, xlsx):
+        deduped, _, _ = run(other, mapping)
+        pd.testing.assert_frame_equal(deduped.frame, first)
+    assert run(legacy, mapping)[2]["encoding"] == "cp1252"
+    assert run(legacy, mapping)[2]["delimiter"] == ","
+
+
+def test_a_legacy_sqlite_database(tmp_path: Path, mapping: Mapping) -> None:
+    frame = pd.read_csv(__import__("io").StringIO(MESSY), sep=";", dtype=str, keep_default_na=False)
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as conn:
+        frame.to_sql("klanten", conn, index=False)
+    path = tmp_path / "m.yml"
+    path.write_text(MAPPING + "source: {query: select * from klanten order by Klantnr}\n")
+    deduped, cleaned, how = run(db, load_mapping(path))
+    assert how["format"] == "sqlite" and len(deduped.frame) == 4 and len(cleaned.rejects) == 3
+
+
+def test_a_header_the_source_lacks_is_one_clear_error(tmp_path: Path, mapping: Mapping) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text(MESSY.replace("Telefoon", "Tel"), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        read_source(str(source), mapping)
+    message = str(err.value)
+    assert message.startswith(f"{source}: the mapping customers.yml expects column(s) 'Telefoon'")
+    assert "'Tel'" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("clean: [phone]", "clean: [phnoe]"), "columns.phone.clean: 'phnoe' is not a rule"),
+        (("key: [email]", "key: [mail]"), "target.key: 'mail' is not one of the mapped columns"),
+        (("region: NL", "region: XX"), "defaults.region: 'XX' is not a phone region"),
+        (("keys: [[email]]", "keys: [[e_mail]]"), "dedup.keys[0]: e_mail not mapped"),
+        (("dedup:", "dedupe:"), "dedupe: unknown key"),
+    ],
+)
+def test_mapping_typos_are_one_clear_error(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    path = tmp_path / "customers.yml"
+    path.write_text(MAPPING.replace(*edit))
+    with pytest.raises(ConfigError) as err:
+        load_mapping(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
