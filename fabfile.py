@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from tasks import checks, copy, db, deploy, overview, sandbox
+from tasks import checks, copy, db, deploy, imports, overview, sandbox
 from tasks.edge import environment_tasks
 
 ns = Collection()
@@ -14,6 +14,7 @@ ns.add_task(deploy.unlock)
 ns.add_task(checks.validate)
 ns.add_task(copy.copy_to)
 ns.add_task(copy.copy_rules)
+ns.add_task(imports.import_legacy)
 ns.add_task(overview.status)
 ns.add_task(overview.history)
 ns.add_task(overview.plan)

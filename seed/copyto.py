@@ -161,7 +161,7 @@ class CopyTo(Operation):
             self.cleanup()
             message = (
                 f"copy of {self.source.name} to {self.env.name} FAILED: "
-                f"{dblib._first_line(str(exc))}; {self.env.name} was not touched"
+                f"{dblib.error_text(exc)}; {self.env.name} was not touched"
             )
             self.finish("failed", CopyFailed.code, message)
             raise CopyFailed(message) from None
@@ -505,7 +505,7 @@ class CopyTo(Operation):
                 restorelib.swap(pg, plan)
             except (psycopg.Error, OSError) as exc:
                 self.state["target"] = (
-                    f"swap failed ({dblib._first_line(str(exc))}): connections to "
+                    f"swap failed ({dblib.error_text(exc)}): connections to "
                     f"{target.db.name} may be disabled; the copy is {self.copy_db}"
                 )
                 raise HumanNeeded(

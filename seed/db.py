@@ -180,6 +180,14 @@ def _first_line(text: str) -> str:
     return lines[-1] if lines else "connection failed"
 
 
+def error_text(exc: BaseException) -> str:
+    """One line for a failed statement: PostgreSQL's primary message, never its DETAIL
+    (which can quote a row's values: personal data in an import or a masked copy)."""
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        return str(exc.diag.message_primary)
+    return _first_line(str(exc)) if str(exc).strip() else type(exc).__name__
+
+
 def set_checksum_settings(conn: psycopg.Connection[Any]) -> None:
     for name, value in CHECKSUM_SETTINGS.items():
         conn.execute("select set_config(%s, %s, false)", (name, value))

@@ -104,79 +104,90 @@ class Backup(Operation):
         self.download = download or env.backup.copy == "download"
 
     def body(self) -> str:
-        env, session = self.env, self.session
-        state = session.state
-        with self.step("pre-flight") as s:
-            admin = self.admin = session.connect(admin=True, app_name=self.app_name)
-            size = dblib.database_size(admin, env.db.name)
-            text, major = backups.pg_dump_version(env, state)
-            server = dblib.server_version(admin)
-            if major < server // 10000:
-                raise PreflightFailed(
-                    f"pg_dump on {state.label} is {text!r}, older than the server "
-                    f"({server // 10000}); set backup.pg_bin to a newer one"
-                )
-            manifests = backups.list_manifests(env, state)
-            free = backups.free_bytes(state, env.backup.dir)
-            needed = backups.estimate_size(manifests, size)
-            if free < needed:
-                raise PreflightFailed(
-                    f"backup dir {env.backup.dir} on {state.label} has {human(free)} "
-                    f"free, the backup needs about {human(needed)}"
-                )
-            s.detail = f"{size / 1e6:.1f} MB database, {free / 1e9:.1f} GB free"
-        snap_conn = session.connect(admin=True, app_name=self.app_name)
-        with dblib.exported_snapshot(snap_conn) as snapshot:
-            with self.step("snapshot") as s:
-                figures = dblib.parallel_figures(
-                    snap_conn, self.admin_factory(), env.db.fingerprint_sessions, snapshot
-                )
-                applied = dblib.applied_migrations(snap_conn)
-                props = restorelib.database_properties(snap_conn, env.db.name)
-                s.detail = f"{len(figures)} tables, {sum(f.rows for f in figures.values())} rows"
-            with self.step("backup") as s:
-                started = time.monotonic()
-                job = posixpath.join(env.state_dir, "jobs", self.id, "backup")
-                path, sha, dump_size = backups.take_backup(
-                    env, state, self.id, job, self.app_name, snapshot
-                )
-                record = backups.BackupRecord(
-                    id=self.id,
-                    path=path,
-                    size=dump_size,
-                    sha256=sha,
-                    seconds=time.monotonic() - started,
-                    environment=env.name,
-                    label=self.label,
-                    kind="manual",
-                    database_size=size,
-                    database_properties=props,
-                    compression=env.backup.compression,
-                    format=env.backup.format,
-                    snapshot=snapshot,
-                    pg_dump_version=text,
-                    server_version=server,
-                    database=env.db.name,
-                    code_sha=current_code_sha(self),
-                    applied_migrations=applied,
-                    tables={k: v.to_json() for k, v in figures.items()},
-                    created_at=iso(),
-                    created_by=self.report.who,
-                )
-                if env.backup.format == "directory":
-                    record.files = backups.backup_files(state, path)
-                backups.write_manifest(state, record)
-                self.report.data["backup"] = record.to_json()
-                s.detail = f"{path} ({dump_size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
+        record = verified_backup(self, self.label, "manual")
+        path, dump_size, sha = record.path, record.size, record.sha256
         if self.verify_restore:
             with self.step("verify restore") as s:
                 s.detail = verify_by_restoring(self, record)
         if self.download:
             with self.step("download") as s:
-                local = backups.download_backup(state, record.to_json(), self.local_root / env.name)
+                local = backups.download_backup(
+                    self.session.state, record.to_json(), self.local_root / self.env.name
+                )
                 s.detail = f"{local} (sha256 checked)"
         label = f" '{self.label}'" if self.label else ""
         return f"backup {self.id}{label}: {path}, {dump_size / 1e6:.1f} MB, sha256 {sha[:12]}"
+
+
+def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRecord:
+    """Pre-flight (pg_dump version, free space), figures of one exported snapshot, pg_dump
+    of that snapshot (verified by a full read, sha256), manifest: a backup `restore` and
+    `rollback` can use. Steps of `self` (a backup run, or an import before it loads)."""
+    env, session = self.env, self.session
+    state = session.state
+    with self.step("pre-flight") as s:
+        admin = self.admin = session.connect(admin=True, app_name=self.app_name)
+        size = dblib.database_size(admin, env.db.name)
+        text, major = backups.pg_dump_version(env, state)
+        server = dblib.server_version(admin)
+        if major < server // 10000:
+            raise PreflightFailed(
+                f"pg_dump on {state.label} is {text!r}, older than the server "
+                f"({server // 10000}); set backup.pg_bin to a newer one"
+            )
+        manifests = backups.list_manifests(env, state)
+        free = backups.free_bytes(state, env.backup.dir)
+        needed = backups.estimate_size(manifests, size)
+        if free < needed:
+            raise PreflightFailed(
+                f"backup dir {env.backup.dir} on {state.label} has {human(free)} "
+                f"free, the backup needs about {human(needed)}"
+            )
+        s.detail = f"{size / 1e6:.1f} MB database, {free / 1e9:.1f} GB free"
+    snap_conn = session.connect(admin=True, app_name=self.app_name)
+    with dblib.exported_snapshot(snap_conn) as snapshot:
+        with self.step("snapshot") as s:
+            figures = dblib.parallel_figures(
+                snap_conn, self.admin_factory(), env.db.fingerprint_sessions, snapshot
+            )
+            applied = dblib.applied_migrations(snap_conn)
+            props = restorelib.database_properties(snap_conn, env.db.name)
+            s.detail = f"{len(figures)} tables, {sum(f.rows for f in figures.values())} rows"
+        with self.step("backup") as s:
+            started = time.monotonic()
+            job = posixpath.join(env.state_dir, "jobs", self.id, "backup")
+            path, sha, dump_size = backups.take_backup(
+                env, state, self.id, job, self.app_name, snapshot
+            )
+            record = backups.BackupRecord(
+                id=self.id,
+                path=path,
+                size=dump_size,
+                sha256=sha,
+                seconds=time.monotonic() - started,
+                environment=env.name,
+                label=label,
+                kind=kind,
+                database_size=size,
+                database_properties=props,
+                compression=env.backup.compression,
+                format=env.backup.format,
+                snapshot=snapshot,
+                pg_dump_version=text,
+                server_version=server,
+                database=env.db.name,
+                code_sha=current_code_sha(self),
+                applied_migrations=applied,
+                tables={k: v.to_json() for k, v in figures.items()},
+                created_at=iso(),
+                created_by=self.report.who,
+            )
+            if env.backup.format == "directory":
+                record.files = backups.backup_files(state, path)
+            backups.write_manifest(state, record)
+            self.report.data["backup"] = record.to_json()
+            s.detail = f"{path} ({dump_size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
+    return record
 
 
 def current_code_sha(op: Operation) -> str | None:

@@ -13,7 +13,7 @@ cannot delete files).
 with the release's name (lightweight tags). The root release starts branch
 `main`, and a release whose parent is the tip of `main` when its line is read
 advances `main`; the others (bad-data, bad-crash: built on v2 after v3 was)
-are reachable only through their tags, so `main` ends at v3 and `HEAD` points
+are reachable only through their tags, so `main` ends at v4 and `HEAD` points
 to `main`. No branch shares a tag's name, which keeps every tag an unambiguous
 ref. Author, committer and dates are fixed, so the shas are the same on every
 machine and every run, whatever the user's git configuration.

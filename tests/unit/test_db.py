@@ -378,3 +378,16 @@ def test_write_counters_count_committed_writes(sandbox: SandboxInfo, scratch_db:
     while (moved := writes_since(baseline, write_counters(admin))) != {"public.w": 9}:
         assert time.monotonic() < deadline, moved
         time.sleep(0.05)
+
+
+def test_error_text_never_quotes_the_row(scratch_db: Any) -> None:
+    """A failing statement's one line is its primary message, not the DETAIL with values."""
+    from seed.db import error_text
+
+    _, conn = scratch_db()
+    conn.execute("create table p (email text check (email <> 'secret@example.com'))")
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute("insert into p values ('secret@example.com')")
+    assert "secret@example.com" in str(err.value)  # libpq's text quotes the row
+    text = error_text(err.value)
+    assert "violates check constraint" in text and "secret@example.com" not in text

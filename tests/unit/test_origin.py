@@ -19,6 +19,7 @@ TAGS = [
     "v1",
     "v2",
     "v3",
+    "v4",
     "bad-data",
     "bad-crash",
     "bad-swap",
@@ -29,7 +30,7 @@ TAGS = [
     "unsafe",
     "rewrite",
 ]
-PARENTS = {"v1": None, "v2": "v1", "v3": "v2"} | {t: "v2" for t in TAGS[3:]}
+PARENTS = {"v1": None, "v2": "v1", "v3": "v2", "v4": "v3"} | {t: "v2" for t in TAGS[4:]}
 
 
 def git(repo: Path, *args: str) -> str:
@@ -82,7 +83,7 @@ def test_every_tag_is_a_commit_on_its_parent(origin: tuple[Path, dict[str, str]]
 def test_main_is_the_release_line_and_head(origin: tuple[Path, dict[str, str]]) -> None:
     repo, shas = origin
     assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/main"
-    assert git(repo, "rev-parse", "main") == shas["v3"]
+    assert git(repo, "rev-parse", "main") == shas["v4"]
     assert git(repo, "for-each-ref", "--format=%(refname)", "refs/heads") == "refs/heads/main"
     assert git(repo, "log", "--format=%s", "-n1", "bad-crash") == (
         "Loyalty points: add column, then a backfill that crashes"

@@ -1,0 +1,60 @@
+"""Import tasks: `fab <env> import-legacy`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Context, task
+
+from seed.errors import ConfigError
+from seed.importer import ImportLegacy
+from tasks.deploy import _command, _report_path
+from tasks.edge import (
+    REPO_ROOT,
+    confirm_protected,
+    local_root,
+    output_for,
+    selected_environment,
+    user_errors,
+)
+
+
+@task(
+    help={
+        "source": "the legacy export: a .csv/.xlsx/.sqlite file, or a PostgreSQL DSN",
+        "mapping": "the mapping YAML (e.g. import/customers.yml)",
+        "dry_run": "every step but the load: cleaned, validated, rejects and merges written",
+        "yes": "confirm on a protected environment without asking (for CI)",
+        "report": "also write the JSON report to this path",
+    }
+)
+@user_errors
+def import_legacy(
+    c: Context,
+    source: str = "",
+    mapping: str = "",
+    dry_run: bool = False,
+    yes: bool = False,
+    report: str = "",
+) -> None:
+    """Import legacy records: extract, clean, deduplicate, validate with the model's rules,
+    then (unless --dry-run) back up, load in one transaction and verify."""
+    env = selected_environment(c)
+    if not source or not mapping:
+        raise ConfigError("import-legacy: --source and --mapping are both required")
+    path = Path(mapping)
+    if not path.is_absolute() and not path.exists():
+        path = REPO_ROOT / mapping
+    run = ImportLegacy(
+        env,
+        _command(),
+        local_root(),
+        output_for(env),
+        _report_path(report),
+        source=source,
+        mapping=path,
+        dry_run=dry_run,
+    )
+    if not dry_run:
+        confirm_protected(env, f"import into {env.name}", yes)
+    run.run()
