@@ -210,36 +210,9 @@ class ImportLegacy(Operation):
         with self.step("load") as s:
             started = time.monotonic()
             conn = self.session.connect(admin=False, app_name=self.app_name)
-            types = column_types(conn, mapping.table)
-            columns = [c for c in (values[0] if values else {}) if c in types]
             try:
-                conn.execute(
-                    sql.SQL("create table {} ({})").format(
-                        sql.Identifier(staging),
-                        sql.SQL(", ").join(
-                            sql.SQL("{} text").format(sql.Identifier(c)) for c in columns
-                        ),
-                    )
-                )
-                copy_sql = sql.SQL("copy {} ({}) from stdin").format(
-                    sql.Identifier(staging), sql.SQL(", ").join(map(sql.Identifier, columns))
-                )
-                with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                    for record in values:
-                        copy.write_row([record.get(c) for c in columns])
-                try:
-                    result = upsert(conn, mapping, staging, columns, types)
-                except psycopg.Error as exc:
-                    raise ImportFailed(
-                        f"import into {mapping.table} FAILED and was rolled back: "
-                        f"{dblib.error_text(exc)}; nothing was "
-                        "written (a backup was taken before)"
-                    ) from None
-                except SeedError as exc:
-                    raise ImportFailed(f"import into {mapping.table} FAILED: {exc}") from None
+                result = load_rows(conn, mapping, staging, values)
             finally:
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(staging)))
                 conn.close()
             self.counted("load", started, **result)
             s.detail = (
@@ -247,6 +220,42 @@ class ImportLegacy(Operation):
                 f"count, checksum and {result['sampled']} sampled rows equal to the staging table"
             )
             return result
+
+
+def load_rows(
+    conn: psycopg.Connection[Any], mapping: Mapping, staging: str, values: list[dict[str, Any]]
+) -> dict[str, int]:
+    """COPY `values` (column → text) into the table `staging`, upsert them into the
+    mapping's table in one verified transaction (upsert()), drop `staging`. A failure
+    raises ImportFailed with nothing written to the target."""
+    types = column_types(conn, mapping.table)
+    columns = [c for c in (values[0] if values else {}) if c in types]
+    try:
+        # a temporary table: no WAL, gone with the session whatever happens
+        conn.execute(
+            sql.SQL("create temporary table {} ({})").format(
+                sql.Identifier(staging),
+                sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns),
+            )
+        )
+        copy_sql = sql.SQL("copy {} ({}) from stdin").format(
+            sql.Identifier(staging), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            for record in values:
+                copy.write_row([record.get(c) for c in columns])
+        try:
+            return upsert(conn, mapping, staging, columns, types)
+        except psycopg.Error as exc:
+            raise ImportFailed(
+                f"import into {mapping.table} FAILED and was rolled back: "
+                f"{dblib.error_text(exc)}; nothing was written (a backup was taken before)"
+            ) from None
+        except SeedError as exc:
+            raise ImportFailed(f"import into {mapping.table} FAILED: {exc}") from None
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(staging)))
 
 
 def column_types(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
@@ -288,10 +297,11 @@ def upsert(
     )
     with conn.transaction():
         dblib.set_checksum_settings(conn)
-        rows = conn.execute(
+        counted = conn.execute(
             sql.SQL(
-                "insert into {target} ({names}) select {cast} from {stage} s "
-                "on conflict ({key}) do update set {updates} returning (xmax = 0)"
+                "with upserted as (insert into {target} ({names}) select {cast} from {stage} s "
+                "on conflict ({key}) do update set {updates} returning (xmax = 0) as new) "
+                "select count(*), count(*) filter (where new) from upserted"
             ).format(
                 target=target,
                 names=names,
@@ -300,8 +310,8 @@ def upsert(
                 key=key,
                 updates=updates,
             )
-        ).fetchall()
-        inserted = sum(1 for (new,) in rows if new)
+        ).fetchone()
+        total, inserted = (int(counted[0]), int(counted[1])) if counted else (0, 0)
         row_text = sql.SQL("row({})::text").format(
             sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns)
         )
@@ -328,8 +338,4 @@ def upsert(
         ).fetchone()
         if sample and sample[0]:
             raise SeedError(f"{sample[0]} sampled row(s) differ between staging and target")
-    return {
-        "inserted": inserted,
-        "updated": len(rows) - inserted,
-        "sampled": min(25, len(rows)),
-    }
+    return {"inserted": inserted, "updated": total - inserted, "sampled": min(25, total)}
