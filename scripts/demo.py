@@ -1,8 +1,9 @@
 """`make demo`: the sandbox and Seed's main job end to end, exactly as a user types it.
 
 Starts a fresh sandbox, deploys v1 and v2 (success), then bad-data and bad-crash
-(which must fail and be rolled back automatically: exit 5), then v3 (success),
-and prints a summary table. Exits 0 when every step behaved as expected.
+(which must fail and be rolled back automatically: exit 5), then v3 and v4
+(success), imports a generated messy export of 50,000 legacy customers into v4's
+customers, and prints a summary table. Exits 0 when every step behaved as expected.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FAB = str(Path(sys.executable).parent / "fab")
+EXPORT = str(REPO / ".seed" / "demo-legacy-export.csv")
 
 STEPS: list[tuple[str, list[str], int]] = [
     ("fresh sandbox", ["sandbox.down", "--purge"], 0),
@@ -25,12 +27,21 @@ STEPS: list[tuple[str, list[str], int]] = [
     ("deploy bad-data", ["local", "upgradedb", "--ref", "bad-data"], 5),
     ("deploy bad-crash", ["local", "upgradedb", "--ref", "bad-crash"], 5),
     ("deploy v3 (contract)", ["local", "upgradedb", "--ref", "v3"], 0),
+    ("deploy v4 (contact details)", ["local", "upgradedb", "--ref", "v4"], 0),
+    ("messy export (50,000)", ["python", "-m", "seed.messy", "50000", EXPORT], 0),
+    (
+        "import legacy customers",
+        ["local", "import-legacy", "--source", EXPORT, "--mapping", "import/customers.yml"],
+        0,
+    ),
 ]
 
 
 def run(args: list[str]) -> int:
-    print(f"\n$ fab {' '.join(args)}", flush=True)
-    return subprocess.run([FAB, *args], cwd=REPO, stdin=subprocess.DEVNULL, check=False).returncode
+    command = [sys.executable, *args[1:]] if args[0] == "python" else [FAB, *args]
+    shown = " ".join(args) if args[0] == "python" else f"fab {' '.join(args)}"
+    print(f"\n$ {shown}", flush=True)
+    return subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL, check=False).returncode
 
 
 def app_version() -> str:
@@ -51,18 +62,20 @@ def main() -> int:
         if name.startswith("sandbox") and code != 0:
             break
     serving = app_version()
-    rows.append(("app serves v3", 0, 0 if serving == "v3" else 1, 0.0))
+    rows.append(("app serves v4", 0, 0 if serving == "v4" else 1, 0.0))
 
     print("\nSeed demo summary")
-    print(f"{'step':<24} {'expected':>8} {'exit':>5}  {'result':<11} {'time':>8}")
+    print(f"{'step':<28} {'expected':>8} {'exit':>5}  {'result':<11} {'time':>8}")
     ok = True
     for name, expected, code, seconds in rows:
         good = code == expected
         ok &= good
         result = "as expected" if good else "WRONG"
-        print(f"{name:<24} {expected:>8} {code:>5}  {result:<11} {seconds:7.1f}s")
+        print(f"{name:<28} {expected:>8} {code:>5}  {result:<11} {seconds:7.1f}s")
     print(f"\nthe app at the end: {serving}")
-    print("the sandbox keeps running: try `fab local upgradedb --ref v3`, `fab sandbox.status`,")
+    print("the sandbox keeps running: try `fab local plan --ref v4`, `fab local lint --ref")
+    print("unsafe`, `fab local rehearse --ref rewrite`, `fab sandbox.status`; the import's")
+    print("rejects and duplicates are in .seed/local/imports/;")
     print("reports are in .seed/local/reports/; stop it with `fab sandbox.down`.")
     print("demo: " + ("every step behaved as expected" if ok else "SOMETHING WENT WRONG"))
     return 0 if ok else 1
