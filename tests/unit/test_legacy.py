@@ -218,3 +218,23 @@ def test_the_generated_messy_export_is_deterministic_and_reconciles(tmp_path: Pa
     assert deduped.frame["customer_no"].str.match(r"^\d{7}$").all()  # zeros kept
     assert deduped.frame["phone"].str.match(r"^\+\d{9,13}$").all()
     assert deduped.frame["email"].is_unique
+
+
+def test_a_legacy_postgresql_database(
+    tmp_path: Path, mapping: Mapping, scratch_db: Any, sandbox: Any
+) -> None:
+    name, conn = scratch_db()
+    frame = pd.read_csv(__import__("io").StringIO(MESSY), sep=";", dtype=str, keep_default_na=False)
+    columns = ", ".join(f'"{c}" text' for c in frame.columns)
+    conn.execute(f"create table klanten ({columns})")
+    with conn.cursor() as cur, cur.copy("copy klanten from stdin") as copy:
+        for row in frame.itertuples(index=False):
+            copy.write_row(list(row))
+    path = tmp_path / "m.yml"
+    path.write_text(MAPPING + 'source: {query: "select * from klanten order by \\"Klantnr\\""}\n')
+    dsn = sandbox.admin_conninfo(name)
+    extracted, how = read_source(dsn, load_mapping(path))
+    assert how["format"] == "postgres" and len(extracted) == 9
+    assert extracted["Klantnr"].tolist()[:2] == ["007", "008"]
+    cleaned = clean(extracted, load_mapping(path))
+    assert len(cleaned.rejects) == 3
