@@ -279,22 +279,22 @@ def test_an_unclassified_column_blocks_the_copy(copy_env: Any) -> None:
     dep, envdir = copy_env
     before = stage_state(dep)
     with dep.admin("shop") as conn:
-        conn.execute("alter table shop_customer add column phone text")
+        conn.execute("alter table shop_customer add column mobile text")
     try:
         res = fab(dep, envdir, "local", "copy-to", "stage", "--yes")
         assert res.returncode == 4, res.stderr
         last = res.stderr.strip().splitlines()[-1]
-        assert "public.shop_customer.phone (text)" in last and "unclassified" in last
+        assert "public.shop_customer.mobile (text)" in last and "unclassified" in last
         assert stage_state(dep) == before and scratch_databases(dep) == []
         check = fab(dep, envdir, "local", "copy-rules", "--check")
         assert check.returncode == 7, check.stderr
-        assert "public.shop_customer.phone" in check.stderr
-        assert "phone: keep" in check.stderr  # the snippet to decide on
+        assert "public.shop_customer.mobile" in check.stderr
+        assert "mobile: keep" in check.stderr  # the snippet to decide on
         plain = fab(dep, envdir, "local", "copy-rules")
         assert plain.returncode == 0, plain.stderr
     finally:
         with dep.admin("shop") as conn:
-            conn.execute("alter table shop_customer drop column phone")
+            conn.execute("alter table shop_customer drop column mobile")
     res = fab(dep, envdir, "local", "copy-rules", "--check")
     assert res.returncode == 0, res.stderr
 
