@@ -132,7 +132,7 @@ class CopyTo(Operation):
     ) -> None:
         plan = restorelib.RestorePlan(env.db.name, new, "", path, "")
         restorelib.run_pg_restore(
-            env, remote, plan, posixpath.join(job), self.app_name, options=options, analyze=False
+            env, remote, plan, job, self.app_name, options=options, analyze=False
         )
 
     # -- the run ---------------------------------------------------------------------------
@@ -143,25 +143,16 @@ class CopyTo(Operation):
             manifest = self.preflight()
             masked, dump = self.mask(manifest)
             self.load(masked, dump)
-        except SeedError as exc:
+        except (SeedError, psycopg.Error, OSError) as exc:
             if self.swapped:
                 raise
             self.cleanup()
-            message = (
-                f"copy of {self.source.name} to {self.env.name} FAILED: {exc}; "
-                f"{self.env.name} was not touched and the scratch databases are dropped"
-            )
             if isinstance(exc, PreflightFailed | ConfigError):
-                raise
-            self.finish("failed", CopyFailed.code, message)
-            raise CopyFailed(message) from None
-        except (psycopg.Error, OSError) as exc:
-            if self.swapped:
-                raise
-            self.cleanup()
+                raise  # refused before anything ran: exit 2 or 4 as it is
+            reason = str(exc) if isinstance(exc, SeedError) else dblib.error_text(exc)
             message = (
-                f"copy of {self.source.name} to {self.env.name} FAILED: "
-                f"{dblib.error_text(exc)}; {self.env.name} was not touched"
+                f"copy of {self.source.name} to {self.env.name} FAILED: {reason}; "
+                f"{self.env.name} was not touched and the scratch databases are dropped"
             )
             self.finish("failed", CopyFailed.code, message)
             raise CopyFailed(message) from None
@@ -560,7 +551,7 @@ class CopyTo(Operation):
     def remove_files(self) -> None:
         for session, directory in ((self.src, self.src_jobs), (self.session, self.dst_jobs)):
             with contextlib.suppress(SeedError, OSError, KeyError, AssertionError):
-                session.state.run(f"rm -f {directory}/masked.dump {directory}/*/pgpass")
+                session.state.run(f"rm -f {q(directory)}/masked.dump {q(directory)}/*/pgpass")
 
 
 @dataclass(frozen=True)
