@@ -100,6 +100,8 @@ def load_mapping(path: Path) -> Mapping:
     if region not in phonenumbers.SUPPORTED_REGIONS:
         errors.append(f"defaults.region: {region!r} is not a phone region (e.g. NL, DE, US)")
     country = defaults.get("country") if isinstance(defaults, dict) else None
+    if country and str(country).upper() not in phonenumbers.SUPPORTED_REGIONS:
+        errors.append(f"defaults.country: {country!r} is not an ISO 3166 code (e.g. NL, DE)")
     columns = _columns(raw.get("columns"), errors)
     names = {c.target for c in columns}
     for k in key:

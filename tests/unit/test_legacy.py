@@ -169,6 +169,7 @@ def test_a_header_the_source_lacks_is_one_clear_error(tmp_path: Path, mapping: M
         (("clean: [phone]", "clean: [phnoe]"), "columns.phone.clean: 'phnoe' is not a rule"),
         (("key: [email]", "key: [mail]"), "target.key: 'mail' is not one of the mapped columns"),
         (("region: NL", "region: XX"), "defaults.region: 'XX' is not a phone region"),
+        (("country: NL", "country: Holland"), "defaults.country: 'Holland' is not an ISO 3166"),
         (("keys: [[email]]", "keys: [[e_mail]]"), "dedup.keys[0]: e_mail not mapped"),
         (("dedup:", "dedupe:"), "dedupe: unknown key"),
     ],
