@@ -14,7 +14,9 @@ the others; every merged row is recorded.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,8 +56,21 @@ class Deduplicated:
     merges: list[dict[str, Any]] = field(default_factory=list)  # {kept_row, merged_row, key}
 
 
+def _map_text(values: pd.Series, fn: Callable[[str], str]) -> pd.Series:
+    """`fn` over every text of `values` in one Python pass (a missing value stays as it
+    is), the Series' dtype kept: what a chain of `.str` methods does, without a pass
+    and a new Series per method."""
+    return pd.Series(
+        [fn(v) if isinstance(v, str) else v for v in values.tolist()],
+        index=values.index,
+        dtype=values.dtype,
+    )
+
+
 def _squash(values: pd.Series) -> pd.Series:
-    return values.str.strip().str.replace(r"\s+", " ", regex=True)
+    # str.split() and str.strip() split on exactly what the regex \s matches (Unicode
+    # whitespace): the same as .str.strip().str.replace(r"\s+", " ", regex=True)
+    return _map_text(values, lambda v: " ".join(v.split()))
 
 
 def clean(frame: pd.DataFrame, mapping: Mapping) -> Cleaned:
@@ -122,14 +137,12 @@ def _apply(
         return values.str.upper(), none
     if kind in ("title", "name"):
         # only what was typed all in one case: "mcDonald" stays as typed
-        one_case = (values == values.str.lower()) | (values == values.str.upper())
-        return values.mask(one_case, values.str.title()), none
+        return _map_text(values, _title_if_one_case), none
     if kind == "email":
         lowered = values.str.lower()
         return lowered, (lowered != "") & ~lowered.str.match(EMAIL_RE)
     if kind == "postcode":
-        upper = values.str.upper()
-        return upper.str.replace(NL_POSTCODE, r"\1 \2", regex=True), none
+        return _map_text(values, _postcode), none
     if kind == "country":
         upper = values.str.upper().str.replace(".", "", regex=False)
         mapped = upper.map(lambda v: COUNTRY_NAMES.get(v, v))
@@ -144,28 +157,43 @@ def _apply(
     raise ValueError(f"unknown rule {kind}")
 
 
+def _title_if_one_case(value: str) -> str:
+    return value.title() if value in (value.lower(), value.upper()) else value
+
+
+_NL_POSTCODE = re.compile(NL_POSTCODE)
+
+
+def _postcode(value: str) -> str:
+    upper = value.upper()
+    # NL_POSTCODE matches 6 or 7 characters (and `$` allows a newline after them)
+    return _NL_POSTCODE.sub(r"\1 \2", upper) if 6 <= len(upper) <= 8 else upper
+
+
+_PHONE_PREFIX = re.compile(r"^(tel|phone|mob|mobile)[:.]?\s*", re.IGNORECASE)
+
+
+def _phone(value: str, where: str) -> str | None:
+    """E.164, or None for what is no valid number."""
+    text = _PHONE_PREFIX.sub("", value)
+    try:
+        number = phonenumbers.parse(text, where)
+        ok = phonenumbers.is_valid_number(number)
+    except phonenumbers.NumberParseException:
+        ok = False
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) if ok else None
+
+
 def _phones(values: pd.Series, region: pd.Series) -> tuple[pd.Series, pd.Series]:
-    cache: dict[tuple[str, str], str | None] = {}
-
-    def one(value: str, where: str) -> str | None:
-        key = (value, where)
-        if key not in cache:
-            text = re.sub(r"^(tel|phone|mob|mobile)[:.]?\s*", "", value, flags=re.IGNORECASE)
-            try:
-                number = phonenumbers.parse(text, where)
-                ok = phonenumbers.is_valid_number(number)
-            except phonenumbers.NumberParseException:
-                ok = False
-            cache[key] = (
-                phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-                if ok
-                else None
-            )
-        return cache[key]
-
-    present = values != ""
+    # phonenumbers recompiles its metadata's patterns on each use unless told to keep
+    # them (it uses more than the re module's own cache holds): same results, faster
+    phonenumbers.enable_pattern_cache()
+    pairs = list(zip(values.tolist(), region.tolist(), strict=True))
+    present = (values != "").tolist()
+    wanted = dict.fromkeys(pair for pair, p in zip(pairs, present, strict=True) if p)
+    parsed_once = {pair: _phone(*pair) for pair in wanted}  # each distinct pair once
     parsed = pd.Series(
-        [one(v, r) if p else "" for v, r, p in zip(values, region, present, strict=True)],
+        [parsed_once[pair] if p else "" for pair, p in zip(pairs, present, strict=True)],
         index=values.index,
         dtype=object,
     )
@@ -205,8 +233,15 @@ def deduplicate(frame: pd.DataFrame, mapping: Mapping) -> Deduplicated:
         complete = (parts != "").all(axis=1)
         normal = parts[complete].apply(lambda s: s.str.lower())
         codes = normal.groupby(list(keys), sort=False).ngroup()
-        for _, group in codes.groupby(codes, sort=False):
-            members = [int(frame.index.get_loc(i)) for i in group.index]
+        # only the groups of two or more rows do anything: taken in order of first
+        # appearance (ngroup's numbering with sort=False), their rows in frame order
+        codes = codes[codes.notna()]
+        codes = codes[codes.duplicated(keep=False)].sort_values(kind="stable")
+        positions = frame.index.get_indexer(codes.index).tolist()
+        for _, group in itertools.groupby(
+            zip(codes.tolist(), positions, strict=True), key=lambda pair: pair[0]
+        ):
+            members = [position for _, position in group]
             for other in members[1:]:
                 a, b = find(members[0]), find(other)
                 if a != b:
@@ -219,33 +254,36 @@ def deduplicate(frame: pd.DataFrame, mapping: Mapping) -> Deduplicated:
     keep_rows: list[int] = []
     merges: list[dict[str, Any]] = []
     values = frame.copy()
+    recents = [str(v) for v in frame[mapping.recent_by].tolist()] if mapping.recent_by else [""] * n
+    cells = [frame.iloc[:, j].tolist() for j in range(frame.shape[1])]  # by position
     for members in groups.values():
         if len(members) == 1:
             keep_rows.append(members[0])
             continue
 
         def rank(i: int) -> tuple[Any, ...]:
-            recent = str(frame.iloc[i][mapping.recent_by]) if mapping.recent_by else ""
+            recent = recents[i]
             if mapping.keep == "most_recent":
                 return (recent, filled[i], -i)
             return (filled[i], recent, -i)
 
         ordered = sorted(members, key=rank, reverse=True)
         survivor = ordered[0]
-        for col in frame.columns:
-            if col == "row" or values.iat[survivor, frame.columns.get_loc(col)] != "":
+        for j, col in enumerate(frame.columns):
+            # the survivor's own cell: each column is filled at most once per group
+            if col == "row" or cells[j][survivor] != "":
                 continue
             for other in ordered[1:]:
-                value = frame.iat[other, frame.columns.get_loc(col)]
+                value = cells[j][other]
                 if value != "":
-                    values.iat[survivor, frame.columns.get_loc(col)] = value
+                    values.iat[survivor, j] = value
                     break
         keep_rows.append(survivor)
         for other in ordered[1:]:
             merges.append(
                 {
-                    "kept_row": int(frame.iat[survivor, 0]),
-                    "merged_row": int(frame.iat[other, 0]),
+                    "kept_row": int(cells[0][survivor]),
+                    "merged_row": int(cells[0][other]),
                     "key": reason.get(other) or reason.get(survivor) or "",
                 }
             )

@@ -233,6 +233,15 @@ class RehearseConfig:
 
 
 @dataclass(frozen=True)
+class ImportsConfig:
+    """`imports:` — legacy imports (seed/importer.py)."""
+
+    # an environment whose last import into the same table this one's is compared
+    # with before loading (production: staging); without one on record: exit 4
+    compare_with: str | None = None
+
+
+@dataclass(frozen=True)
 class CopyConfig:
     """`copy:` of a source environment: how copies of its database are masked."""
 
@@ -260,6 +269,7 @@ class Environment:
     copy: CopyConfig = field(default_factory=CopyConfig)
     lint: LintConfig = field(default_factory=LintConfig)
     rehearse: RehearseConfig = field(default_factory=RehearseConfig)
+    imports: ImportsConfig = field(default_factory=ImportsConfig)
 
     @property
     def state_host(self) -> Host:
@@ -528,6 +538,7 @@ class _Parser:
         copy = self.copy(raw)
         lint = self.lint(raw)
         rehearse = self.rehearse(raw)
+        imports = self.imports(raw, name)
         state_dir = self._str(raw, "state_dir", "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
             self.errors.append("state_dir: must be an absolute path on the state host")
@@ -551,7 +562,18 @@ class _Parser:
             copy=copy,
             lint=lint,
             rehearse=rehearse,
+            imports=imports,
         )
+
+    def imports(self, raw: dict[str, Any], name: str) -> ImportsConfig:
+        section = self._section(raw, "imports", schema.keys("imports"))
+        other = self._str(section, "compare_with", "imports.compare_with", None)
+        if other is not None and (not ENV_NAME_RE.match(str(other)) or other == name):
+            self.errors.append(
+                "imports.compare_with: expected the name of another environment (e.g. staging)"
+            )
+            other = None
+        return ImportsConfig(compare_with=str(other) if other else None)
 
     def rehearse(self, raw: dict[str, Any]) -> RehearseConfig:
         section = self._section(raw, "rehearse", schema.keys("rehearse"))

@@ -20,6 +20,8 @@ import csv
 import json
 import posixpath
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,15 @@ from seed.config import Environment
 from seed.dbtasks import verified_backup
 from seed.errors import PreflightFailed, RolledBack, SeedError
 from seed.extract import read_source
+from seed.importdiff import (
+    Comparison,
+    compare,
+    earlier_record,
+    file_digest,
+    frame_digest,
+    reason_counts,
+    write_record,
+)
 from seed.importmap import Mapping, load_mapping
 from seed.operation import Operation
 from seed.remote import q
@@ -60,16 +71,26 @@ class ImportLegacy(Operation):
         source: str,
         mapping: Path,
         dry_run: bool = False,
+        compare_with: str | None = None,
+        confirm: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(env, command, local_root, out, report_path)
         self.source = source
         self.mapping: Mapping = load_mapping(mapping)  # before anything is read
+        self.mapping_digest = file_digest(self.mapping.path)
+        # an earlier run (staging's) this one is compared with before it loads
+        self.compare_spec = compare_with or env.imports.compare_with
+        self.earlier: dict[str, Any] | None = None
+        self.comparison: Comparison | None = None
+        self.confirm = confirm  # asks a human after the comparison (protected envs)
         self.read_only = dry_run  # a dry run takes no lock and writes nothing on servers
         self.dry_run = dry_run
         self.frame: pd.DataFrame | None = None
         self.rejects: list[dict[str, Any]] = []
         self.merges: list[dict[str, Any]] = []
         self.rows_in = 0
+        self.release = ""
+        self.update_columns: list[str] = []  # what an update of an existing row may change
         self.folder = local_root / env.name / "imports" / self.id
         self.summary: dict[str, Any] = {"steps": {}}
         self.report.data["import"] = self.summary
@@ -80,11 +101,14 @@ class ImportLegacy(Operation):
     def prepare(self) -> None:
         """Extract, clean, deduplicate: on this machine, before any server is contacted."""
         mapping = self.mapping
+        if self.compare_spec:  # before anything is read: no earlier run, no import
+            self.earlier = earlier_record(self.local_root, self.compare_spec, mapping.table)
         with self.step("extract") as s:
             started = time.monotonic()
             frame, how = read_source(self.source, mapping)
             self.rows_in = len(frame)
-            self.summary["source"] = {"path": self.source, **how}
+            digest = frame_digest(frame.drop(columns=["row"]))
+            self.summary["source"] = {"path": self.source, **how, "digest": digest}
             self.counted("extract", started, rows=self.rows_in)
             s.detail = f"{self.rows_in} rows ({how['format']}" + (
                 f", {how['encoding']}, {how['delimiter']!r})" if how["format"] == "csv" else ")"
@@ -101,7 +125,7 @@ class ImportLegacy(Operation):
             self.merges = deduped.merges
             self.frame = deduped.frame
             self.counted("deduplicate", started, rows=len(self.frame), merged=len(self.merges))
-            s.detail = f"{len(self.frame)} customers, {len(self.merges)} duplicate(s) merged"
+            s.detail = f"{len(self.frame)} records, {len(self.merges)} duplicate(s) merged"
 
     def body(self) -> str:
         assert self.frame is not None
@@ -113,10 +137,15 @@ class ImportLegacy(Operation):
             "rejected": len(self.rejects),
             "merged": len(self.merges),
         }
+        validated = self.summary["steps"]["model validation"]
+        counts.update(new=validated["new"], existing=validated["existing"])
         self.summary["counts"] = counts
         if counts["valid"] + counts["rejected"] + counts["merged"] != self.rows_in:
             raise SeedError(f"the rows do not reconcile: {counts}")
+        if self.earlier is not None:
+            self.compare_with_earlier()
         if self.dry_run:
+            self.keep_record("dry run")
             return (
                 f"dry run of {self.source}: {self.rows_in} rows in, {len(values)} would load, "
                 f"{len(self.rejects)} rejected, {len(self.merges)} merged (see {self.folder}); "
@@ -125,11 +154,58 @@ class ImportLegacy(Operation):
         verified_backup(self, f"before import {self.id}", "import")
         loaded = self.load(values)
         counts.update(loaded)
+        self.keep_record("loaded")
         return (
             f"imported {self.source} into {self.mapping.table}: {loaded['inserted']} new, "
-            f"{loaded['updated']} updated, {len(self.rejects)} rejected, {len(self.merges)} "
+            f"{loaded['updated']} updated, {loaded['unchanged']} unchanged, "
+            f"{len(self.rejects)} rejected, {len(self.merges)} "
             f"merged, out of {self.rows_in} rows; verified (count, checksum, sample)"
         )
+
+    # -- the record kept, and the comparison with an earlier run (staging's) ---------------
+
+    def import_record(self, outcome: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "env": self.env.name,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "outcome": outcome,
+            "target": {"model": self.mapping.model, "table": self.mapping.table},
+            "source": self.summary["source"],
+            "mapping": {"path": str(self.mapping.path), "digest": self.mapping_digest},
+            "release": self.release,
+            "counts": self.summary["counts"],
+            "reasons": reason_counts(self.rejects),
+            "steps": self.summary["steps"],
+        }
+
+    def keep_record(self, outcome: str) -> None:
+        """import.json next to rejects.csv and duplicates.csv: what a later run (production
+        after staging) is compared with."""
+        path = write_record(self.folder, self.import_record(outcome))
+        self.summary["files"]["record"] = str(path)
+
+    def compare_with_earlier(self) -> None:
+        """Show this run's differences from the earlier one before anything is loaded; on a
+        protected environment a human confirms them (or --yes)."""
+        assert self.earlier is not None
+        where = self.earlier.get("env", "?")
+        with self.step(f"compare with {where}") as s:
+            now = self.import_record("pending")
+            rows = {int(r["row"]): str(r["reason"]) for r in self.rejects}
+            self.comparison = compare(self.earlier, now, rows)
+            self.summary["comparison"] = self.comparison.to_json()
+            for line in self.comparison.lines:
+                self.out.line(f"  {line}")
+            n = self.comparison.differences
+            s.detail = (
+                f"{n} difference(s) from {where}'s import {self.earlier.get('id')} "
+                f"({self.earlier.get('finished')})"
+            )
+        if self.confirm is not None and not self.dry_run:
+            self.confirm(
+                f"load into {self.mapping.table} with {n} difference(s) from {where}'s import"
+            )
 
     # -- model validation ------------------------------------------------------------------
 
@@ -148,13 +224,13 @@ class ImportLegacy(Operation):
                 )
             path = self.layout.release(current)
             records = self.frame.drop(columns=["row"]).to_dict("records")
-            lines = "".join(
+            payload = "".join(
                 json.dumps({"i": i, "values": r}, ensure_ascii=False) + "\n"
                 for i, r in enumerate(records)
             )
             data = posixpath.join(path, f".seed-import-{self.id}.jsonl")
             script = posixpath.join(path, ".seed-django-validate.py")
-            migrator.put_bytes(lines.encode(), data, mode=0o600)
+            migrator.put_bytes(payload.encode(), data, mode=0o600)
             code = resources.files("seed.remote_scripts").joinpath("django_validate.py")
             migrator.put_bytes(code.read_bytes(), script, mode=0o600)
             try:
@@ -168,14 +244,25 @@ class ImportLegacy(Operation):
                 with contextlib.suppress(SeedError, OSError):
                     migrator.run(f"rm -f {q(data)} {q(script)}")
             if not res.ok:
+                if res.exit_code == 3:  # the script's own one-line error
+                    raise PreflightFailed(f"{self.mapping.path}: {res.tail(1)}")
                 raise PreflightFailed(f"model validation on {migrator.label} failed: {res.tail(3)}")
             rows = self.frame["row"].tolist()
             values: list[dict[str, Any]] = []
-            bad = 0
-            for line in res.stdout.splitlines():
+            bad = new = 0
+            lines = res.stdout.splitlines()
+            head = json.loads(lines[0]) if lines else {"columns": [], "update": []}
+            self.update_columns = list(head["update"])
+            if head.get("table") not in (None, self.mapping.table):
+                raise PreflightFailed(
+                    f"{self.mapping.path}: target.table {self.mapping.table} is not the table "
+                    f"of {self.mapping.model} ({head['table']}); fix target.table"
+                )
+            for line in lines[1:]:
                 item = json.loads(line)
                 if item["ok"]:
                     values.append(item["values"])
+                    new += bool(item["new"])
                     continue
                 bad += 1
                 reason = "; ".join(
@@ -183,8 +270,19 @@ class ImportLegacy(Operation):
                 )
                 self.rejects.append({"row": rows[item["i"]], "reason": f"model: {reason}"})
             self.rejects.sort(key=lambda r: r["row"])
-            self.counted("model validation", started, valid=len(values), rejected=bad)
-            s.detail = f"{len(values)} valid for {self.mapping.model} ({current}), {bad} rejected"
+            self.release = current
+            self.counted(
+                "model validation",
+                started,
+                valid=len(values),
+                rejected=bad,
+                new=new,
+                existing=len(values) - new,
+            )
+            s.detail = (
+                f"{len(values)} valid for {self.mapping.model} ({current}: {new} new, "
+                f"{len(values) - new} existing), {bad} rejected"
+            )
             return values
 
     def write_files(self) -> None:
@@ -211,41 +309,67 @@ class ImportLegacy(Operation):
             started = time.monotonic()
             conn = self.session.connect(admin=False, app_name=self.app_name)
             try:
-                result = load_rows(conn, mapping, staging, values)
+                result = load_rows(conn, mapping, staging, values, self.update_columns)
             finally:
                 conn.close()
             self.counted("load", started, **result)
             s.detail = (
-                f"{result['inserted']} inserted, {result['updated']} updated in one transaction; "
+                f"{result['inserted']} inserted, {result['updated']} updated, "
+                f"{result['unchanged']} unchanged in one transaction; "
                 f"count, checksum and {result['sampled']} sampled rows equal to the staging table"
             )
             return result
 
 
 def load_rows(
-    conn: psycopg.Connection[Any], mapping: Mapping, staging: str, values: list[dict[str, Any]]
+    conn: psycopg.Connection[Any],
+    mapping: Mapping,
+    staging: str,
+    values: list[dict[str, Any]],
+    update_columns: list[str] | None = None,
 ) -> dict[str, int]:
     """COPY `values` (column → text) into the table `staging`, upsert them into the
     mapping's table in one verified transaction (upsert()), drop `staging`. A failure
-    raises ImportFailed with nothing written to the target."""
+    raises ImportFailed with nothing written to the target. An existing row gets only
+    `update_columns` (default: every column but the key) changed; a new row all.
+
+    `staging` has the target's column types, so COPY converts each text once (a text the
+    type refuses, or one too long for a varchar(n), fails the load here: the old
+    explicit casts cut such texts silently). The rows go as COPY text built in bulk
+    (_copy_text), not row by row."""
     types = column_types(conn, mapping.table)
     columns = [c for c in (values[0] if values else {}) if c in types]
     try:
-        # a temporary table: no WAL, gone with the session whatever happens
-        conn.execute(
-            sql.SQL("create temporary table {} ({})").format(
-                sql.Identifier(staging),
-                sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns),
-            )
-        )
-        copy_sql = sql.SQL("copy {} ({}) from stdin").format(
-            sql.Identifier(staging), sql.SQL(", ").join(map(sql.Identifier, columns))
-        )
-        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            for record in values:
-                copy.write_row([record.get(c) for c in columns])
         try:
-            return upsert(conn, mapping, staging, columns, types)
+            # a temporary table: no WAL, gone with the session whatever happens
+            conn.execute(
+                sql.SQL("create temporary table {} ({})").format(
+                    sql.Identifier(staging),
+                    sql.SQL(", ").join(
+                        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c]))
+                        for c in columns
+                    ),
+                )
+            )
+            copy_sql = sql.SQL("copy {} ({}) from stdin").format(
+                sql.Identifier(staging), sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
+            rows = _row_tuples(values, columns)
+            with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+                for start in range(0, len(rows), _COPY_CHUNK):
+                    chunk = rows[start : start + _COPY_CHUNK]
+                    text = _copy_text(chunk)
+                    if text is None:  # a value that is neither text nor None: psycopg's dumpers
+                        for row in chunk:
+                            copy.write_row(row)
+                    else:
+                        copy.write(text)
+            changed = [
+                c
+                for c in (columns if update_columns is None else update_columns)
+                if c in columns and c not in mapping.key
+            ]
+            return upsert(conn, mapping, staging, columns, changed)
         except psycopg.Error as exc:
             raise ImportFailed(
                 f"import into {mapping.table} FAILED and was rolled back: "
@@ -256,6 +380,68 @@ def load_rows(
     finally:
         with contextlib.suppress(psycopg.Error):
             conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(staging)))
+
+
+_COPY_CHUNK = 10_000  # rows per COPY text block: bounded memory, few large writes
+_COPY_SPECIAL = ("\\", "\t", "\n", "\r")  # what COPY's text format escapes
+
+
+def _row_tuples(values: list[dict[str, Any]], columns: list[str]) -> list[tuple[Any, ...]]:
+    """The records as tuples in `columns` order (a missing column: None)."""
+    from operator import itemgetter
+
+    if not columns:
+        return [() for _ in values]
+    get = itemgetter(*columns)
+    try:
+        if len(columns) == 1:
+            return [(get(r),) for r in values]
+        return [get(r) for r in values]
+    except KeyError:
+        return [tuple(r.get(c) for c in columns) for r in values]
+
+
+def _copy_escape(value: str) -> str:
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
+def _copy_text(rows: list[tuple[Any, ...]]) -> str | None:
+    """`rows` (each value a str or None) as one block of COPY text format: tab between
+    columns, newline after each row, None as \\N, backslash, tab, newline and carriage
+    return escaped. None when a value is neither str nor None (the caller then has
+    psycopg dump the rows)."""
+    if not rows:
+        return ""
+    try:  # the usual case: all text and nothing to escape, checked on the joined block
+        text = "\n".join(map("\t".join, rows))
+    except TypeError:  # a None (or something else) among the values
+        pass
+    else:
+        width = len(rows[0])
+        if (
+            text.count("\t") == len(rows) * (width - 1)
+            and text.count("\n") == len(rows) - 1
+            and "\\" not in text
+            and "\r" not in text
+        ):
+            return text + "\n"
+    columns: list[tuple[Any, ...] | list[str]] = []
+    for column in zip(*rows, strict=True):
+        if not set(map(type, column)) <= {str, type(None)}:
+            return None
+        present = [v for v in column if v is not None]
+        joined = "".join(present)
+        escape = any(ch in joined for ch in _COPY_SPECIAL)
+        if escape or len(present) < len(column):
+            # escaped first, so that a text "\N" stays text and only None becomes \N
+            columns.append(
+                ["\\N" if v is None else (_copy_escape(v) if escape else v) for v in column]
+            )
+        else:
+            columns.append(column)
+    return "".join(map("{}\n".format, map("\t".join, zip(*columns, strict=True))))
 
 
 def column_types(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
@@ -274,58 +460,91 @@ def upsert(
     mapping: Mapping,
     staging: str,
     columns: list[str],
-    types: dict[str, str],
+    changed: list[str],
 ) -> dict[str, int]:
-    """One transaction: insert or update on the key, then compare count, checksum and a
-    sample of the target rows with the staging rows; a difference rolls it all back."""
+    """One transaction: update the rows whose key is already there (their `changed`
+    columns, and only where a value differs: an unchanged row is not rewritten), insert
+    the others (every column), then compare count, checksum and a sample of the target
+    rows with the staging rows (which load_rows created with the target's types) over
+    the key and `changed` columns; a difference rolls it all back.
+
+    An UPDATE and an INSERT of the rest, not INSERT .. ON CONFLICT DO UPDATE: the same
+    rows end up written, without the speculative insertion ON CONFLICT pays per row
+    (0.2 s for bench/import.py's 44,000 new rows). The key must still be unique (a
+    unique index, as ON CONFLICT requires), and a key the staging rows repeat fails the
+    load, as it did. A row another session inserts with one of the new keys meanwhile
+    fails the load (unique violation, all rolled back) where ON CONFLICT would have
+    overwritten it."""
     target = sql.Identifier(mapping.table)
     stage = sql.Identifier(staging)
-    cast = [
-        sql.SQL("cast(s.{c} as {t})").format(c=sql.Identifier(c), t=sql.SQL(types[c]))
-        for c in columns
-    ]
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    checked = [*mapping.key, *changed]  # what the load is answerable for on every row
+
+    def values_of(alias: str, cols: list[str]) -> sql.Composable:
+        return sql.SQL(", ").join(sql.SQL(f"{alias}.{{}}").format(sql.Identifier(c)) for c in cols)
+
     updates = sql.SQL(", ").join(
-        sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c))
-        for c in columns
-        if c not in mapping.key
+        sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in changed
     )
-    key = sql.SQL(", ").join(map(sql.Identifier, mapping.key))
     join = sql.SQL(" and ").join(
-        sql.SQL("t.{c} = cast(s.{c} as {t})").format(c=sql.Identifier(c), t=sql.SQL(types[c]))
-        for c in mapping.key
+        sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in mapping.key
     )
+    matched = sql.SQL(" and ").join(
+        sql.SQL("t.{} is not null").format(sql.Identifier(c)) for c in mapping.key
+    )
+
+    def row_text(alias: str) -> sql.Composable:
+        return sql.SQL("row({})::text").format(values_of(alias, checked))
+
     with conn.transaction():
+        _require_unique_key(conn, mapping)
         dblib.set_checksum_settings(conn)
-        counted = conn.execute(
+        repeated = conn.execute(
+            sql.SQL("select exists (select from {} s group by {} having count(*) > 1)").format(
+                stage, values_of("s", list(mapping.key))
+            )
+        ).fetchone()
+        if repeated and repeated[0]:
+            raise SeedError(f"a key ({', '.join(mapping.key)}) repeats among the staging rows")
+        updated = 0
+        if changed:
+            updated = conn.execute(
+                sql.SQL(
+                    "update {target} t set {updates} from {stage} s where {join} "
+                    "and ({old}) is distinct from ({new})"
+                ).format(
+                    target=target,
+                    updates=updates,
+                    stage=stage,
+                    join=join,
+                    old=values_of("t", changed),
+                    new=values_of("s", changed),
+                )
+            ).rowcount
+        inserted = conn.execute(
             sql.SQL(
-                "with upserted as (insert into {target} ({names}) select {cast} from {stage} s "
-                "on conflict ({key}) do update set {updates} returning (xmax = 0) as new) "
-                "select count(*), count(*) filter (where new) from upserted"
+                "insert into {target} ({names}) select {names} from {stage} s "
+                "where not exists (select from {target} t where {join})"
+            ).format(target=target, names=names, stage=stage, join=join)
+        ).rowcount
+        # one pass: count and checksum of the staging rows and of their target rows
+        sums = conn.execute(
+            sql.SQL(
+                "select count(*), sum(hashtextextended({staged}, 0)), "
+                "count(*) filter (where {matched}), "
+                "sum(hashtextextended({loaded}, 0)) filter (where {matched}) "
+                "from {stage} s left join {target} t on {join}"
             ).format(
-                target=target,
-                names=names,
-                cast=sql.SQL(", ").join(cast),
+                staged=row_text("s"),
+                loaded=row_text("t"),
+                matched=matched,
                 stage=stage,
-                key=key,
-                updates=updates,
+                target=target,
+                join=join,
             )
         ).fetchone()
-        total, inserted = (int(counted[0]), int(counted[1])) if counted else (0, 0)
-        row_text = sql.SQL("row({})::text").format(
-            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns)
-        )
-        staged_text = sql.SQL("row({})::text").format(sql.SQL(", ").join(cast))
-        want = conn.execute(
-            sql.SQL("select count(*), sum(hashtextextended({}, 0)) from {} s").format(
-                staged_text, stage
-            )
-        ).fetchone()
-        got = conn.execute(
-            sql.SQL(
-                "select count(*), sum(hashtextextended({}, 0)) from {} s join {} t on {}"
-            ).format(row_text, stage, target, join)
-        ).fetchone()
+        want, got = (sums[:2], sums[2:]) if sums else ((0, None), (0, None))
+        total = int(want[0])
         if want != got:
             raise SeedError(
                 f"the loaded rows differ from the staging table (count, checksum: {got} vs {want})"
@@ -334,8 +553,32 @@ def upsert(
             sql.SQL(
                 "select count(*) from (select * from {} s order by random() limit 25) s "
                 "join {} t on {} where {} is distinct from {}"
-            ).format(stage, target, join, row_text, staged_text)
+            ).format(stage, target, join, row_text("t"), row_text("s"))
         ).fetchone()
         if sample and sample[0]:
             raise SeedError(f"{sample[0]} sampled row(s) differ between staging and target")
-    return {"inserted": inserted, "updated": total - inserted, "sampled": min(25, total)}
+    return {
+        "inserted": inserted,
+        "updated": updated,
+        "unchanged": total - inserted - updated,
+        "sampled": min(25, total),
+    }
+
+
+def _require_unique_key(conn: psycopg.Connection[Any], mapping: Mapping) -> None:
+    """The mapping's key is the key columns of a valid, immediate, non-partial unique
+    index of the target table (what ON CONFLICT (key) would have inferred)."""
+    row = conn.execute(
+        "select exists (select from pg_index i where i.indrelid = %s::regclass "
+        "and i.indisunique and i.indisvalid and i.indimmediate and i.indpred is null "
+        "and i.indexprs is null and i.indnkeyatts = cardinality(%s::text[]) "
+        "and (select array_agg(a.attname::text order by a.attname) "
+        "     from unnest(i.indkey) with ordinality k(attnum, n) "
+        "     join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum "
+        "     where k.n <= i.indnkeyatts) = %s::text[])",
+        (mapping.table, list(mapping.key), sorted(mapping.key)),
+    ).fetchone()
+    if not (row and row[0]):
+        raise SeedError(
+            f"the key ({', '.join(mapping.key)}) is not a unique index of {mapping.table}"
+        )

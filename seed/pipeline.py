@@ -335,10 +335,16 @@ class Upgrade(Operation):
 
     def lint(self, state: migratelib.MigrationState) -> None:
         """The safety gate on the pending migrations; blocked → exit 4 (nothing changed)."""
-        env, migrator = self.env, self.session.migrator
-        path = posixpath.join(self.layout.release(self.rid), lintlib.REPO_WAIVERS)
-        text = migrator.get_bytes(path) if migrator.exists(path) else None
-        waivers = [*env.lint.waivers, *lintlib.repo_waivers(text, f"{path} on {migrator.label}")]
+        env, target = self.env, self.target
+        if target is not None:  # the release's own file, from the local mirror: no SSH
+            text = rel.file_at(target.mirror, target.sha, lintlib.REPO_WAIVERS)
+            where = f"{lintlib.REPO_WAIVERS} at {target.ref} ({target.sha[:12]})"
+        else:
+            migrator = self.session.migrator
+            path = posixpath.join(self.layout.release(self.rid), lintlib.REPO_WAIVERS)
+            text = migrator.get_bytes(path) if migrator.exists(path) else None
+            where = f"{path} on {migrator.label}"
+        waivers = [*env.lint.waivers, *lintlib.repo_waivers(text, where)]
         result = lintlib.lint(state.plan, lintlib.table_rows(self.app), env.lint, waivers)
         self.report.data["lint"] = {**result.to_json(), "summary": result.summary()}
         for finding in result.findings:

@@ -317,6 +317,15 @@ ENVIRONMENT = _obj(
         "checks": {"type": "array", "items": CHECK, "description": "data checks"},
         "invariants": INVARIANTS,
         "hooks": HOOKS,
+        "imports": _obj(
+            "legacy imports: `fab <env> import-legacy`",
+            {
+                "compare_with": _s(
+                    "environment whose last import into the same table is compared with "
+                    "before loading (production: staging); none on record refuses (exit 4)"
+                ),
+            },
+        ),
         "rehearse": _obj(
             "budgets that make `fab <env> rehearse` a gate (over budget: exit 7; exit 4 in "
             "upgradedb's pre-flight)",

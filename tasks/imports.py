@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from invoke import Context, task
@@ -11,6 +13,7 @@ from seed.importer import ImportLegacy
 from tasks.deploy import _command, _report_path
 from tasks.edge import (
     REPO_ROOT,
+    confirm,
     confirm_protected,
     local_root,
     output_for,
@@ -24,6 +27,8 @@ from tasks.edge import (
         "source": "the legacy export: a .csv/.xlsx/.sqlite file, or a PostgreSQL DSN",
         "mapping": "the mapping YAML (e.g. import/customers.yml)",
         "dry_run": "every step but the load: cleaned, validated, rejects and merges written",
+        "compare_with": "compare with this environment's last import into the same table "
+        "(or the path of its import.json) before loading; default: imports.compare_with",
         "yes": "confirm on a protected environment without asking (for CI)",
         "report": "also write the JSON report to this path",
     }
@@ -34,17 +39,28 @@ def import_legacy(
     source: str = "",
     mapping: str = "",
     dry_run: bool = False,
+    compare_with: str = "",
     yes: bool = False,
     report: str = "",
 ) -> None:
     """Import legacy records: extract, clean, deduplicate, validate with the model's rules,
-    then (unless --dry-run) back up, load in one transaction and verify."""
+    compare with staging's run (imports.compare_with), then (unless --dry-run) back up,
+    load in one transaction and verify."""
     env = selected_environment(c)
     if not source or not mapping:
         raise ConfigError("import-legacy: --source and --mapping are both required")
     path = Path(mapping)
     if not path.is_absolute() and not path.exists():
         path = REPO_ROOT / mapping
+    ask: Callable[[str], None] | None = None
+    if not dry_run and env.protected and not yes:
+        if not sys.stdin.isatty():
+            confirm_protected(env, f"import into {env.name}", yes)  # refuses: no terminal
+
+        # asked after the comparison with staging's run, before the backup and the load
+        def ask(action: str) -> None:
+            confirm(env, action, False, f"{env.name} is protected")
+
     run = ImportLegacy(
         env,
         _command(),
@@ -54,7 +70,7 @@ def import_legacy(
         source=source,
         mapping=path,
         dry_run=dry_run,
+        compare_with=compare_with or None,
+        confirm=ask,
     )
-    if not dry_run:
-        confirm_protected(env, f"import into {env.name}", yes)
     run.run()

@@ -130,8 +130,8 @@ class Deployment:
         except OSError as exc:
             return 0, str(exc)
 
-    def last_report(self) -> dict[str, Any]:
-        reports = sorted((self.home / "local" / "reports").glob("*.json"))
+    def last_report(self, env: str = "local") -> dict[str, Any]:
+        reports = sorted((self.home / env / "reports").glob("*.json"))
         return json.loads(reports[-1].read_text())
 
     def reset(self) -> None:

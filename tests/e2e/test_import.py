@@ -5,14 +5,19 @@ a re-import that only updates, and a load that fails and leaves the table as it 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import pty
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from seed.messy import generate, write_csv
-from tests.e2e.conftest import REPO, Deployment
+from tests.e2e.conftest import FAB, REPO, Deployment
 from tests.e2e.test_rollback import bring_to_v2
 from tests.unit.test_legacy import MESSY
 
@@ -66,8 +71,8 @@ def imported(dep: Deployment, emails: list[str]) -> dict[str, dict[str, Any]]:
     return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
 
 
-def last_import(dep: Deployment) -> dict[str, Any]:
-    return dep.last_report()["import"]
+def last_import(dep: Deployment, env: str = "local") -> dict[str, Any]:
+    return dep.last_report(env)["import"]
 
 
 def test_a_dry_run_writes_nothing_but_its_files(at_v4: Any) -> None:
@@ -80,7 +85,14 @@ def test_a_dry_run_writes_nothing_but_its_files(at_v4: Any) -> None:
     assert "dry run" in res.stderr.strip().splitlines()[-1] and "nothing was written" in res.stderr
     assert dep.figures() == before
     summary = last_import(dep)
-    assert summary["counts"] == {"rows_in": 9, "valid": 4, "rejected": 4, "merged": 1}
+    assert summary["counts"] == {
+        "rows_in": 9,
+        "valid": 4,
+        "rejected": 4,
+        "merged": 1,
+        "new": 4,
+        "existing": 0,
+    }
     with open(summary["files"]["rejects"], newline="") as f:
         rejects = list(csv.reader(f))
     assert rejects == [
@@ -100,7 +112,7 @@ def test_the_import_loads_cleaned_rows_and_a_second_run_only_updates(at_v4: Any)
     backups = len(dep.backups())
     res = dep.fab("local", "import-legacy", "--source", str(small), "--mapping", MAPPING)
     assert res.returncode == 0, res.stderr
-    assert "4 new, 0 updated, 4 rejected, 1 merged, out of 9 rows" in res.stderr
+    assert "4 new, 0 updated, 0 unchanged, 4 rejected, 1 merged, out of 9 rows" in res.stderr
     assert len(dep.backups()) == backups + 1  # a verified backup before the load
     assert dep.scalar("select count(*) from shop_customer") == customers + 4
     rows = imported(dep, ["jan.jansen@example.com", "zoe.muller@example.com"])
@@ -118,13 +130,15 @@ def test_the_import_loads_cleaned_rows_and_a_second_run_only_updates(at_v4: Any)
     assert rows["zoe.muller@example.com"]["phone"] == "+49301234567"
     again = dep.fab("local", "import-legacy", "--source", str(small), "--mapping", MAPPING)
     assert again.returncode == 0, again.stderr
-    assert "0 new, 4 updated" in again.stderr
+    assert "0 new, 0 updated, 4 unchanged" in again.stderr  # the same values: not rewritten
     assert dep.scalar("select count(*) from shop_customer") == customers + 4
 
 
 def test_a_failed_load_leaves_the_table_as_it_was(at_v4: Any) -> None:
     dep, small, _ = at_v4
     with dep.admin("shop") as conn:  # a rule the database has and the model does not
+        # the import changes Curie's row back (an unchanged row would not be rewritten)
+        conn.execute("update shop_customer set city = 'Lyon' where email = 'marie@example.org'")
         conn.execute(
             "alter table shop_customer add constraint no_curie check (last_name <> 'Curie') "
             "not valid"
@@ -142,6 +156,9 @@ def test_a_failed_load_leaves_the_table_as_it_was(at_v4: Any) -> None:
     finally:
         with dep.admin("shop") as conn:
             conn.execute("alter table shop_customer drop constraint no_curie")
+            conn.execute(
+                "update shop_customer set city = 'Utrecht' where email = 'marie@example.org'"
+            )
 
 
 def test_a_generated_export_imports_and_reconciles(at_v4: Any) -> None:
@@ -168,3 +185,207 @@ def test_a_mapping_typo_is_one_clear_error(at_v4: Any, tmp_path: Path) -> None:
         f"seed: {bad}: columns.phone.clean: 'phnoe' is not a rule (one of strip, lower, upper, "
         "title, name, email, phone, postcode, country, or {date: [formats]})"
     )
+
+
+def prod_like(dep: Deployment) -> Path:
+    """`prod`: the same servers as `local`, protected, its imports compared with local's."""
+    envdir = dep.variant("import-prod")
+    root = dep.root
+    (envdir / "prod.yml").write_text(
+        yaml.safe_dump(
+            {
+                "extends": "local",
+                "description": "production-like",
+                "protected": True,
+                "state_dir": f"{root}/server/var/lib/seed/prod",
+                "backup": {"dir": f"{root}/server/var/backups/prod"},
+                "imports": {"compare_with": "local"},
+            }
+        )
+    )
+    return envdir
+
+
+def test_production_shows_its_differences_from_staging_before_loading(
+    at_v4: Any, tmp_path: Path
+) -> None:
+    dep, small, _ = at_v4
+    envdir = prod_like(dep)
+    args = ("prod", "import-legacy", "--source", str(small), "--mapping", MAPPING)
+    # protected, no terminal, no --yes: refused before anything is read
+    res = dep.fab(*args, envdir=envdir)
+    assert res.returncode == 2, res.stderr
+    assert "prod is protected: import into prod needs confirmation" in res.stderr
+    before = dep.figures()
+    # the same export as local's loaded run: the comparison is printed, nothing differs
+    res = dep.fab(*args, "--yes", envdir=envdir)
+    assert res.returncode == 0, res.stderr
+    assert "same     source data: 9 rows" in res.stderr
+    assert "same     rejected: 4" in res.stderr and "DIFFERS" not in res.stderr
+    summary = last_import(dep, "prod")
+    comparison = summary["comparison"]
+    assert comparison["differences"] == 0 and comparison["against"]["env"] == "local"
+    assert "0 new, 0 updated, 4 unchanged" in res.stderr
+    assert dep.figures() == before  # the same rows again: nothing rewritten
+    kept = json.loads(Path(summary["files"]["record"]).read_text())
+    assert kept["outcome"] == "loaded" and kept["env"] == "prod"
+    # another export: one more bad email, one row fewer → shown before loading
+    lines = EXPORT.splitlines()
+    changed = tmp_path / "changed.csv"
+    changed.write_text(
+        "\n".join([lines[0], lines[1].replace("@", "#", 1), *lines[2:-1]]) + "\n",
+        encoding="utf-8",
+    )
+    res = dep.fab(
+        "prod",
+        "import-legacy",
+        "--source",
+        str(changed),
+        "--mapping",
+        MAPPING,
+        "--dry-run",
+        envdir=envdir,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "DIFFERS  source data: local read 9 rows" in res.stderr
+    assert "DIFFERS  rows in: 9 on local, 8 here (-1)" in res.stderr
+    assert "DIFFERS  rejected for 'email: not an email address': 1 on local, 2 here" in res.stderr
+    assert last_import(dep, "prod")["comparison"]["differences"] >= 3
+    # no earlier run to compare with: refused before the export is read
+    res = dep.fab(*args, "--yes", "--compare-with", "nowhere", envdir=envdir)
+    assert res.returncode == 4, res.stderr
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .startswith("seed: no import into shop_customer on nowhere yet")
+    )
+
+
+def test_a_human_confirms_after_seeing_the_differences(at_v4: Any) -> None:
+    """On a terminal the prompt comes after the comparison; a wrong answer loads nothing."""
+    dep, small, _ = at_v4
+    envdir = prod_like(dep)
+    backups = sorted((dep.root / "server" / "var" / "backups" / "prod").glob("*.dump"))
+    master, slave = pty.openpty()
+    env = {**os.environ, **dep.env, "SEED_ENVIRONMENTS": str(envdir)}
+    env.pop("SEED_ASSUME_YES", None)
+    os.write(master, b"not-prod\n")  # typed ahead: read when the prompt comes
+    try:
+        res = subprocess.run(
+            [FAB, "prod", "import-legacy", "--source", str(small), "--mapping", MAPPING],
+            cwd=REPO,
+            env=env,
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert res.returncode == 2, res.stderr
+    assert "confirmation did not match 'prod'; nothing done" in res.stderr
+    shown = res.stderr.index("same     source data")
+    assert shown < res.stderr.index("confirmation did not match")
+    assert "Type 'prod' to load into shop_customer with 0 difference(s)" in res.stdout
+    after = sorted((dep.root / "server" / "var" / "backups" / "prod").glob("*.dump"))
+    assert after == backups  # refused before the backup
+
+
+ORDERS = """\
+target: {model: shop.Order, table: shop_order, key: [id]}
+columns:
+  id: {from: Nr, required: true}
+  customer_id: {from: Klant, required: true}
+  total: {from: Bedrag}
+  status: {from: Status, clean: [lower]}
+  placed_at: {from: Datum, clean: [{date: ["%Y-%m-%d"]}], required: true}
+"""
+
+
+def test_model_rules_foreign_keys_choices_and_uniqueness_in_batches(
+    at_v4: Any, tmp_path: Path
+) -> None:
+    dep, _, _ = at_v4
+    customer = dep.scalar("select min(id) from shop_customer")
+    order = dep.scalar("select min(id) from shop_order")
+    mapping = tmp_path / "orders.yml"
+    mapping.write_text(ORDERS)
+    export = tmp_path / "orders.csv"
+    export.write_text(
+        "Nr;Klant;Bedrag;Status;Datum\n"
+        f"{order};{customer};10.00;PAID;2024-01-02\n"  # updates an existing order
+        f"900001;{customer};12.50;new;2024-01-03\n"
+        "900002;987654321;5.00;new;2024-01-03\n"  # no such customer
+        f"900003;{customer};5.00;lost;2024-01-03\n"  # not a status
+        f"900004;{customer};1.234;new;2024-01-03\n"  # too many decimals
+        f"900001;{customer};7.00;new;2024-01-04\n",  # the same new id twice
+        encoding="utf-8",
+    )
+    res = dep.fab(
+        "local", "import-legacy", "--source", str(export), "--mapping", str(mapping), "--dry-run"
+    )
+    assert res.returncode == 0, res.stderr
+    summary = last_import(dep)
+    assert summary["counts"] == {
+        "rows_in": 6,
+        "valid": 2,
+        "rejected": 4,
+        "merged": 0,
+        "new": 1,
+        "existing": 1,
+    }
+    with open(summary["files"]["rejects"], newline="") as f:
+        rejects = list(csv.reader(f))[1:]
+    assert rejects == [
+        ["4", "model: customer: customer instance with id 987654321 is not a valid choice."],
+        ["5", "model: status: Value 'lost' is not a valid choice."],
+        ["6", "model: total: Ensure that there are no more than 2 decimal places."],
+        ["7", "model: id: Order with this ID is in this import twice (the first one is kept)."],
+    ]
+
+
+def test_a_model_or_table_typo_is_one_clear_error_before_any_backup(
+    at_v4: Any, tmp_path: Path
+) -> None:
+    dep, small, _ = at_v4
+    backups = len(dep.backups())
+    for wrong, says in (
+        ("model: shop.Customer,", "target.model: no model shop.Custmer in the deployed release"),
+        ("table: shop_customer,", "target.table shop_customers is not the table of shop.Customer"),
+    ):
+        bad = tmp_path / "bad.yml"
+        text = Path(MAPPING).read_text()
+        bad.write_text(
+            text.replace("model: shop.Customer,", "model: shop.Custmer,")
+            if wrong.startswith("model")
+            else text.replace("table: shop_customer,", "table: shop_customers,")
+        )
+        res = dep.fab("local", "import-legacy", "--source", str(small), "--mapping", str(bad))
+        assert res.returncode == 4, res.stderr
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"seed: {bad}: {says}"), last
+    assert len(dep.backups()) == backups
+
+
+def test_an_update_changes_only_the_mapped_columns(at_v4: Any, tmp_path: Path) -> None:
+    """A column the mapping leaves out keeps its value on an existing row (the model's
+    default is for new rows only)."""
+    dep, small, _ = at_v4
+    res = dep.fab("local", "import-legacy", "--source", str(small), "--mapping", MAPPING)
+    assert res.returncode == 0, res.stderr
+    with dep.admin("shop") as conn:
+        conn.execute(
+            "update shop_customer set street = 'Oude Gracht 9', first_name = 'J.' "
+            "where email = 'jan.jansen@example.com'"
+        )
+    narrow = tmp_path / "narrow.yml"
+    text = Path(MAPPING).read_text()
+    assert "  street: {from: Straat}\n" in text
+    narrow.write_text(text.replace("  street: {from: Straat}\n", ""))
+    res = dep.fab("local", "import-legacy", "--source", str(small), "--mapping", str(narrow))
+    assert res.returncode == 0, res.stderr
+    row = imported(dep, ["jan.jansen@example.com"])["jan.jansen@example.com"]
+    assert row["street"] == "Oude Gracht 9"  # not mapped: kept
+    assert row["first_name"] == "Jan"  # mapped: updated

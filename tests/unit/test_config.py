@@ -868,3 +868,15 @@ def test_rehearse_section(tmp_path: Path) -> None:
     found = problems(tmp_path, LOCAL + "rehearse:\n  max_lock_seconds: -1\n  scale_from: Prod!\n")
     assert "rehearse.max_lock_seconds: expected a positive number" in found
     assert "rehearse.scale_from: expected an environment name" in found
+
+
+def test_imports_compare_with_names_another_environment(tmp_path: Path) -> None:
+    env = load(tmp_path, LOCAL + "imports: {compare_with: staging}\n")
+    assert env.imports.compare_with == "staging"
+    assert load(tmp_path, LOCAL).imports.compare_with is None
+    assert "imports.compare_with: expected the name of another environment" in problems(
+        tmp_path, LOCAL + "imports: {compare_with: local}\n"
+    )
+    assert "imports.comapre_with" in problems(
+        tmp_path, LOCAL + "imports: {comapre_with: staging}\n"
+    )
