@@ -2,15 +2,19 @@
 
 Each step is checked before the next: extract (seed/extract.py; a header the mapping
 needs and the source lacks stops everything), clean and deduplicate
-(seed/cleaning.py), then the model's own rules: every record goes through
-`full_clean()` of the target model in the deployed release on the migrate host
-(seed/remote_scripts/django_validate.py), which also applies Python-side defaults.
+(seed/cleaning.py), then the model's own rules: every record is checked as
+`full_clean()` would, batched, with the target model in the deployed release on the
+migrate host (seed/remote_scripts/django_validate.py), which also applies Python-side
+defaults. With `imports.compare_with` (or `--compare-with`) the run is then compared
+with the kept record of that environment's last import into the same table
+(seed/importdiff.py) and, on a protected environment, confirmed by a human.
 Without `--dry-run`: a verified backup, `COPY` of the valid records into a staging
-table, and one transaction that upserts them into the target table on its key and
-checks, before committing, that the staging rows and the target rows carry the same
-count and checksum and that a sample compares equal; any failure rolls all of it back.
-Rejects (row, reason) and merges go to `rejects.csv` and `duplicates.csv` in
-`.seed/<env>/imports/<id>/`.
+table, and one transaction that updates the existing rows (the mapped columns, only
+where a value differs) and inserts the new ones, and checks, before committing, that
+the staging rows and the target rows carry the same count and checksum and that a
+sample compares equal; any failure rolls all of it back. Rejects (row, reason),
+merges and the run's record go to `rejects.csv`, `duplicates.csv` and `import.json`
+in `.seed/<env>/imports/<id>/`.
 """
 
 from __future__ import annotations

@@ -82,7 +82,11 @@ class Checker:
             if (f.name in mapped or f.attname in mapped or getattr(f, "auto_now", False))
             and f.name not in keys
         ]
-        self.foreign = [f for f in self.fields if f.many_to_one and not f.remote_field.parent_link]
+        self.foreign = [
+            f
+            for f in self.fields
+            if (f.many_to_one or f.one_to_one) and not f.remote_field.parent_link
+        ]
         probe = model()
         self.unique_checks, self.date_checks = probe._get_unique_checks(
             include_meta_constraints=True
