@@ -13,6 +13,7 @@ between environments and are not counted as differences.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 import re
@@ -26,6 +27,7 @@ import pandas as pd
 from seed.errors import ConfigError, PreflightFailed
 
 RECORD = "import.json"
+KEYS = "keys.tsv.gz"  # per valid record: digest of its key, digest of its values
 COUNTS = (  # (key, label, counted as a difference)
     ("rows_in", "rows in", True),
     ("rejected", "rejected", True),
@@ -42,6 +44,33 @@ def frame_digest(frame: pd.DataFrame) -> str:
     h = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
     h.update(pd.util.hash_pandas_object(frame.fillna("\x00"), index=False).to_numpy().tobytes())
     return h.hexdigest()
+
+
+def key_digests(frame: pd.DataFrame, key: list[str]) -> dict[str, str]:
+    """Each record's key digest → digest of its values (cleaned text): which records a
+    later run has that this one lacks, and which it has with other values; digests
+    only, so no personal data is kept."""
+    if frame.empty:
+        return {}
+    filled = frame.fillna("\x00")
+    keys = pd.util.hash_pandas_object(filled[key], index=False).to_numpy()
+    rows = pd.util.hash_pandas_object(filled, index=False).to_numpy()
+    return {f"{k:016x}": f"{r:016x}" for k, r in zip(keys.tolist(), rows.tolist(), strict=True)}
+
+
+def write_keys(folder: Path, digests: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"{k}\t{v}\n" for k, v in digests.items())
+    with gzip.open(folder / KEYS, "wt", encoding="ascii") as f:
+        f.write(text)
+
+
+def read_keys(record: dict[str, Any]) -> dict[str, str] | None:
+    try:
+        with gzip.open(Path(record["folder"]) / KEYS, "rt", encoding="ascii") as f:
+            return dict(line.rstrip("\n").split("\t", 1) for line in f if "\t" in line)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def file_digest(path: Path) -> str:
@@ -129,8 +158,14 @@ class Comparison:
         return {"against": self.against, "differences": self.differences, "lines": self.lines}
 
 
-def compare(before: dict[str, Any], now: dict[str, Any], now_rejects: dict[int, str]) -> Comparison:
-    """`before` (the kept record of the earlier run) vs `now` (this run, not loaded yet)."""
+def compare(
+    before: dict[str, Any],
+    now: dict[str, Any],
+    now_rejects: dict[int, str],
+    now_keys: dict[str, str] | None = None,
+) -> Comparison:
+    """`before` (the kept record of the earlier run) vs `now` (this run, not loaded yet);
+    `now_keys`: this run's key_digests()."""
     where = before.get("env", "?")
     result = Comparison(
         against={"env": where, "id": before.get("id"), "finished": before.get("finished")}
@@ -186,4 +221,15 @@ def compare(before: dict[str, Any], now: dict[str, Any], now_rejects: dict[int, 
             shown = ", ".join(str(r) for r in only_then[:10])
             more = f" and {len(only_then) - 10} more" if len(only_then) > 10 else ""
             differ(f"rejected on {where}, valid here: row {shown}{more}")
+    then_keys = read_keys(before) if now_keys is not None else None
+    if then_keys is not None and now_keys is not None and then_keys != now_keys:
+        added = sum(1 for k in now_keys if k not in then_keys)
+        gone = sum(1 for k in then_keys if k not in now_keys)
+        changed = sum(1 for k, v in now_keys.items() if k in then_keys and then_keys[k] != v)
+        differ(
+            f"valid records by key ({', '.join(now['target'].get('key', [])) or 'key'}): "
+            f"{added:,} only here, {gone:,} only on {where}, {changed:,} with other values"
+        )
+    elif then_keys is not None:
+        lines.append(f"same     valid records, key by key: {len(then_keys):,}")
     return result

@@ -48,7 +48,9 @@ from seed.importdiff import (
     earlier_record,
     file_digest,
     frame_digest,
+    key_digests,
     reason_counts,
+    write_keys,
     write_record,
 )
 from seed.importmap import Mapping, load_mapping
@@ -95,6 +97,7 @@ class ImportLegacy(Operation):
         self.rows_in = 0
         self.release = ""
         self.update_columns: list[str] = []  # what an update of an existing row may change
+        self.valid_positions: list[int] = []  # the frame's rows that passed model validation
         self.folder = local_root / env.name / "imports" / self.id
         self.summary: dict[str, Any] = {"steps": {}}
         self.report.data["import"] = self.summary
@@ -174,7 +177,11 @@ class ImportLegacy(Operation):
             "env": self.env.name,
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "outcome": outcome,
-            "target": {"model": self.mapping.model, "table": self.mapping.table},
+            "target": {
+                "model": self.mapping.model,
+                "table": self.mapping.table,
+                "key": list(self.mapping.key),
+            },
             "source": self.summary["source"],
             "mapping": {"path": str(self.mapping.path), "digest": self.mapping_digest},
             "release": self.release,
@@ -184,10 +191,17 @@ class ImportLegacy(Operation):
         }
 
     def keep_record(self, outcome: str) -> None:
-        """import.json next to rejects.csv and duplicates.csv: what a later run (production
-        after staging) is compared with."""
+        """import.json next to rejects.csv and duplicates.csv, and the valid records' key
+        and row digests (keys.tsv.gz; digests only, no personal data): what a later run
+        (production after staging) is compared with."""
         path = write_record(self.folder, self.import_record(outcome))
+        write_keys(self.folder, self.key_digests())
         self.summary["files"]["record"] = str(path)
+
+    def key_digests(self) -> dict[str, str]:
+        assert self.frame is not None
+        valid = self.frame.iloc[self.valid_positions].drop(columns=["row"])
+        return key_digests(valid, list(self.mapping.key))
 
     def compare_with_earlier(self) -> None:
         """Show this run's differences from the earlier one before anything is loaded; on a
@@ -197,7 +211,7 @@ class ImportLegacy(Operation):
         with self.step(f"compare with {where}") as s:
             now = self.import_record("pending")
             rows = {int(r["row"]): str(r["reason"]) for r in self.rejects}
-            self.comparison = compare(self.earlier, now, rows)
+            self.comparison = compare(self.earlier, now, rows, self.key_digests())
             self.summary["comparison"] = self.comparison.to_json()
             for line in self.comparison.lines:
                 self.out.line(f"  {line}")
@@ -266,6 +280,7 @@ class ImportLegacy(Operation):
                 item = json.loads(line)
                 if item["ok"]:
                     values.append(item["values"])
+                    self.valid_positions.append(int(item["i"]))
                     new += bool(item["new"])
                     continue
                 bad += 1

@@ -222,6 +222,7 @@ def test_production_shows_its_differences_from_staging_before_loading(
     assert res.returncode == 0, res.stderr
     assert "same     source data: 9 rows" in res.stderr
     assert "same     rejected: 4" in res.stderr and "DIFFERS" not in res.stderr
+    assert "same     valid records, key by key: 4" in res.stderr
     summary = last_import(dep, "prod")
     comparison = summary["comparison"]
     assert comparison["differences"] == 0 and comparison["against"]["env"] == "local"
@@ -250,6 +251,11 @@ def test_production_shows_its_differences_from_staging_before_loading(
     assert "DIFFERS  source data: local read 9 rows" in res.stderr
     assert "DIFFERS  rows in: 9 on local, 8 here (-1)" in res.stderr
     assert "DIFFERS  rejected for 'email: not an email address': 1 on local, 2 here" in res.stderr
+    # Zoë is not in it, Jan's record is now row 3's alone (row 2 rejected, nothing merged)
+    assert (
+        "DIFFERS  valid records by key (email): 0 only here, 1 only on local, 1 with other values"
+        in res.stderr
+    )
     assert last_import(dep, "prod")["comparison"]["differences"] >= 3
     # no earlier run to compare with: refused before the export is read
     res = dep.fab(*args, "--yes", "--compare-with", "nowhere", envdir=envdir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from seed.importdiff import (
     compare,
     earlier_record,
     frame_digest,
+    key_digests,
     reason_counts,
     reason_kind,
+    write_keys,
     write_record,
 )
 
@@ -143,3 +146,30 @@ def test_the_earlier_run_is_the_newest_loaded_into_the_same_table(tmp_path: Path
     bad.write_text(json.dumps({"hello": 1}))
     with pytest.raises(ConfigError, match="not an import record"):
         earlier_record(tmp_path, str(bad), "shop_customer")
+
+
+def test_records_are_compared_key_by_key_without_keeping_their_values(tmp_path: Path) -> None:
+    then = pd.DataFrame(
+        {
+            "email": ["a@x.nl", "b@x.nl", "c@x.nl"],
+            "phone": ["+31612345678", "", "+31612345679"],
+        }
+    )
+    now = pd.DataFrame(
+        {
+            "email": ["a@x.nl", "b@x.nl", "d@x.nl"],
+            "phone": ["+31612345678", "+31600000000", ""],
+        }
+    )
+    write_keys(tmp_path, key_digests(then, ["email"]))
+    stored = (tmp_path / "keys.tsv.gz").read_bytes()
+    plain = gzip.decompress(stored)
+    assert b"x.nl" not in plain and b"3161" not in plain
+    before = record(folder=str(tmp_path), target={"key": ["email"]})
+    result = compare(before, record(target={"key": ["email"]}), {}, key_digests(now, ["email"]))
+    assert result.lines[-1] == (
+        "DIFFERS  valid records by key (email): 1 only here, 1 only on staging, 1 with other values"
+    )
+    same = compare(before, record(target={"key": ["email"]}), {}, key_digests(then, ["email"]))
+    assert same.lines[-1] == "same     valid records, key by key: 3"
+    assert same.differences == 0
