@@ -1,0 +1,46 @@
+"""seed.journal against the session sandbox's real sshd: the records, read in one command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from seed.config import Environment
+from seed.journal import Journal
+from seed.remote import Remote
+from seed.report import Scrubber
+
+
+@pytest.fixture()
+def journal(sandbox_env: Environment, tmp_path: Path) -> Iterator[Journal]:
+    env = dataclasses.replace(sandbox_env, state_dir=str(tmp_path / "state"))
+    remote = Remote(env, env.roles.db).open()
+    try:
+        yield Journal(env, remote, tmp_path / "local", Scrubber())
+    finally:
+        remote.close()
+
+
+def test_records_are_read_in_one_command_oldest_first(journal: Journal) -> None:
+    assert journal.records() == []  # no journal directory yet
+    journal.ensure()
+    assert journal.records() == []
+    ids = [f"20261128T{i:06d}Z-{i % 7:04x}" for i in range(300)]
+    for deploy_id in reversed(ids):  # written newest first: the order comes from the ids
+        journal.write(deploy_id, {"id": deploy_id, "message": "a\n==> ./x <==\nb", "n": 1})
+    only = journal.records()
+    assert [r["id"] for r in only] == ids
+    assert only[0]["message"] == "a\n==> ./x <==\nb"  # the separator inside a value
+    assert only == journal._records_one_by_one()
+    # a damaged record and a file that is no record are left out, as one by one
+    directory = Path(journal.dir)
+    (directory / "20261128T999999Z-dead.json").write_text('{"id": "half')
+    (directory / "notes.txt").write_text("not a record")
+    (directory / "sub.json").mkdir()
+    assert journal.records() == only == journal._records_one_by_one()
+    single = Journal(journal.env, journal.remote, Path("/nonexistent"), Scrubber())
+    assert json.dumps(single.records()) == json.dumps(only)
