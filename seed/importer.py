@@ -194,8 +194,16 @@ class ImportLegacy(Operation):
         """import.json next to rejects.csv and duplicates.csv, and the valid records' key
         and row digests (keys.tsv.gz; digests only, no personal data): what a later run
         (production after staging) is compared with."""
-        path = write_record(self.folder, self.import_record(outcome))
-        write_keys(self.folder, self.key_digests())
+        try:
+            path = write_record(self.folder, self.import_record(outcome))
+            write_keys(self.folder, self.key_digests())
+        except OSError as exc:  # after a load it is done: say so, do not fail it
+            self.out.line(
+                f"warning: the import's record could not be kept in {self.folder}: "
+                f"{exc.strerror}; a later run cannot be compared with this one",
+                style="yellow",
+            )
+            return
         self.summary["files"]["record"] = str(path)
 
     def key_digests(self) -> dict[str, str]:
@@ -305,6 +313,17 @@ class ImportLegacy(Operation):
             return values
 
     def write_files(self) -> None:
+        """rejects.csv and duplicates.csv, before anything is loaded: an import whose
+        rejects cannot be written (a full disk here) loads nothing (exit 4)."""
+        try:
+            self._write_files()
+        except OSError as exc:
+            raise PreflightFailed(
+                f"cannot write the rejects and merges to {self.folder}: {exc.strerror}; "
+                "nothing was loaded"
+            ) from None
+
+    def _write_files(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / "rejects.csv", "w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)

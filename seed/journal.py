@@ -9,6 +9,7 @@ the holder, for the message a second deploy prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -44,7 +45,8 @@ class Journal:
         clean = self.scrub.data(record)
         data = json.dumps(clean, indent=2).encode()
         self.remote.put_bytes(data, posixpath.join(self.dir, f"{deploy_id}.json"))
-        write_json(self.local / f"{deploy_id}.json", clean, self.scrub)
+        with contextlib.suppress(OSError):  # the local copy only (e.g. a full disk here)
+            write_json(self.local / f"{deploy_id}.json", clean, self.scrub)
 
     def records(self) -> list[dict[str, Any]]:
         """All records on the state host, oldest first (ids sort by time).

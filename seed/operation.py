@@ -29,7 +29,7 @@ from seed.errors import LockHeld, LockLost, PreflightFailed, SeedError
 from seed.fanout import HostOutcomes, fan_out
 from seed.journal import Journal, holder_text, release_lock, try_advisory_lock
 from seed.remote import Remote
-from seed.report import Output, Report, iso, utcnow, write_json
+from seed.report import Output, Report, check_local_state, iso, utcnow, write_json
 from seed.session import Session
 
 T = TypeVar("T")
@@ -129,9 +129,18 @@ class Operation:
         self.report.finished_at = iso()
         self.record()
         local = self.local_root / self.env.name / "reports" / f"{self.id}.json"
-        write_json(local, self.report.to_json(), self.out.scrub)
-        if self.report_path:
-            write_json(self.report_path, self.report.to_json(), self.out.scrub)
+        for path in (local, self.report_path):
+            if path is None:
+                continue
+            try:  # the journal on the state host has the record; this is its copy
+                write_json(path, self.report.to_json(), self.out.scrub)
+            except OSError as exc:
+                self.out.line(
+                    f"warning: the report could not be written to {path}: {exc.strerror} "
+                    f"(the journal on {self.env.state_host.label} has it: `fab {self.env.name} "
+                    "history --json`)",
+                    style="yellow",
+                )
 
     def prepare(self) -> None:
         """Work done before connecting to any server (nothing by default)."""
@@ -148,6 +157,7 @@ class Operation:
         mode = "read-only" if self.read_only else self.id
         self.out.line(f"seed {self.kind} {env.name} ({env.description}): {mode}")
         try:
+            check_local_state(self.local_root)
             self.prepare()
             with self.step("connect") as s:
                 self.session.open()

@@ -10,6 +10,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -24,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 import seed
+from seed.errors import PreflightFailed
 
 
 def utcnow() -> dt.datetime:
@@ -233,5 +235,35 @@ def write_json(path: Path, data: dict[str, Any], scrub: Scrubber) -> None:
     """Write a report atomically, scrubbed of secrets."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(scrub.data(data), indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(scrub.data(data), indent=2, sort_keys=False) + "\n")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no half-written report left behind
+        raise
+
+
+LOCAL_SPACE_NEEDED = 20 * 1024 * 1024  # reports, journal copies, release archives, imports
+
+
+def check_local_state(root: Path) -> None:
+    """Before a run: the control machine's state directory (`SEED_HOME`, `.seed/`) can
+    be written and has room: a full disk found here stops the run before anything
+    changed, not half way (exit 4). (`--report PATH` is checked by the task.)"""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(root).free
+        probe = root / f".seed-write-test-{os.getpid()}"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise PreflightFailed(
+            f"local state {root}: cannot write there ({exc.strerror}); free space or fix its "
+            "permissions, or point SEED_HOME elsewhere; nothing was done"
+        ) from None
+    if free < LOCAL_SPACE_NEEDED:
+        raise PreflightFailed(
+            f"local state {root}: only {free / 2**20:.1f} MiB free, Seed needs "
+            f"{LOCAL_SPACE_NEEDED // 2**20} MiB there (reports, journal copies, release "
+            "archives); free space or point SEED_HOME elsewhere; nothing was done"
+        )

@@ -59,13 +59,18 @@ def user_errors(func: F) -> F:
             raise Exit(f"seed: {exc}", exc.code) from None
         except KeyboardInterrupt:
             raise Exit("seed: interrupted", 130) from None
-        except Exception:
-            logs = local_root() / "logs"
-            logs.mkdir(parents=True, exist_ok=True)
-            path = logs / f"crash-{utcnow():%Y%m%dT%H%M%S%f}.log"
-            path.write_text(traceback.format_exc())
-            kind = sys.exc_info()[0]
-            name = kind.__name__ if kind else "error"
+        except Exception as exc:
+            name = type(exc).__name__
+            path = local_root() / "logs" / f"crash-{utcnow():%Y%m%dT%H%M%S%f}.log"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(traceback.format_exc())
+            except OSError as why:  # e.g. the disk is full: still one line, no traceback
+                raise Exit(
+                    f"seed: internal error ({name}: {exc}); the log could not be written to "
+                    f"{path}: {why.strerror}",
+                    1,
+                ) from None
             raise Exit(f"seed: internal error ({name}); full log: {path}", 1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -6,6 +6,7 @@ not there) driven through `fab` as a subprocess. None may print a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -199,3 +200,65 @@ def test_pre_check_with_sql_error(at_v1: Deployment) -> None:
     checks = [{"name": "typo check", "when": "pre", "sql": "selct 1", "expect": 1}]
     last = upgrade(at_v1, at_v1.variant("bad-pre-check", {"checks": checks}), 4)
     assert "check 'typo check' does not plan" in last and "syntax error" in last
+
+
+# -- the control machine's own disk ------------------------------------------------------
+
+
+@pytest.fixture()
+def small_home(at_v1: Deployment) -> Iterator[Path]:
+    """SEED_HOME on its own small tmpfs (its disk can be filled without filling ours)."""
+    home = at_v1.root / "small-home"
+    home.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(home)], check=True)
+    try:
+        yield home
+    finally:
+        subprocess.run(["umount", str(home)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_local_disk_is_refused_before_anything(at_v1: Deployment, small_home: Path) -> None:
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={small_home / 'fill'}", "bs=1M", "count=20"],
+        check=True,
+        capture_output=True,
+    )
+    last = refused(
+        at_v1, 4, "local", "upgradedb", "--ref", "v2", extra_env={"SEED_HOME": str(small_home)}
+    )
+    assert last.startswith(f"seed: local state {small_home}: only ")
+    assert "MiB free, Seed needs 20 MiB there" in last and "nothing was done" in last
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_local_disk_that_fills_during_a_deploy_does_not_stop_it(
+    at_v1: Deployment, small_home: Path
+) -> None:
+    """The state host's journal is the record; the local copies are best effort, so a
+    deploy whose control machine's disk fills half way finishes (or rolls back) as it
+    would have, says what it could not write, and prints no traceback."""
+    fill = f"dd if=/dev/zero of={small_home / 'fill'} bs=1M >/dev/null 2>&1 || true"
+    envdir = at_v1.variant("fills-up", {"hooks.migrate.before": {"run": fill, "on": "local"}})
+    before = at_v1.current()
+    home = {"SEED_HOME": str(small_home)}
+    res = at_v1.fab("local", "upgradedb", "--ref", "v2", envdir=envdir, extra_env=home)
+    output = res.stdout + res.stderr
+    try:
+        assert res.returncode == 0, output
+        assert "Traceback" not in output
+        assert "warning: the report could not be written to" in res.stderr
+        assert "No space left on device" in res.stderr
+        assert at_v1.current() != before  # deployed
+        (small_home / "fill").unlink()
+        history = at_v1.fab("local", "history", "--json", envdir=envdir, extra_env=home)
+        assert history.returncode == 0, history.stderr
+        newest = json.loads(history.stdout)[0]
+        assert (newest["kind"], newest["outcome"], newest["ref"]) == (
+            "upgradedb",
+            "succeeded",
+            "v2",
+        )
+    finally:
+        back = at_v1.fab("local", "rollback", envdir=envdir)
+        assert back.returncode == 0, back.stderr
