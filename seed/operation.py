@@ -470,9 +470,17 @@ class Operation:
             if moved:
                 listing = ", ".join(f"{t} {'?' if n is None else n}" for t, n in moved.items())
                 if not discard:
+                    ids = [str(r.get("deploy_id")) for r in records]
+                    later = records[ids.index(since) + 1 :] if since in ids else []
+                    imports = [
+                        str(r["deploy_id"])
+                        for r in later
+                        if r.get("kind") == "import" and r.get("outcome") == "succeeded"
+                    ]
+                    by_seed = f" (among them import {', '.join(imports)})" if imports else ""
                     raise PreflightFailed(
-                        f"writes happened since {since}: {listing}; a restore would lose "
-                        "them. Rerun with --discard-writes to roll back anyway"
+                        f"writes happened since {since}: {listing}{by_seed}; a restore would "
+                        "lose them. Rerun with --discard-writes to roll back anyway"
                     )
                 s.detail = f"discarding writes: {listing}"
             else:

@@ -395,3 +395,16 @@ def test_an_update_changes_only_the_mapped_columns(at_v4: Any, tmp_path: Path) -
     row = imported(dep, ["jan.jansen@example.com"])["jan.jansen@example.com"]
     assert row["street"] == "Oude Gracht 9"  # not mapped: kept
     assert row["first_name"] == "Jan"  # mapped: updated
+
+
+def test_a_rollback_after_an_import_does_not_lose_it_silently(at_v4: Any) -> None:
+    """Rolling back v4 by restoring its backup would drop the imported customers: it is
+    refused, naming the import, unless --discard-writes."""
+    dep, _, _ = at_v4
+    before = dep.figures()
+    res = dep.fab("local", "rollback", "--method", "restore")
+    assert res.returncode == 4, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "writes happened since" in last and "shop_customer" in last, last
+    assert "(among them import " in last and "--discard-writes" in last, last
+    assert dep.figures() == before
