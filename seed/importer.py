@@ -153,6 +153,7 @@ class ImportLegacy(Operation):
             self.compare_with_earlier()
         if self.dry_run:
             self.keep_record("dry run")
+            self.counts_table()
             return (
                 f"dry run of {self.source}: {self.rows_in} rows in, {len(values)} would load, "
                 f"{len(self.rejects)} rejected, {len(self.merges)} merged (see {self.folder}); "
@@ -162,11 +163,69 @@ class ImportLegacy(Operation):
         loaded = self.load(values)
         counts.update(loaded)
         self.keep_record("loaded")
+        self.counts_table()
         return (
             f"imported {self.source} into {self.mapping.table}: {loaded['inserted']} new, "
             f"{loaded['updated']} updated, {loaded['unchanged']} unchanged, "
             f"{len(self.rejects)} rejected, {len(self.merges)} "
             f"merged, out of {self.rows_in} rows; verified (count, checksum, sample)"
+        )
+
+    def counts_table(self) -> None:
+        """Each step's rows in and out, rejects, merges and time (also in the report)."""
+        steps, counts = self.summary["steps"], self.summary["counts"]
+
+        def n(value: Any) -> str:
+            return "" if value is None else f"{value:,}"
+
+        rows: list[list[str]] = []
+        before: Any = None
+        for name, out_key, rejected, merged in (
+            ("extract", "rows", None, None),
+            ("clean", "rows", "rejected", None),
+            ("deduplicate", "rows", None, "merged"),
+            ("model validation", "valid", "rejected", None),
+        ):
+            step = steps.get(name, {})
+            rows.append(
+                [
+                    name,
+                    n(before),
+                    n(step.get(out_key)),
+                    n(step.get(rejected) if rejected else None),
+                    n(step.get(merged) if merged else None),
+                    f"{step.get('seconds', 0):.2f}s",
+                ]
+            )
+            before = step.get(out_key)
+        if "load" in steps:
+            load = steps["load"]
+            rows.append(
+                [
+                    f"load ({load['inserted']:,} new, {load['updated']:,} updated, "
+                    f"{load['unchanged']:,} unchanged)",
+                    n(before),
+                    n(load["inserted"] + load["updated"] + load["unchanged"]),
+                    "",
+                    "",
+                    f"{load['seconds']:.2f}s",
+                ]
+            )
+        total = sum(float(step.get("seconds", 0)) for step in steps.values())
+        rows.append(
+            [
+                "total (in = valid + rejected + merged)",
+                n(counts["rows_in"]),
+                n(counts["valid"]),
+                n(counts["rejected"]),
+                n(counts["merged"]),
+                f"{total:.2f}s",
+            ]
+        )
+        self.out.table(
+            f"import into {self.mapping.table}",
+            ["step", "in", "out", "rejected", "merged", "time"],
+            rows,
         )
 
     # -- the record kept, and the comparison with an earlier run (staging's) ---------------

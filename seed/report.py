@@ -175,6 +175,25 @@ class Output:
         extra = f": {record.detail}" if record.detail else ""
         self.line(f"{mark} {name} ({record.seconds:.2f}s){extra}", style="green")
 
+    def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        """A small table (the first column left, the others right-aligned); in plain
+        mode one line per row, `title: cells | ...`."""
+        if self.plain:
+            widths = [max(len(str(r[i])) for r in [columns, *rows]) for i in range(len(columns))]
+            for row in [columns, *rows]:
+                cells = [
+                    str(v).ljust(w) if i == 0 else str(v).rjust(w)
+                    for i, (v, w) in enumerate(zip(row, widths, strict=True))
+                ]
+                self.line(f"{title}: {' | '.join(cells)}")
+            return
+        table = Table(title=title, show_lines=False)
+        for i, name in enumerate(columns):
+            table.add_column(name, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*(Text(self.scrub(str(v))) for v in row))
+        self.console.print(table)
+
     def checks_table(self, checks: list[dict[str, Any]]) -> None:
         """Each check with its expected and actual value and duration."""
         if not checks:

@@ -83,6 +83,20 @@ def test_a_dry_run_writes_nothing_but_its_files(at_v4: Any) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "dry run" in res.stderr.strip().splitlines()[-1] and "nothing was written" in res.stderr
+    table = [
+        line.split("import into shop_customer: ", 1)[1]
+        for line in res.stderr.splitlines()
+        if "import into shop_customer: " in line
+    ]
+    cells = [[c.strip() for c in row.split("|")][:5] for row in table]
+    assert cells == [
+        ["step", "in", "out", "rejected", "merged"],
+        ["extract", "", "9", "", ""],
+        ["clean", "9", "5", "4", ""],
+        ["deduplicate", "5", "4", "", "1"],
+        ["model validation", "4", "4", "0", ""],
+        ["total (in = valid + rejected + merged)", "9", "4", "4", "1"],
+    ]
     assert dep.figures() == before
     summary = last_import(dep)
     assert summary["counts"] == {
