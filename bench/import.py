@@ -41,7 +41,7 @@ import sqlalchemy  # noqa: E402
 from bench.common import Timings, bench_spec, interleaved, say, stopwatch  # noqa: E402
 from seed.cleaning import clean, deduplicate  # noqa: E402
 from seed.extract import read_source  # noqa: E402
-from seed.importer import _copy_text, _row_tuples, load_rows  # noqa: E402
+from seed.importload import _copy_text, _row_tuples, load_rows  # noqa: E402
 from seed.importmap import load_mapping  # noqa: E402
 from seed.messy import generate, write_csv  # noqa: E402
 from seed.sandbox import sandbox_down, sandbox_up  # noqa: E402

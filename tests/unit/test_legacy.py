@@ -17,7 +17,7 @@ import pytest
 from seed.cleaning import clean, deduplicate
 from seed.errors import ConfigError
 from seed.extract import read_source
-from seed.importer import ImportFailed, load_rows
+from seed.importload import ImportFailed, load_rows
 from seed.importmap import Mapping, load_mapping
 
 MESSY = """\
