@@ -48,8 +48,8 @@ def frame_digest(frame: pd.DataFrame) -> str:
 
 def key_digests(frame: pd.DataFrame, key: list[str]) -> dict[str, str]:
     """Each record's key digest → digest of its values (cleaned text): which records a
-    later run has that this one lacks, and which it has with other values; digests
-    only, so no personal data is kept."""
+    later run has that this one lacks, and which it has with other values. Digests,
+    not the values (though a guessed key can be confirmed with one)."""
     if frame.empty:
         return {}
     filled = frame.fillna("\x00")

@@ -245,7 +245,7 @@ class ImportLegacy(Operation):
 
     def keep_record(self, outcome: str) -> None:
         """import.json next to rejects.csv and duplicates.csv, and the valid records' key
-        and row digests (keys.tsv.gz; digests only, no personal data): what a later run
+        and row digests (keys.tsv.gz, not the values): what a later run
         (production after staging) is compared with."""
         try:
             path = write_record(self.folder, self.import_record(outcome))
