@@ -99,8 +99,11 @@ class LockSampler:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stops sampling and closes its connection (also when the migration failed)."""
         self._stop.set()
         self._thread.join(timeout=10)
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -425,10 +428,12 @@ def run_migrations(
                     f"{q(script_path)} {q(m['app'])} {q(m['name'])} {q(scratch)}"
                 )
                 started = time.monotonic()
-                with LockSampler(watch_conn(session, scratch, op), app_name) as sampler:
+                sampling = session.connect(
+                    admin=True, dbname=scratch, app_name=f"{op.app_name}-watch"
+                )
+                with LockSampler(sampling, app_name) as sampler:
                     res = remote.run(command, timeout=24 * 3600)
                 seconds = time.monotonic() - started
-                sampler.conn.close()
                 if "seed-rehearse REFUSED" in res.stdout:
                     raise SeedError(res.stdout.strip().splitlines()[-1])
                 if not res.ok or "seed-rehearse ok" not in res.stdout:
@@ -451,13 +456,6 @@ def run_migrations(
     finally:
         watch.close()
     return items
-
-
-def watch_conn(session: Session, scratch: str, op: Operation) -> psycopg.Connection[Any]:
-    conn: psycopg.Connection[Any] = session.connect(
-        admin=True, dbname=scratch, app_name=f"{op.app_name}-watch"
-    )
-    return conn
 
 
 def over_budget(env: Environment, items: list[Rehearsed], predicted: float) -> list[str]:

@@ -63,6 +63,7 @@ def test_the_sampler_sees_a_held_lock(scratch_db: Any) -> None:
                 time.sleep(0.4)
             time.sleep(0.1)
         locks = sampler.locks()
+        assert watch.closed  # the sampler closes its connection when it stops
     finally:
         holder.close()
         watch.close()
