@@ -114,7 +114,8 @@ class Checker:
             obj = model(
                 **{k: (None if v == "" and _nullable(model, k) else v) for k, v in values.items()}
             )
-            pk = existing.get(tuple(str(values.get(k, "")) for k in self.keys))
+            key = self.key_of(values)
+            pk = None if key is None else existing.get(key)
             if pk is not None:
                 obj.pk = pk
                 obj._state.adding = False
@@ -145,12 +146,28 @@ class Checker:
             )
         return lines
 
-    def existing_keys(self, batch: list[dict[str, Any]]) -> dict[tuple[str, ...], Any]:
-        """The key (as text) → primary key of the rows that already exist, one query."""
+    def key_of(self, values: dict[str, Any]) -> tuple[Any, ...] | None:
+        """A record's key as the fields' Python values; None when a part is empty or not
+        of its field's type (the record is then rejected by its field's own check)."""
+        from django.core.exceptions import ValidationError
+
+        key = []
+        for name in self.keys:
+            raw = values.get(name)
+            if raw in ("", None):
+                return None
+            try:
+                key.append(self.model._meta.get_field(name).to_python(raw))
+            except ValidationError:
+                return None
+        return tuple(key)
+
+    def existing_keys(self, batch: list[dict[str, Any]]) -> dict[tuple[Any, ...], Any]:
+        """The key → primary key of the batch's rows that already exist, one query."""
         from django.db.models import Q
 
-        wanted = [tuple(r["values"].get(k, "") for k in self.keys) for r in batch]
-        wanted = [w for w in wanted if all(v not in ("", None) for v in w)]
+        keys = (self.key_of(r["values"]) for r in batch)
+        wanted = [k for k in keys if k is not None]
         if not wanted:
             return {}
         manager = self.model._default_manager
@@ -161,10 +178,7 @@ class Checker:
             for w in wanted:
                 condition |= Q(**dict(zip(self.keys, w, strict=True)))
             query = manager.filter(condition)
-        found: dict[tuple[str, ...], Any] = {}
-        for row in query.values_list("pk", *self.keys):
-            found[tuple(str(v) for v in row[1:])] = row[0]
-        return found
+        return {tuple(row[1:]): row[0] for row in query.values_list("pk", *self.keys)}
 
     def fk_targets(self, field: Any, batch: list[dict[str, Any]]) -> set[Any]:
         """The batch's values of a foreign key that exist in the target table, one query."""

@@ -340,7 +340,8 @@ def test_model_rules_foreign_keys_choices_and_uniqueness_in_batches(
         "900002;987654321;5.00;new;2024-01-03\n"  # no such customer
         f"900003;{customer};5.00;lost;2024-01-03\n"  # not a status
         f"900004;{customer};1.234;new;2024-01-03\n"  # too many decimals
-        f"900001;{customer};7.00;new;2024-01-04\n",  # the same new id twice
+        f"900001;{customer};7.00;new;2024-01-04\n"  # the same new id twice
+        f"abc;{customer};1.00;new;2024-01-04\n",  # a key that is no number
         encoding="utf-8",
     )
     res = dep.fab(
@@ -349,9 +350,9 @@ def test_model_rules_foreign_keys_choices_and_uniqueness_in_batches(
     assert res.returncode == 0, res.stderr
     summary = last_import(dep)
     assert summary["counts"] == {
-        "rows_in": 6,
+        "rows_in": 7,
         "valid": 2,
-        "rejected": 4,
+        "rejected": 5,
         "merged": 0,
         "new": 1,
         "existing": 1,
@@ -363,6 +364,7 @@ def test_model_rules_foreign_keys_choices_and_uniqueness_in_batches(
         ["5", "model: status: Value 'lost' is not a valid choice."],
         ["6", "model: total: Ensure that there are no more than 2 decimal places."],
         ["7", "model: id: Order with this ID is in this import twice (the first one is kept)."],
+        ["8", "model: id: “abc” value must be an integer."],
     ]
 
 
