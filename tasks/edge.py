@@ -132,6 +132,9 @@ def confirm(env: Environment, action: str, yes: bool, why: str) -> None:
             f"{why}: {action} needs confirmation; pass --yes "
             "(or SEED_ASSUME_YES=1) when running without a terminal"
         )
-    answer = input(f"{why}. Type {env.name!r} to {action}: ").strip()
+    try:
+        answer = input(f"{why}. Type {env.name!r} to {action}: ").strip()
+    except EOFError:  # Ctrl-D, or the terminal went away
+        answer = ""
     if answer != env.name:
         raise Refused(f"confirmation did not match {env.name!r}; nothing done")
