@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import posixpath
 import time
@@ -249,7 +250,7 @@ class ImportLegacy(Operation):
         (production after staging) is compared with."""
         try:
             path = write_record(self.folder, self.import_record(outcome))
-            write_keys(self.folder, self.key_digests())
+            write_keys(self.folder, self.digests)
         except OSError as exc:  # after a load it is done: say so, do not fail it
             self.out.line(
                 f"warning: the import's record could not be kept in {self.folder}: "
@@ -259,7 +260,9 @@ class ImportLegacy(Operation):
             return
         self.summary["files"]["record"] = str(path)
 
-    def key_digests(self) -> dict[str, str]:
+    @functools.cached_property
+    def digests(self) -> dict[str, str]:
+        """The valid records' key and row digests (after model validation; once)."""
         assert self.frame is not None
         valid = self.frame.iloc[self.valid_positions].drop(columns=["row"])
         return key_digests(valid, list(self.mapping.key))
@@ -272,7 +275,7 @@ class ImportLegacy(Operation):
         with self.step(f"compare with {where}") as s:
             now = self.import_record("pending")
             rows = {int(r["row"]): str(r["reason"]) for r in self.rejects}
-            self.comparison = compare(self.earlier, now, rows, self.key_digests())
+            self.comparison = compare(self.earlier, now, rows, self.digests)
             self.summary["comparison"] = self.comparison.to_json()
             for line in self.comparison.lines:
                 self.out.line(f"  {line}")

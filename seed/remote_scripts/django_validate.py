@@ -74,6 +74,10 @@ class Checker:
         self.keys = keys
         self.connection = connection
         self.fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+        # names (and attnames) whose empty text means NULL, looked up once
+        self.nullable = {
+            n for f in model._meta.concrete_fields if f.null for n in (f.name, f.attname)
+        }
         self.columns = [f.column for f in self.fields]
         mapped = set(sample)
         self.update_columns = [
@@ -112,7 +116,7 @@ class Checker:
         for record in batch:
             values = record["values"]
             obj = model(
-                **{k: (None if v == "" and _nullable(model, k) else v) for k, v in values.items()}
+                **{k: (None if v == "" and k in self.nullable else v) for k, v in values.items()}
             )
             key = self.key_of(values)
             pk = None if key is None else existing.get(key)
@@ -335,13 +339,6 @@ def _total_unique(constraint: Any) -> bool:
         and constraint.condition is None
         and not constraint.contains_expressions
     )
-
-
-def _nullable(model: Any, name: str) -> bool:
-    try:
-        return bool(model._meta.get_field(name).null)
-    except Exception:
-        return False
 
 
 if __name__ == "__main__":
