@@ -44,6 +44,11 @@ class PreflightFailed(SeedError):
     code = 4
 
 
+class JournalUnwritable(PreflightFailed):
+    """The record of a step could not be written before the step: it does not start
+    (a run whose progress is not on record could not be recovered if it died)."""
+
+
 class RolledBack(SeedError):
     """The deploy failed and the environment was verified back to the before-state."""
 

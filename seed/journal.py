@@ -41,12 +41,41 @@ class Journal:
     def job_dir(self, deploy_id: str, name: str) -> str:
         return posixpath.join(self.env.state_dir, "jobs", deploy_id, name)
 
+    def path(self, deploy_id: str) -> str:
+        return posixpath.join(self.dir, f"{deploy_id}.json")
+
     def write(self, deploy_id: str, record: dict[str, Any]) -> None:
+        """The record on the state host (raises when it cannot be written) and its copy here.
+        The copy goes first: a final record the state host refused is then still on this
+        machine, and the next run from here puts it there (`adopt_finished`)."""
         clean = self.scrub.data(record)
-        data = json.dumps(clean, indent=2).encode()
-        self.remote.put_bytes(data, posixpath.join(self.dir, f"{deploy_id}.json"))
         with contextlib.suppress(OSError):  # the local copy only (e.g. a full disk here)
             write_json(self.local / f"{deploy_id}.json", clean, self.scrub)
+        data = json.dumps(clean, indent=2).encode()
+        self.remote.put_bytes(data, self.path(deploy_id))
+
+    def adopt_finished(self, records: list[dict[str, Any]]) -> list[str]:
+        """Runs the state host still has as `running` whose final record this machine kept
+        (the state host refused it at the end): write it there now and use it. Returns the
+        ids adopted; one that cannot be written stays as it is (the next run tries again)."""
+        adopted = []
+        for i, record in enumerate(records):
+            if record.get("outcome") != "running":
+                continue
+            run_id = str(record.get("deploy_id"))
+            try:
+                mine = json.loads((self.local / f"{run_id}.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if mine.get("deploy_id") != run_id or mine.get("outcome") in (None, "running"):
+                continue
+            try:
+                self.remote.put_bytes(json.dumps(mine, indent=2).encode(), self.path(run_id))
+            except Exception:  # noqa: S112 - still refused (a full disk, a lost link): later
+                continue
+            records[i] = mine
+            adopted.append(run_id)
+        return adopted
 
     def records(self) -> list[dict[str, Any]]:
         """All records on the state host, oldest first (ids sort by time).

@@ -25,7 +25,7 @@ from seed import hooks as hooklib
 from seed import release as rel
 from seed import restore as restorelib
 from seed.config import Environment, Hook
-from seed.errors import LockHeld, LockLost, PreflightFailed, SeedError
+from seed.errors import JournalUnwritable, LockHeld, LockLost, PreflightFailed, SeedError
 from seed.fanout import HostOutcomes, fan_out
 from seed.journal import Journal, holder_text, release_lock, try_advisory_lock
 from seed.remote import Remote
@@ -38,6 +38,10 @@ T = TypeVar("T")
 def new_deploy_id() -> str:
     """`<UTC time>-<4 hex>`: sorts by time, unique enough for one environment."""
     return f"{utcnow():%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def baseline_counters(records: list[dict[str, Any]]) -> tuple[str, dict[str, int]] | None:
@@ -57,6 +61,8 @@ class Operation:
     direction = "deploy"  # SEED_DIRECTION for hooks: deploy | rollback
     # steps that run without checking the lock first (they are how it is taken back)
     unlocked_steps = ("lock", "rollback: reconnect")
+    # steps after the work is done: a record they cannot write is a warning, not a stop
+    housekeeping_steps = ("retention", "prune", "remove undone release")
 
     def __init__(
         self,
@@ -88,6 +94,8 @@ class Operation:
         self.running: list[Remote] = []
         self.host_outcomes = HostOutcomes()
         self.current: dict[str, str | None] = {}
+        self.undoing = False  # going back: a step whose record fails goes ahead (warning)
+        self.journal_failing = False
 
     def admin_factory(self, dbname: str | None = None) -> dblib.ConnFactory:
         """Opens admin sessions (e.g. for parallel table figures)."""
@@ -102,32 +110,94 @@ class Operation:
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[Any]:
-        """A step of the run, journaled before it starts and after it ends, with the lock
-        confirmed first (a run that lost its lock must not change anything)."""
+        """A step of the run, journaled before it starts (write-ahead: a step whose record
+        cannot be written does not start, unless it undoes) and after it ends, with the
+        lock confirmed first (a run that lost its lock must not change anything)."""
         try:
             with self.out.step(self.report, name) as s:
                 if self.locked and name not in self.unlocked_steps:
                     self.ensure_lock()
-                self.record()
+                self.write_ahead(name)
                 faults.point(f"before {name}")
                 yield s
         finally:
             self.record()
         faults.point(f"after {name}")
 
-    def record(self) -> None:
-        """Write the report as it stands to the journal (progress, or the end); only once
-        the lock is ours, so a run refused at the lock leaves no `running` record."""
+    def write_ahead(self, name: str) -> None:
+        """The record before step `name`. Unwritten: a forward step does not start
+        (JournalUnwritable); an undo step, or housekeeping after the work is done, goes
+        ahead with a warning (getting back to the old state comes first)."""
+        try:
+            self.record_or_raise()
+        except Exception as exc:
+            if self.undoing or name in self.housekeeping_steps:
+                self.journal_warning(exc)
+                return
+            raise JournalUnwritable(
+                f"the journal record before step '{name}' could not be written ("
+                f"{self.journal_place()}: {_why(exc)}); the step did not start. Make the "
+                "state host's state_dir writable (disk space, permissions) and run again"
+            ) from None
+
+    def record_or_raise(self) -> None:
+        """Write the report as it stands to the journal; only once the lock is ours, so a
+        run refused at the lock leaves no `running` record."""
         if self.journal is not None and self.locked:
-            with contextlib.suppress(Exception):  # progress is best effort; the end is retried
-                self.journal.write(self.id, self.report.to_json())
+            self.journal.write(self.id, self.report.to_json())
+            self.journal_failing = False
+
+    def record(self) -> None:
+        """record_or_raise() where a lost record is only a warning (after a step: the next
+        step's write-ahead is the gate)."""
+        try:
+            self.record_or_raise()
+        except Exception as exc:
+            self.journal_warning(exc)
+
+    def journal_place(self) -> str:
+        assert self.journal is not None
+        return f"{self.journal.remote.label}:{self.journal.dir}"
+
+    def journal_warning(self, exc: BaseException) -> None:
+        if not self.journal_failing:  # once per outage, not once per step
+            self.out.line(
+                f"warning: the journal record could not be written ({self.journal_place()}: "
+                f"{_why(exc)}); going on",
+                style="yellow",
+            )
+        self.journal_failing = True
+
+    def record_final(self, attempts: int = 3, delay: float = 1.0) -> None:
+        """The run's last record, retried (a reconnect between tries). Still refused: this
+        machine keeps it (.seed/<env>/journal/) and the next run from here writes it to the
+        state host before it looks for interrupted runs (Journal.adopt_finished)."""
+        if self.journal is None or not self.locked:
+            return
+        for attempt in range(attempts):
+            try:
+                self.record_or_raise()
+                return
+            except Exception as exc:
+                if attempt == attempts - 1:
+                    self.out.line(
+                        f"warning: the final journal record of {self.id} could not be written "
+                        f"({self.journal_place()}: {_why(exc)}); this machine keeps it in "
+                        f"{self.journal.local} and the next run from here writes it there",
+                        style="yellow",
+                    )
+                    return
+            time.sleep(delay * (attempt + 1))
+            with contextlib.suppress(Exception):
+                if not self.session.alive():
+                    self.session.reconnect(attempts=2)
 
     def finish(self, outcome: str, code: int, message: str) -> None:
         self.report.outcome = outcome
         self.report.exit_code = code
         self.report.message = self.out.scrub(message)
         self.report.finished_at = iso()
-        self.record()
+        self.record_final()
         local = self.local_root / self.env.name / "reports" / f"{self.id}.json"
         for path in (local, self.report_path):
             if path is None:
@@ -306,9 +376,10 @@ class Operation:
             )
         # the record first: a run refused meanwhile names this one, never "?"
         self.journal.write_lock(self.id, self.command)
-        runs = recovery.interrupted_runs(
-            env, self.session, self.lock_conn, self.journal.records(), self.id
-        )
+        records = self.journal.records()
+        for run_id in self.journal.adopt_finished(records):
+            self.out.line(f"note: the final record of {run_id} (kept here) is now in the journal")
+        runs = recovery.interrupted_runs(env, self.session, self.lock_conn, records, self.id)
         alive = [r for r in runs if self.counts_as_holder(r)]
         if alive:
             release_lock(self.lock_conn, self.journal, self.id)
@@ -416,6 +487,7 @@ class Operation:
         """Stop the app (maintenance on) and end the app role's sessions, so that no write
         can slip in after the writes check and every write is counted."""
         env, session = self.env, self.session
+        self.undoing = True  # from here the run changes things: it finishes what it started
         with self.step("maintenance on") as s:
             self.current = {
                 r.label: rel.current_release(r, self.layout) for r in session.serving_remotes()

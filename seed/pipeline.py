@@ -30,7 +30,14 @@ from seed import release as rel
 from seed import restore as restorelib
 from seed import reverse as reverselib
 from seed.config import Environment
-from seed.errors import HumanNeeded, LockLost, PreflightFailed, RolledBack, SeedError
+from seed.errors import (
+    HumanNeeded,
+    JournalUnwritable,
+    LockLost,
+    PreflightFailed,
+    RolledBack,
+    SeedError,
+)
 from seed.operation import Operation
 from seed.plan import Target
 from seed.rehearse import failed_checks, rehearse
@@ -733,7 +740,8 @@ class Upgrade(Operation):
         failed = next((s for s in reversed(self.report.steps) if s.outcome == "failed"), None)
         where = failed.name if failed else "?"
         ref = self.report.data["ref"]
-        cause = str(exc) if where in ("post checks",) else f"{where}: {exc}"
+        own_words = where == "post checks" and not isinstance(exc, JournalUnwritable)
+        cause = str(exc) if own_words else f"{where}: {exc}"  # "post check 'x' (expected …)"
         self.out.line(f"deploy of {ref} failed at {cause}; rolling back", style="bold red")
         self.state = {
             "database": "migrated (not restored yet)",
@@ -747,6 +755,7 @@ class Upgrade(Operation):
             method, why = "restore", "no schema fingerprint was taken"
         self.report.data["rollback"] = {"method": method, "why": why, "state": self.state}
         self.direction = "rollback"  # hooks run again around each step undone
+        self.undoing = True
         try:
             if not self.session.alive():
                 with self.step("rollback: reconnect") as s:
