@@ -517,7 +517,6 @@ class CopyTo(Operation):
                     f"copy to {target.name} swapped the database but the app did not start: {exc}"
                 ) from None
         self.admin = self.dst_admin()
-        self.record_after()
 
     def transfer(self, dump: str) -> str:
         """The masked dump onto the target's state host (through this machine when the

@@ -349,29 +349,6 @@ def applied_migrations(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
     return [(str(a), str(n)) for a, n in rows]
 
 
-def write_counters(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """Rows inserted + updated + deleted per table since the statistics began."""
-    conn.execute("select pg_stat_clear_snapshot()")
-    rows = conn.execute(
-        "select schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del "
-        "from pg_stat_user_tables order by 1"
-    ).fetchall()
-    return {str(name): int(count) for name, count in rows}
-
-
-def writes_since(before: dict[str, int], now: dict[str, int]) -> dict[str, int | None]:
-    """Per-table writes between two counter readings; None where the counters went backwards
-    (statistics reset or a crash): unknown, so treated as written."""
-    moved: dict[str, int | None] = {}
-    for table in sorted(set(before) | set(now)):
-        delta = now.get(table, 0) - before.get(table, 0)
-        if delta < 0:
-            moved[table] = None
-        elif delta > 0:
-            moved[table] = delta
-    return moved
-
-
 _OTHER_SESSIONS = (
     "select pid from pg_stat_activity where usename = %s and datname = %s "
     "and pid <> pg_backend_pid() and application_name not like 'seed-%%'"

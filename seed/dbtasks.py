@@ -14,7 +14,7 @@ from typing import Any
 
 from seed import backup as backups
 from seed import db as dblib
-from seed import recovery
+from seed import recovery, undo
 from seed import restore as restorelib
 from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed
@@ -144,6 +144,8 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
                 f"free, the backup needs about {human(needed)}"
             )
         s.detail = f"{size / 1e6:.1f} MB database, {free / 1e9:.1f} GB free"
+    # the counters before the snapshot: a write in between is counted, never missed
+    self.take_reading(undo.BACKUP)
     snap_conn = session.connect(admin=True, app_name=self.app_name)
     with dblib.exported_snapshot(snap_conn) as snapshot:
         with self.step("snapshot") as s:
@@ -263,7 +265,9 @@ class Restore(Operation):
             space = backups.restore_space(env, session.state, admin, size)
             admin.close()
             s.detail = f"backup verified (sha256, full read); {space}"
-        self.freeze_checking_writes(records, self.discard_writes, self.state)
+        self.freeze_checking_writes(
+            records, undo.backup_run(manifest), self.discard_writes, self.state
+        )
         try:
             before = backups.manifest_before_state(manifest)
             self.replace_database(manifest["path"], manifest["sha256"], before, self.state)
@@ -276,7 +280,6 @@ class Restore(Operation):
             )
             self.finish("failed", HumanNeeded.code, message)
             raise HumanNeeded(message) from None
-        self.record_after()
         migrations = len(manifest["applied_migrations"])
         return (
             f"restored backup {manifest['id']} into {env.db.name}: verified identical to the "

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from seed import db as dblib
-from seed import faults, recovery
+from seed import faults, recovery, undo
 from seed import hooks as hooklib
 from seed import release as rel
 from seed import restore as restorelib
@@ -42,15 +42,6 @@ def new_deploy_id() -> str:
 
 def _why(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-
-
-def baseline_counters(records: list[dict[str, Any]]) -> tuple[str, dict[str, int]] | None:
-    """Write counters as Seed last left the database (newest record that has them)."""
-    for record in reversed(records):
-        after = record.get("after") or {}
-        if "write_counters" in after:
-            return str(record["deploy_id"]), dict(after["write_counters"])
-    return None
 
 
 class Operation:
@@ -96,6 +87,10 @@ class Operation:
         self.current: dict[str, str | None] = {}
         self.undoing = False  # going back: a step whose record fails goes ahead (warning)
         self.journal_failing = False
+
+    def job_dir(self, name: str) -> str:
+        """This run's remote job folder `name` on any host (under state_dir/jobs/<run id>)."""
+        return posixpath.join(self.env.state_dir, "jobs", self.id, name)
 
     def admin_factory(self, dbname: str | None = None) -> dblib.ConnFactory:
         """Opens admin sessions (e.g. for parallel table figures)."""
@@ -503,64 +498,97 @@ class Operation:
                     )
             self.admin = session.connect(admin=True, app_name=self.app_name)
             ended = dblib.drain_sessions(self.admin, env.db.user, env.db.name, env.db.drain_timeout)
+            self.take_reading(undo.FREEZE)
             s.detail = f"app stopped on {len(self.running)} host(s), {ended} session(s) ended"
+
+    # -- the writes rule's readings (seed.undo) ----------------------------------------------
+
+    def take_reading(self, event: str) -> undo.Reading:
+        """Write counters now, into this run's record (undo.FREEZE once the app's sessions
+        have ended, undo.HANDOVER before the app may write again)."""
+        conn = getattr(self, "admin", None)
+        if conn is None or conn.closed:
+            try:
+                conn = self.admin = self.session.connect(admin=True, app_name=self.app_name)
+            except (SeedError, psycopg.Error) as exc:
+                reading = undo.Reading(event, iso(), error=str(exc))
+                self.report.data.setdefault("counter_readings", []).append(reading.to_json())
+                return reading
+        reading = undo.read_counters(conn, event)
+        self.report.data.setdefault("counter_readings", []).append(reading.to_json())
+        return reading
+
+    def hand_over(self) -> None:
+        """The app may write from here on: a handover reading when this run froze the app
+        (its last reading is a freeze). A run that never froze it has nothing to hand over:
+        the app's writing interval before it simply goes on."""
+        readings = self.report.data.get("counter_readings") or []
+        if readings and readings[-1].get("event") == undo.FREEZE:
+            self.take_reading(undo.HANDOVER)
+
+    def last_freeze(self) -> undo.Reading:
+        readings = self.report.data.get("counter_readings") or []
+        mine = [r for r in readings if r.get("event") == undo.FREEZE]
+        return undo.Reading.from_json(mine[-1]) if mine else self.take_reading(undo.FREEZE)
 
     def unfreeze(self) -> None:
         """Nothing changed: start the app again where it was running."""
         command = self.env.app.maintenance_off or self.env.app.restart
+        self.hand_over()
         if command and self.env.app.maintenance_on:
             for remote in self.running:
                 with contextlib.suppress(SeedError, OSError):
                     rel.run_hook(remote, self.layout, command, "maintenance off")
 
     def freeze_checking_writes(
-        self, records: list[dict[str, Any]], discard: bool, state: dict[str, str]
+        self,
+        records: list[dict[str, Any]],
+        backup_run: str,
+        discard: bool,
+        state: dict[str, str],
     ) -> None:
         """freeze(), then check_writes(); a refusal unfreezes (nothing changed) and re-raises.
         `state["app"]` says where the app stands."""
         self.freeze()
         state["app"] = "stopped (maintenance on)"
         try:
-            self.check_writes(records, discard)
+            self.check_writes(records, backup_run, discard)
         except SeedError:
             self.unfreeze()
             state["app"] = "running as before"
             raise
 
-    def check_writes(self, records: list[dict[str, Any]], discard: bool) -> None:
-        """Refuse (exit 4) when the database was written since Seed last left it."""
+    def check_writes(self, records: list[dict[str, Any]], backup_run: str, discard: bool) -> None:
+        """Refuse (exit 4) when the app wrote since the backup of run `backup_run` (the writes
+        rule, seed.undo), unless `discard`. Call it frozen (after freeze())."""
         with self.step("writes since") as s:
-            baseline = baseline_counters(records)
-            now = dblib.write_counters(self.admin)
-            if baseline is None:
-                moved: dict[str, int | None] = {t: None for t in now}
-                since = "(no record)"
-            else:
-                since, counters = baseline
-                moved = dblib.writes_since(counters, now)
-            self.report.data["writes_since"] = {"since": since, "tables": moved}
-            if moved:
-                listing = ", ".join(f"{t} {'?' if n is None else n}" for t, n in moved.items())
-                if not discard:
-                    ids = [str(r.get("deploy_id")) for r in records]
-                    later = records[ids.index(since) + 1 :] if since in ids else []
-                    imports = [
-                        str(r["deploy_id"])
-                        for r in later
-                        if r.get("kind") == "import" and r.get("outcome") == "succeeded"
-                    ]
-                    by_seed = f" (among them import {', '.join(imports)})" if imports else ""
-                    raise PreflightFailed(
-                        f"writes happened since {since}: {listing}{by_seed}; a restore would "
-                        "lose them. Rerun with --discard-writes to roll back anyway"
-                    )
+            writes = undo.writes_since_backup(records, backup_run, self.last_freeze())
+            self.report.data["writes_since"] = {"since": backup_run, **writes.to_json()}
+            if not writes:
+                s.detail = f"no writes since {backup_run}"
+                return
+            listing = writes.listing()
+            if discard:
                 s.detail = f"discarding writes: {listing}"
-            else:
-                s.detail = f"no writes since {since}"
+                return
+            ids = [str(r.get("deploy_id")) for r in records]
+            later = records[ids.index(backup_run) + 1 :] if backup_run in ids else []
+            imports = [
+                str(r["deploy_id"])
+                for r in later
+                if r.get("kind") == "import" and r.get("outcome") == "succeeded"
+            ]
+            by_seed = f" (among them import {', '.join(imports)})" if imports else ""
+            why = f" ({'; '.join(writes.why)})" if writes.why else ""
+            raise PreflightFailed(
+                f"writes happened since {backup_run}: {listing}{by_seed}{why}; a restore would "
+                "lose them. Rerun with --discard-writes to roll back anyway"
+            )
 
     def start_app(self, hosts: list[Remote]) -> str:
         """maintenance off (or restart) and the health check on `hosts`."""
         env = self.env
+        self.hand_over()
         if not hosts:
             return "not started (no release to serve)"
         command = env.app.maintenance_off or env.app.restart
@@ -575,12 +603,6 @@ class Operation:
         with self.hooked(point, hosts):
             self.on_hosts(hosts, start, "start app")
         return f"serving on {len(hosts)} host(s)"
-
-    def record_after(self) -> None:
-        """Write counters as this operation leaves the database (for a later writes check)."""
-        with contextlib.suppress(psycopg.Error):
-            counters = dblib.write_counters(self.admin)
-            self.report.data.setdefault("after", {})["write_counters"] = counters
 
     # -- the restore both rollback and restore do ------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 
 from seed import backup as backups
-from seed import checkrun, invariants, recovery
+from seed import checkrun, invariants, recovery, undo
 from seed import checks as checklib
 from seed import db as dblib
 from seed import lint as lintlib
@@ -44,6 +44,12 @@ from seed.rehearse import failed_checks, rehearse
 from seed.remote import Remote, RemoteError, RemoteJob, q
 from seed.replication import refuse_if_replicated
 from seed.report import Output, human, iso, utcnow
+
+
+class StoppedForWrites(SeedError):
+    """The automatic rollback would lose rows the new release wrote: it stops (exit 6)."""
+
+    code = 6
 
 
 @dataclass
@@ -138,7 +144,6 @@ class Upgrade(Operation):
             self.after_failure(exc)
         except Exception as exc:  # a lost connection, a driver error: roll back all the same
             self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
-        self.record_after()
         self.report.data["state"] = {
             "code": f"current is {self.rid}",
             "database": f"migrated ({len(self.report.data['migrations']['applied'])} applied)",
@@ -159,7 +164,8 @@ class Upgrade(Operation):
         run = blocking[-1]
         steps = {s.get("name"): s.get("outcome") for s in run.record.get("steps") or []}
         verified = steps.get("post checks") == "ok" or bool(run.record.get("resumes"))
-        rolling_back = any(str(n).startswith("rollback") for n in steps)
+        stopped = bool((run.record.get("rollback") or {}).get("stopped_for_writes"))
+        rolling_back = any(str(n).startswith("rollback") for n in steps) and not stopped
         if len(blocking) > 1 or run.kind != "upgradedb" or not verified or rolling_back:
             raise PreflightFailed(
                 f"cannot resume: {run.describe()}, before its migrated database had passed its "
@@ -177,11 +183,15 @@ class Upgrade(Operation):
             for key in (
                 "ref", "sha_before", "sha_after", "release_before", "release_after",
                 "previous_releases", "migrations", "before", "backup", "database",
-                "after_migrate", "snapshot", "reverse", "rollback_plan",
+                "snapshot", "reverse", "rollback_plan",
             ):  # fmt: skip
                 if key in record:
                     self.report.data[key] = record[key]
             self.report.data["resumes"] = run.id
+            readings = list(record.get("counter_readings") or [])
+            if readings and readings[-1].get("event") == undo.FREEZE:
+                # it stopped the app (its rollback stopped for writes): this run hands over
+                self.report.data["counter_readings"] = readings[-1:]
             self.report.checks = list(record.get("checks") or [])
             self.ref = str(record.get("ref"))
             self.sha = str(record.get("sha_after"))
@@ -224,7 +234,6 @@ class Upgrade(Operation):
             self.after_failure(exc)
         except Exception as exc:
             self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
-        self.record_after()
         self.report.data["state"] = {
             "code": f"current is {self.rid}",
             "database": "migrated (by the resumed deploy)",
@@ -375,6 +384,7 @@ class Upgrade(Operation):
             elif not live:
                 s.detail = "no live release yet"
             s.detail = (s.detail + "; " if s.detail else "") + self.drain_sessions()
+            self.take_reading(undo.FREEZE)  # the app's sessions ended: every write is counted
         for attempt in (1, 2):
             reconnects = self.reconnects
             try:
@@ -555,6 +565,9 @@ class Upgrade(Operation):
         for remote in self.uploaded:
             with contextlib.suppress(SeedError, OSError):
                 rel.remove_release(remote, self.layout, self.rid)
+        if self.maintenance_on:
+            with contextlib.suppress(Exception):
+                self.hand_over()
         if self.maintenance_on and self.env.app.maintenance_off:
             for remote in self.session.serving_remotes():
                 with contextlib.suppress(SeedError, OSError):
@@ -625,8 +638,8 @@ class Upgrade(Operation):
             done = [c for c in self.report.checks if c["when"] == "post"]
             skipped = sum(1 for c in done if c["skipped"])
             s.detail = f"{len(done) - skipped} passed" + (f", {skipped} skipped" if skipped else "")
-            # writes from here on are the app's (a recovery must not silently discard them)
-            self.report.data["after_migrate"] = {"write_counters": dblib.write_counters(self.admin)}
+            # writes from here on are the app's (a restore must not silently discard them)
+            self.hand_over()
         self.apply_code()
 
     def apply_code(self) -> None:
@@ -634,6 +647,7 @@ class Upgrade(Operation):
         retention and prune (also all that `--resume` has left to do)."""
         env, session = self.env, self.session
         serving = session.serving_remotes()
+        self.hand_over()  # (done after the post checks, unless resuming a stopped rollback)
         with self.step("switch"):
             lock = threading.Lock()
 
@@ -768,10 +782,13 @@ class Upgrade(Operation):
                             on = self.env.app.maintenance_on
                             rel.run_hook(remote, self.layout, on, "stop app")
                     self.maintenance_on = True
+                    s.detail = self.drain_sessions()
                 else:
                     s.outcome, s.detail = "skipped", "new code never served"
+                self.take_reading(undo.FREEZE)
+            written = self.writes_while_serving(method) if self.restarted else set()
             if method == "reverse":
-                method = self.try_reverse()  # with the new code, before it is switched away
+                method = self.try_reverse(written)  # with the new code, before it is switched away
             with self.step("rollback: code") as s, self.hooked("switch", self.switched):
                 s.detail = self.state["code"] = self.restore_code()
             if method == "restore":
@@ -781,6 +798,10 @@ class Upgrade(Operation):
                     s.detail = self.verify_rolled_back()
             with self.step("rollback: start app") as s:
                 s.detail = self.state["app"] = self.start_previous()
+        except StoppedForWrites as err:
+            message = f"deploy of {ref} failed at {cause}; NOT rolled back: {err}"
+            self.finish("rollback failed", HumanNeeded.code, message)
+            raise HumanNeeded(message) from None
         except Exception as err:
             message = (
                 f"deploy of {ref} failed at {cause}; ROLLBACK FAILED: {err}. "
@@ -789,13 +810,39 @@ class Upgrade(Operation):
             )
             self.finish("rollback failed", HumanNeeded.code, message)
             raise HumanNeeded(message) from None
-        self.record_after()
         message = f"deploy of {ref} failed at {cause}; rolled back; verified identical"
         warnings = self.report.data.get("hook_failures")
         if warnings:
             message += f" (while undoing, {len(warnings)} hook(s) failed: {warnings[0]})"
         self.finish("rolled back", RolledBack.code, message)
         raise RolledBack(message)
+
+    def writes_while_serving(self, method: str) -> set[str]:
+        """The new release served: what the app wrote since the migrate (the writes rule). A
+        restore would lose it: the rollback reverses when that is exact (the rows stay), and
+        otherwise stops here with maintenance on and nothing more changed (StoppedForWrites,
+        exit 6, recovery pending)."""
+        with self.step("rollback: writes since") as s:
+            writes = undo.writes_since_backup([self.report.to_json()], self.id, self.last_freeze())
+            self.report.data["writes_since"] = {"since": self.id, **writes.to_json()}
+            if not writes:
+                s.detail = "none: the restore loses nothing"
+                return set()
+            if method == "reverse":
+                s.detail = f"{writes.listing()}: reversing keeps them"
+                return set(writes.tables)
+            self.report.data["rollback"]["stopped_for_writes"] = True
+            self.state["database"] = (
+                f"migrated by this deploy, then written by its release ({writes.listing()})"
+            )
+            self.state["app"] = "stopped (maintenance on)"
+            raise StoppedForWrites(
+                f"the new release wrote rows after the migrate ({writes.listing()}) and its "
+                "migrations cannot be reversed exactly, so a restore would lose them; "
+                "nothing more was changed (maintenance stays on). Either finish the deploy: "
+                f"`fab {self.env.name} upgradedb --resume`, or restore its backup and lose "
+                f"those rows: `fab {self.env.name} rollback --discard-writes`"
+            )
 
     def failed_non_atomic(self) -> str:
         """The non-atomic migration a failed migrate stopped in, if any: half-applied, only
@@ -807,62 +854,49 @@ class Upgrade(Operation):
                 return "" if m.get("atomic", True) else name
         return ""
 
-    def try_reverse(self) -> str:
+    def try_reverse(self, written: set[str]) -> str:
         """Reverse the deploy's migrations with its own (new) code and verify the result is
-        the before-state exactly; anything else falls back to the restore. Returns the
-        method that remains to be done: "" (reversed) or "restore"."""
+        the before-state (tables the app wrote since aside: `written`, kept as written);
+        anything else falls back to the restore, unless the app wrote: then a restore
+        would lose rows, and the failure stands (exit 6). Returns the method that remains
+        to be done: "" (reversed) or "restore"."""
         rp = self.reverse_plan
         assert rp is not None
         try:
             with self.step("rollback: reverse migrations") as s, self.hooked("migrate", []):
-                outcome = migratelib.reverse_migrations(
-                    self.env,
-                    self.session.migrator,
-                    self.layout,
-                    self.layout.release(self.rid),
-                    self.job_dir("reverse"),
-                    self.app_name,
-                    rp.targets,
-                    on_output=self.out.detail,
-                    on_lost=self.reconnect_all,
-                )
-                self.report.data["rollback"]["output"] = self.scrub(outcome.output)
+                reversal = undo.reverse(self, self.rid, rp)
+                self.report.data["rollback"]["output"] = reversal.output
                 self.state["database"] = "migrations reversed (not verified yet)"
                 s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
             with self.step("rollback: verify reverse") as s:
-                s.detail = self.verify_reversed()
+                try:
+                    found = undo.verify_reverse(self, self.before, reversal, written)
+                except undo.ReverseNotVerified as exc:
+                    self.report.data["rollback"]["verification"] = exc.verification
+                    raise
+                self.report.data["rollback"]["verification"] = found
+                kept = f"; rows the app wrote since kept ({', '.join(sorted(written))})"
+                self.state["database"] = (
+                    "migrations reversed; verified identical to the before-state"
+                    + (kept if written else "")
+                )
+                s.detail = (
+                    f"{found['tables']} tables, {found['rows']} rows, {found['migrations']} "
+                    "migrations and the schema equal"
+                )
             return ""
         except LockLost:
             raise
         except (SeedError, psycopg.Error) as exc:
+            if written:
+                self.state["database"] = f"reverse FAILED ({exc}); the app's writes kept"
+                raise
             self.out.line(f"reverse did not give the before-state back ({exc}): restoring")
             self.report.data["rollback"].update(method="restore", reverse_failed=str(exc))
             self.state["database"] = "reverse failed; restoring the backup"
             self.admin = self.session.connect(admin=True, app_name=self.app_name)
             self.app = self.session.connect(admin=False, app_name=self.app_name)
             return "restore"
-
-    def verify_reversed(self) -> str:
-        """Migration set, schema (pg_dump -s) and every table's count + checksum exactly as
-        in the before-state (content types and permissions aside: post_migrate adds them)."""
-        env = self.env
-        found = restorelib.verify_like_before(
-            env, self.admin, self.before, self.admin_factory(), skip=reverselib.NOT_COMPARED
-        )
-        schema = backups.schema_fingerprint(
-            env, self.session.state, self.job_dir("schema-after"), self.app_name
-        )
-        if schema != self.before.get("schema_sha256"):
-            found["problems"].append("the schema (pg_dump -s) differs from the before-state")
-            found["identical"] = False
-        self.report.data["rollback"]["verification"] = found
-        if found["problems"]:
-            raise SeedError("; ".join(found["problems"]))
-        self.state["database"] = "migrations reversed; verified identical to the before-state"
-        return (
-            f"{found['tables']} tables, {found['rows']} rows, {found['migrations']} migrations "
-            "and the schema equal"
-        )
 
     def track_migrate_job(self, job: RemoteJob) -> None:
         self.migrate_job = job
@@ -1027,6 +1061,3 @@ class Upgrade(Operation):
             f"{len(m['applied'])} migration(s) applied, {n_checks} check(s) passed, "
             f"backup {self.report.data['backup']['id']}, in {total:.1f}s"
         )
-
-    def job_dir(self, name: str) -> str:
-        return posixpath.join(self.env.state_dir, "jobs", self.deploy_id, name)

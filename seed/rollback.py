@@ -10,14 +10,12 @@ it refuse unless `--discard-writes`: a restore would silently lose them.
 from __future__ import annotations
 
 import contextlib
-import posixpath
 from pathlib import Path
 from typing import Any, NoReturn
 
 from seed import backup as backups
 from seed import db as dblib
-from seed import migrate as migratelib
-from seed import recovery
+from seed import recovery, undo
 from seed import release as rel
 from seed import restore as restorelib
 from seed import reverse as reverselib
@@ -107,6 +105,7 @@ class Rollback(Operation):
         self.stop_jobs = stop_jobs
         self.method = method
         self.target: dict[str, Any] = {}  # the deploy being undone
+        self.written: set[str] = set()  # tables the app wrote since its backup
         self.state: dict[str, str] = {"database": "untouched", "code": "untouched", "app": "?"}
         self.report.data["state"] = self.state
 
@@ -138,11 +137,22 @@ class Rollback(Operation):
             s.detail = f"{method}: {why}"
         self.preflight()
         if method == "reverse":
-            # rows written since the deploy stay: no writes check, only writes stopped
+            # rows written since the deploy stay: no refusal, only writes stopped; the tables
+            # the app wrote are verified against the reverse alone, the rest exactly
             self.freeze()
             self.state["app"] = "stopped (maintenance on)"
+            writes = undo.writes_since_backup(
+                records, undo.backup_run(target["backup"]), self.last_freeze()
+            )
+            self.report.data["writes_since"] = {
+                "since": target["deploy_id"],
+                **writes.to_json(),
+            }
+            self.written = set(writes.tables)
         else:
-            self.freeze_checking_writes(records, self.discard_writes, self.state)
+            self.freeze_checking_writes(
+                records, undo.backup_run(target["backup"]), self.discard_writes, self.state
+            )
         try:
             self.execute(database=method)
         except Exception as exc:
@@ -241,7 +251,6 @@ class Rollback(Operation):
         with self.step("start app") as s:
             hosts = [r for r in session.serving_remotes() if self.previous.get(r.label)]
             s.detail = self.state["app"] = self.start_app(hosts)
-        self.record_after()
         with self.step("remove undone release") as s:
             s.detail = self.remove_release(target.get("release_after"))
 
@@ -257,86 +266,44 @@ class Rollback(Operation):
         return f"{rid} removed from {removed} host(s)" if rid else "none recorded"
 
     def reverse_database(self) -> None:
-        """`migrate <app> <target>` with the deploy's own code; then the migration set and
-        the schema must be the before-state's and the tables no migration touched must be
-        as they were just before (rows written since are kept, wherever they are)."""
+        """`migrate <app> <target>` with the deploy's own code (seed.undo.reverse); then the
+        migration set and the schema must be the before-state's, tables the app did not write
+        since as in the before-state, tables no migration touched as just before."""
         env, target = self.env, self.target
         rp = reverselib.ReversePlan.from_json(target.get("reverse"))
         assert rp is not None
-        rid = str(target["release_after"])
+        hint = (
+            f"; `fab {env.name} rollback --method restore --discard-writes` restores the "
+            "backup instead"
+        )
         with self.step("reverse migrations") as s, self.hooked("migrate", []):
-            tables = [t.qualified for t in dblib.list_tables(self.admin)]
-            # django_migrations is checked as the applied set, below
-            kept = set(reverselib.compared(tables)) - reverselib.touched(rp, tables)
-            kept = {t for t in kept if t.split(".", 1)[-1] != "django_migrations"}
-            figures_before = {
-                k: v.to_json()
-                for k, v in dblib.parallel_figures(
-                    self.admin, self.admin_factory(), env.db.fingerprint_sessions
-                ).items()
-                if k in kept
-            }
             try:
-                outcome = migratelib.reverse_migrations(
-                    env,
-                    self.session.migrator,
-                    self.layout,
-                    self.layout.release(rid),
-                    posixpath.join(env.state_dir, "jobs", self.id, "reverse"),
-                    self.app_name,
-                    rp.targets,
-                    on_output=self.out.detail,
-                    on_lost=self.reconnect_all,
-                )
+                reversal = undo.reverse(self, str(target["release_after"]), rp)
             except SeedError as exc:
                 self.state["database"] = "reverse migrate FAILED part way"
-                raise SeedError(
-                    f"{exc}; `fab {env.name} rollback --method restore --discard-writes` "
-                    "restores the backup instead"
-                ) from None
-            self.report.data["rollback"]["output"] = self.out.scrub(outcome.output)
+                raise SeedError(f"{exc}{hint}") from None
+            self.report.data["rollback"]["output"] = reversal.output
             s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
         with self.step("verify reverse") as s:
-            problems = []
-            applied = [f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin)]
-            if applied != target["before"]["applied_migrations"]:
-                problems.append("the django_migrations set differs from the before-state")
-            schema = backups.schema_fingerprint(
-                env,
-                self.session.state,
-                posixpath.join(env.state_dir, "jobs", self.id, "schema"),
-                self.app_name,
-            )
-            if schema != target["before"]["schema_sha256"]:
-                problems.append("the schema (pg_dump -s) differs from the before-state")
-            now = dblib.parallel_figures(
-                self.admin, self.admin_factory(), env.db.fingerprint_sessions
-            )
-            changed = sorted(
-                t
-                for t in figures_before
-                if not dblib.same_figures(now[t].to_json() if t in now else None, figures_before[t])
-            )
-            if changed:
-                problems.append(f"tables no migration touched changed: {', '.join(changed)}")
-            self.report.data["verification"] = {
-                "method": "reverse",
-                "migrations": len(applied),
-                "untouched_tables": len(figures_before),
-                "identical": not problems,
-                "problems": problems,
-            }
-            if problems:
-                self.state["database"] = "reversed but NOT verified: " + "; ".join(problems)
-                raise SeedError(
-                    "; ".join(problems) + f"; `fab {env.name} rollback --method restore "
-                    "--discard-writes` restores the backup instead"
+            try:
+                found = undo.verify_reverse(
+                    self, target["before"], reversal, self.written, properties=False
                 )
-            self.state["database"] = "migrations reversed; verified (schema, migration set, "
-            self.state["database"] += "untouched tables)"
+            except undo.ReverseNotVerified as exc:
+                self.report.data["verification"] = exc.verification
+                self.state["database"] = f"reversed but NOT verified: {exc}"
+                raise SeedError(f"{exc}{hint}") from None
+            self.report.data["verification"] = found
+            self.state["database"] = (
+                "migrations reversed; verified (schema, migration set, tables)"
+                + (
+                    f"; rows written since kept in {len(self.written)} table(s)"
+                    if self.written
+                    else ""
+                )
+            )
             s.detail = (
-                f"{len(applied)} migrations, schema and {len(figures_before)} untouched "
-                "table(s) as before"
+                f"{found['migrations']} migrations, schema and {found['tables']} table(s) as before"
             )
 
     def _code_text(self) -> str:
@@ -399,7 +366,6 @@ class Rollback(Operation):
             self.fail(exc, f"recovery of {first.kind} {first.id}")
         for run in runs:
             self.mark_interrupted(run, "recovered")
-        self.record_after()
         return message
 
     def recover_deploy(self, record: dict[str, Any]) -> str:
@@ -444,8 +410,7 @@ class Rollback(Operation):
                     "that deploy has no backup record"
                 )
             assert before is not None
-            if "restart" in steps:  # the new code may have served writes
-                self.check_writes_since_migrate(record)
+            self.check_writes_since_deploy(record)
             with self.hooked("migrate", []):
                 self.replace_database(backup["path"], backup["sha256"], before, self.state)
         with self.step("code") as s, self.hooked("switch", session.serving_remotes()):
@@ -473,23 +438,22 @@ class Rollback(Operation):
             f"database {self.state['database']}; code {self.state['code']}"
         )
 
-    def check_writes_since_migrate(self, record: dict[str, Any]) -> None:
-        """The interrupted deploy had restarted the app on its new code: rows written since
-        its migrate would be lost by a restore. Refuse (the app is started again as found)
-        unless --discard-writes."""
-        baseline = (record.get("after_migrate") or {}).get("write_counters")
-        now = dblib.write_counters(self.admin)
-        moved = dblib.writes_since(baseline, now) if baseline else {t: None for t in now}
-        self.report.data["writes_since"] = {"since": "its migrate", "tables": moved}
-        if not moved or self.discard_writes:
+    def check_writes_since_deploy(self, record: dict[str, Any]) -> None:
+        """The interrupted deploy may have served its new code: rows the app wrote since its
+        backup (the writes rule) would be lost by a restore. Refuse (the app is started again
+        as found) unless --discard-writes."""
+        assert self.journal is not None
+        records = self.journal.records()
+        writes = undo.writes_since_backup(records, str(record["deploy_id"]), self.last_freeze())
+        self.report.data["writes_since"] = {"since": record["deploy_id"], **writes.to_json()}
+        if not writes or self.discard_writes:
             return
-        listing = ", ".join(f"{t} {'?' if n is None else n}" for t, n in moved.items())
         self.unfreeze()
         self.state["app"] = "running as the interrupted deploy left it"
         raise PreflightFailed(
             f"deploy {record['deploy_id']} died after serving its new code and rows were written "
-            f"since its migrate ({listing}); restoring its backup would lose them. Finish it "
-            f"with `fab {self.env.name} upgradedb --resume`, or roll back anyway with "
+            f"since its migrate ({writes.listing()}); restoring its backup would lose them. "
+            f"Finish it with `fab {self.env.name} upgradedb --resume`, or roll back anyway with "
             "--discard-writes"
         )
 
@@ -511,7 +475,9 @@ class Rollback(Operation):
             self.freeze()
             self.state["app"] = "stopped (maintenance on)"
         else:
-            self.freeze_checking_writes(records, self.discard_writes, self.state)
+            self.freeze_checking_writes(
+                records, undo.backup_run(target["backup"]), self.discard_writes, self.state
+            )
         with self.step("compare database") as s:
             found = restorelib.verify_like_before(
                 self.env, self.admin, target["before"], self.admin_factory()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +26,6 @@ from seed.db import (
     same_figures,
     server_version,
     snapshot_figures,
-    write_counters,
-    writes_since,
 )
 from seed.errors import PreflightFailed
 from seed.sandbox import SandboxInfo
@@ -347,37 +344,6 @@ def test_connect_failure_is_one_preflight_line(
     assert "\n" not in message
     assert "wrong-password" not in message
     assert info.value.code == 4
-
-
-def test_writes_since() -> None:
-    before = {"public.a": 10, "public.b": 5, "public.gone": 3, "public.reset": 100}
-    now = {"public.a": 10, "public.b": 8, "public.new": 2, "public.reset": 4}
-    assert writes_since(before, now) == {
-        "public.b": 3,
-        "public.gone": None,  # counters went backwards: unknown, so treated as written
-        "public.new": 2,
-        "public.reset": None,
-    }
-    assert writes_since(now, now) == {}
-
-
-def test_write_counters_count_committed_writes(sandbox: SandboxInfo, scratch_db: Scratch) -> None:
-    name, admin = scratch_db()
-    admin.execute("create table w (id int primary key, v int)")
-    baseline = write_counters(admin)
-    assert baseline["public.w"] == 0
-    # a writer that has disconnected has flushed its statistics (a live idle session may
-    # hold them back for up to PGSTAT_IDLE_INTERVAL, 10 s, in PostgreSQL 15)
-    with psycopg.connect(sandbox.admin_conninfo(name), autocommit=True) as writer:
-        writer.execute("insert into w select g, g from generate_series(1, 5) g")
-        writer.execute("update w set v = 0 where id <= 2")
-        writer.execute("delete from w where id = 5")
-        with writer.transaction(force_rollback=True):
-            writer.execute("insert into w values (99, 99)")  # rolled back: still a write
-    deadline = time.monotonic() + 5
-    while (moved := writes_since(baseline, write_counters(admin))) != {"public.w": 9}:
-        assert time.monotonic() < deadline, moved
-        time.sleep(0.05)
 
 
 def test_error_text_never_quotes_the_row(scratch_db: Any) -> None:

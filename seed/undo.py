@@ -1,0 +1,314 @@
+"""Going back (DESIGN: Rollback): written once, used by every path that goes back.
+
+Here: the writes rule (what the app wrote since a backup, which a restore of it
+would lose) and the reverse of a deploy's migrations with its verification.
+
+**The writes rule.** Seed reads the tables' write counters (rows inserted +
+updated + deleted, and each table's file node) at two moments of every run that
+stops or starts the app: at the *freeze* (maintenance on, the app's sessions
+ended) and at the *handover* (just before the app may write again: right after a
+migrate, or before the app is started after a restore). The app can only write
+between a handover and the next freeze, so the app's writes since a backup are
+the sum, over every such interval since the backup, of freeze minus handover,
+plus now minus the last handover. Counters that cannot be compared count as
+writes: another database (a swap, a copy), statistics reset, a reading missing
+from the journal, counters that went backwards. A table whose file node changed
+was rewritten (TRUNCATE; VACUUM FULL and CLUSTER look the same): it counts as
+written, shown as `rewritten`. Readings are taken only once the app's sessions
+have ended: PostgreSQL 15 publishes an idle session's counters up to 10 s late,
+and a session that ended has published them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from seed import backup as backups
+from seed import db as dblib
+from seed import migrate as migratelib
+from seed import restore as restorelib
+from seed import reverse as reverselib
+from seed.errors import SeedError
+from seed.report import iso
+
+if TYPE_CHECKING:
+    from seed.operation import Operation
+
+FREEZE = "freeze"  # the app is stopped and its sessions ended
+HANDOVER = "handover"  # the app may write from here on
+BACKUP = "backup"  # a backup of a serving database (before its snapshot was taken)
+UNKNOWN = "?"
+REWRITTEN = "rewritten"
+
+
+@dataclass
+class Reading:
+    """The write counters of every table at one moment (`event`) of a run."""
+
+    event: str
+    at: str = ""
+    database: str = ""  # "<oid>/<stats_reset>": readings compare only within one ("" unknown)
+    counters: dict[str, int] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)  # table -> relfilenode
+    error: str = ""  # the reading failed: nothing compares with it
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"event": self.event, "at": self.at, "database": self.database}
+        if self.error:
+            data["error"] = self.error
+        else:
+            data["counters"] = self.counters
+            data["files"] = self.files
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reading:
+        return cls(
+            event=str(data.get("event", "")),
+            at=str(data.get("at", "")),
+            database=str(data.get("database", "")),
+            counters={str(k): int(v) for k, v in (data.get("counters") or {}).items()},
+            files={str(k): int(v) for k, v in (data.get("files") or {}).items()},
+            error=str(data.get("error", "")) if "counters" not in data else "",
+        )
+
+
+def read_counters(conn: psycopg.Connection[Any], event: str) -> Reading:
+    """The reading now, on the database `conn` is connected to (never raises: a failed
+    reading is recorded as such and counts as unknown)."""
+    try:
+        conn.execute("select pg_stat_clear_snapshot()")
+        db = conn.execute(
+            "select d.oid::text || '/' || coalesce(s.stats_reset::text, '') from pg_database d "
+            "left join pg_stat_database s on s.datid = d.oid where d.datname = current_database()"
+        ).fetchone()
+        rows = conn.execute(
+            "select schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del, "
+            "coalesce(pg_relation_filenode(relid), 0) from pg_stat_user_tables order by 1"
+        ).fetchall()
+    except psycopg.Error as exc:
+        return Reading(event, iso(), error=str(exc).splitlines()[0] if str(exc) else "error")
+    return Reading(
+        event,
+        iso(),
+        database=str(db[0]) if db else "",
+        counters={str(r[0]): int(r[1]) for r in rows},
+        files={str(r[0]): int(r[2]) for r in rows},
+    )
+
+
+@dataclass
+class Writes:
+    """Per table: rows written, REWRITTEN, or UNKNOWN; `why` names what could not be compared."""
+
+    tables: dict[str, int | str] = field(default_factory=dict)
+    why: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.tables)
+
+    def add(self, table: str, moved: int | str) -> None:
+        old = self.tables.get(table)
+        if old is None:
+            new = moved
+        elif UNKNOWN in (old, moved):
+            new = UNKNOWN
+        elif REWRITTEN in (old, moved):
+            new = REWRITTEN
+        else:
+            new = int(old) + int(moved)
+        if new != 0:
+            self.tables[table] = new
+
+    def unknown(self, tables: set[str], why: str) -> None:
+        for table in tables:
+            self.tables[table] = UNKNOWN
+        if why not in self.why:
+            self.why.append(why)
+
+    def listing(self) -> str:
+        return ", ".join(f"{t} {n}" for t, n in sorted(self.tables.items()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tables": dict(sorted(self.tables.items())), "why": self.why}
+
+
+def between(start: Reading, end: Reading, writes: Writes) -> None:
+    """Add what was written between two readings to `writes`."""
+    tables = set(start.counters) | set(end.counters)
+    if start.error or end.error:  # (no counters to name: every table the other one has)
+        writes.unknown(tables or {"(all tables)"}, "a counter reading failed")
+        return
+    if start.database and end.database and start.database != end.database:
+        writes.unknown(tables, "the database was replaced or its statistics reset since")
+        return
+    for table in sorted(tables):
+        if table not in start.counters or table not in end.counters:
+            if end.counters.get(table, 0) or start.counters.get(table, 0):
+                writes.add(table, UNKNOWN)
+            continue
+        files = (start.files.get(table), end.files.get(table))
+        if None not in files and files[0] != files[1]:  # (records before file nodes: counters)
+            writes.add(table, REWRITTEN)
+            continue
+        delta = end.counters[table] - start.counters[table]
+        if delta < 0:
+            writes.unknown({table}, "counters went backwards (statistics reset)")
+        elif delta:
+            writes.add(table, delta)
+
+
+def readings_of(record: dict[str, Any]) -> list[Reading]:
+    """A journal record's readings, oldest first. Records written before readings existed
+    have only `after_migrate`/`after` counters: the counters alone, as handovers."""
+    if "counter_readings" in record:
+        return [Reading.from_json(r) for r in record["counter_readings"]]
+    legacy = []
+    for key in ("after_migrate", "after"):
+        counters = (record.get(key) or {}).get("write_counters")
+        if counters is not None:
+            legacy.append(Reading(HANDOVER, counters=dict(counters)))
+            break
+    return legacy
+
+
+def backup_run(backup: dict[str, Any]) -> str:
+    """The run that took a backup (a deploy's backup carries its deploy id)."""
+    return str(backup.get("deploy_id") or backup.get("id") or "")
+
+
+def writes_since_backup(records: list[dict[str, Any]], run_id: str, now: Reading) -> Writes:
+    """The app's writes since the backup taken by run `run_id` (the writes rule), `now`
+    being a reading taken with the app stopped and its sessions ended."""
+    writes = Writes()
+    ids = [str(r.get("deploy_id")) for r in records]
+    if run_id not in ids:
+        writes.unknown(
+            set(now.counters), f"run {run_id} (which took the backup) is not in the journal"
+        )
+        return writes
+    start = ids.index(run_id)
+    open_at: Reading | None = None  # where the app's current writing interval began
+    first = True
+    for record in records[start:]:
+        readings = readings_of(record)
+        if first:
+            first = False
+            # the backup's own moment: a deploy froze the app for it (nothing open yet); a
+            # backup of a serving database opens the interval at its reading
+            mark = next((i for i, r in enumerate(readings) if r.event in (FREEZE, BACKUP)), None)
+            if mark is None:
+                if record.get("kind") != "upgradedb":
+                    writes.unknown(set(now.counters), f"run {run_id} recorded no counters")
+                    return writes
+                mark = -1  # a deploy from before readings: its freeze was not recorded
+            elif readings[mark].event == BACKUP:
+                open_at = readings[mark]
+            readings = readings[mark + 1 :]
+        for reading in readings:
+            if reading.event == FREEZE:
+                if open_at is not None:
+                    between(open_at, reading, writes)
+                open_at = None
+            elif reading.event == HANDOVER:
+                if open_at is not None:  # the app was started again without a freeze on record
+                    writes.unknown(
+                        set(open_at.counters) | set(reading.counters),
+                        f"run {record.get('deploy_id')} recorded no freeze before its handover",
+                    )
+                open_at = reading
+    if open_at is not None:
+        between(open_at, now, writes)
+    return writes
+
+
+# -- reverse: the deploy's migrations undone with its own code ----------------------------
+
+
+@dataclass
+class Reversal:
+    """What a reverse did, and the figures verify_reverse compares with."""
+
+    output: str
+    just_before: dict[str, Any]  # figures, just before the reverse, of tables no migration touched
+
+
+def reverse(op: Operation, release: str, rp: reverselib.ReversePlan) -> Reversal:
+    """`migrate <app> <target>` for every app of the deploy, with the release `release`
+    (the deploy's own code: it knows how to go back). Figures of the tables no migration
+    touched are taken first: they must come out of the reverse unchanged."""
+    env = op.env
+    tables = [t.qualified for t in dblib.list_tables(op.admin)]
+    kept = set(reverselib.compared(tables)) - reverselib.touched(rp, tables)
+    kept = {t for t in kept if t.split(".", 1)[-1] != "django_migrations"}  # compared as a set
+    figures = dblib.parallel_figures(op.admin, op.admin_factory(), env.db.fingerprint_sessions)
+    just_before = {k: v.to_json() for k, v in figures.items() if k in kept}
+    outcome = migratelib.reverse_migrations(
+        env,
+        op.session.migrator,
+        op.layout,
+        op.layout.release(release),
+        op.job_dir("reverse"),
+        op.app_name,
+        rp.targets,
+        on_output=op.out.detail,
+        on_lost=op.reconnect_all,
+    )
+    return Reversal(op.out.scrub(outcome.output), just_before)
+
+
+def verify_reverse(
+    op: Operation,
+    before: dict[str, Any],
+    reversal: Reversal,
+    written: set[str],
+    properties: bool = True,
+) -> dict[str, Any]:
+    """After a reverse: the migration set and the schema (pg_dump -s) are the before-state's;
+    every table the app did not write since (`written`) has the before-state's count and
+    checksum (content types and permissions aside: post_migrate adds them); tables no
+    migration touched are as they were just before the reverse (rows written since kept).
+    Database-level properties are compared too unless `properties` is False (a rollback of
+    an older deploy: they are Seed's to restore, not the reverse's). Returns the
+    verification; ReverseNotVerified names what differs."""
+    env = op.env
+    if not properties:
+        now_props = restorelib.database_properties(op.admin, env.db.name)
+        before = {**before, "database_properties": now_props}
+    skip = set(reverselib.NOT_COMPARED) | {t.split(".", 1)[-1] for t in written}
+    found = restorelib.verify_like_before(env, op.admin, before, op.admin_factory(), skip=skip)
+    schema = backups.schema_fingerprint(
+        env, op.session.state, op.job_dir("schema-after"), op.app_name
+    )
+    if schema != before.get("schema_sha256"):
+        found["problems"].append("the schema (pg_dump -s) differs from the before-state")
+    now = dblib.parallel_figures(op.admin, op.admin_factory(), env.db.fingerprint_sessions)
+    changed = sorted(
+        t
+        for t, figures in reversal.just_before.items()
+        if not dblib.same_figures(now[t].to_json() if t in now else None, figures)
+    )
+    if changed:
+        found["problems"].append(f"tables no migration touched changed: {', '.join(changed)}")
+    found.update(
+        method="reverse",
+        identical=not found["problems"],
+        written_since=sorted(written),
+        untouched_tables=len(reversal.just_before),
+    )
+    if found["problems"]:
+        raise ReverseNotVerified(found)
+    return found
+
+
+class ReverseNotVerified(SeedError):
+    """The reverse ran but did not give the before-state back."""
+
+    code = 6
+
+    def __init__(self, verification: dict[str, Any]) -> None:
+        super().__init__("; ".join(verification["problems"]))
+        self.verification = verification
