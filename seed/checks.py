@@ -47,6 +47,10 @@ class CheckQueryError(Exception):
         return self.sqlstate in ("42P01", "42703")
 
 
+# one output mark per CheckResult.outcome
+MARKS = {"passed": "ok   ", "failed": "FAIL ", "skipped": "skip ", "error": "ERROR "}
+
+
 @dataclass
 class CheckResult:
     name: str
@@ -61,6 +65,17 @@ class CheckResult:
     skipped: str | None = None
     value: Any = None  # the raw measured value (a later before-state: the journal keeps it)
 
+    @property
+    def outcome(self) -> str:
+        """passed, failed, skipped, or error: the check could not run (`error`) and that
+        does not fail the run (a built-in invariant with `invariants.on_error: warn`; it is
+        also `skipped`, so it counts as neither passed nor failed)."""
+        if self.error is not None and self.passed:
+            return "error"
+        if self.skipped:
+            return "skipped"
+        return "passed" if self.passed else "failed"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -70,12 +85,15 @@ class CheckResult:
             "actual": jsonable(self.actual),
             "before": jsonable(self.before),
             "passed": self.passed,
+            "outcome": self.outcome,
             "seconds": round(self.seconds, 3),
             "error": self.error,
             "skipped": self.skipped,
         }
 
     def describe(self) -> str:
+        if self.outcome == "error":
+            return f"check '{self.name}' {self.skipped or 'ERROR: ' + str(self.error)}"
         if self.skipped:
             return f"check '{self.name}' skipped: {self.skipped}"
         if self.error:

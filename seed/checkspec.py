@@ -29,6 +29,7 @@ COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 OPERATORS = {"==": "equals", "!=": "not_equals", ">=": "min", "<=": "max", ">": "gt", "<": "lt"}
 NUMBER_KINDS = ("delta", "rows", "min", "max", "gt", "lt")
 BEFORE_KINDS = ("equals_before", "delta", "checksum", "sample")
+ON_ERROR = ("warn", "fail")  # invariants.on_error
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ class Invariants:
     not_valid_constraints: bool = True
     django_check: DjangoCheck | None = field(default_factory=DjangoCheck)
     migrate_check: bool = True
+    # an invariant that cannot run (its query errors, times out; the Django script fails):
+    # `warn` reports it as `error` and goes on, `fail` fails the run like a broken invariant
+    on_error: str = "warn"  # one of ON_ERROR
 
 
 class CheckParser:
@@ -338,7 +342,7 @@ class CheckParser:
         if not isinstance(raw, dict):
             self.errors.append("invariants: expected a mapping (invalid_indexes: true, ...)")
             return Invariants()
-        flags = schema.keys("invariants") - {"django_check"}
+        flags = schema.keys("invariants") - {"django_check", "on_error"}
         self.unknown(raw, "invariants", schema.keys("invariants"))
         values: dict[str, Any] = {}
         for flag in flags:
@@ -347,6 +351,14 @@ class CheckParser:
                     self.errors.append(f"invariants.{flag}: expected true or false")
                 else:
                     values[flag] = raw[flag]
+        on_error = raw.get("on_error")
+        if on_error is not None:  # null: unset, like leaving the key out
+            if on_error in ON_ERROR:
+                values["on_error"] = on_error
+            else:
+                self.errors.append(
+                    f"invariants.on_error: expected one of {', '.join(ON_ERROR)}, got {on_error!r}"
+                )
         dj = raw.get("django_check", True)
         django: DjangoCheck | None = DjangoCheck()
         if dj is False:

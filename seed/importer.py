@@ -317,7 +317,7 @@ class ImportLegacy(Operation):
             migrator.put_bytes(code.read_bytes(), script, mode=0o600)
             try:
                 res = migrator.run(
-                    f"cd {q(path)} && set -a && . {q(self.layout.env_file)} && set +a && "
+                    f"cd {q(path)} && {rel.source_env(self.layout, path)} && "
                     f"export PGAPPNAME={q(self.app_name)} && .venv/bin/python {q(script)} "
                     f"{q(self.mapping.model)} {q(data)} {q(','.join(self.mapping.key))}",
                     timeout=3600,

@@ -16,7 +16,7 @@ from typing import Any
 
 from seed.config import Environment
 from seed.errors import PreflightFailed, SeedError
-from seed.release import Layout
+from seed.release import Layout, source_env
 from seed.remote import Remote, RemoteJob, q
 
 
@@ -33,9 +33,9 @@ class MigrationState:
 
 
 def _with_env(layout: Layout, release_path: str, env_name: str, app_name: str) -> str:
-    """Shell prefix: cd into the release and load shared/env (secrets stay in the file)."""
+    """Shell prefix: cd into the release and load its env file (secrets stay in the file)."""
     return (
-        f"cd {q(release_path)} && set -a && . {q(layout.env_file)} && set +a && "
+        f"cd {q(release_path)} && {source_env(layout, release_path)} && "
         f"export PGAPPNAME={q(app_name)} && "
     )
 

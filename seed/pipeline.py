@@ -286,7 +286,7 @@ class Upgrade(Operation):
                 vhash = rel.venv_hash(requirements, version)
                 job = self.job_dir(f"venv-{remote.host.name}-{remote.host.port}")
                 reused = rel.ensure_venv(env, remote, self.layout, self.rid, vhash, job)
-                rel.write_env_file(env, remote, self.layout)
+                rel.write_env_file(env, remote, self.layout, self.rid)
                 return reused
 
             done = self.on_hosts(session.app_remotes(), upload, "upload release")
@@ -618,7 +618,7 @@ class Upgrade(Operation):
                     env,
                     session.migrator,
                     self.layout.release(self.rid),
-                    self.layout.env_file,
+                    rel.release_env(self.layout.release(self.rid)),
                     env.invariants,
                     self.app_name,
                 )
@@ -626,7 +626,7 @@ class Upgrade(Operation):
             failed = []
             for result in self.checks.results[first:]:
                 self.report.checks.append(result.to_json())
-                mark = "skip " if result.skipped else "ok   " if result.passed else "FAIL "
+                mark = checklib.MARKS[result.outcome]
                 self.out.detail(mark + result.describe())
                 if not result.passed:
                     failed.append(result.describe())
@@ -636,8 +636,12 @@ class Upgrade(Operation):
                     f"post {failed[0]}" + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
                 )
             done = [c for c in self.report.checks if c["when"] == "post"]
-            skipped = sum(1 for c in done if c["skipped"])
-            s.detail = f"{len(done) - skipped} passed" + (f", {skipped} skipped" if skipped else "")
+            errors = sum(1 for c in done if c.get("outcome") == "error")
+            skipped = sum(1 for c in done if c["skipped"]) - errors
+            s.detail = f"{len(done) - skipped - errors} passed"
+            s.detail += (f", {skipped} skipped" if skipped else "") + (
+                f", {errors} could not run (invariants.on_error: warn)" if errors else ""
+            )
             # writes from here on are the app's (a restore must not silently discard them)
             self.hand_over()
         self.apply_code()

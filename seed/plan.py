@@ -176,7 +176,7 @@ def target_release(
         else:
             venv = "throw-away (requirements differ from every deployed release)"
         rel.ensure_venv(env, remote, scratch, rid, vhash, posixpath.join(tmp_root, "venv-job"))
-        rel.write_env_file(env, remote, scratch)
+        rel.write_env_file(env, remote, scratch, rid)
         yield TargetRelease(scratch, scratch.release(rid), venv)
     finally:
         with contextlib.suppress(SeedError, OSError):

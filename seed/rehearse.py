@@ -423,8 +423,8 @@ def run_migrations(
             with op.step(f"rehearse {name}") as s:
                 before = table_state(watch)
                 command = (
-                    f"cd {q(unpacked.path)} && set -a && . {q(unpacked.layout.env_file)} && "
-                    f"set +a && export PGAPPNAME={q(app_name)} && .venv/bin/python "
+                    f"cd {q(unpacked.path)} && {rel.source_env(unpacked.layout, unpacked.path)}"
+                    f" && export PGAPPNAME={q(app_name)} && .venv/bin/python "
                     f"{q(script_path)} {q(m['app'])} {q(m['name'])} {q(scratch)}"
                 )
                 started = time.monotonic()

@@ -243,8 +243,39 @@ def db_env(env: Environment) -> dict[str, str]:
     return values
 
 
-def write_env_file(env: Environment, remote: Remote, layout: Layout) -> None:
-    remote.put_bytes(env_file_content(env, db_env(env)), layout.env_file, mode=0o600)
+ENV_NAME = ".seed-env"  # a release's own env file, in its folder
+
+
+def release_env(release_path: str) -> str:
+    """The env file of the release in `release_path` (written by Seed, 0600)."""
+    return posixpath.join(release_path, ENV_NAME)
+
+
+def source_env(layout: Layout, release_path: str) -> str:
+    """Shell: load the release's own env file (`set -a`: every variable exported); a release
+    deployed before releases kept their own has shared/env."""
+    own = q(release_env(release_path))
+    return f"set -a && if [ -f {own} ]; then . {own}; else . {q(layout.env_file)}; fi && set +a"
+
+
+def write_env_file(env: Environment, remote: Remote, layout: Layout, rid: str) -> None:
+    """The env file belongs to its release: written into releases/<rid>/ (0600), and
+    shared/env is a link through `current` (`../current/.seed-env`), so the app always reads
+    the env of the release it runs, switched with `current` and put back with it. A
+    shared/env that is still a file (deployed before) first becomes the current release's
+    own, unchanged: the app reads the same settings until the switch."""
+    remote.put_bytes(env_file_content(env, db_env(env)), release_env(layout.release(rid)))
+    link = posixpath.join("..", "current", ENV_NAME)
+    if remote.run(f"test -L {q(layout.env_file)}").ok:
+        return
+    current = current_release(remote, layout)
+    if current and remote.exists(layout.env_file):
+        own = release_env(layout.release(current))
+        remote.check(
+            f"[ -e {q(own)} ] || cp -p {q(layout.env_file)} {q(own)}",
+            f"keeping {layout.env_file} as the env of release {current}",
+        )
+    remote.symlink(link, layout.env_file, replace=True)
 
 
 def switch_current(remote: Remote, layout: Layout, rid: str) -> None:

@@ -200,6 +200,8 @@ class Output:
             return
 
         def verdict(c: dict[str, Any]) -> str:
+            if c.get("outcome") == "error":
+                return "ERROR"
             return "skipped" if c["skipped"] else "passed" if c["passed"] else "FAILED"
 
         def actual(c: dict[str, Any]) -> str:
@@ -218,7 +220,9 @@ class Output:
             table.add_column(name, overflow="fold")
         table.add_column("time", justify="right")
         for c in checks:
-            color = {"passed": "green", "FAILED": "red", "skipped": "yellow"}[verdict(c)]
+            color = {"passed": "green", "FAILED": "red", "skipped": "yellow", "ERROR": "yellow"}[
+                verdict(c)
+            ]
             table.add_row(
                 Text(self.scrub(c["name"])),
                 c["when"],

@@ -142,6 +142,12 @@ INVARIANTS = _obj(
         "sequences": {"type": "boolean"},
         "not_valid_constraints": {"type": "boolean"},
         "migrate_check": {"type": "boolean"},
+        "on_error": _s(
+            "an invariant that cannot run (a query error or timeout, the Django checks not "
+            "starting): warn (default) reports it as outcome `error` and goes on; fail fails "
+            "the deploy (rolled back) and validate (exit 7)",
+            enum=["warn", "fail"],
+        ),
         "django_check": {
             "description": "manage.py check --deploy: true, false or its options",
             "anyOf": [

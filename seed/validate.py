@@ -13,6 +13,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
+from seed import checks as checklib
 from seed import invariants
 from seed import release as rel
 from seed.checkrun import REPO_CHECKS, CheckRun, repo_checks
@@ -47,9 +48,11 @@ class Validate(Operation):
 
     def success_message(self) -> str:
         checks = self.report.checks
-        skipped = sum(1 for c in checks if c["skipped"])
+        errors = sum(1 for c in checks if c.get("outcome") == "error")
+        skipped = sum(1 for c in checks if c["skipped"]) - errors
         tail = f" ({skipped} skipped: no baseline)" if skipped else ""
-        return f"{len(checks) - skipped} check(s) passed on {self.env.name}{tail}"
+        tail += f" ({errors} could not run: see above)" if errors else ""
+        return f"{len(checks) - skipped - errors} check(s) passed on {self.env.name}{tail}"
 
     def body(self) -> str:
         env, session = self.env, self.session
@@ -92,7 +95,7 @@ class Validate(Operation):
                 )
             for result in run.results:
                 self.report.checks.append(result.to_json())
-                mark = "skip " if result.skipped else "ok   " if result.passed else "FAIL "
+                mark = checklib.MARKS[result.outcome]
                 self.out.detail(mark + result.describe())
             failed = len(run.failed)
             s.detail = f"{len(run.results)} check(s), {failed} failed"

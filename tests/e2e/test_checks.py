@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from tests.e2e.conftest import Deployment
 
@@ -219,3 +220,79 @@ def test_plan_reads_the_servers_and_changes_nothing(at_v2: Deployment) -> None:
     assert at_v2.scalar("select count(*) from django_migrations") == applied
     assert {p: tree(p) for p in files} == files
     assert set(Path("/tmp").glob("seed-plan-*")) == leftovers
+
+
+def test_a_table_the_app_role_cannot_read_is_skipped_not_failed(at_v2: Deployment) -> None:
+    """A table owned by another role with no grant to the app role (`shop`): the built-in
+    invariants that read user tables skip it and say so; the deploy and validate pass."""
+    databases = "select datname from pg_database where datname like 'shop_replaced_%'"
+    with at_v2.admin() as conn:
+        replaced = {r[0] for r in conn.execute(databases).fetchall()}
+    with at_v2.admin("shop") as conn:
+        conn.execute(
+            "create role auditor; create table public.audit_log (id serial primary key, note text);"
+            "alter table public.audit_log owner to auditor;"
+            "insert into public.audit_log (note) select 'n' || g from generate_series(1, 5) g;"
+            # a NOT VALID constraint on it: the constraint invariant reads the table too
+            "alter table public.audit_log add constraint audit_note check (note <> '') not valid"
+        )
+    try:
+        current = at_v2.current()
+        res = at_v2.fab("local", "upgradedb", "--ref", "v2")  # deployed already: no migration
+        output = res.stdout + res.stderr
+        assert res.returncode == 0, output
+        checks = checks_of(at_v2.last_report())
+        skipped = "skipped 1 table the app role cannot read: public.audit_log"
+        for name in ("sequences ahead of their columns", "NOT VALID constraints hold"):
+            check = checks[f"invariant: {name}"]
+            assert check["passed"] and check["outcome"] == "passed", check
+            assert skipped in check["actual"], check
+        assert skipped in output
+        assert at_v2.current() != current  # the new release is live (nothing was rolled back)
+
+        res = at_v2.fab("local", "validate", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        check = checks_of(json.loads(res.stdout))["invariant: sequences ahead of their columns"]
+        assert check["passed"] and skipped in check["actual"], check
+    finally:
+        with at_v2.admin("shop") as conn:
+            conn.execute("drop table if exists public.audit_log")
+        with at_v2.admin() as conn:
+            # a rollback (the bug) keeps the replaced database, holding the role's objects
+            for (name,) in conn.execute(databases).fetchall():
+                if name not in replaced:
+                    conn.execute(sql.SQL("drop database {}").format(sql.Identifier(name)))
+            conn.execute("drop role if exists auditor")
+
+
+def test_an_invariant_that_cannot_run_warns_unless_on_error_fail(at_v2: Deployment) -> None:
+    """`validate`: a built-in invariant whose query errors is outcome `error` (exit 0), and a
+    failure (exit 7) with `invariants.on_error: fail`."""
+    with at_v2.admin("shop") as conn:
+        conn.execute(
+            "create function seed_boom(t text) returns boolean language plpgsql"
+            " as $$ begin raise exception 'boom on %', t; end $$;"
+            "alter table shop_customer add constraint customer_boom"
+            " check (seed_boom(email)) not valid"
+        )
+    try:
+        res = at_v2.fab("local", "validate", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        check = checks_of(json.loads(res.stdout))["invariant: NOT VALID constraints hold"]
+        assert check["outcome"] == "error" and check["passed"], check
+        assert check["error"].startswith("boom on "), check
+        line = "check 'invariant: NOT VALID constraints hold' ERROR (invariants.on_error: warn"
+        assert line in res.stderr, res.stderr
+
+        strict = at_v2.variant("on-error-fail", {"invariants.on_error": "fail"})
+        res = at_v2.fab("local", "validate", "--json", envdir=strict)
+        assert res.returncode == 7, res.stdout + res.stderr
+        check = checks_of(json.loads(res.stdout))["invariant: NOT VALID constraints hold"]
+        assert check["outcome"] == "failed" and not check["passed"], check
+        assert "invariant: NOT VALID constraints hold" in res.stderr.strip().splitlines()[-1]
+    finally:
+        with at_v2.admin("shop") as conn:
+            conn.execute(
+                "alter table shop_customer drop constraint if exists customer_boom;"
+                "drop function if exists seed_boom(text)"
+            )

@@ -6,21 +6,25 @@ migrations themselves are exercised end to end in tests/e2e/test_checks.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from seed import invariants
 from seed.checkrun import CheckRun, repo_checks
 from seed.checks import measure, run_check
 from seed.checkspec import Check, CheckParser, Invariants
 from seed.errors import PreflightFailed
+from seed.sandbox import SandboxInfo
 from seed.validate import last_after_state
 
 Scratch = Callable[[], tuple[str, psycopg.Connection[Any]]]
+Connect = Callable[[], psycopg.Connection[Any]]
 
 
 def parse(*items: dict[str, Any]) -> tuple[Check, ...]:
@@ -292,6 +296,158 @@ def test_invariants_catch_what_a_migration_left_behind(shop: psycopg.Connection[
     nv = found["NOT VALID constraints hold"].actual
     assert "orders.orders_customer_fk (NOT VALID): 1 orphan row(s)" in nv
     assert "orders.orders_status_not_null (NOT VALID): 1 violating row(s)" in nv
+
+
+@pytest.fixture
+def two_roles(
+    scratch_db: Scratch, sandbox: SandboxInfo
+) -> Iterator[tuple[psycopg.Connection[Any], Connect, str]]:
+    """(admin connection to a scratch database, connect to it as the app role, another
+    role's name: a role that is not the app's, dropped afterwards)."""
+    name, admin = scratch_db()
+    role = f"seed_unit_other_{os.getpid()}"
+    admin.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+    opened: list[psycopg.Connection[Any]] = []
+
+    def connect() -> psycopg.Connection[Any]:
+        conn = psycopg.connect(sandbox.conninfo(sandbox.spec.app_user, name), autocommit=True)
+        opened.append(conn)
+        return conn
+
+    try:
+        yield admin, connect, role
+    finally:
+        for conn in opened:
+            conn.close()
+        admin.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def test_invariants_skip_what_the_app_role_cannot_read(
+    two_roles: tuple[psycopg.Connection[Any], Connect, str], sandbox: SandboxInfo
+) -> None:
+    admin, connect, role = two_roles
+    names = {"app": sql.Identifier(sandbox.spec.app_user), "role": sql.Identifier(role)}
+    admin.execute(
+        sql.SQL(
+            """
+            create schema private;
+            -- the app's own: checked as before (its sequence lags)
+            create table mine (id serial primary key, audit_id int);
+            insert into mine (id) values (900);
+            -- another role's, no grant: skipped, named
+            create table audit_log (id serial primary key, note text);
+            insert into audit_log (note) values ('a'), ('b');
+            alter table audit_log add constraint note_set check (note <> '') not valid;
+            alter table mine add constraint mine_audit foreign key (audit_id)
+              references audit_log not valid;
+            -- SELECT granted, USAGE on a sequence that was used: read and checked
+            create table granted (id serial primary key);
+            insert into granted default values;
+            insert into granted (id) values (50);
+            -- SELECT granted, USAGE on a sequence never called: its state is unknown
+            create table explicit_ids (id serial primary key);
+            insert into explicit_ids (id) values (7);
+            -- SELECT on the key column only: enough to check the sequence
+            create table some_columns (id serial primary key, secret text);
+            insert into some_columns (secret) values ('s');
+            -- a schema the app role may not use
+            create table private.hidden (id serial primary key);
+            insert into private.hidden default values;
+            alter table mine owner to {app};
+            alter table audit_log owner to {role};
+            alter table granted owner to {role};
+            alter table explicit_ids owner to {role};
+            alter table some_columns owner to {role};
+            alter table private.hidden owner to {role};
+            alter schema private owner to {role};
+            grant select on granted, explicit_ids to {app};
+            grant usage on sequence granted_id_seq, explicit_ids_id_seq to {app};
+            grant select (id) on some_columns to {app};
+            grant select on sequence some_columns_id_seq to {app};
+            """
+        ).format(**names)
+    )
+    found = run_invariants(connect())
+    seqs = found["sequences ahead of their columns"]
+    assert not seqs.passed and seqs.error is None and seqs.outcome == "failed"
+    assert seqs.actual == (
+        "granted_id_seq next 2 <= max(granted.id) 50; mine_id_seq next 1 <= max(mine.id) 900; "
+        "skipped 2 tables and 1 sequence the app role cannot read: "
+        "private.hidden, public.audit_log, public.explicit_ids_id_seq"
+    )
+    nv = found["NOT VALID constraints hold"]
+    assert nv.passed and nv.outcome == "passed", nv
+    assert (
+        nv.actual == "no violating rows; skipped 1 table the app role cannot read: public.audit_log"
+    )
+    assert "skipped 1 table" in nv.describe()
+    assert found["no invalid indexes"].actual == "none"  # nothing skipped: nothing said
+
+    # with the grants, nothing is skipped (and the lag is found)
+    admin.execute(
+        sql.SQL(
+            "grant usage on schema private to {app};"
+            "grant select on all tables in schema public, private to {app};"
+            "grant select on all sequences in schema public, private to {app}"
+        ).format(**names)
+    )
+    found = run_invariants(connect())
+    assert "skipped" not in found["sequences ahead of their columns"].actual
+    assert "explicit_ids_id_seq next 1 <= max(explicit_ids.id) 7" in (
+        found["sequences ahead of their columns"].actual
+    )
+    assert found["NOT VALID constraints hold"].actual == "no violating rows"
+
+
+def test_an_invariant_that_cannot_run_is_an_error_not_a_failure(
+    shop: psycopg.Connection[Any],
+) -> None:
+    """A query error of a built-in invariant: outcome `error` (passed: it fails nothing)
+    by default; a failure with `invariants.on_error: fail`."""
+    shop.execute(
+        """
+        create function boom(t text) returns boolean language plpgsql
+          as $$ begin raise exception 'boom on %', t; end $$;
+        alter table orders add constraint orders_boom check (boom(status)) not valid
+        """
+    )
+    (nv,) = [
+        r
+        for r in invariants.database_invariants(shop, Invariants(), "10s")
+        if r.name == "invariant: NOT VALID constraints hold"
+    ]
+    assert nv.passed and nv.outcome == "error" and nv.error == "boom on new"
+    assert nv.skipped == "ERROR (invariants.on_error: warn, not failing): boom on new"
+    assert nv.describe() == (
+        "check 'invariant: NOT VALID constraints hold' "
+        "ERROR (invariants.on_error: warn, not failing): boom on new"
+    )
+    data = nv.to_json()
+    assert (data["outcome"], data["passed"], data["error"]) == ("error", True, "boom on new")
+    run = CheckRun((), "10s")
+    run.add([nv])
+    assert not run.failed and run.after_values() == {}
+
+    strict = invariants.database_invariants(shop, Invariants(on_error="fail"), "10s")
+    (nv,) = [r for r in strict if r.name == "invariant: NOT VALID constraints hold"]
+    assert not nv.passed and nv.outcome == "failed" and nv.skipped is None
+    assert nv.describe() == "check 'invariant: NOT VALID constraints hold' errored: boom on new"
+    # the other invariants ran as usual
+    assert all(r.passed and r.outcome == "passed" for r in strict if r is not nv)
+
+    # a statement timeout is an error too
+    shop.execute("alter table orders drop constraint orders_boom")
+    shop.execute(
+        """
+        create or replace function boom(t text) returns boolean language sql
+          as $$ select pg_sleep(1) is not null $$;
+        alter table orders add constraint orders_slow check (boom(status)) not valid
+        """
+    )
+    results = invariants.database_invariants(shop, Invariants(), "200ms")
+    (nv,) = [r for r in results if r.name == "invariant: NOT VALID constraints hold"]
+    assert nv.outcome == "error" and "statement timeout" in str(nv.error), nv
 
 
 # --------------------------------------------------------------------------- runs, repo file

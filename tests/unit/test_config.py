@@ -880,3 +880,19 @@ def test_imports_compare_with_names_another_environment(tmp_path: Path) -> None:
     assert "imports.comapre_with" in problems(
         tmp_path, LOCAL + "imports: {comapre_with: staging}\n"
     )
+
+
+def test_invariants_on_error(tmp_path: Path) -> None:
+    """`invariants.on_error`: warn (default) or fail; anything else is a one-line error."""
+    assert load(tmp_path, LOCAL).invariants.on_error == "warn"
+    text = edit(LOCAL, "invariants:\n", "invariants:\n  on_error: fail\n")
+    env = load(tmp_path, text)
+    assert env.invariants.on_error == "fail"
+    assert env.invariants.django_check and env.invariants.django_check.fail_level == "WARNING"
+    text = edit(LOCAL, "invariants:\n", "invariants:\n  on_error:\n")  # null: the default
+    assert load(tmp_path, text).invariants.on_error == "warn"
+    text = edit(LOCAL, "invariants:\n", "invariants:\n  on_error: ignore\n")
+    line = LOCAL.splitlines().index("invariants:") + 2
+    message = problems(tmp_path, text)
+    assert f"line {line}: invariants.on_error: expected one of warn, fail, got 'ignore'" in message
+    assert "\n" not in message.strip()
