@@ -25,6 +25,7 @@ from seed.config import Environment
 from seed.db import (
     ConnFactory,
     applied_migrations,
+    error_text,
     parallel_figures,
     recorded_algorithm,
     same_figures,
@@ -173,15 +174,131 @@ def apply_properties(conn: psycopg.Connection[Any], dbname: str, props: dict[str
             )
     for role, config in props["settings"]:
         for item in config:
-            key, _, value = item.partition("=")
-            target = (
-                sql.SQL("alter role {} in database {}").format(sql.Identifier(role), db)
-                if role
-                else sql.SQL("alter database {}").format(db)
-            )
-            conn.execute(
-                sql.SQL("{} set {} = {}").format(target, sql.Identifier(key), sql.Literal(value))
-            )
+            apply_setting(conn, dbname, role, item)
+
+
+def split_setting_list(value: str) -> list[str] | None:
+    """The elements of a stored list-valued setting (`"$user", public` → `$user`, `public`),
+    read as PostgreSQL reads them (SplitGUCList: comma-separated, double quotes with `""`
+    inside, white space around elements); None when it is not such a list."""
+    items: list[str] = []
+    i, n = 0, len(value)
+    while True:
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == '"':
+            i += 1
+            chunk: list[str] = []
+            while True:
+                end = value.find('"', i)
+                if end < 0:
+                    return None  # unterminated quote
+                chunk.append(value[i:end])
+                i = end + 1
+                if i < n and value[i] == '"':  # a doubled quote is one quote
+                    chunk.append('"')
+                    i += 1
+                else:
+                    break
+            items.append("".join(chunk))
+        else:
+            start = i
+            while i < n and value[i] != "," and not value[i].isspace():
+                i += 1
+            if i == start:
+                return None  # an empty unquoted element
+            items.append(value[start:i])
+        while i < n and value[i].isspace():
+            i += 1
+        if i == n:
+            return items
+        if value[i] != ",":
+            return None
+        i += 1
+
+
+Statement = tuple[sql.SQL | sql.Composed, tuple[str, ...]]  # parameters, or () for none
+
+
+def setting_forms(
+    target: sql.Composable, key: str, value: str
+) -> list[tuple[str, list[Statement]]]:
+    """Ways to make `<target> SET key` store exactly `key=value`, in the order they are tried.
+
+    1. `SET key = 'value'`: stored verbatim, except for list settings PostgreSQL quotes
+       (GUC_LIST_QUOTE: search_path, temp_tablespaces, *_preload_libraries, some
+       extensions'), where the whole string would become one quoted element.
+    2. `set_config(key, value, true)` then `SET key FROM CURRENT` in one transaction: the
+       current value is stored as it is, unquoted. Not first: it stores values as SHOW gives
+       them (8192 → 8MB, utc → UTC), and set_config refuses some values (a tablespace that
+       does not exist, a parameter our session may not set).
+    3. `SET key TO 'elem', 'elem'`: each element quoted on its own, as the original
+       statement had it — for the list values set_config refused.
+    """
+    name = sql.Identifier(key)
+    forms: list[tuple[str, list[Statement]]] = [
+        (
+            "as one value",
+            [(sql.SQL("{} set {} = {}").format(target, name, sql.Literal(value)), ())],
+        ),
+        (
+            "from current",
+            [
+                (sql.SQL("select pg_catalog.set_config(%s, %s, true)"), (key, value)),
+                (sql.SQL("{} set {} from current").format(target, name), ()),
+            ],
+        ),
+    ]
+    elements = split_setting_list(value)
+    if elements:
+        listed = sql.SQL(", ").join(sql.Literal(e) for e in elements)
+        forms.append(("as a list", [(sql.SQL("{} set {} to {}").format(target, name, listed), ())]))
+    return forms
+
+
+def stored_setting(conn: psycopg.Connection[Any], dbname: str, role: str, key: str) -> str | None:
+    """The `key=value` item pg_db_role_setting holds for (database, role or '' for none)."""
+    row = conn.execute(
+        """
+        select c from pg_catalog.pg_db_role_setting s
+                 join pg_catalog.pg_database d on d.oid = s.setdatabase,
+               unnest(s.setconfig) c
+         where d.datname = %s
+           and s.setrole = case when %s = '' then 0
+                                else (select oid from pg_catalog.pg_roles where rolname = %s) end
+           and lower(split_part(c, '=', 1)) = lower(%s)
+        """,
+        (dbname, role, role, key),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def apply_setting(conn: psycopg.Connection[Any], dbname: str, role: str, item: str) -> None:
+    """`ALTER DATABASE dbname SET` (or `ALTER ROLE role IN DATABASE dbname SET`) such that
+    pg_db_role_setting holds exactly `item` (`key=value`, as read from the original): each
+    form of `setting_forms` in turn, read back after each; SeedError when none gives it."""
+    key, _, value = item.partition("=")
+    db = sql.Identifier(dbname)
+    target = (
+        sql.SQL("alter role {} in database {}").format(sql.Identifier(role), db)
+        if role
+        else sql.SQL("alter database {}").format(db)
+    )
+    tried = []
+    for label, statements in setting_forms(target, key, value):
+        try:
+            with conn.transaction():
+                for statement, params in statements:
+                    conn.execute(statement, params or None)
+        except psycopg.Error as exc:
+            tried.append(f"{label}: {error_text(exc)}")
+            continue
+        got = stored_setting(conn, dbname, role, key)
+        if got == item:
+            return
+        tried.append(f"{label}: stored {got!r}")
+    whose = f"role {role} in database {dbname}" if role else f"database {dbname}"
+    raise SeedError(f"cannot reproduce the setting {item!r} of {whose} ({'; '.join(tried)})")
 
 
 def sequence_values(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -342,8 +459,15 @@ def snapshot_copy(
                 raise
             time.sleep(0.2 * (attempt + 1))
     seconds = time.monotonic() - started
-    conn.execute(sql.SQL("alter database {} allow_connections false").format(sql.Identifier(snap)))
-    apply_properties(conn, snap, props)
+    try:
+        conn.execute(
+            sql.SQL("alter database {} allow_connections false").format(sql.Identifier(snap))
+        )
+        apply_properties(conn, snap, props)
+    except (SeedError, psycopg.Error):
+        with contextlib.suppress(psycopg.Error):  # a copy without the settings is no snapshot
+            drop_if_exists(conn, snap)
+        raise
     return seconds
 
 

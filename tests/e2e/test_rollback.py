@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from seed.restore import comparable_properties, database_properties
@@ -21,10 +22,31 @@ from tests.e2e.conftest import Deployment
 PROPERTIES_SQL = [
     "alter database shop set work_mem = '8MB'",
     "alter role shop in database shop set statement_timeout = '45s'",
+    # list-valued settings (issue 18): each element is stored quoted on its own
+    'alter database shop set search_path to "$user", public',
+    'alter role shop in database shop set search_path to "$user", public, "we""ird, one"',
     "revoke connect on database shop from public",
     "grant connect on database shop to shop",
     "comment on database shop is 'the shop''s data'",
 ]
+
+
+def app_reads(dep: Deployment) -> dict[str, Any]:
+    """`select count(*) from shop_customer`, unqualified, as the app role (its role-in-database
+    search_path) and as the admin (the database's search_path): what a corrupted search_path
+    breaks. A count, or the error's text."""
+    found: dict[str, Any] = {}
+    for who, conninfo in (
+        ("app", dep.sandbox.app_conninfo()),
+        ("admin", dep.sandbox.admin_conninfo("shop")),
+    ):
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                row = conn.execute("select count(*) from shop_customer").fetchone()
+                found[who] = row[0] if row else None
+        except psycopg.Error as exc:
+            found[who] = f"{type(exc).__name__}: {exc}"
+    return found
 
 
 def whole_state(dep: Deployment) -> dict[str, Any]:
@@ -44,6 +66,7 @@ def whole_state(dep: Deployment) -> dict[str, Any]:
         "current": dep.current(),
         "releases": dep.releases(),
         "serving": dep.http("/version/"),
+        "app_reads": app_reads(dep),
     }
 
 
@@ -67,6 +90,7 @@ def at_v2(deployment: Deployment) -> Iterator[Deployment]:
 
 def test_bad_data_is_rolled_back_to_the_exact_before_state(at_v2: Deployment) -> None:
     before = whole_state(at_v2)
+    assert before["app_reads"] == {"app": 20000, "admin": 20000}
     res = at_v2.fab("local", "upgradedb", "--ref", "bad-data")
     assert res.returncode == 5, res.stderr
     last = res.stderr.strip().splitlines()[-1]
