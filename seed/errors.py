@@ -69,3 +69,22 @@ class ChecksFailed(SeedError):
     """A read-only command's checks failed; nothing was changed."""
 
     code = 7
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached a run: it records `interrupted` and stops at once (never
+    a restore started from a signal). A BaseException, so no `except Exception` on the way
+    out undoes or rolls back anything: the interrupted run is recovery pending, like a
+    killed one. Exit code 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.detail = ""  # what the run's record says (where it stopped, what to do)
+        super().__init__(f"interrupted by {self.name}")
+
+    @property
+    def code(self) -> int:
+        return 128 + self.signum

@@ -11,10 +11,13 @@ import contextlib
 import os
 import posixpath
 import secrets as pysecrets
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
@@ -25,7 +28,14 @@ from seed import hooks as hooklib
 from seed import release as rel
 from seed import restore as restorelib
 from seed.config import Environment, Hook
-from seed.errors import JournalUnwritable, LockHeld, LockLost, PreflightFailed, SeedError
+from seed.errors import (
+    Interrupted,
+    JournalUnwritable,
+    LockHeld,
+    LockLost,
+    PreflightFailed,
+    SeedError,
+)
 from seed.fanout import HostOutcomes, fan_out
 from seed.journal import Journal, holder_text, release_lock, try_advisory_lock
 from seed.remote import Remote
@@ -38,6 +48,32 @@ T = TypeVar("T")
 def new_deploy_id() -> str:
     """`<UTC time>-<4 hex>`: sorts by time, unique enough for one environment."""
     return f"{utcnow():%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _stop_on_signals() -> Callable[[], None]:
+    """SIGINT and SIGTERM raise Interrupted in the run (main thread only); returns the
+    function that puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _raise_interrupted)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def _ignore_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _why(exc: BaseException) -> str:
@@ -221,6 +257,7 @@ class Operation:
         env = self.env
         mode = "read-only" if self.read_only else self.id
         self.out.line(f"seed {self.kind} {env.name} ({env.description}): {mode}")
+        restore_handlers = _stop_on_signals()
         try:
             check_local_state(self.local_root)
             self.prepare()
@@ -242,7 +279,12 @@ class Operation:
             if self.report.outcome == "running":
                 self.finish("failed", exc.code, str(exc))
             raise
-        except BaseException as exc:  # a bug or an interrupt: still leave an honest record
+        except Interrupted as exc:
+            _ignore_signals()  # stopping: a second signal must not break the record
+            if self.report.outcome == "running":
+                self.finish_interrupted(exc)
+            raise
+        except BaseException as exc:  # a bug: still leave an honest record
             if self.report.outcome == "running":
                 with contextlib.suppress(Exception):
                     self.finish("failed", 1, f"internal error: {type(exc).__name__}: {exc}")
@@ -255,6 +297,28 @@ class Operation:
             self.out.summary(self.report)
             if not self.read_only and self.report.outcome != "running":
                 self.notify()
+            restore_handlers()
+
+    def finish_interrupted(self, exc: Interrupted) -> None:
+        """SIGINT/SIGTERM: the record says `interrupted` (one attempt: within a second) and
+        nothing more is done; the environment is recovery pending, as after a kill."""
+        step = next((s.name for s in reversed(self.report.steps)), "")
+        where = f" during step '{step}'" if step else ""
+        self.report.outcome = "interrupted"
+        self.report.exit_code = exc.code
+        self.report.message = (
+            f"{self.kind} {self.id} {exc}{where}; nothing more was done. Run `fab "
+            f"{self.env.name} rollback` to return to the state before it"
+            + (" (or `upgradedb --resume` to finish it)" if self.kind == "upgradedb" else "")
+        )
+        self.report.finished_at = iso()
+        exc.detail = self.report.message
+        self.record_final(attempts=1)
+        local = self.local_root / self.env.name / "reports" / f"{self.id}.json"
+        for path in (local, self.report_path):
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    write_json(path, self.report.to_json(), self.out.scrub)
 
     # -- hooks ------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from seed import reverse as reverselib
 from seed.config import Environment
 from seed.errors import (
     HumanNeeded,
+    Interrupted,
     JournalUnwritable,
     LockLost,
     PreflightFailed,
@@ -135,6 +136,8 @@ class Upgrade(Operation):
             raise PreflightFailed(
                 f"deploy of {self.ref} refused at pre-flight: {exc}; nothing changed"
             ) from None
+        except Interrupted:
+            raise  # stop at once: recovery puts back what was prepared
         except BaseException:
             self.undo_preparations()
             raise

@@ -79,11 +79,10 @@ class RunState:
 
     def describe(self) -> str:
         r = self.record
-        how = (
-            "failed and its rollback failed (exit 6)"
-            if r.get("outcome") == "rollback failed"
-            else f"died {self.where()}"
-        )
+        how = {
+            "rollback failed": "failed and its rollback failed (exit 6)",
+            "interrupted": f"was interrupted (SIGINT/SIGTERM) {self.where()}",
+        }.get(str(r.get("outcome")), f"died {self.where()}")
         return (
             f"{self.kind} {self.id} ({r.get('who', '?')}, {r.get('command', '?')!r}, started "
             f"{r.get('started_at', '?')}) {how}"
@@ -152,7 +151,7 @@ def unfinished(record: dict[str, Any]) -> bool:
     the environment is not known to be in the old or the new state until recovered."""
     if record.get("recovered_by"):
         return False
-    if record.get("outcome") == "running":
+    if record.get("outcome") in ("running", "interrupted"):
         return True
     return record.get("kind") == "upgradedb" and record.get("outcome") == "rollback failed"
 

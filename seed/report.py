@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 import seed
-from seed.errors import PreflightFailed
+from seed.errors import Interrupted, PreflightFailed
 
 
 def utcnow() -> dt.datetime:
@@ -163,7 +163,7 @@ class Output:
             yield record
         except BaseException as exc:
             record.seconds = time.monotonic() - started
-            record.outcome = "failed"
+            record.outcome = "interrupted" if isinstance(exc, Interrupted) else "failed"
             if not record.detail:
                 record.detail = self.scrub(str(exc))
             self.line(f"✘ {name} failed after {record.seconds:.2f}s", style="bold red")

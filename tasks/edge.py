@@ -24,7 +24,7 @@ from seed.config import (
     load_environment,
     local_user,
 )
-from seed.errors import ConfigError, Refused, SeedError
+from seed.errors import ConfigError, Interrupted, Refused, SeedError
 from seed.report import Output, Scrubber, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,6 +57,8 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SeedError as exc:
             raise Exit(f"seed: {exc}", exc.code) from None
+        except Interrupted as exc:
+            raise Exit(f"seed: {exc.detail or exc}", exc.code) from None
         except KeyboardInterrupt:
             raise Exit("seed: interrupted", 130) from None
         except Exception as exc:

@@ -84,34 +84,57 @@ KILL_POINTS = [
 
 @pytest.mark.parametrize(("point", "expect"), KILL_POINTS, ids=[p for p, _ in KILL_POINTS])
 def test_sigkill_of_fab(at_v2: Deployment, point: str, expect: str) -> None:
-    before = whole_state(at_v2)
-    killed_at(at_v2, point, "upgradedb", "--ref", "v3")
+    stopped_then_recovered(at_v2, "kill", point, expect)
+
+
+# what each fault makes `fab` end with
+RETURN_CODES = {"kill": -9, "int": 130, "term": 143, "cancel": 130}
+FAULT_NAMES = {
+    "kill": "SIGKILL",
+    "int": "SIGINT",
+    "term": "SIGTERM",
+    "cancel": "CI cancel (INT, TERM, KILL)",
+}
+
+
+def stopped_then_recovered(dep: Deployment, fault: str, point: str, expect: str) -> None:
+    """`upgradedb --ref v3` stopped by `fault` at `point`; then the next deploy refuses and
+    recovery (`rollback`, or `upgradedb --resume` where the database had passed its post
+    checks) gives exactly the old (or new) state back, the lock free."""
+    before = whole_state(dep)
+    res = dep.fab("local", "upgradedb", "--ref", "v3", extra_env={"SEED_FAULT": f"{fault}@{point}"})
+    assert res.returncode == RETURN_CODES[fault], f"{fault} at {point!r}:\n{res.stdout}{res.stderr}"
+    if fault != "kill":  # the record says so at once, and what to do
+        last = res.stderr.strip().splitlines()[-1]
+        assert "interrupted by SIG" in last and "nothing more was done" in last, last
+        assert dep.last_report()["outcome"] == "interrupted"
     started = time.monotonic()
     if point in REFUSAL_CHECKED or expect == "new":
-        refused_until_recovered(at_v2)
+        refused_until_recovered(dep)
+    name = f"{FAULT_NAMES[fault]} {point}"
     if expect == "old":
-        res = at_v2.fab("local", "rollback", "--wait", "120")
+        res = dep.fab("local", "rollback", "--wait", "120")
         assert res.returncode == 0, res.stdout + res.stderr
         assert "recovered interrupted deploy" in res.stderr
         elapsed = time.monotonic() - started
-        assert whole_state(at_v2) == before
-        MATRIX.append(Row(f"SIGKILL fab {point}", "old state, verified", elapsed, "rollback"))
+        assert whole_state(dep) == before
+        MATRIX.append(Row(name, "old state, verified", elapsed, "rollback"))
     else:
-        res = at_v2.fab("local", "upgradedb", "--resume")
+        res = dep.fab("local", "upgradedb", "--resume")
         assert res.returncode == 0, res.stdout + res.stderr
         elapsed = time.monotonic() - started
-        assert v3_serving(at_v2) == {
+        assert v3_serving(dep) == {
             "shop migrations": 5,
             "name column": 0,
             "serving": "v3",
             "releases": len(before["releases"]) + 1,
         }
-        MATRIX.append(Row(f"SIGKILL fab {point}", "new state, checks passed", elapsed, "--resume"))
+        MATRIX.append(Row(name, "new state, checks passed", elapsed, "--resume"))
         # and the resumed deploy is an ordinary one: rollback undoes it exactly
-        res = at_v2.fab("local", "rollback")
+        res = dep.fab("local", "rollback")
         assert res.returncode == 0, res.stdout + res.stderr
-        assert whole_state(at_v2) == before
-    assert lock_is_free(at_v2)
+        assert whole_state(dep) == before
+    assert lock_is_free(dep)
 
 
 def test_sigkill_during_a_manual_rollback_restore(at_v2: Deployment) -> None:
