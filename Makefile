@@ -29,8 +29,12 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# every benchmark runs (one missing its target does not stop the others); then the
+# target fails, naming those that missed (exit status 1) or broke
 bench: install
-	@for b in bench/*.py; do case "$$b" in */common.py) continue;; esac; $(BIN)/python "$$b"; done; true
+	@failed=""; for b in bench/*.py; do case "$$b" in */common.py) continue;; esac; \
+		$(BIN)/python "$$b" || failed="$$failed $$b"; done; \
+	if [ -n "$$failed" ]; then echo "make bench: missed or failed:$$failed" >&2; exit 1; fi
 
 clean:
 	rm -rf $(VENV) .cache .seed .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: timings table, stopwatch, the generated shop data.
+"""Shared by the benchmarks: timings table, stopwatch, the generated shop data, the raw
+PostgreSQL client programs (baselines) and the headline line every benchmark ends with.
 
 Not a benchmark itself (`make bench` runs the other files of this directory).
 """
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from seed.config import Environment
 from seed.sandbox import SandboxInfo, SandboxSpec, free_port
 
 CUSTOMERS = 3_000_000
@@ -173,3 +178,103 @@ def bench_spec() -> SandboxSpec:
     root = Path(tempfile.mkdtemp(prefix="seed-bench-", dir="/var/tmp"))
     os.chmod(root, 0o755)  # noqa: S103 - postgres (as root) must traverse it
     return SandboxSpec(root=root, ssh_port=free_port(), pg_port=free_port())
+
+
+def headline(
+    name: str, value: float, target: float, unit: str = "", more_is_better: bool = False
+) -> int:
+    """Print the benchmark's last line (DESIGN: Benchmarks); returns the exit status, 1 on
+    a miss. No unit: `<name>: ratio R (target <= X)` (ours/baseline); with a unit:
+    `<name>: <value> <unit> (target <= X)`, or `>=` when more is better."""
+    if not unit:
+        say(f"{name}: ratio {value:.2f} (target <= {target:g})")
+        return 0 if value <= target else 1
+    shown = f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}"
+    sign = ">=" if more_is_better else "<="
+    say(f"{name}: {shown} {unit} (target {sign} {target:g})")
+    met = value >= target if more_is_better else value <= target
+    return 0 if met else 1
+
+
+class Raw:
+    """The raw PostgreSQL client programs, run locally as the admin user (the baselines)."""
+
+    def __init__(self, info: SandboxInfo, env: Environment) -> None:
+        self.env = env
+        self.conn_args = [
+            f"--host={env.db.host}",
+            f"--port={env.db.port}",
+            f"--username={env.db.admin_user}",
+            "--no-password",
+        ]
+        self.proc_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        self.proc_env["PGPASSFILE"] = str(info.pgpass)
+        # the same programs the state host runs (it is this machine, same PATH)
+        self.pg_dump = shutil.which(env.backup.tool("pg_dump")) or "pg_dump"
+        self.pg_restore = shutil.which(env.backup.tool("pg_restore")) or "pg_restore"
+        self.vacuumdb = shutil.which(env.backup.tool("vacuumdb")) or "vacuumdb"
+        self.createdb_bin = shutil.which("createdb") or "createdb"
+        openssl = shutil.which("openssl")
+        # OpenSSL uses the CPU's SHA extensions; coreutils' sha256sum (Debian 12) does not
+        self.fast_sha = [openssl, "dgst", "-sha256", "-r"] if openssl else ["sha256sum"]
+        self.fast_sha_name = "openssl dgst -sha256" if openssl else "sha256sum"
+
+    def run(self, args: list[str]) -> None:
+        res = subprocess.run(args, env=self.proc_env, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise SystemExit(f"{args[0]} failed (exit {res.returncode}): {res.stderr.strip()}")
+
+    def dump(self, path: Path, level: int | None = None) -> None:
+        """`pg_dump -Fc -f FILE` at `level` (None: pg_dump's own default)."""
+        compress = [] if level is None else [f"--compress={level}"]
+        self.run(
+            [
+                self.pg_dump,
+                "--format=custom",
+                *compress,
+                *self.conn_args,
+                f"--file={path}",
+                self.env.db.name,
+            ]
+        )
+
+    def dump_streamed(self, path: Path) -> None:
+        """Seed's one pass, raw and local: dump | tee FILE FIFO(sha256) | pg_restore -f
+        /dev/null, then sync (no SSH, no remote job, no rename)."""
+        dump = shlex.join(
+            [
+                self.pg_dump,
+                "--format=custom",
+                f"--compress={self.env.backup.compression}",
+                *self.conn_args,
+                self.env.db.name,
+            ]
+        )
+        file, fifo = shlex.quote(str(path)), shlex.quote(f"{path}.fifo")
+        script = (
+            "set -euo pipefail\n"
+            f"mkfifo {fifo}\n"
+            f"{shlex.join(self.fast_sha)} < {fifo} > {shlex.quote(f'{path}.sha')} & sha=$!\n"
+            f"{dump} | tee {fifo} {file} | {shlex.quote(self.pg_restore)} --file=/dev/null\n"
+            'wait "$sha"\n'
+            f"rm -f {fifo}\n"
+            f"sync {file}\n"
+        )
+        self.run(["bash", "-c", script])
+
+    def createdb(self, name: str, owner: str) -> None:
+        self.run(
+            [self.createdb_bin, *self.conn_args, f"--owner={owner}", "--template=template0", name]
+        )
+
+    def restore(self, name: str, path: Path, jobs: int = 1) -> None:
+        self.run(
+            [self.pg_restore, *self.conn_args, f"--jobs={jobs}", f"--dbname={name}", str(path)]
+        )
+
+    def analyze(self, name: str, jobs: int) -> None:
+        """What Seed runs after pg_restore: `vacuumdb --analyze-only --jobs=N`."""
+        self.run(
+            [self.vacuumdb, "--analyze-only", "--quiet", f"--jobs={jobs}", *self.conn_args,
+             f"--dbname={name}"]
+        )  # fmt: skip

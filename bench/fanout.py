@@ -9,8 +9,8 @@ whose artifact is already built and whose dependencies are reused: upload + unpa
 link the existing venv, write shared/env, switch `current`, run the restart hook —
 through `seed.fanout.fan_out` with `app.parallel` (default 8) on 1 host and on N.
 
-The last line is `fanout: ratio <time(N)/time(1)> (target <= 2.0)`; sequential
-would be N.
+The last line is `fanout: ratio <time(N)/time(1)> (target <= 2)`, exit status 1 on a
+miss; sequential would be N.
 """
 
 from __future__ import annotations
@@ -29,7 +29,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import Timings, bench_spec, interleaved, say, stopwatch  # noqa: E402
+from bench.common import (  # noqa: E402
+    Timings,
+    bench_spec,
+    headline,
+    interleaved,
+    say,
+    stopwatch,
+)
 from seed import release as rel  # noqa: E402
 from seed.config import Host, load_environment  # noqa: E402
 from seed.fanout import fan_out  # noqa: E402
@@ -126,7 +133,7 @@ def main() -> int:
                     vhash = rel.venv_hash(requirements, version)
                     job = f"{env.state_dir}/jobs/bench-venv-{remote.host.name}-{remote.host.port}"
                     rel.ensure_venv(env, remote, layout, rid, vhash, job)
-                    rel.write_env_file(env, remote, layout)
+                    rel.write_env_file(env, remote, layout, rid)
                     rel.switch_current(remote, layout, rid)
                     rel.run_hook(remote, layout, "true", "restart")
 
@@ -170,8 +177,7 @@ def main() -> int:
     say("")
     ratio = t.median(many_label) / t.median(one_label)
     say(f"sequential would be {args.hosts}x")
-    say(f"fanout: ratio {ratio:.2f} (target <= {TARGET})")
-    return 0
+    return headline("fanout", ratio, TARGET)
 
 
 if __name__ == "__main__":
