@@ -185,6 +185,59 @@ def free_bytes(remote: Remote, path: str) -> int:
     return int(fields[3])
 
 
+@dataclass
+class Space:
+    """Room for a backup of the database (and for a restored copy of it), measured once."""
+
+    database_size: int
+    needed: int  # the backup's expected size
+    free: int  # in backup.dir
+    dir: str
+    host: str
+    restore: str  # the restore-space finding, or "TOO SMALL: ..."
+
+    @property
+    def fits(self) -> bool:
+        return self.free >= self.needed
+
+    def refusal(self) -> str:
+        return (
+            f"backup dir {self.dir} on {self.host} has {human(self.free)} free, the backup "
+            f"needs about {human(self.needed)}"
+        )
+
+
+def backup_space(
+    env: Environment,
+    remote: Remote,
+    conn: psycopg.Connection[Any],
+    size: int,
+    manifests: list[dict[str, Any]] | None = None,
+    refuse: bool = True,
+    with_restore: bool = True,
+) -> Space:
+    """The one backup-fits check (upgradedb's pre-flight, `backup`, `plan`): the expected
+    dump size from the last backup's compression ratio vs the free space of backup.dir,
+    and (`with_restore`) the data directory's room for a restored copy. With `refuse`
+    (the default) a shortfall of either is PreflightFailed (exit 4); `plan` reports it."""
+    if manifests is None:
+        manifests = list_manifests(env, remote)
+    needed = estimate_size(manifests, size)
+    free = free_bytes(remote, env.backup.dir)
+    space = Space(size, needed, free, env.backup.dir, remote.label, "")
+    if refuse and not space.fits:
+        raise PreflightFailed(space.refusal())
+    if not with_restore:
+        return space
+    try:
+        space.restore = restore_space(env, remote, conn, size)
+    except PreflightFailed as exc:
+        if refuse:
+            raise
+        space.restore = f"TOO SMALL: {exc}"
+    return space
+
+
 def restore_space(
     env: Environment, remote: Remote, conn: psycopg.Connection[Any], size: int
 ) -> str:

@@ -30,7 +30,7 @@ from psycopg import sql
 
 from seed import backup as backups
 from seed import db as dblib
-from seed import masking, recovery
+from seed import masking, recovery, undo
 from seed import restore as restorelib
 from seed.config import Environment
 from seed.dbtasks import find_manifest
@@ -488,12 +488,10 @@ class CopyTo(Operation):
         self.freeze()
         self.state["app"] = "stopped (maintenance on)"
         with self.step("swap") as s:
-            self.admin.close()
-            pg = self.dst_admin("postgres")
             plan = restorelib.RestorePlan(target.db.name, self.copy_db, self.replaced, path, "")
             self.swapped = True
             try:
-                restorelib.swap(pg, plan)
+                undo.swap_in(self, plan)
             except (psycopg.Error, OSError) as exc:
                 self.state["target"] = (
                     f"swap failed ({dblib.error_text(exc)}): connections to "

@@ -22,7 +22,7 @@ from seed.journal import Journal
 from seed.operation import Operation
 from seed.release import current_release, release_revision
 from seed.replication import refuse_if_replicated
-from seed.report import Output, Scrubber, human, iso
+from seed.report import Output, Scrubber, iso
 from seed.session import Session
 
 
@@ -135,15 +135,8 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
                 f"pg_dump on {state.label} is {text!r}, older than the server "
                 f"({server // 10000}); set backup.pg_bin to a newer one"
             )
-        manifests = backups.list_manifests(env, state)
-        free = backups.free_bytes(state, env.backup.dir)
-        needed = backups.estimate_size(manifests, size)
-        if free < needed:
-            raise PreflightFailed(
-                f"backup dir {env.backup.dir} on {state.label} has {human(free)} "
-                f"free, the backup needs about {human(needed)}"
-            )
-        s.detail = f"{size / 1e6:.1f} MB database, {free / 1e9:.1f} GB free"
+        space = backups.backup_space(env, state, admin, size, with_restore=False)
+        s.detail = f"{size / 1e6:.1f} MB database, {space.free / 1e9:.1f} GB free"
     # the counters before the snapshot: a write in between is counted, never missed
     self.take_reading(undo.BACKUP)
     snap_conn = session.connect(admin=True, app_name=self.app_name)

@@ -570,17 +570,7 @@ class Operation:
     def take_reading(self, event: str) -> undo.Reading:
         """Write counters now, into this run's record (undo.FREEZE once the app's sessions
         have ended, undo.HANDOVER before the app may write again)."""
-        conn = getattr(self, "admin", None)
-        if conn is None or conn.closed:
-            try:
-                conn = self.admin = self.session.connect(admin=True, app_name=self.app_name)
-            except (SeedError, psycopg.Error) as exc:
-                reading = undo.Reading(event, iso(), error=str(exc))
-                self.report.data.setdefault("counter_readings", []).append(reading.to_json())
-                return reading
-        reading = undo.read_counters(conn, event)
-        self.report.data.setdefault("counter_readings", []).append(reading.to_json())
-        return reading
+        return undo.record_reading(self, event)
 
     def hand_over(self) -> None:
         """The app may write from here on: a handover reading when this run froze the app
@@ -626,8 +616,7 @@ class Operation:
         """Refuse (exit 4) when the app wrote since the backup of run `backup_run` (the writes
         rule, seed.undo), unless `discard`. Call it frozen (after freeze())."""
         with self.step("writes since") as s:
-            writes = undo.writes_since_backup(records, backup_run, self.last_freeze())
-            self.report.data["writes_since"] = {"since": backup_run, **writes.to_json()}
+            writes = undo.app_writes(self, records, backup_run)
             if not writes:
                 s.detail = f"no writes since {backup_run}"
                 return
@@ -668,31 +657,31 @@ class Operation:
             self.on_hosts(hosts, start, "start app")
         return f"serving on {len(hosts)} host(s)"
 
-    # -- the restore both rollback and restore do ------------------------------------------
+    # -- the restore rollback, recovery and restore do (seed.undo) -------------------------
+
+    def close_sessions(self) -> None:
+        """Close this run's own sessions to the live database (before a swap renames it)."""
+        for attr in ("admin", "app"):
+            conn = getattr(self, attr, None)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def open_sessions(self) -> None:
+        """Open this run's sessions to the live database again (after a swap)."""
+        self.admin = self.session.connect(admin=True, app_name=self.app_name)
+        if hasattr(self, "app"):
+            self.app = self.session.connect(admin=False, app_name=self.app_name)
 
     def replace_database(
         self, backup_path: str, sha256: str, before: dict[str, Any], state: dict[str, str]
     ) -> None:
         """Restore `backup_path` as the live database, then verify it against `before`
         (tables, migration set, database properties). `state` says where things stand."""
-        env, session = self.env, self.session
         with self.step("database") as s:
-
-            def close_live() -> None:
-                self.admin.close()
-
             try:
-                restored = restorelib.restore_as_live(
-                    env,
-                    session,
-                    backup_path,
-                    sha256,
-                    before["database_properties"],
-                    restorelib.db_tag(self.id),
-                    posixpath.join(env.state_dir, "jobs", self.id, "restore"),
-                    self.app_name,
-                    before_swap=close_live,
-                    on_lost=self.reconnect_all,
+                restored = undo.restore_dump(
+                    self, backup_path, sha256, before["database_properties"]
                 )
             except restorelib.RestoreFailed as exc:
                 state["database"] = (
@@ -704,10 +693,7 @@ class Operation:
             self.report.data["replaced_database"] = replaced
             s.detail = f"{backup_path} restored, {replaced} kept"
         with self.step("verify") as s:
-            self.admin = session.connect(admin=True, app_name=self.app_name)
-            verification = restorelib.verify_like_before(
-                env, self.admin, before, self.admin_factory()
-            )
+            verification = undo.verify_database(self, before)
             self.report.data["verification"] = verification
             if verification["problems"]:
                 state["database"] += "; VERIFICATION FAILED"

@@ -24,6 +24,7 @@ from seed import backup as backups
 from seed import checkrun, invariants, recovery, undo
 from seed import checks as checklib
 from seed import db as dblib
+from seed import deployplan as deploy_plan
 from seed import lint as lintlib
 from seed import migrate as migratelib
 from seed import release as rel
@@ -42,9 +43,9 @@ from seed.errors import (
 from seed.operation import Operation
 from seed.plan import Target
 from seed.rehearse import failed_checks, rehearse
-from seed.remote import Remote, RemoteError, RemoteJob, q
+from seed.remote import Remote, RemoteError, RemoteJob
 from seed.replication import refuse_if_replicated
-from seed.report import Output, human, iso, utcnow
+from seed.report import Output, iso, utcnow
 
 
 class StoppedForWrites(SeedError):
@@ -89,7 +90,7 @@ class Upgrade(Operation):
         self.pg_dump_text = ""
         self.resuming: recovery.RunState | None = None
         self.reverse_plan: reverselib.ReversePlan | None = None
-        self.plan: migratelib.MigrationState | None = None  # from pre-flight
+        self.plan: deploy_plan.DeployPlan | None = None  # from pre-flight
         self.target: Target | None = None
 
     # -- the run ----------------------------------------------------------------------------
@@ -266,15 +267,10 @@ class Upgrade(Operation):
                     f"pg_dump on {session.state.label} is {text!r}, older than the server "
                     f"({server // 10000}); install a pg_dump >= the server version"
                 )
-            free = backups.free_bytes(session.state, env.backup.dir)
-            needed = backups.estimate_size(backups.list_manifests(env, session.state), size)
-            if free < needed:
-                raise PreflightFailed(
-                    f"backup dir {env.backup.dir} on {session.state.label} has "
-                    f"{human(free)} free, the backup needs about {human(needed)}"
-                )
-            restore = backups.restore_space(env, session.state, admin, size)
-            s.detail = f"{text}; {free / 1e9:.1f} GB free in {env.backup.dir}; {restore}"
+            space = backups.backup_space(env, session.state, admin, size)
+            s.detail = (
+                f"{text}; {space.free / 1e9:.1f} GB free in {env.backup.dir}; {space.restore}"
+            )
         with self.step("upload release") as s:
             lock = threading.Lock()
 
@@ -302,7 +298,7 @@ class Upgrade(Operation):
             )
             s.detail = f"{self.rid} on {len(self.uploaded)} host(s), venv reused on {reused}"
         with self.step("migration plan") as s:
-            state = migratelib.migration_state(
+            plan = deploy_plan.plan_deploy(
                 session.migrator,
                 self.layout,
                 self.layout.release(self.rid),
@@ -310,30 +306,20 @@ class Upgrade(Operation):
                 self.app_name,
                 with_sql=env.lint.enabled,
             )
-            if state.unknown_applied:
-                names = ", ".join(f"{a}.{n}" for a, n in state.unknown_applied)
-                raise PreflightFailed(
-                    f"the database has migrations this release does not know ({names}); "
-                    "deploying older code needs a rollback first"
-                )
-            self.plan = state
-            self.report.data["migrations"] = {
-                "applied_before": [f"{a}.{n}" for a, n in state.applied],
-                "planned": state.pending,
-                "plan": state.plan,
-                "applied": [],
-            }
-            self.reverse_plan = reverselib.assess(state.plan, state.reverse)
-            method, why = reverselib.choose(env.rollback_method, self.reverse_plan)
+            plan.refuse_unknown()
+            self.plan = plan
+            self.report.data["migrations"] = plan.to_record()
+            self.reverse_plan = plan.reverse
+            method, why = plan.rollback_method, plan.rollback_why
             self.report.data["reverse"] = self.reverse_plan.to_json()
             self.report.data["rollback_plan"] = {"method": method, "why": why}
-            s.detail = f"{len(state.pending)} to apply: " + (", ".join(state.pending) or "none")
+            s.detail = f"{len(plan.pending)} to apply: " + (", ".join(plan.pending) or "none")
             s.detail += f"; a rollback would {method} ({why})"
         if env.lint.enabled:
             with self.step("lint") as s:
-                self.lint(state)
+                self.lint(plan)
                 s.detail = self.report.data["lint"]["summary"]
-        if env.rehearse.before_upgradedb and state.pending:
+        if env.rehearse.before_upgradedb and plan.pending:
             # the pending migrations on a restored copy, timed and extrapolated; over
             # budget: refused here, before anything changed (exit 4)
             rehearsal = rehearse(self, session, self.target, env.rehearse.scale_from)
@@ -352,7 +338,7 @@ class Upgrade(Operation):
                 s.detail += f", {len(self.checks.no_baseline)} without baseline"
         self.record()
 
-    def lint(self, state: migratelib.MigrationState) -> None:
+    def lint(self, plan: deploy_plan.DeployPlan) -> None:
         """The safety gate on the pending migrations; blocked → exit 4 (nothing changed)."""
         env, target = self.env, self.target
         if target is not None:  # the release's own file, from the local mirror: no SSH
@@ -364,7 +350,7 @@ class Upgrade(Operation):
             text = migrator.get_bytes(path) if migrator.exists(path) else None
             where = f"{path} on {migrator.label}"
         waivers = [*env.lint.waivers, *lintlib.repo_waivers(text, where)]
-        result = lintlib.lint(state.plan, lintlib.table_rows(self.app), env.lint, waivers)
+        result = lintlib.lint(plan.migrations, lintlib.table_rows(self.app), env.lint, waivers)
         self.report.data["lint"] = {**result.to_json(), "summary": result.summary()}
         for finding in result.findings:
             self.out.detail(finding.describe())
@@ -830,8 +816,7 @@ class Upgrade(Operation):
         otherwise stops here with maintenance on and nothing more changed (StoppedForWrites,
         exit 6, recovery pending)."""
         with self.step("rollback: writes since") as s:
-            writes = undo.writes_since_backup([self.report.to_json()], self.id, self.last_freeze())
-            self.report.data["writes_since"] = {"since": self.id, **writes.to_json()}
+            writes = undo.app_writes(self, [self.report.to_json()], self.id)
             if not writes:
                 s.detail = "none: the restore loses nothing"
                 return set()
@@ -855,7 +840,7 @@ class Upgrade(Operation):
         """The non-atomic migration a failed migrate stopped in, if any: half-applied, only
         the backup can undo it."""
         applied = set(self.report.data.get("migrations", {}).get("applied", []))
-        for m in self.plan.plan if self.plan else []:
+        for m in self.plan.migrations if self.plan else []:
             name = f"{m['app']}.{m['name']}"
             if name not in applied:
                 return "" if m.get("atomic", True) else name
@@ -901,8 +886,7 @@ class Upgrade(Operation):
             self.out.line(f"reverse did not give the before-state back ({exc}): restoring")
             self.report.data["rollback"].update(method="restore", reverse_failed=str(exc))
             self.state["database"] = "reverse failed; restoring the backup"
-            self.admin = self.session.connect(admin=True, app_name=self.app_name)
-            self.app = self.session.connect(admin=False, app_name=self.app_name)
+            self.open_sessions()
             return "restore"
 
     def track_migrate_job(self, job: RemoteJob) -> None:
@@ -924,17 +908,9 @@ class Upgrade(Operation):
         return f"{self.backup.path} (sha256 {self.backup.sha256[:12]}, verified)"
 
     def restore_code(self) -> str:
-        """`current` back to the recorded previous release on every host; failed folder removed."""
-        problems = []
-        for remote in self.switched:
-            prev = self.previous.get(remote.label)
-            try:
-                if prev:
-                    rel.switch_current(remote, self.layout, prev)
-                else:
-                    remote.check(f"rm -f {q(self.layout.current)}", "removing current")
-            except SeedError as err:
-                problems.append(str(err))
+        """`current` back to the recorded previous release on every host switched; the
+        failed release's folder removed."""
+        problems = undo.put_back_code(self, self.previous, self.switched, only_changed=False)
         for remote in self.uploaded:
             with contextlib.suppress(SeedError, OSError):
                 rel.remove_release(remote, self.layout, self.rid)
@@ -945,73 +921,31 @@ class Upgrade(Operation):
 
     def restore_database(self) -> str:
         """Swap the snapshot in when there is one (falling back to the dump), else restore
-        the deploy's backup as the live database (seed.restore); keep the old one."""
+        the deploy's backup as the live database (seed.undo); keep the old one."""
         if self.snapshot_db:
             try:
-                return self.swap_in_snapshot()
+                replaced, moved = undo.swap_snapshot(self, self.snapshot_db)
             except (SeedError, psycopg.Error) as exc:
                 self.out.line(f"snapshot swap failed ({exc}); restoring the dump instead")
-                self.admin = self.session.connect(admin=True, app_name=self.app_name)
-                self.app = self.session.connect(admin=False, app_name=self.app_name)
-        return self.restore_dump()
-
-    def swap_in_snapshot(self) -> str:
-        env, session = self.env, self.session
-        assert self.snapshot_db is not None
-        tag = restorelib.db_tag(self.deploy_id)
-        plan = restorelib.RestorePlan(
-            live=env.db.name,
-            new=self.snapshot_db,
-            replaced=restorelib.scratch_name(env.db.name, f"replaced_{tag}"),
-            backup_path=self.snapshot_db,
-            backup_sha256="",
-        )
-        pg = session.connect(admin=True, dbname="postgres", app_name=self.app_name)
-        live_sequences = restorelib.sequence_values(self.admin)
-        moved = restorelib.prepare_snapshot(
-            pg,
-            lambda: session.connect(admin=True, dbname=plan.new, app_name=self.app_name),
-            plan.new,
-            live_sequences,
-        )
-        for conn in (self.admin, self.app):
-            conn.close()
-        restorelib.swap(pg, plan)
-        self.snapshot_db = None
-        self.report.data["rollback"].update(
-            {
-                "method": "snapshot swap",
-                "replaced_database": plan.replaced,
-                "sequences_moved_forward": moved,
-            }
-        )
-        self.state["database"] = (
-            f"snapshot {plan.new} swapped in; the failed database is kept as {plan.replaced} "
-            "(connections disabled)"
-        )
-        self.admin = session.connect(admin=True, app_name=self.app_name)
-        self.app = session.connect(admin=False, app_name=self.app_name)
-        return f"snapshot {plan.new} swapped in, {plan.replaced} kept"
-
-    def restore_dump(self) -> str:
+                self.open_sessions()
+            else:
+                snapshot, self.snapshot_db = self.snapshot_db, None
+                self.report.data["rollback"].update(
+                    {
+                        "method": "snapshot swap",
+                        "replaced_database": replaced,
+                        "sequences_moved_forward": moved,
+                    }
+                )
+                self.state["database"] = (
+                    f"snapshot {snapshot} swapped in; the failed database is kept as "
+                    f"{replaced} (connections disabled)"
+                )
+                return f"snapshot {snapshot} swapped in, {replaced} kept"
         assert self.backup is not None
-
-        def close_live_sessions() -> None:
-            for conn in (self.admin, self.app):
-                conn.close()
-
         try:
-            restored = restorelib.restore_as_live(
-                self.env,
-                self.session,
-                self.backup.path,
-                self.backup.sha256,
-                self.before["database_properties"],
-                restorelib.db_tag(self.deploy_id),
-                self.job_dir("restore"),
-                self.app_name,
-                before_swap=close_live_sessions,
-                on_lost=self.reconnect_all,
+            restored = undo.restore_dump(
+                self, self.backup.path, self.backup.sha256, self.before["database_properties"]
             )
         except restorelib.RestoreFailed as exc:
             if exc.live_untouched:
@@ -1030,15 +964,11 @@ class Upgrade(Operation):
                 "sequences_moved_forward": restored.sequences_moved_forward,
             }
         )
-        self.admin = self.session.connect(admin=True, app_name=self.app_name)
-        self.app = self.session.connect(admin=False, app_name=self.app_name)
         return f"{self.backup.path} restored, {replaced} kept"
 
     def verify_rolled_back(self) -> str:
         """Every table's count + checksum, the migration set and database properties as before."""
-        verification = restorelib.verify_like_before(
-            self.env, self.admin, self.before, self.admin_factory()
-        )
+        verification = undo.verify_database(self, self.before)
         self.report.data["rollback"]["verification"] = verification
         if verification["problems"]:
             problems = "; ".join(verification["problems"])

@@ -21,14 +21,13 @@ from seed import db as dblib
 from seed import lint as lintlib
 from seed import release as rel
 from seed.config import Environment
+from seed.deployplan import DeployPlan, plan_deploy
 from seed.errors import PreflightFailed, SeedError
 from seed.journal import Journal
-from seed.migrate import MigrationState, migration_state
 from seed.operation import new_deploy_id
 from seed.overview import lock_holder_pids
 from seed.remote import q
 from seed.report import Scrubber, human, utcnow
-from seed.reverse import assess, choose, classify
 from seed.session import Session
 
 
@@ -70,13 +69,7 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
         admin = session.connect(admin=True, app_name=app_name)
         size = dblib.database_size(admin, env.db.name)
         migrations = _migrations(env, session, layout, target, app_name)
-        manifests = backups.list_manifests(env, session.state)
-        needed = backups.estimate_size(manifests, size)
-        free = backups.free_bytes(session.state, env.backup.dir)
-        try:
-            restore = backups.restore_space(env, session.state, admin, size)
-        except PreflightFailed as exc:
-            restore = f"TOO SMALL: {exc}"
+        space = backups.backup_space(env, session.state, admin, size, refuse=False)
         pg = session.connect(admin=True, dbname="postgres", app_name=app_name)
         journal = Journal(env, session.state, local_root, scrub)
         pids = lock_holder_pids(pg, env.db.name)
@@ -100,11 +93,11 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
             "migrations": migrations,
             "backup": {
                 "database_size": size,
-                "estimated_size": needed,
-                "free": free,
-                "fits": free >= needed,
+                "estimated_size": space.needed,
+                "free": space.free,
+                "fits": space.fits,
                 "dir": env.backup.dir,
-                "restore_space": restore,
+                "restore_space": space.restore,
                 "strategy": env.backup.strategy,
             },
             "lock": {"held": bool(pids), "record": journal.read_lock() if pids else None},
@@ -118,28 +111,9 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
 def _migrations(
     env: Environment, session: Session, layout: rel.Layout, target: Target, app_name: str
 ) -> dict[str, Any]:
-    """The target release's migration plan, from a temporary folder on the migrate host."""
-    state, venv = target_state(env, session, layout, target, app_name)
-    steps: list[dict[str, Any]] = []
-    classes: set[str] = set()
-    for m in state.plan:
-        ops = [{**op, "class": classify(op)} for op in m["operations"]]
-        classes |= {op["class"] for op in ops}
-        steps.append({"migration": f"{m['app']}.{m['name']}", "operations": ops})
-    per_app: dict[str, list[str]] = {}
-    for m in state.plan:
-        per_app.setdefault(m["app"], []).append(m["name"])
-    rp = assess(state.plan, state.reverse)
-    method, why = choose(env.rollback_method, rp)
-    return {
-        "to_apply": state.pending,
-        "per_app": per_app,
-        "steps": steps,
-        "classes": sorted(classes),
-        "rollback": {"method": method, "why": why, "reverse_targets": rp.targets},
-        "unknown_applied": [f"{a}.{n}" for a, n in state.unknown_applied],
-        "venv": venv,
-    }
+    """The target release's plan, from a temporary folder on the migrate host."""
+    plan, _ = target_plan(env, session, layout, target, app_name)
+    return plan.to_json()
 
 
 @dataclass
@@ -183,21 +157,21 @@ def target_release(
             remote.run(f"rm -rf {q(tmp_root)}", timeout=120)
 
 
-def target_state(
+def target_plan(
     env: Environment,
     session: Session,
     layout: rel.Layout,
     target: Target,
     app_name: str,
     with_sql: bool = False,
-) -> tuple[MigrationState, str]:
-    """The migration state of the target code (read in a temporary folder on the migrate
+) -> tuple[DeployPlan, str]:
+    """The deploy plan of the target code (read in a temporary folder on the migrate
     host); and which venv it used."""
     with target_release(env, session, layout, target) as unpacked:
-        state = migration_state(
+        plan = plan_deploy(
             session.migrator, unpacked.layout, unpacked.path, env, app_name, with_sql
         )
-    return state, unpacked.venv
+    return plan, unpacked.venv
 
 
 def lint_ref(
@@ -218,17 +192,17 @@ def lint_ref(
     try:
         session.open()
         layout = rel.Layout(env.app.deploy_to)
-        state, _ = target_state(env, session, layout, target, app_name, with_sql=True)
+        plan, _ = target_plan(env, session, layout, target, app_name, with_sql=True)
         app = session.connect(admin=False, app_name=app_name)
         rows = lintlib.table_rows(app)
     finally:
         session.close()
-    result = lintlib.lint(state.plan, rows, env.lint, waivers)
+    result = lintlib.lint(plan.migrations, rows, env.lint, waivers)
     data = {
         "environment": env.name,
         "ref": target.ref,
         "sha": target.sha,
-        "pending": state.pending,
+        "pending": plan.pending,
         "waivers": [w.__dict__ for w in waivers],
         **result.to_json(),
         "summary": result.summary(),

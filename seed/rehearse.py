@@ -38,8 +38,8 @@ from seed import release as rel
 from seed import restore as restorelib
 from seed.config import Environment, load_environment
 from seed.dbtasks import find_manifest
+from seed.deployplan import plan_deploy
 from seed.errors import ChecksFailed, PreflightFailed, SeedError
-from seed.migrate import migration_state
 from seed.operation import Operation
 from seed.plan import Target, fetch_target, target_release
 from seed.remote import q
@@ -410,15 +410,15 @@ def run_migrations(
     remote = session.migrator
     scratch = scratch_env.db.name
     with op.step("rehearsal plan") as s:
-        state = migration_state(remote, unpacked.layout, unpacked.path, scratch_env, op.app_name)
-        s.detail = f"{len(state.pending)} to rehearse: {', '.join(state.pending) or 'none'}"
+        plan = plan_deploy(remote, unpacked.layout, unpacked.path, scratch_env, op.app_name)
+        s.detail = f"{len(plan.pending)} to rehearse: {', '.join(plan.pending) or 'none'}"
     script = resources.files("seed.remote_scripts").joinpath("django_migrate_one.py").read_bytes()
     script_path = f"{unpacked.path}/.seed-migrate-one.py"
     remote.put_bytes(script, script_path, mode=0o600)
     watch = session.connect(admin=True, dbname=scratch, app_name=op.app_name)
     items: list[Rehearsed] = []
     try:
-        for m in state.plan:
+        for m in plan.migrations:
             name = f"{m['app']}.{m['name']}"
             with op.step(f"rehearse {name}") as s:
                 before = table_state(watch)

@@ -22,7 +22,6 @@ from seed import reverse as reverselib
 from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed, SeedError
 from seed.operation import Operation
-from seed.remote import q
 from seed.report import Output
 
 
@@ -141,13 +140,7 @@ class Rollback(Operation):
             # the app wrote are verified against the reverse alone, the rest exactly
             self.freeze()
             self.state["app"] = "stopped (maintenance on)"
-            writes = undo.writes_since_backup(
-                records, undo.backup_run(target["backup"]), self.last_freeze()
-            )
-            self.report.data["writes_since"] = {
-                "since": target["deploy_id"],
-                **writes.to_json(),
-            }
+            writes = undo.app_writes(self, records, undo.backup_run(target["backup"]))
             self.written = set(writes.tables)
         else:
             self.freeze_checking_writes(
@@ -240,13 +233,11 @@ class Rollback(Operation):
                     backup["path"], backup["sha256"], target["before"], self.state
                 )
         with self.step("code") as s, self.hooked("switch", session.serving_remotes()):
-            for remote in session.serving_remotes():
-                prev = self.previous.get(remote.label)
-                if prev:
-                    rel.switch_current(remote, self.layout, prev)
-                else:
-                    remote.check(f"rm -f {q(self.layout.current)}", "removing current")
-            self.state["code"] = self._code_text()
+            hosts = session.serving_remotes()
+            problems = undo.put_back_code(self, self.previous, hosts, only_changed=False)
+            if problems:
+                raise SeedError("code could not be put back: " + "; ".join(problems))
+            self.state["code"] = undo.code_text(self.previous)
             s.detail = self.state["code"]
         with self.step("start app") as s:
             hosts = [r for r in session.serving_remotes() if self.previous.get(r.label)]
@@ -305,10 +296,6 @@ class Rollback(Operation):
             s.detail = (
                 f"{found['migrations']} migrations, schema and {found['tables']} table(s) as before"
             )
-
-    def _code_text(self) -> str:
-        prev = next((p for p in self.previous.values() if p), None)
-        return f"current is {prev}" if prev else "no release (as before the first deploy)"
 
     def fail(self, exc: BaseException, what: str = "") -> NoReturn:
         """Exit 6 with where each part stands."""
@@ -372,7 +359,7 @@ class Rollback(Operation):
         """A deploy that died at any point: database back to its before-state (restored from
         its verified backup only when it differs), `current` back to the recorded previous
         release, its release folder removed, the app started and checked."""
-        env, session = self.env, self.session
+        session = self.session
         steps = {s.get("name"): s.get("outcome") for s in record.get("steps") or []}
         before = record.get("before")
         previous: dict[str, str | None] = dict(record.get("previous_releases") or {})
@@ -393,7 +380,7 @@ class Rollback(Operation):
                     "untouched (the deploy died before its before-state)"
                 )
             else:
-                found = restorelib.verify_like_before(env, self.admin, before, self.admin_factory())
+                found = undo.verify_database(self, before)
                 restore = not found["identical"]
                 if restore:
                     s.detail = "differs from the before-state: " + "; ".join(found["problems"])
@@ -414,21 +401,13 @@ class Rollback(Operation):
             with self.hooked("migrate", []):
                 self.replace_database(backup["path"], backup["sha256"], before, self.state)
         with self.step("code") as s, self.hooked("switch", session.serving_remotes()):
-            for remote in session.serving_remotes():
-                if remote.label not in previous:
-                    continue  # never switched: `current` is as it was
-                prev, now = previous[remote.label], rel.current_release(remote, self.layout)
-                if now == prev:
-                    continue
-                if prev:
-                    rel.switch_current(remote, self.layout, prev)
-                else:
-                    remote.check(f"rm -f {q(self.layout.current)}", "removing current")
+            hosts = session.serving_remotes()
+            problems = undo.put_back_code(self, previous, hosts, only_changed=True)
+            if problems:
+                raise SeedError("code could not be put back: " + "; ".join(problems))
             removed = self.remove_release(rid)
-            self.previous = {
-                r.label: rel.current_release(r, self.layout) for r in session.serving_remotes()
-            }
-            self.state["code"] = self._code_text()
+            self.previous = {r.label: rel.current_release(r, self.layout) for r in hosts}
+            self.state["code"] = undo.code_text(self.previous)
             s.detail = f"{self.state['code']}; {removed}"
         with self.step("start app") as s:
             hosts = [r for r in session.serving_remotes() if self.previous.get(r.label)]
@@ -444,8 +423,7 @@ class Rollback(Operation):
         as found) unless --discard-writes."""
         assert self.journal is not None
         records = self.journal.records()
-        writes = undo.writes_since_backup(records, str(record["deploy_id"]), self.last_freeze())
-        self.report.data["writes_since"] = {"since": record["deploy_id"], **writes.to_json()}
+        writes = undo.app_writes(self, records, str(record["deploy_id"]))
         if not writes or self.discard_writes:
             return
         self.unfreeze()
@@ -479,9 +457,7 @@ class Rollback(Operation):
                 records, undo.backup_run(target["backup"]), self.discard_writes, self.state
             )
         with self.step("compare database") as s:
-            found = restorelib.verify_like_before(
-                self.env, self.admin, target["before"], self.admin_factory()
-            )
+            found = undo.verify_database(self, target["before"])
             s.detail = (
                 "already restored: identical to the before-state"
                 if found["identical"]
@@ -507,9 +483,7 @@ class Rollback(Operation):
             manifest = next((m for m in manifests if m["id"] == backup_id), None)
             which = "the old database (the restore died before its swap)"
             if manifest is not None:
-                found = restorelib.verify_like_before(
-                    env, self.admin, backups.manifest_before_state(manifest), self.admin_factory()
-                )
+                found = undo.verify_database(self, backups.manifest_before_state(manifest))
                 if found["identical"]:
                     which = f"backup {backup_id}, restored (verified identical)"
             s.detail = self.state["database"] = which

@@ -1,7 +1,14 @@
 """Going back (DESIGN: Rollback): written once, used by every path that goes back.
 
-Here: the writes rule (what the app wrote since a backup, which a restore of it
-would lose) and the reverse of a deploy's migrations with its verification.
+Here, side by side: the writes rule (what the app wrote since a backup, which a
+restore of it would lose), the database restored (a snapshot swapped in, or a dump
+restored as a new database and swapped in) and verified against the before-state,
+the reverse of a deploy's migrations with its verification, and the code put back.
+The automatic rollback (seed.pipeline), `rollback` and its recovery of interrupted
+runs (seed.rollback), `restore` (seed.dbtasks) and `copy-to` (seed.copyto) call
+these; nothing else restores, swaps or verifies (tests/unit/test_structure.py).
+Each function is one action without steps of its own: the callers name the steps
+(and so the fault points) as their users know them.
 
 **The writes rule.** Seed reads the tables' write counters (rows inserted +
 updated + deleted, and each table's file node) at two moments of every run that
@@ -21,6 +28,7 @@ and a session that ended has published them.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +37,11 @@ import psycopg
 from seed import backup as backups
 from seed import db as dblib
 from seed import migrate as migratelib
+from seed import release as rel
 from seed import restore as restorelib
 from seed import reverse as reverselib
 from seed.errors import SeedError
+from seed.remote import Remote, q
 from seed.report import iso
 
 if TYPE_CHECKING:
@@ -98,6 +108,22 @@ def read_counters(conn: psycopg.Connection[Any], event: str) -> Reading:
         counters={str(r[0]): int(r[1]) for r in rows},
         files={str(r[0]): int(r[2]) for r in rows},
     )
+
+
+def record_reading(op: Operation, event: str) -> Reading:
+    """A reading now, on the run's admin session (opened again if it was closed, e.g. by a
+    swap), appended to its report's `counter_readings`."""
+    conn = getattr(op, "admin", None)
+    if conn is None or conn.closed:
+        try:
+            conn = op.admin = op.session.connect(admin=True, app_name=op.app_name)
+        except (SeedError, psycopg.Error) as exc:
+            conn = None
+            reading = Reading(event, iso(), error=str(exc))
+    if conn is not None:
+        reading = read_counters(conn, event)
+    op.report.data.setdefault("counter_readings", []).append(reading.to_json())
+    return reading
 
 
 @dataclass
@@ -225,6 +251,14 @@ def writes_since_backup(records: list[dict[str, Any]], run_id: str, now: Reading
     return writes
 
 
+def app_writes(op: Operation, records: list[dict[str, Any]], backup_run: str) -> Writes:
+    """The writes rule for run `op`, frozen now (its last freeze reading), since the backup
+    of run `backup_run`; recorded in its report as `writes_since`."""
+    writes = writes_since_backup(records, backup_run, op.last_freeze())
+    op.report.data["writes_since"] = {"since": backup_run, **writes.to_json()}
+    return writes
+
+
 # -- reverse: the deploy's migrations undone with its own code ----------------------------
 
 
@@ -312,3 +346,109 @@ class ReverseNotVerified(SeedError):
     def __init__(self, verification: dict[str, Any]) -> None:
         super().__init__("; ".join(verification["problems"]))
         self.verification = verification
+
+
+# -- the database back: restore (snapshot or dump), verify ----------------------------------
+
+
+def verify_database(
+    op: Operation, before: dict[str, Any], skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Every table's count + checksum, the migration set and the database-level properties
+    compared with `before` (tables named in `skip` aside); `problems` says what differs."""
+    return restorelib.verify_like_before(op.env, op.admin, before, op.admin_factory(), skip)
+
+
+def restore_dump(
+    op: Operation, backup_path: str, sha256: str, props: dict[str, Any]
+) -> restorelib.Restored:
+    """The backup restored as a new database created like the original, its properties
+    re-made, then swapped in for the live one (kept as `<db>_replaced_<tag>`). The run's own
+    sessions to the live database are closed before the swap and opened again after."""
+    try:
+        return restorelib.restore_as_live(
+            op.env,
+            op.session,
+            backup_path,
+            sha256,
+            props,
+            restorelib.db_tag(op.id),
+            op.job_dir("restore"),
+            op.app_name,
+            before_swap=op.close_sessions,
+            on_lost=op.reconnect_all,
+        )
+    finally:
+        with contextlib.suppress(SeedError, psycopg.Error):  # the next step says it fails
+            op.open_sessions()
+
+
+def swap_snapshot(op: Operation, snapshot_db: str) -> tuple[str, list[str]]:
+    """The snapshot copy taken in the maintenance window swapped in for the live database
+    (kept as `<db>_replaced_<tag>`), its sequences moved to max(snapshot, live) first.
+    Returns the replaced database's name and the sequences moved."""
+    env, session = op.env, op.session
+    plan = restorelib.RestorePlan(
+        live=env.db.name,
+        new=snapshot_db,
+        replaced=restorelib.scratch_name(env.db.name, f"replaced_{restorelib.db_tag(op.id)}"),
+        backup_path=snapshot_db,
+        backup_sha256="",
+    )
+    pg = session.connect(admin=True, dbname="postgres", app_name=op.app_name)
+    try:
+        moved = restorelib.prepare_snapshot(
+            pg,
+            lambda: session.connect(admin=True, dbname=plan.new, app_name=op.app_name),
+            plan.new,
+            restorelib.sequence_values(op.admin),
+        )
+        op.close_sessions()
+        restorelib.swap(pg, plan)
+    finally:
+        pg.close()
+        op.open_sessions()
+    return plan.replaced, moved
+
+
+def swap_in(op: Operation, plan: restorelib.RestorePlan) -> None:
+    """A database made elsewhere (a masked copy) swapped in for the live one, in one
+    transaction connected to `postgres`; the live one kept as `plan.replaced`."""
+    op.close_sessions()
+    pg = op.session.connect(admin=True, dbname="postgres", app_name=op.app_name)
+    try:
+        restorelib.swap(pg, plan)
+    finally:
+        pg.close()
+
+
+# -- the code back ---------------------------------------------------------------------------
+
+
+def put_back_code(
+    op: Operation, previous: dict[str, str | None], hosts: list[Remote], only_changed: bool
+) -> list[str]:
+    """`current` back to the recorded previous release on `hosts` (removed where there was
+    none: a first deploy). With `only_changed`, hosts the record does not name, or already
+    on their previous release, are left alone. Every host is tried; the problems are
+    returned (empty: all back)."""
+    problems = []
+    for remote in hosts:
+        if only_changed and remote.label not in previous:
+            continue  # never switched: `current` is as it was
+        prev = previous.get(remote.label)
+        try:
+            if only_changed and rel.current_release(remote, op.layout) == prev:
+                continue
+            if prev:
+                rel.switch_current(remote, op.layout, prev)
+            else:
+                remote.check(f"rm -f {q(op.layout.current)}", "removing current")
+        except SeedError as err:
+            problems.append(str(err))
+    return problems
+
+
+def code_text(previous: dict[str, str | None]) -> str:
+    prev = next((p for p in previous.values() if p), None)
+    return f"current is {prev}" if prev else "no release (as before the first deploy)"

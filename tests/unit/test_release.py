@@ -34,6 +34,7 @@ from seed.release import (
     health_check,
     prune_releases,
     python_version,
+    release_env,
     release_id,
     remove_release,
     repo_cache,
@@ -351,14 +352,25 @@ def test_upload_switch_and_prune(
 
 
 def test_write_env_file(remote: Remote, sandbox_env: Environment, tmp_path: Path) -> None:
+    """The env file belongs to its release; shared/env is a link through `current`, and a
+    shared/env file from before becomes the current release's own, unchanged."""
     layout = Layout(str(tmp_path / "srv"))
-    remote.mkdirs(layout.shared)
-    write_env_file(sandbox_env, remote, layout)
-    st = os.stat(layout.env_file)
-    assert stat.S_IMODE(st.st_mode) == 0o600
-    assert Path(layout.env_file).read_bytes() == env_file_content(sandbox_env, db_env(sandbox_env))
+    remote.mkdirs(layout.shared, layout.release("r1"), layout.release("r2"))
+    Path(layout.env_file).write_text("OLD=1\n")
+    os.symlink("releases/r1", layout.current)
+    write_env_file(sandbox_env, remote, layout, "r2")
+    own = Path(release_env(layout.release("r2")))
+    assert stat.S_IMODE(own.stat().st_mode) == 0o600
+    assert own.read_bytes() == env_file_content(sandbox_env, db_env(sandbox_env))
     assert sandbox_env.db.password is not None
-    assert f"PGPASSWORD={sandbox_env.db.password.reveal()}" in Path(layout.env_file).read_text()
+    assert f"PGPASSWORD={sandbox_env.db.password.reveal()}" in own.read_text()
+    assert os.readlink(layout.env_file) == "../current/.seed-env"
+    assert Path(layout.env_file).read_text() == "OLD=1\n"  # the app still reads r1's
+    os.replace(layout.current, layout.current + ".old")
+    os.symlink("releases/r2", layout.current)
+    assert Path(layout.env_file).read_bytes() == own.read_bytes()  # switched with current
+    write_env_file(sandbox_env, remote, layout, "r1")  # a link already: r1's own rewritten
+    assert Path(release_env(layout.release("r1"))).read_bytes() == own.read_bytes()
 
 
 def test_python_version_and_hooks(remote: Remote, tmp_path: Path) -> None:
