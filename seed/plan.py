@@ -112,8 +112,8 @@ def _migrations(
     env: Environment, session: Session, layout: rel.Layout, target: Target, app_name: str
 ) -> dict[str, Any]:
     """The target release's plan, from a temporary folder on the migrate host."""
-    plan, _ = target_plan(env, session, layout, target, app_name)
-    return plan.to_json()
+    plan, venv = target_plan(env, session, layout, target, app_name)
+    return {**plan.to_json(), "venv": venv}
 
 
 @dataclass

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import Deployment
 from tests.e2e.test_rollback import whole_state
+from tests.faults.test_writes import app_write, written
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +107,30 @@ def test_manual_rollback_by_reverse_keeps_rows_written_since(at_v1: Deployment) 
     assert at_v1.http("/version/") == (200, "v1")
     report = at_v1.last_report()
     assert report["rollback"]["method"] == "reverse" and report["verification"]["identical"]
+
+
+def test_an_automatic_rollback_after_the_app_wrote_reverses_and_keeps_the_rows(
+    at_v1: Deployment,
+) -> None:
+    """Issue 18, defect 2c: v2 serves, the app writes, then v2's health check fails. A
+    restore would drop the row; v2's migrations reverse exactly, so the rollback reverses
+    (the row stays) and verifies every table the app did not write against the before-state."""
+    hook = {"run": app_write(at_v1), "on": "local"}
+    envdir = at_v1.variant(
+        "health-v1-writes",
+        {
+            "app.health.text": "ok v1",
+            "app.health.timeout": 4,
+            "hooks": {"restart": {"after": hook}},
+        },
+    )
+    res = at_v1.fab("local", "upgradedb", "--ref", "v2", envdir=envdir)
+    assert res.returncode == 5, res.stdout + res.stderr
+    report = at_v1.last_report()
+    assert report["writes_since"]["tables"] == {"public.shop_customer": 1}
+    assert report["rollback"]["method"] == "reverse"
+    assert report["rollback"]["verification"]["written_since"] == ["public.shop_customer"]
+    assert "rollback: database" not in {s["name"] for s in report["steps"]}
+    assert written(at_v1)  # the app's row is kept
+    assert at_v1.scalar("select count(*) from django_migrations where app = 'shop'") == 2
+    assert at_v1.http("/version/") == (200, "v1")
