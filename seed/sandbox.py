@@ -869,6 +869,10 @@ class _Sshd:
                 "PrintMotd no",
                 "X11Forwarding no",
                 "# No AcceptEnv: clients cannot pass environment variables.",
+                "# bash started by sshd reads ~/.bashrc unless SHLVL says it is nested: the",
+                "# sandbox's hosts run commands in a plain environment, as a deploy user's would",
+                "# be (a developer's rc, e.g. `pyenv init`, cost 0.1-0.6 s per command here).",
+                "SetEnv SHLVL=1",
                 "",
             ]
         )
