@@ -7,7 +7,6 @@ dump holds), the restore with its swap and verification, the lock and journal.
 
 from __future__ import annotations
 
-import posixpath
 import time
 from pathlib import Path
 from typing import Any
@@ -150,7 +149,7 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
             s.detail = f"{len(figures)} tables, {sum(f.rows for f in figures.values())} rows"
         with self.step("backup") as s:
             started = time.monotonic()
-            job = posixpath.join(env.state_dir, "jobs", self.id, "backup")
+            job = self.job_dir("backup")
             path, sha, dump_size = backups.take_backup(
                 env, state, self.id, job, self.app_name, snapshot
             )
@@ -202,7 +201,7 @@ def verify_by_restoring(op: Operation, record: backups.BackupRecord) -> str:
     restorelib.drop_if_exists(pg, scratch)
     restorelib.create_like(pg, scratch, record.database_properties)
     try:
-        job = posixpath.join(env.state_dir, "jobs", op.id, "verify-restore")
+        job = op.job_dir("verify-restore")
         restorelib.run_pg_restore(env, session.state, plan, job, op.app_name)
         conn = session.connect(admin=True, dbname=scratch, app_name=op.app_name)
         found = dblib.parallel_figures(conn, op.admin_factory(scratch), env.db.fingerprint_sessions)

@@ -38,9 +38,6 @@ class Journal:
     def ensure(self) -> None:
         self.remote.mkdirs(self.env.state_dir, self.dir, mode=0o700)
 
-    def job_dir(self, deploy_id: str, name: str) -> str:
-        return posixpath.join(self.env.state_dir, "jobs", deploy_id, name)
-
     def path(self, deploy_id: str) -> str:
         return posixpath.join(self.dir, f"{deploy_id}.json")
 

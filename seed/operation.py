@@ -223,12 +223,13 @@ class Operation:
                 if not self.session.alive():
                     self.session.reconnect(attempts=2)
 
-    def finish(self, outcome: str, code: int, message: str) -> None:
+    def finish(self, outcome: str, code: int, message: str, attempts: int = 3) -> None:
+        """The outcome into the report, the journal (`attempts` tries) and the local copies."""
         self.report.outcome = outcome
         self.report.exit_code = code
         self.report.message = self.out.scrub(message)
         self.report.finished_at = iso()
-        self.record_final()
+        self.record_final(attempts)
         local = self.local_root / self.env.name / "reports" / f"{self.id}.json"
         for path in (local, self.report_path):
             if path is None:
@@ -304,21 +305,13 @@ class Operation:
         nothing more is done; the environment is recovery pending, as after a kill."""
         step = next((s.name for s in reversed(self.report.steps)), "")
         where = f" during step '{step}'" if step else ""
-        self.report.outcome = "interrupted"
-        self.report.exit_code = exc.code
-        self.report.message = (
+        message = (
             f"{self.kind} {self.id} {exc}{where}; nothing more was done. Run `fab "
             f"{self.env.name} rollback` to return to the state before it"
             + (" (or `upgradedb --resume` to finish it)" if self.kind == "upgradedb" else "")
         )
-        self.report.finished_at = iso()
+        self.finish("interrupted", exc.code, message, attempts=1)
         exc.detail = self.report.message
-        self.record_final(attempts=1)
-        local = self.local_root / self.env.name / "reports" / f"{self.id}.json"
-        for path in (local, self.report_path):
-            if path is not None:
-                with contextlib.suppress(OSError):
-                    write_json(path, self.report.to_json(), self.out.scrub)
 
     # -- hooks ------------------------------------------------------------------------------
 

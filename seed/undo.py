@@ -114,14 +114,12 @@ def record_reading(op: Operation, event: str) -> Reading:
     """A reading now, on the run's admin session (opened again if it was closed, e.g. by a
     swap), appended to its report's `counter_readings`."""
     conn = getattr(op, "admin", None)
-    if conn is None or conn.closed:
-        try:
+    try:
+        if conn is None or conn.closed:
             conn = op.admin = op.session.connect(admin=True, app_name=op.app_name)
-        except (SeedError, psycopg.Error) as exc:
-            conn = None
-            reading = Reading(event, iso(), error=str(exc))
-    if conn is not None:
         reading = read_counters(conn, event)
+    except (SeedError, psycopg.Error) as exc:  # unknown: nothing compares with it
+        reading = Reading(event, iso(), error=str(exc))
     op.report.data.setdefault("counter_readings", []).append(reading.to_json())
     return reading
 
