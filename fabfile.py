@@ -1,6 +1,6 @@
 """Seed's command line: `fab <environment> <task>` (see README.md, `fab --list`)."""
 
-from invoke import Collection
+from invoke.collection import Collection
 
 from tasks import checks, copy, db, deploy, imports, overview, sandbox
 from tasks.edge import environment_tasks

@@ -56,7 +56,7 @@ class CopyRules(Operation):
             finally:
                 conn.close()
             gate = masking.gate(self.rules, tables)
-            self.report.data["gate"] = {"rules": str(self.rules.path), "live": gate.to_json()}
+            self.report.gate = {"rules": str(self.rules.path), "live": gate.to_json()}
             personal = [t for t, r in self.rules.tables.items() if r.personal and t in tables]
             s.detail = (
                 f"{self.rules.path.name} vs {self.env.db.name}: {len(tables)} tables, "

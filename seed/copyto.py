@@ -39,6 +39,7 @@ from seed.operation import Operation
 from seed.remote import Remote, q
 from seed.replication import refuse_if_replicated
 from seed.report import Output
+from seed.runrecord import BackupRef
 from seed.session import Session
 
 
@@ -113,8 +114,8 @@ class CopyTo(Operation):
         self.src_jobs = posixpath.join(source.state_dir, "jobs", self.id)
         self.dst_jobs = posixpath.join(env.state_dir, "jobs", self.id)
         self.state: dict[str, str] = {"target": "untouched", "app": "running as before"}
-        self.report.data["state"] = self.state
-        self.report.data["source"] = source.name
+        self.report.state = self.state
+        self.report.source = source.name
         self.swapped = False
         self.source_keys: list[ForeignKey] = []
         self.orphans_before: dict[str, int] = {}
@@ -159,7 +160,7 @@ class CopyTo(Operation):
         finally:
             self.remove_files()
             self.src.close()
-        tables = self.report.data["masking"]["tables"]
+        tables = (self.report.masking or {})["tables"]
         rows = sum(int(t["rows"]) for t in tables.values())
         return (
             f"copied {self.source.name} (backup {manifest['id']}) to {self.env.name}: "
@@ -207,9 +208,9 @@ class CopyTo(Operation):
             restorelib.verify_backup(
                 source, self.src.state, manifest["path"], manifest["sha256"], full_read=False
             )
-            self.report.data["backup"] = {
-                k: manifest[k] for k in ("id", "path", "sha256", "created_at") if k in manifest
-            }
+            self.report.backup = BackupRef.from_json(
+                {k: manifest[k] for k in ("id", "path", "sha256", "created_at") if k in manifest}
+            )
             s.detail = f"{manifest['id']} ({manifest.get('created_at', '?')}), sha256 checked"
         with self.step("rules") as s:
             conn = self.src_admin()
@@ -221,7 +222,7 @@ class CopyTo(Operation):
                 self.source_keys = foreign_keys(conn)
             finally:
                 conn.close()
-            self.report.data["gate"] = {"rules": str(self.rules.path), "live": gate.to_json()}
+            self.report.gate = {"rules": str(self.rules.path), "live": gate.to_json()}
             self.refuse_if_blocked(gate, f"{source.name}'s live database")
             s.detail = f"{self.rules.path.name}: every table and personal column classified"
             if gate.stale:
@@ -273,7 +274,8 @@ class CopyTo(Operation):
             tables = masking.catalog(conn)
             conn.close()
             gate = masking.gate(self.rules, tables)
-            self.report.data["gate"]["backup"] = gate.to_json()
+            assert self.report.gate is not None
+            self.report.gate["backup"] = gate.to_json()
             self.refuse_if_blocked(gate, f"backup {manifest['id']}")
             s.detail = f"{len(tables)} tables; the rules cover them"
         with self.step("scratch data") as s:
@@ -304,7 +306,7 @@ class CopyTo(Operation):
             conn.close()
             seconds = time.monotonic() - started
             rows = sum(int(t["rows"]) for t in summary.values())
-            self.report.data["masking"] = {
+            self.report.masking = {
                 "rules": str(self.rules.path),
                 "locale": self.rules.locale,
                 "seconds": round(seconds, 3),
@@ -328,7 +330,7 @@ class CopyTo(Operation):
             samples.clear()
             if problems:
                 raise SeedError("masked copy failed verification: " + "; ".join(problems))
-            v = self.report.data["masking"]["verification"]
+            v = (self.report.masking or {})["verification"]
             s.detail = (
                 f"counts equal, {v['foreign_keys']} foreign key(s) intact, "
                 f"{v['samples_searched']} sampled original(s) found nowhere"
@@ -346,7 +348,7 @@ class CopyTo(Operation):
             restorelib.drop_if_exists(pg, self.mask_db)
             pg.close()
             self.state.pop("source", None)
-            self.report.data["masked_dump"] = {"sha256": sha, "size": size}
+            self.report.masked_dump = {"sha256": sha, "size": size}
             s.detail = f"{size / 1e6:.1f} MB, verified; scratch {self.mask_db} dropped"
         self.dump_sha = sha
         return masked, dump
@@ -437,7 +439,8 @@ class CopyTo(Operation):
                 "sampled original values survive in: "
                 + ", ".join(f"{k} ({v} row(s))" for k, v in found.items())
             )
-        self.report.data["masking"]["verification"] = {
+        assert self.report.masking is not None
+        self.report.masking["verification"] = {
             "row_counts_equal": not wrong,
             "foreign_keys": len(after),
             "foreign_key_orphans": {k: v for k, v in after.items() if v},
@@ -500,7 +503,7 @@ class CopyTo(Operation):
                 raise HumanNeeded(
                     f"copy to {target.name}: the swap failed: {self.state['target']}"
                 ) from None
-            self.report.data["replaced_database"] = self.replaced
+            self.report.replaced_database = self.replaced
             self.state["target"] = (
                 f"{target.db.name} is the masked copy of {self.source.name}; the old one is "
                 f"kept as {self.replaced}"

@@ -22,6 +22,7 @@ from seed.operation import Operation
 from seed.release import current_release, release_revision
 from seed.replication import refuse_if_replicated
 from seed.report import Output, Scrubber, iso
+from seed.runrecord import BACKUP, BackupRef, RunRecord
 from seed.session import Session
 
 
@@ -39,23 +40,32 @@ def find_manifest(manifests: list[dict[str, Any]], wanted: str) -> dict[str, Any
     return matches[0]
 
 
-def protected_backups(records: list[dict[str, Any]]) -> set[str]:
+def manifest_ref(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a run records of a backup it used: which, where, its sha256, the run that took it."""
+    return {k: manifest[k] for k in ("id", "path", "sha256", "deploy_id") if manifest.get(k)}
+
+
+def good_deploys(records: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in records if r.kind == "upgradedb" and r.outcome == "succeeded"]
+
+
+def protected_backups(records: list[RunRecord]) -> set[str]:
     """Never deleted by retention: the backup of the last good deploy."""
-    good = [r for r in records if r.get("kind") == "upgradedb" and r.get("outcome") == "succeeded"]
-    backup = (good[-1].get("backup") or {}) if good else {}
-    return {str(backup["id"])} if backup.get("id") else set()
+    good = good_deploys(records)
+    backup = good[-1].backup if good else None
+    return {backup.id} if backup is not None else set()
 
 
-def needed_by(records: list[dict[str, Any]]) -> dict[str, str]:
+def needed_by(records: list[RunRecord]) -> dict[str, str]:
     """backup id → why it must be kept (the backup of a deploy a rollback can still undo)."""
     reasons: dict[str, str] = {}
-    good = [r for r in records if r.get("kind") == "upgradedb" and r.get("outcome") == "succeeded"]
+    good = good_deploys(records)
     for record in good:
-        backup = record.get("backup") or {}
-        if backup.get("id") and not record.get("rolled_back_by"):
-            reasons[str(backup["id"])] = f"rollback of {record['deploy_id']}"
-    if good and (good[-1].get("backup") or {}).get("id"):
-        reasons[str(good[-1]["backup"]["id"])] = f"last good deploy {good[-1]['deploy_id']}"
+        if record.backup is not None and not record.rolled_back_by:
+            reasons[record.backup.id] = f"rollback of {record.deploy_id}"
+    last = good[-1] if good else None
+    if last is not None and last.backup is not None:
+        reasons[last.backup.id] = f"last good deploy {last.deploy_id}"
     return reasons
 
 
@@ -137,7 +147,7 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
         space = backups.backup_space(env, state, admin, size, with_restore=False)
         s.detail = f"{size / 1e6:.1f} MB database, {space.free / 1e9:.1f} GB free"
     # the counters before the snapshot: a write in between is counted, never missed
-    self.take_reading(undo.BACKUP)
+    undo.record_reading(self, BACKUP)
     snap_conn = session.connect(admin=True, app_name=self.app_name)
     with dblib.exported_snapshot(snap_conn) as snapshot:
         with self.step("snapshot") as s:
@@ -179,7 +189,7 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
             if env.backup.format == "directory":
                 record.files = backups.backup_files(state, path)
             backups.write_manifest(state, record)
-            self.report.data["backup"] = record.to_json()
+            self.report.backup = BackupRef.from_json(record.to_json())
             s.detail = f"{path} ({dump_size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
     return record
 
@@ -236,7 +246,7 @@ class Restore(Operation):
         self.backup_id = backup_id
         self.discard_writes = discard_writes
         self.state: dict[str, str] = {"database": "untouched", "app": "?"}
-        self.report.data["state"] = self.state
+        self.report.state = self.state
 
     def body(self) -> str:
         env, session = self.env, self.session
@@ -245,7 +255,7 @@ class Restore(Operation):
         with self.step("choose backup") as s:
             manifests = backups.list_manifests(env, session.state)
             manifest = find_manifest(manifests, self.backup_id)
-            self.report.data["backup"] = {k: manifest[k] for k in ("id", "path", "sha256")}
+            self.report.backup = used = BackupRef.from_json(manifest_ref(manifest))
             if "database_properties" not in manifest:
                 raise PreflightFailed(f"backup {manifest['id']} has no complete manifest")
             s.detail = f"{manifest['id']} {manifest.get('label', '')} ({manifest['created_at']})"
@@ -257,9 +267,8 @@ class Restore(Operation):
             space = backups.restore_space(env, session.state, admin, size)
             admin.close()
             s.detail = f"backup verified (sha256, full read); {space}"
-        self.freeze_checking_writes(
-            records, undo.backup_run(manifest), self.discard_writes, self.state
-        )
+        assert used is not None
+        self.freeze_checking_writes(records, used.run, self.discard_writes, self.state)
         try:
             before = backups.manifest_before_state(manifest)
             self.replace_database(manifest["path"], manifest["sha256"], before, self.state)

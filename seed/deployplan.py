@@ -19,6 +19,7 @@ from seed.migrate import MigrationState, migration_state
 from seed.release import Layout
 from seed.remote import Remote
 from seed.reverse import ReversePlan, assess, choose, classify
+from seed.runrecord import Migrations
 
 
 @dataclass
@@ -54,14 +55,13 @@ class DeployPlan:
                 "first"
             )
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self) -> Migrations:
         """The report's `migrations` before anything is applied."""
-        return {
-            "applied_before": [f"{a}.{n}" for a, n in self.state.applied],
-            "planned": self.pending,
-            "plan": self.migrations,
-            "applied": [],
-        }
+        return Migrations(
+            applied_before=[f"{a}.{n}" for a, n in self.state.applied],
+            planned=list(self.pending),
+            plan=list(self.migrations),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """`plan`'s `migrations`: per app, per migration with each operation classified

@@ -95,7 +95,7 @@ class ImportLegacy(Operation):
         self.valid_positions: list[int] = []  # the frame's rows that passed model validation
         self.folder = local_root / env.name / "imports" / self.id
         self.summary: dict[str, Any] = {"steps": {}}
-        self.report.data["import"] = self.summary
+        self.report.import_ = self.summary
 
     def counted(self, step: str, started: float, **counts: Any) -> None:
         self.summary["steps"][step] = {"seconds": round(time.monotonic() - started, 3), **counts}

@@ -23,6 +23,7 @@ import psycopg
 from seed.config import Environment
 from seed.remote import Remote, q
 from seed.report import Scrubber, iso, who, write_json
+from seed.runrecord import RunRecord
 
 _HEADER = re.compile(r"^==> \./", re.MULTILINE)
 
@@ -41,40 +42,43 @@ class Journal:
     def path(self, deploy_id: str) -> str:
         return posixpath.join(self.dir, f"{deploy_id}.json")
 
-    def write(self, deploy_id: str, record: dict[str, Any]) -> None:
+    def write(self, deploy_id: str, record: RunRecord) -> None:
         """The record on the state host (raises when it cannot be written) and its copy here.
         The copy goes first: a final record the state host refused is then still on this
         machine, and the next run from here puts it there (`adopt_finished`)."""
-        clean = self.scrub.data(record)
+        clean = self.scrub.data(record.to_json())
         with contextlib.suppress(OSError):  # the local copy only (e.g. a full disk here)
             write_json(self.local / f"{deploy_id}.json", clean, self.scrub)
         data = json.dumps(clean, indent=2).encode()
         self.remote.put_bytes(data, self.path(deploy_id))
 
-    def adopt_finished(self, records: list[dict[str, Any]]) -> list[str]:
+    def adopt_finished(self, records: list[RunRecord]) -> list[str]:
         """Runs the state host still has as `running` whose final record this machine kept
         (the state host refused it at the end): write it there now and use it. Returns the
         ids adopted; one that cannot be written stays as it is (the next run tries again)."""
         adopted = []
         for i, record in enumerate(records):
-            if record.get("outcome") != "running":
+            if record.outcome != "running":
                 continue
-            run_id = str(record.get("deploy_id"))
+            run_id = record.deploy_id
             try:
-                mine = json.loads((self.local / f"{run_id}.json").read_text())
+                data = json.loads((self.local / f"{run_id}.json").read_text())
             except (OSError, ValueError):
                 continue
-            if mine.get("deploy_id") != run_id or mine.get("outcome") in (None, "running"):
+            if not isinstance(data, dict):
+                continue
+            mine = RunRecord.from_json(data)
+            if mine.deploy_id != run_id or mine.outcome == "running":
                 continue
             try:
-                self.remote.put_bytes(json.dumps(mine, indent=2).encode(), self.path(run_id))
+                self.remote.put_bytes(json.dumps(data, indent=2).encode(), self.path(run_id))
             except Exception:  # noqa: S112 - still refused (a full disk, a lost link): later
                 continue
             records[i] = mine
             adopted.append(run_id)
         return adopted
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[RunRecord]:
         """All records on the state host, oldest first (ids sort by time).
 
         One command prints them all: an SFTP read per record costs a round trip each,
@@ -92,35 +96,29 @@ class Journal:
         found = []
         for chunk in _HEADER.split(res.stdout)[1:]:
             name, _, body = chunk.partition(" <==\n")
-            try:
-                found.append((name, json.loads(body)))
-            except json.JSONDecodeError:
-                continue  # one being written right now, or damaged: as before
+            record = _parse(body)
+            if record is not None:  # else one being written right now, or damaged: as before
+                found.append((name, record))
         return [record for _, record in sorted(found, key=lambda item: item[0])]
 
-    def _records_one_by_one(self) -> list[dict[str, Any]]:
+    def _records_one_by_one(self) -> list[RunRecord]:
         out = []
-        for name in self.remote.listdir(self.dir):
+        for name in sorted(self.remote.listdir(self.dir)):
             if name.endswith(".json"):
                 try:
-                    out.append(json.loads(self.remote.get_bytes(posixpath.join(self.dir, name))))
-                except (json.JSONDecodeError, OSError):
+                    record = _parse(self.remote.get_bytes(posixpath.join(self.dir, name)))
+                except OSError:
                     continue
+                if record is not None:
+                    out.append(record)
         return out
 
-    def read_record(self, deploy_id: str) -> dict[str, Any] | None:
+    def read_record(self, deploy_id: str) -> RunRecord | None:
         """One record as the state host has it (None when missing or unreadable)."""
         try:
-            data: dict[str, Any] = json.loads(
-                self.remote.get_bytes(posixpath.join(self.dir, f"{deploy_id}.json"))
-            )
-        except (FileNotFoundError, json.JSONDecodeError):
+            return _parse(self.remote.get_bytes(posixpath.join(self.dir, f"{deploy_id}.json")))
+        except FileNotFoundError:
             return None
-        return data
-
-    def last_good(self) -> dict[str, Any] | None:
-        good = [r for r in self.records() if r.get("outcome") == "succeeded"]
-        return good[-1] if good else None
 
     # -- lock record ----------------------------------------------------------------------
 
@@ -179,3 +177,12 @@ def release_lock(conn: psycopg.Connection[Any], journal: Journal, deploy_id: str
     journal.clear_lock(deploy_id)
     if not conn.closed:
         conn.execute(f"select pg_advisory_unlock({lock_key_sql()})", (env.db.name,))
+
+
+def _parse(text: str | bytes) -> RunRecord | None:
+    """A record from its JSON text; None when it is not one (damaged, half written)."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return RunRecord.from_json(data) if isinstance(data, dict) else None

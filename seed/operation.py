@@ -8,6 +8,7 @@ host, report under .seed/<env>/reports/, and `--report PATH`), whatever happens.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import posixpath
 import secrets as pysecrets
@@ -39,7 +40,8 @@ from seed.errors import (
 from seed.fanout import HostOutcomes, fan_out
 from seed.journal import Journal, holder_text, release_lock, try_advisory_lock
 from seed.remote import Remote
-from seed.report import Output, Report, check_local_state, iso, utcnow, write_json
+from seed.report import Output, check_local_state, iso, utcnow, write_json
+from seed.runrecord import FREEZE, HANDOVER, Control, Reading, RunRecord
 from seed.session import Session
 
 T = TypeVar("T")
@@ -111,9 +113,13 @@ class Operation:
         self.out = out
         self.id = new_deploy_id()
         self.app_name = f"seed-{env.name}-{self.id}"
-        self.report = Report(env.name, command, self.id)
-        self.report.data["kind"] = self.kind
-        self.report.data["control"] = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.report = RunRecord(
+            environment=env.name,
+            command=command,
+            deploy_id=self.id,
+            kind=self.kind,
+            control=Control(socket.gethostname(), os.getpid()),
+        )
         self.layout = rel.Layout(env.app.deploy_to)
         self.session = Session(env)
         self.journal: Journal | None = None
@@ -136,7 +142,7 @@ class Operation:
         """`fn` on every host at once (at most app.parallel), each host's outcome in the
         report's `hosts`; every host finishes, then the first failure is raised."""
         results = fan_out(remotes, fn, self.env.app.parallel, self.host_outcomes, step)
-        self.report.data["hosts"] = self.host_outcomes.data
+        self.report.hosts = self.host_outcomes.data
         return results
 
     @contextlib.contextmanager
@@ -175,7 +181,7 @@ class Operation:
         """Write the report as it stands to the journal; only once the lock is ours, so a
         run refused at the lock leaves no `running` record."""
         if self.journal is not None and self.locked:
-            self.journal.write(self.id, self.report.to_json())
+            self.journal.write(self.id, self.report)
             self.journal_failing = False
 
     def record(self) -> None:
@@ -254,7 +260,7 @@ class Operation:
     def after_success(self) -> None:
         """Hook run after the success record is written."""
 
-    def run(self) -> Report:
+    def run(self) -> RunRecord:
         env = self.env
         mode = "read-only" if self.read_only else self.id
         self.out.line(f"seed {self.kind} {env.name} ({env.description}): {mode}")
@@ -338,7 +344,7 @@ class Operation:
                 # undoing: getting back to the old state comes first; the health check
                 # after the app starts says whether the hook's part was missed
                 self.out.line(f"warning: {exc}", style="yellow")
-                self.report.data.setdefault("hook_failures", []).append(str(exc))
+                self.report.hook_failures.append(str(exc))
 
     def run_hook(self, hook: Hook, name: str, names: dict[str, str], hosts: list[Remote]) -> None:
         """One hook where it belongs (a failure raises HookFailed naming hook and host)."""
@@ -354,21 +360,21 @@ class Operation:
                 hooklib.run_remote_or_raise(self.env, remote, hook, names)
 
             self.on_hosts(remotes, one, f"hook {name}")
-        self.report.data.setdefault("hooks_run", []).append(
+        self.report.hooks_run.append(
             {"hook": name, "run": hook.run, "on": hook.on, "direction": self.direction}
         )
 
     def hook_base(self) -> dict[str, Any]:
-        d = self.report.data
+        r = self.report
         forward = self.direction == "deploy"
         return {
             "SEED_RUN_ID": self.id,
             "SEED_KIND": self.kind,
             "SEED_DIRECTION": self.direction,
-            "SEED_REF": d.get("ref"),
-            "SEED_SHA": d.get("sha_after") if forward else d.get("sha_before"),
-            "SEED_RELEASE": d.get("release_after") if forward else d.get("release_before"),
-            "SEED_PREVIOUS_RELEASE": d.get("release_before") if forward else d.get("release_after"),
+            "SEED_REF": r.ref,
+            "SEED_SHA": r.sha_after if forward else r.sha_before,
+            "SEED_RELEASE": r.release_after if forward else r.release_before,
+            "SEED_PREVIOUS_RELEASE": r.release_before if forward else r.release_after,
         }
 
     def notify(self) -> None:
@@ -472,12 +478,12 @@ class Operation:
     def mark_interrupted(self, run: recovery.RunState, what: str) -> None:
         """Close a dead run's record: it ended `interrupted`, recovered by this run."""
         assert self.journal is not None
-        record = dict(run.record)
-        if record.get("outcome") == "running":
-            record.update(outcome="interrupted", exit_code=None)
-            record["message"] = f"interrupted {run.where()}"
-        record["recovered_by"] = self.id
-        record["message"] = f"{record.get('message', '')}; {what} by {self.kind} {self.id}"
+        record = dataclasses.replace(run.record)
+        if record.outcome == "running":
+            record.outcome, record.exit_code = "interrupted", None
+            record.message = f"interrupted {run.where()}"
+        record.recovered_by = self.id
+        record.message = f"{record.message}; {what} by {self.kind} {self.id}"
         self.journal.write(run.id, record)
 
     def ensure_lock(self) -> None:
@@ -525,11 +531,11 @@ class Operation:
                 f"lost the lock of {env.name}: now held by "
                 f"{holder_text(self.journal.read_lock())}; stopped without changing anything more"
             )
-        mine = self.journal.read_record(self.id) or {}
-        if mine.get("outcome", "running") != "running":
+        mine = self.journal.read_record(self.id)
+        if mine is not None and mine.outcome != "running":
             raise LockLost(
                 f"lost the lock of {env.name}: this run was recovered by "
-                f"{mine.get('recovered_by', '?')} meanwhile; stopped without changing anything"
+                f"{mine.recovered_by or '?'} meanwhile; stopped without changing anything"
             )
         self.journal.write_lock(self.id, self.command)
 
@@ -555,28 +561,23 @@ class Operation:
                     )
             self.admin = session.connect(admin=True, app_name=self.app_name)
             ended = dblib.drain_sessions(self.admin, env.db.user, env.db.name, env.db.drain_timeout)
-            self.take_reading(undo.FREEZE)
+            undo.record_reading(self, FREEZE)
             s.detail = f"app stopped on {len(self.running)} host(s), {ended} session(s) ended"
 
     # -- the writes rule's readings (seed.undo) ----------------------------------------------
-
-    def take_reading(self, event: str) -> undo.Reading:
-        """Write counters now, into this run's record (undo.FREEZE once the app's sessions
-        have ended, undo.HANDOVER before the app may write again)."""
-        return undo.record_reading(self, event)
 
     def hand_over(self) -> None:
         """The app may write from here on: a handover reading when this run froze the app
         (its last reading is a freeze). A run that never froze it has nothing to hand over:
         the app's writing interval before it simply goes on."""
-        readings = self.report.data.get("counter_readings") or []
-        if readings and readings[-1].get("event") == undo.FREEZE:
-            self.take_reading(undo.HANDOVER)
+        readings = self.report.counter_readings
+        if readings and readings[-1].event == FREEZE:
+            undo.record_reading(self, HANDOVER)
 
-    def last_freeze(self) -> undo.Reading:
-        readings = self.report.data.get("counter_readings") or []
-        mine = [r for r in readings if r.get("event") == undo.FREEZE]
-        return undo.Reading.from_json(mine[-1]) if mine else self.take_reading(undo.FREEZE)
+    def last_freeze(self) -> Reading:
+        """This run's last freeze reading (taken now if it has none)."""
+        mine = [r for r in self.report.counter_readings if r.event == FREEZE]
+        return mine[-1] if mine else undo.record_reading(self, FREEZE)
 
     def unfreeze(self) -> None:
         """Nothing changed: start the app again where it was running."""
@@ -589,7 +590,7 @@ class Operation:
 
     def freeze_checking_writes(
         self,
-        records: list[dict[str, Any]],
+        records: list[RunRecord],
         backup_run: str,
         discard: bool,
         state: dict[str, str],
@@ -605,7 +606,7 @@ class Operation:
             state["app"] = "running as before"
             raise
 
-    def check_writes(self, records: list[dict[str, Any]], backup_run: str, discard: bool) -> None:
+    def check_writes(self, records: list[RunRecord], backup_run: str, discard: bool) -> None:
         """Refuse (exit 4) when the app wrote since the backup of run `backup_run` (the writes
         rule, seed.undo), unless `discard`. Call it frozen (after freeze())."""
         with self.step("writes since") as s:
@@ -617,13 +618,9 @@ class Operation:
             if discard:
                 s.detail = f"discarding writes: {listing}"
                 return
-            ids = [str(r.get("deploy_id")) for r in records]
+            ids = [r.deploy_id for r in records]
             later = records[ids.index(backup_run) + 1 :] if backup_run in ids else []
-            imports = [
-                str(r["deploy_id"])
-                for r in later
-                if r.get("kind") == "import" and r.get("outcome") == "succeeded"
-            ]
+            imports = [r.deploy_id for r in later if (r.kind, r.outcome) == ("import", "succeeded")]
             by_seed = f" (among them import {', '.join(imports)})" if imports else ""
             why = f" ({'; '.join(writes.why)})" if writes.why else ""
             raise PreflightFailed(
@@ -683,11 +680,11 @@ class Operation:
                 raise
             replaced = restored.plan.replaced
             state["database"] = f"restored from {backup_path}; old kept as {replaced}"
-            self.report.data["replaced_database"] = replaced
+            self.report.replaced_database = replaced
             s.detail = f"{backup_path} restored, {replaced} kept"
         with self.step("verify") as s:
             verification = undo.verify_database(self, before)
-            self.report.data["verification"] = verification
+            self.report.verification = verification
             if verification["problems"]:
                 state["database"] += "; VERIFICATION FAILED"
                 raise SeedError("; ".join(verification["problems"]))

@@ -18,41 +18,42 @@ from seed.config import Environment
 from seed.journal import Journal, lock_key_sql
 from seed.recovery import BLOCKING, unfinished
 from seed.report import Scrubber
+from seed.runrecord import RunRecord
 from seed.session import Session
 
 APP_NAME = "seed-status"
 
 
-def _duration(record: dict[str, Any]) -> float | None:
+def _duration(record: RunRecord) -> float | None:
+    if not record.finished_at:
+        return None
     try:
-        start = datetime.fromisoformat(str(record["started_at"]).replace("Z", "+00:00"))
-        end = datetime.fromisoformat(str(record["finished_at"]).replace("Z", "+00:00"))
-    except (KeyError, TypeError, ValueError):
+        start = datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(record.finished_at.replace("Z", "+00:00"))
+    except ValueError:
         return None
     return round((end - start).total_seconds(), 1)
 
 
-def summarize(record: dict[str, Any]) -> dict[str, Any]:
+def summarize(record: RunRecord) -> dict[str, Any]:
     """One journal record as a history line (JSON)."""
-    migrations = record.get("migrations") or {}
-    backup = record.get("backup") or {}
-    rollback = record.get("rollback") or {}
+    backup, rollback = record.backup, record.rollback
     return {
-        "deploy_id": record.get("deploy_id"),
-        "kind": record.get("kind"),
-        "who": record.get("who"),
-        "started_at": record.get("started_at"),
+        "deploy_id": record.deploy_id,
+        "kind": record.kind,
+        "who": record.who,
+        "started_at": record.started_at,
         "duration_s": _duration(record),
-        "outcome": record.get("outcome"),
-        "exit_code": record.get("exit_code"),
-        "ref": record.get("ref"),
-        "sha_before": record.get("sha_before"),
-        "sha_after": record.get("sha_after"),
-        "migrations_applied": migrations.get("applied", []),
-        "backup": backup.get("path"),
-        "backup_sha256": backup.get("sha256"),
-        "rollback_method": rollback.get("method"),
-        "message": record.get("message"),
+        "outcome": record.outcome,
+        "exit_code": record.exit_code,
+        "ref": record.ref,
+        "sha_before": record.sha_before,
+        "sha_after": record.sha_after,
+        "migrations_applied": record.migrations.applied if record.migrations else [],
+        "backup": (backup.path or None) if backup else None,
+        "backup_sha256": backup.sha256 if backup else None,
+        "rollback_method": rollback.method if rollback else None,
+        "message": record.message,
     }
 
 
@@ -121,11 +122,9 @@ def status(env: Environment, local_root: Path, scrub: Scrubber) -> dict[str, Any
         journal = Journal(env, session.state, local_root, scrub)
         record = journal.read_lock()
         records = journal.records()
-        last = next((r for r in reversed(records) if r.get("kind") == "upgradedb"), None)
+        last = next((r for r in reversed(records) if r.kind == "upgradedb"), None)
         holder = (record or {}).get("deploy_id") if pids else None
-        interrupted = [
-            summarize(r) for r in records if unfinished(r) and r.get("deploy_id") != holder
-        ]
+        interrupted = [summarize(r) for r in records if unfinished(r) and r.deploy_id != holder]
         return {
             "environment": env.name,
             "description": env.description,

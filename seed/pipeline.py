@@ -46,6 +46,14 @@ from seed.rehearse import failed_checks, rehearse
 from seed.remote import Remote, RemoteError, RemoteJob
 from seed.replication import refuse_if_replicated
 from seed.report import Output, iso, utcnow
+from seed.runrecord import (
+    FREEZE,
+    BackupRef,
+    Method,
+    Migrations,
+    RollbackRecord,
+    Snapshot,
+)
 
 
 class StoppedForWrites(SeedError):
@@ -92,6 +100,8 @@ class Upgrade(Operation):
         self.reverse_plan: reverselib.ReversePlan | None = None
         self.plan: deploy_plan.DeployPlan | None = None  # from pre-flight
         self.target: Target | None = None
+        self.database_size = 0
+        self.rolling_back = RollbackRecord("")  # the automatic rollback's record (after_failure)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -100,9 +110,7 @@ class Upgrade(Operation):
         env, ref = self.env, self.ref
         if self.opts.resume:
             return  # the interrupted deploy's record says what to finish
-        self.report.data.update(
-            {"ref": ref, "sha_before": None, "sha_after": None, "release_before": None}
-        )
+        self.report.ref = ref
         with self.step("resolve ref") as s:
             mirror = rel.repo_cache(env.app.repo, self.opts.local_root / "cache" / "repos")
             self.sha = rel.resolve_ref(mirror, ref)
@@ -121,8 +129,8 @@ class Upgrade(Operation):
             )
             self.checks = checkrun.CheckRun(env.checks + repo_checks, env.db.statement_timeout)
             self.rid = rel.release_id(self.sha, f"{utcnow():%Y%m%d%H%M%S}")
-            self.report.data["sha_after"] = self.sha
-            self.report.data["release_after"] = self.rid
+            self.report.sha_after = self.sha
+            self.report.release_after = self.rid
             s.detail = f"{ref} = {self.sha[:12]}"
 
     def body(self) -> str:
@@ -148,9 +156,9 @@ class Upgrade(Operation):
             self.after_failure(exc)
         except Exception as exc:  # a lost connection, a driver error: roll back all the same
             self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
-        self.report.data["state"] = {
+        self.report.state = {
             "code": f"current is {self.rid}",
-            "database": f"migrated ({len(self.report.data['migrations']['applied'])} applied)",
+            "database": f"migrated ({len(self.migrations.applied)} applied)",
             "app": "serving" if self.env.app.restart else "not restarted (no app.restart)",
         }
         return self.success_message(self.ref)
@@ -166,9 +174,9 @@ class Upgrade(Operation):
         if not blocking:
             raise PreflightFailed(f"nothing to resume: no interrupted deploy of {self.env.name}")
         run = blocking[-1]
-        steps = {s.get("name"): s.get("outcome") for s in run.record.get("steps") or []}
-        verified = steps.get("post checks") == "ok" or bool(run.record.get("resumes"))
-        stopped = bool((run.record.get("rollback") or {}).get("stopped_for_writes"))
+        steps = {s.name: s.outcome for s in run.record.steps}
+        verified = steps.get("post checks") == "ok" or bool(run.record.resumes)
+        stopped = run.record.rollback is not None and run.record.rollback.stopped_for_writes
         rolling_back = any(str(n).startswith("rollback") for n in steps) and not stopped
         if len(blocking) > 1 or run.kind != "upgradedb" or not verified or rolling_back:
             raise PreflightFailed(
@@ -184,40 +192,45 @@ class Upgrade(Operation):
         env, session = self.env, self.session
         record = run.record
         with self.step("resume") as s:
-            for key in (
-                "ref", "sha_before", "sha_after", "release_before", "release_after",
-                "previous_releases", "migrations", "before", "backup", "database",
-                "snapshot", "reverse", "rollback_plan",
-            ):  # fmt: skip
-                if key in record:
-                    self.report.data[key] = record[key]
-            self.report.data["resumes"] = run.id
-            readings = list(record.get("counter_readings") or [])
-            if readings and readings[-1].get("event") == undo.FREEZE:
+            r = self.report
+            r.ref, r.sha_before, r.sha_after = record.ref, record.sha_before, record.sha_after
+            r.release_before, r.release_after = record.release_before, record.release_after
+            r.previous_releases, r.migrations = record.previous_releases, record.migrations
+            r.before, r.backup, r.database = record.before, record.backup, record.database
+            r.snapshot, r.reverse, r.rollback_plan = (
+                record.snapshot,
+                record.reverse,
+                (record.rollback_plan),
+            )
+            r.resumes = run.id
+            readings = record.counter_readings
+            if readings and readings[-1].event == FREEZE:
                 # it stopped the app (its rollback stopped for writes): this run hands over
-                self.report.data["counter_readings"] = readings[-1:]
-            self.report.checks = list(record.get("checks") or [])
-            self.ref = str(record.get("ref"))
-            self.sha = str(record.get("sha_after"))
-            self.rid = str(record.get("release_after"))
-            self.previous = dict(record.get("previous_releases") or {})
-            self.before = dict(record.get("before") or {})
-            backup = record.get("backup") or {}
+                r.counter_readings = readings[-1:]
+            r.checks = list(record.checks)
+            if record.backup is None or record.migrations is None or record.before is None:
+                raise PreflightFailed(
+                    f"cannot resume {run.id}: its record has no backup, migrations or "
+                    f"before-state; run `fab {env.name} rollback`"
+                )
+            self.ref = str(record.ref)
+            self.sha = str(record.sha_after)
+            self.rid = str(record.release_after)
+            self.previous = dict(record.previous_releases or {})
+            self.before = dict(record.before)
+            backup = record.backup
             self.backup = backups.BackupRecord(
-                id=backup["id"], path=backup["path"], size=backup.get("size", 0),
-                sha256=backup["sha256"], seconds=backup.get("seconds", 0.0),
+                id=backup.id, path=backup.path, size=backup.size or 0,
+                sha256=backup.sha256, seconds=backup.seconds or 0.0,
             )  # fmt: skip
-            self.snapshot_db = (record.get("snapshot") or {}).get("database")
-            self.reverse_plan = reverselib.ReversePlan.from_json(record.get("reverse"))
+            self.snapshot_db = record.snapshot.database if record.snapshot else None
+            self.reverse_plan = reverselib.ReversePlan.from_json(record.reverse)
             self.uploaded = session.app_remotes()
-            steps = {x.get("name"): x.get("outcome") for x in record.get("steps") or []}
+            steps = {x.name: x.outcome for x in record.steps}
             self.maintenance_on = bool(env.app.maintenance_on) and "maintenance on" in steps
             self.admin = session.connect(admin=True, app_name=self.app_name)
             self.app = session.connect(admin=False, app_name=self.app_name)
-            expected = sorted(
-                self.before.get("applied_migrations", [])
-                + self.report.data["migrations"]["applied"]
-            )
+            expected = sorted(self.before.get("applied_migrations", []) + self.migrations.applied)
             applied = sorted(f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin))
             if applied != expected:
                 raise PreflightFailed(
@@ -238,7 +251,7 @@ class Upgrade(Operation):
             self.after_failure(exc)
         except Exception as exc:
             self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
-        self.report.data["state"] = {
+        self.report.state = {
             "code": f"current is {self.rid}",
             "database": "migrated (by the resumed deploy)",
             "app": "serving" if env.app.restart else "not restarted (no app.restart)",
@@ -254,7 +267,8 @@ class Upgrade(Operation):
             app = session.connect(admin=False, app_name=self.app_name)
             server = dblib.server_version(admin)
             size = dblib.database_size(admin, env.db.name)
-            self.report.data["database"] = {"server_version": server, "size_bytes": size}
+            self.report.database = {"server_version": server, "size_bytes": size}
+            self.database_size = size
             self.admin, self.app = admin, app
             # a rollback is a restore + rename swap: refuse a deploy that could not roll back
             refuse_if_replicated(env, admin)
@@ -290,10 +304,10 @@ class Upgrade(Operation):
 
             done = self.on_hosts(session.app_remotes(), upload, "upload release")
             reused = sum(done.values())
-            self.report.data["previous_releases"] = dict(self.previous)
+            self.report.previous_releases = dict(self.previous)
             prev = self.previous.get(session.migrator.label)
-            self.report.data["release_before"] = prev
-            self.report.data["sha_before"] = (
+            self.report.release_before = prev
+            self.report.sha_before = (
                 rel.release_revision(session.migrator, self.layout, prev) if prev else None
             )
             s.detail = f"{self.rid} on {len(self.uploaded)} host(s), venv reused on {reused}"
@@ -308,17 +322,16 @@ class Upgrade(Operation):
             )
             plan.refuse_unknown()
             self.plan = plan
-            self.report.data["migrations"] = plan.to_record()
+            self.report.migrations = plan.to_record()
             self.reverse_plan = plan.reverse
             method, why = plan.rollback_method, plan.rollback_why
-            self.report.data["reverse"] = self.reverse_plan.to_json()
-            self.report.data["rollback_plan"] = {"method": method, "why": why}
+            self.report.reverse = self.reverse_plan.to_json()
+            self.report.rollback_plan = Method(method, why)
             s.detail = f"{len(plan.pending)} to apply: " + (", ".join(plan.pending) or "none")
             s.detail += f"; a rollback would {method} ({why})"
         if env.lint.enabled:
             with self.step("lint") as s:
-                self.lint(plan)
-                s.detail = self.report.data["lint"]["summary"]
+                s.detail = self.lint(plan)
         if env.rehearse.before_upgradedb and plan.pending:
             # the pending migrations on a restored copy, timed and extrapolated; over
             # budget: refused here, before anything changed (exit 4)
@@ -338,8 +351,9 @@ class Upgrade(Operation):
                 s.detail += f", {len(self.checks.no_baseline)} without baseline"
         self.record()
 
-    def lint(self, plan: deploy_plan.DeployPlan) -> None:
-        """The safety gate on the pending migrations; blocked → exit 4 (nothing changed)."""
+    def lint(self, plan: deploy_plan.DeployPlan) -> str:
+        """The safety gate on the pending migrations; blocked → exit 4 (nothing changed).
+        Returns its summary."""
         env, target = self.env, self.target
         if target is not None:  # the release's own file, from the local mirror: no SSH
             text = rel.file_at(target.mirror, target.sha, lintlib.REPO_WAIVERS)
@@ -351,11 +365,12 @@ class Upgrade(Operation):
             where = f"{path} on {migrator.label}"
         waivers = [*env.lint.waivers, *lintlib.repo_waivers(text, where)]
         result = lintlib.lint(plan.migrations, lintlib.table_rows(self.app), env.lint, waivers)
-        self.report.data["lint"] = {**result.to_json(), "summary": result.summary()}
+        self.report.lint = {**result.to_json(), "summary": result.summary()}
         for finding in result.findings:
             self.out.detail(finding.describe())
         if result.blocking:
             raise PreflightFailed(result.refusal())
+        return result.summary()
 
     def freeze_and_back_up(self) -> None:
         env, session = self.env, self.session
@@ -373,7 +388,7 @@ class Upgrade(Operation):
             elif not live:
                 s.detail = "no live release yet"
             s.detail = (s.detail + "; " if s.detail else "") + self.drain_sessions()
-            self.take_reading(undo.FREEZE)  # the app's sessions ended: every write is counted
+            undo.record_reading(self, FREEZE)  # the app's sessions ended: all writes count
         for attempt in (1, 2):
             reconnects = self.reconnects
             try:
@@ -406,12 +421,13 @@ class Upgrade(Operation):
                 )
                 applied = dblib.applied_migrations(snap_conn)
                 self.take_baselines(snapshot, applied, figures)
-                if self.report.data["rollback_plan"]["method"] == "reverse":
+                if self.plan is not None and self.plan.rollback_method == "reverse":
                     # what a reverse must give back exactly (DESIGN: Rollback, Reverse)
                     self.before["schema_sha256"] = backups.schema_fingerprint(
                         env, session.state, self.job_dir("schema"), self.app_name, snapshot
                     )
-                    self.report.data["before"]["schema_sha256"] = self.before["schema_sha256"]
+                    assert self.report.before is not None
+                    self.report.before["schema_sha256"] = self.before["schema_sha256"]
                 rows = sum(v.rows for v in figures.values())
                 s.detail = f"{len(figures)} tables, {rows} rows, {len(applied)} migrations"
             self.take_backup(snapshot, applied, figures)
@@ -430,11 +446,7 @@ class Upgrade(Operation):
             pg, env.db.name, name, self.before["database_properties"], env.backup.snapshot_copy
         )
         self.snapshot_db = name
-        self.report.data["snapshot"] = {
-            "database": name,
-            "strategy": env.backup.snapshot_copy,
-            "seconds": round(seconds, 3),
-        }
+        self.report.snapshot = Snapshot(name, env.backup.snapshot_copy, round(seconds, 3))
         self.admin = session.connect(admin=True, app_name=self.app_name)
         self.app = session.connect(admin=False, app_name=self.app_name)
         return f"{name} in {seconds:.2f}s (downtime), {env.backup.snapshot_copy}"
@@ -470,7 +482,7 @@ class Upgrade(Operation):
         }
         failed = self.checks.before_state(self.app, snapshot)
         self.report.checks.extend(r.to_json() for r in self.checks.results)
-        self.report.data["before"] = {
+        self.report.before = {
             **self.before,
             "baselines": {k: checklib.jsonable_deep(v) for k, v in self.checks.baselines.items()},
         }
@@ -507,10 +519,10 @@ class Upgrade(Operation):
                 sha256=sha,
                 seconds=time.monotonic() - started,
                 environment=env.name,
-                label=f"before {self.report.data['ref']}",
+                label=f"before {self.ref}",
                 kind="deploy",
                 deploy_id=self.deploy_id,
-                database_size=self.report.data["database"]["size_bytes"],
+                database_size=self.database_size,
                 database_properties=self.before["database_properties"],
                 compression=env.backup.compression,
                 format=env.backup.format,
@@ -518,7 +530,7 @@ class Upgrade(Operation):
                 pg_dump_version=self.pg_dump_text,
                 server_version=dblib.server_version(self.admin),
                 database=env.db.name,
-                code_sha=self.report.data.get("sha_before"),
+                code_sha=self.report.sha_before,
                 applied_migrations=applied,
                 tables={k: v.to_json() for k, v in figures.items()},
                 created_at=iso(),
@@ -528,21 +540,20 @@ class Upgrade(Operation):
                 record.files = backups.backup_files(session.state, path)
             manifest = backups.write_manifest(session.state, record)
             self.backup = record
-            self.report.data["backup"] = {
-                "id": backup_id,
-                "path": path,
-                "manifest": manifest,
-                "sha256": sha,
-                "size": size,
-                "verified": record.verified,
-                "seconds": round(record.seconds, 3),
-            }
+            self.report.backup = ref = BackupRef(
+                id=backup_id,
+                path=path,
+                sha256=sha,
+                size=size,
+                seconds=round(record.seconds, 3),
+                details={"manifest": manifest, "verified": record.verified},
+            )
             s.detail = f"{path} ({size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
             if env.backup.copy == "download":
                 local = backups.download_backup(
                     session.state, record.to_json(), self.opts.local_root / env.name
                 )
-                self.report.data["backup"]["copy"] = str(local)
+                ref.copy = str(local)
                 s.detail += f"; copied to {local} (sha256 checked)"
 
     def undo_preparations(self) -> None:
@@ -582,12 +593,12 @@ class Upgrade(Operation):
                 on_start=self.track_migrate_job,
                 on_lost=self.reconnect_all,
             )
-            self.report.data["migrations"]["output"] = self.scrub(outcome.output)
-            self.report.data["migrations"]["attempts"] = outcome.attempts
+            self.migrations.output = self.scrub(outcome.output)
+            self.migrations.attempts = outcome.attempts
             after = dblib.applied_migrations(self.admin)
             before = set(self.before["applied_migrations"])
             newly = [f"{a}.{n}" for a, n in after if f"{a}.{n}" not in before]
-            self.report.data["migrations"]["applied"] = newly
+            self.migrations.applied = newly
             if outcome.exit_code != 0:
                 last = [ln for ln in outcome.output.strip().splitlines() if ln.strip()]
                 raise RemoteError(
@@ -619,7 +630,7 @@ class Upgrade(Operation):
                 self.out.detail(mark + result.describe())
                 if not result.passed:
                     failed.append(result.describe())
-            self.report.data.setdefault("after", {})["checks"] = self.checks.after_values()
+            self.report.after_checks = self.checks.after_values()
             if failed:
                 raise SeedError(
                     f"post {failed[0]}" + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
@@ -705,7 +716,8 @@ class Upgrade(Operation):
         databases replaced by earlier rollbacks are dropped."""
         env = self.env
         manifests = backups.list_manifests(env, self.session.state)
-        doomed = backups.retention(manifests, env.backup.keep, {self.report.data["backup"]["id"]})
+        assert self.backup is not None
+        doomed = backups.retention(manifests, env.backup.keep, {self.backup.id})
         for manifest in doomed:
             backups.delete_backup(self.session.state, manifest)
         assert self.lock_conn is not None  # connected to `postgres`
@@ -727,12 +739,10 @@ class Upgrade(Operation):
         good = [
             r
             for r in self.journal.records()
-            if r.get("kind") == "upgradedb"
-            and r.get("outcome") == "succeeded"
-            and not r.get("rolled_back_by")
+            if r.kind == "upgradedb" and r.outcome == "succeeded" and not r.rolled_back_by
         ]
         for record in good[-self.env.backup.keep :]:
-            for host, release in (record.get("previous_releases") or {}).items():
+            for host, release in (record.previous_releases or {}).items():
                 if release:
                     needed.setdefault(host, set()).add(release)
         return needed
@@ -746,7 +756,7 @@ class Upgrade(Operation):
         """
         failed = next((s for s in reversed(self.report.steps) if s.outcome == "failed"), None)
         where = failed.name if failed else "?"
-        ref = self.report.data["ref"]
+        ref = self.ref
         own_words = where == "post checks" and not isinstance(exc, JournalUnwritable)
         cause = str(exc) if own_words else f"{where}: {exc}"  # "post check 'x' (expected …)"
         self.out.line(f"deploy of {ref} failed at {cause}; rolling back", style="bold red")
@@ -760,7 +770,8 @@ class Upgrade(Operation):
         )
         if method == "reverse" and "schema_sha256" not in self.before:
             method, why = "restore", "no schema fingerprint was taken"
-        self.report.data["rollback"] = {"method": method, "why": why, "state": self.state}
+        self.rolling_back = RollbackRecord(method, why, state=self.state)
+        self.report.rollback = self.rolling_back
         self.direction = "rollback"  # hooks run again around each step undone
         self.undoing = True
         try:
@@ -778,7 +789,7 @@ class Upgrade(Operation):
                     s.detail = self.drain_sessions()
                 else:
                     s.outcome, s.detail = "skipped", "new code never served"
-                self.take_reading(undo.FREEZE)
+                undo.record_reading(self, FREEZE)
             written = self.writes_while_serving(method) if self.restarted else set()
             if method == "reverse":
                 method = self.try_reverse(written)  # with the new code, before it is switched away
@@ -804,7 +815,7 @@ class Upgrade(Operation):
             self.finish("rollback failed", HumanNeeded.code, message)
             raise HumanNeeded(message) from None
         message = f"deploy of {ref} failed at {cause}; rolled back; verified identical"
-        warnings = self.report.data.get("hook_failures")
+        warnings = self.report.hook_failures
         if warnings:
             message += f" (while undoing, {len(warnings)} hook(s) failed: {warnings[0]})"
         self.finish("rolled back", RolledBack.code, message)
@@ -816,14 +827,14 @@ class Upgrade(Operation):
         otherwise stops here with maintenance on and nothing more changed (StoppedForWrites,
         exit 6, recovery pending)."""
         with self.step("rollback: writes since") as s:
-            writes = undo.app_writes(self, [self.report.to_json()], self.id)
+            writes = undo.app_writes(self, [self.report], self.id)
             if not writes:
                 s.detail = "none: the restore loses nothing"
                 return set()
             if method == "reverse":
                 s.detail = f"{writes.listing()}: reversing keeps them"
                 return set(writes.tables)
-            self.report.data["rollback"]["stopped_for_writes"] = True
+            self.rolling_back.stopped_for_writes = True
             self.state["database"] = (
                 f"migrated by this deploy, then written by its release ({writes.listing()})"
             )
@@ -839,7 +850,7 @@ class Upgrade(Operation):
     def failed_non_atomic(self) -> str:
         """The non-atomic migration a failed migrate stopped in, if any: half-applied, only
         the backup can undo it."""
-        applied = set(self.report.data.get("migrations", {}).get("applied", []))
+        applied = set(self.report.migrations.applied if self.report.migrations else [])
         for m in self.plan.migrations if self.plan else []:
             name = f"{m['app']}.{m['name']}"
             if name not in applied:
@@ -857,16 +868,16 @@ class Upgrade(Operation):
         try:
             with self.step("rollback: reverse migrations") as s, self.hooked("migrate", []):
                 reversal = undo.reverse(self, self.rid, rp)
-                self.report.data["rollback"]["output"] = reversal.output
+                self.rolling_back.output = reversal.output
                 self.state["database"] = "migrations reversed (not verified yet)"
                 s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
             with self.step("rollback: verify reverse") as s:
                 try:
                     found = undo.verify_reverse(self, self.before, reversal, written)
                 except undo.ReverseNotVerified as exc:
-                    self.report.data["rollback"]["verification"] = exc.verification
+                    self.rolling_back.verification = exc.verification
                     raise
-                self.report.data["rollback"]["verification"] = found
+                self.rolling_back.verification = found
                 kept = f"; rows the app wrote since kept ({', '.join(sorted(written))})"
                 self.state["database"] = (
                     "migrations reversed; verified identical to the before-state"
@@ -884,7 +895,7 @@ class Upgrade(Operation):
                 self.state["database"] = f"reverse FAILED ({exc}); the app's writes kept"
                 raise
             self.out.line(f"reverse did not give the before-state back ({exc}): restoring")
-            self.report.data["rollback"].update(method="restore", reverse_failed=str(exc))
+            self.rolling_back.method, self.rolling_back.reverse_failed = "restore", str(exc)
             self.state["database"] = "reverse failed; restoring the backup"
             self.open_sessions()
             return "restore"
@@ -910,12 +921,10 @@ class Upgrade(Operation):
     def restore_code(self) -> str:
         """`current` back to the recorded previous release on every host switched; the
         failed release's folder removed."""
-        problems = undo.put_back_code(self, self.previous, self.switched, only_changed=False)
-        for remote in self.uploaded:
-            with contextlib.suppress(SeedError, OSError):
-                rel.remove_release(remote, self.layout, self.rid)
-        if problems:
-            raise SeedError("code could not be put back: " + "; ".join(problems))
+        try:
+            undo.put_back_code(self, self.previous, self.switched, only_changed=False)
+        finally:
+            undo.remove_release(self, self.rid, self.uploaded)
         prev_any = next((p for p in self.previous.values() if p), None)
         return f"current is {prev_any}" if prev_any else "no release (first deploy)"
 
@@ -930,13 +939,9 @@ class Upgrade(Operation):
                 self.open_sessions()
             else:
                 snapshot, self.snapshot_db = self.snapshot_db, None
-                self.report.data["rollback"].update(
-                    {
-                        "method": "snapshot swap",
-                        "replaced_database": replaced,
-                        "sequences_moved_forward": moved,
-                    }
-                )
+                self.rolling_back.method = "snapshot swap"
+                self.rolling_back.replaced_database = replaced
+                self.rolling_back.sequences_moved_forward = moved
                 self.state["database"] = (
                     f"snapshot {snapshot} swapped in; the failed database is kept as "
                     f"{replaced} (connections disabled)"
@@ -958,18 +963,14 @@ class Upgrade(Operation):
             f"restored from {self.backup.path}; the failed database is kept as "
             f"{replaced} (connections disabled)"
         )
-        self.report.data["rollback"].update(
-            {
-                "replaced_database": replaced,
-                "sequences_moved_forward": restored.sequences_moved_forward,
-            }
-        )
+        self.rolling_back.replaced_database = replaced
+        self.rolling_back.sequences_moved_forward = restored.sequences_moved_forward
         return f"{self.backup.path} restored, {replaced} kept"
 
     def verify_rolled_back(self) -> str:
         """Every table's count + checksum, the migration set and database properties as before."""
         verification = undo.verify_database(self, self.before)
-        self.report.data["rollback"]["verification"] = verification
+        self.rolling_back.verification = verification
         if verification["problems"]:
             problems = "; ".join(verification["problems"])
             self.state["database"] += "; VERIFICATION FAILED: " + problems
@@ -990,11 +991,17 @@ class Upgrade(Operation):
         return f"previous release {served}"
 
     def success_message(self, ref: str) -> str:
-        m = self.report.data["migrations"]
         n_checks = sum(1 for c in self.report.checks if c["passed"] and not c["skipped"])
         total = sum(s.seconds for s in self.report.steps)
+        backup = self.backup.id if self.backup else "?"
         return (
             f"deployed {ref} ({self.sha[:12]}) to {self.env.name}: "
-            f"{len(m['applied'])} migration(s) applied, {n_checks} check(s) passed, "
-            f"backup {self.report.data['backup']['id']}, in {total:.1f}s"
+            f"{len(self.migrations.applied)} migration(s) applied, {n_checks} check(s) passed, "
+            f"backup {backup}, in {total:.1f}s"
         )
+
+    @property
+    def migrations(self) -> Migrations:
+        """The report's migrations (planned at pre-flight, or taken over by a resume)."""
+        assert self.report.migrations is not None
+        return self.report.migrations

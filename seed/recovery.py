@@ -28,6 +28,7 @@ from psycopg import sql
 from seed.config import Environment
 from seed.remote import Remote, RemoteJob
 from seed.restore import db_tag, scratch_name
+from seed.runrecord import Control, RunRecord
 from seed.session import Session
 
 # kinds whose interruption can leave the database or the code half-changed
@@ -46,18 +47,18 @@ def app_name(env_name: str, run_id: str) -> str:
 class RunState:
     """An interrupted run (record outcome `running`, lock released) and what still lives."""
 
-    record: dict[str, Any]
+    record: RunRecord
     jobs: list[RemoteJob] = field(default_factory=list)
     sessions: list[tuple[int, str]] = field(default_factory=list)  # pid, query
     process: str = ""  # "pid N on HOST" when its control process is alive here
 
     @property
     def id(self) -> str:
-        return str(self.record.get("deploy_id"))
+        return self.record.deploy_id
 
     @property
     def kind(self) -> str:
-        return str(self.record.get("kind", "?"))
+        return self.record.kind or "?"
 
     @property
     def alive(self) -> bool:
@@ -69,23 +70,23 @@ class RunState:
 
     def where(self) -> str:
         """The step it was in (or had last finished) when it died."""
-        steps = self.record.get("steps") or []
+        steps = self.record.steps
         if not steps:
             return "before its first step"
         last = steps[-1]
-        if last.get("outcome") == "running":
-            return f"during step '{last.get('name')}'"
-        return f"after step '{last.get('name')}' ({last.get('outcome')})"
+        if last.outcome == "running":
+            return f"during step '{last.name}'"
+        return f"after step '{last.name}' ({last.outcome})"
 
     def describe(self) -> str:
         r = self.record
         how = {
             "rollback failed": "failed and its rollback failed (exit 6)",
             "interrupted": f"was interrupted (SIGINT/SIGTERM) {self.where()}",
-        }.get(str(r.get("outcome")), f"died {self.where()}")
+        }.get(r.outcome, f"died {self.where()}")
         return (
-            f"{self.kind} {self.id} ({r.get('who', '?')}, {r.get('command', '?')!r}, started "
-            f"{r.get('started_at', '?')}) {how}"
+            f"{self.kind} {self.id} ({r.who or '?'}, {r.command or '?'!r}, started "
+            f"{r.started_at or '?'}) {how}"
         )
 
     def life(self) -> str:
@@ -127,12 +128,13 @@ def seed_sessions(conn: psycopg.Connection[Any], name: str) -> list[tuple[int, s
     return [(int(pid), str(query)) for pid, query in rows]
 
 
-def control_process(record: dict[str, Any]) -> str:
-    """'pid N on HOST' when the run's control process is alive on this machine (a pid the
+def control_process(control: Control | None) -> str:
+    """'pid N on HOST' when a run's control process is alive on this machine (a pid the
     kernel reused for something that is not Python does not count); '' otherwise."""
-    control = record.get("control") or {}
-    host, pid = control.get("host"), control.get("pid")
-    if host != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+    if control is None or control.pid is None:
+        return ""
+    host, pid = control.host, control.pid
+    if host != socket.gethostname() or pid == os.getpid():
         return ""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -146,28 +148,28 @@ def control_process(record: dict[str, Any]) -> str:
     return f"pid {pid} on {host}"
 
 
-def unfinished(record: dict[str, Any]) -> bool:
+def unfinished(record: RunRecord) -> bool:
     """Still `running` (it died), or a deploy whose own rollback failed (exit 6): either way
     the environment is not known to be in the old or the new state until recovered."""
-    if record.get("recovered_by"):
+    if record.recovered_by:
         return False
-    if record.get("outcome") in ("running", "interrupted"):
+    if record.outcome in ("running", "interrupted"):
         return True
-    return record.get("kind") == "upgradedb" and record.get("outcome") == "rollback failed"
+    return record.kind == "upgradedb" and record.outcome == "rollback failed"
 
 
 def interrupted_runs(
     env: Environment,
     session: Session,
     conn: psycopg.Connection[Any],
-    records: list[dict[str, Any]],
+    records: list[RunRecord],
     own_id: str,
 ) -> list[RunState]:
     """Every run other than `own_id` whose record still says `running`, oldest first,
     with what of it is alive. Call it holding the advisory lock."""
     states = []
     for record in records:
-        run_id = str(record.get("deploy_id"))
+        run_id = record.deploy_id
         if not unfinished(record) or run_id == own_id:
             continue
         states.append(
@@ -175,7 +177,7 @@ def interrupted_runs(
                 record,
                 jobs=live_jobs(session, env, run_id),
                 sessions=seed_sessions(conn, app_name(env.name, run_id)),
-                process=control_process(record),
+                process=control_process(record.control),
             )
         )
     return states

@@ -248,8 +248,8 @@ class Rehearse(Operation):
 
     def prepare(self) -> None:
         self.target = fetch_target(self.env, self.ref, self.local_root)
-        self.report.data["ref"] = self.target.ref
-        self.report.data["sha"] = self.target.sha
+        self.report.ref = self.target.ref
+        self.report.sha = self.target.sha
 
     def body(self) -> str:
         result = rehearse(self, self.session, self.target, self.scale_from, self.backup_id)
@@ -281,7 +281,7 @@ def rehearse(
     assert target is not None
     scratch = restorelib.scratch_name(env.db.name, f"rehearse_{restorelib.db_tag(op.id)}")
     section: dict[str, Any] = {"ref": target.ref, "sha": target.sha, "scratch": scratch}
-    op.report.data["rehearsal"] = section
+    op.report.rehearsal = section
     app_name = f"{op.app_name}-rh"
     with op.step("rehearsal backup") as s:
         manifests = backups.list_manifests(env, session.state)
@@ -493,11 +493,17 @@ def before_checks(
         failed = run.before_state(conn, None)
     finally:
         conn.close()
-    op.report.data["rehearsal"]["checks"] = [r.to_json() for r in run.results]
+    rehearsal(op)["checks"] = [r.to_json() for r in run.results]
     if failed:
         raise PreflightFailed(f"pre checks failed on the rehearsal database: {', '.join(failed)}")
     run.results.clear()
     return run, f"{len(checks)} check(s) planned, before-state taken"
+
+
+def rehearsal(op: Operation) -> dict[str, Any]:
+    """The run's `rehearsal` section (made by rehearse())."""
+    assert op.report.rehearsal is not None
+    return op.report.rehearsal
 
 
 def after_checks(op: Operation, session: Session, scratch: str, run: checkrun.CheckRun) -> str:
@@ -507,5 +513,5 @@ def after_checks(op: Operation, session: Session, scratch: str, run: checkrun.Ch
         run.after_state(conn)
     finally:
         conn.close()
-    op.report.data["rehearsal"]["checks"] += [r.to_json() for r in run.results]
+    rehearsal(op)["checks"] += [r.to_json() for r in run.results]
     return f"{len(run.results)} post check(s), {len(run.failed)} failed"

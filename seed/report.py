@@ -16,16 +16,18 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-import seed
 from seed.errors import Interrupted, PreflightFailed
+
+if TYPE_CHECKING:
+    from seed.runrecord import RunRecord
 
 
 def utcnow() -> dt.datetime:
@@ -88,41 +90,6 @@ class StepRecord:
         }
 
 
-@dataclass
-class Report:
-    """The record of one pipeline run: also the journal entry on the state host."""
-
-    environment: str
-    command: str
-    deploy_id: str
-    started_at: str = field(default_factory=iso)
-    who: str = field(default_factory=who)
-    finished_at: str | None = None
-    outcome: str = "running"
-    exit_code: int | None = None
-    message: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-    steps: list[StepRecord] = field(default_factory=list)
-    checks: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seed_version": seed.__version__,
-            "environment": self.environment,
-            "command": self.command,
-            "deploy_id": self.deploy_id,
-            "who": self.who,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "outcome": self.outcome,
-            "exit_code": self.exit_code,
-            "message": self.message,
-            **self.data,
-            "steps": [s.to_json() for s in self.steps],
-            "checks": self.checks,
-        }
-
-
 class Output:
     """Step-by-step progress for a person (rich on a TTY) or a CI log (plain lines)."""
 
@@ -154,7 +121,7 @@ class Output:
             self.line(f"    {part}", style="dim")
 
     @contextmanager
-    def step(self, report: Report, name: str) -> Iterator[StepRecord]:
+    def step(self, report: RunRecord, name: str) -> Iterator[StepRecord]:
         record = StepRecord(name=name, started_at=iso())
         report.steps.append(record)
         started = time.monotonic()
@@ -233,7 +200,7 @@ class Output:
             )
         self.console.print(table)
 
-    def summary(self, report: Report) -> None:
+    def summary(self, report: RunRecord) -> None:
         self.checks_table(report.checks)
         if self.plain:
             for s in report.steps:

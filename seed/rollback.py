@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from seed import backup as backups
 from seed import db as dblib
@@ -23,43 +23,42 @@ from seed.config import Environment
 from seed.errors import HumanNeeded, PreflightFailed, SeedError
 from seed.operation import Operation
 from seed.report import Output
+from seed.runrecord import BackupRef, RollbackRecord, RunRecord
 
 
-def choose_target(records: list[dict[str, Any]], to: str | None) -> dict[str, Any]:
+def choose_target(records: list[RunRecord], to: str | None) -> RunRecord:
     """The deploy to undo: the newest successful one, or `--to ID`. PreflightFailed if none."""
-    deploys = [r for r in records if r.get("kind") == "upgradedb"]
-    good = [r for r in deploys if r.get("outcome") == "succeeded"]
+    deploys = [r for r in records if r.kind == "upgradedb"]
+    good = [r for r in deploys if r.outcome == "succeeded"]
     if to:
-        match = [r for r in deploys if r.get("deploy_id") == to]
+        match = [r for r in deploys if r.deploy_id == to]
         if not match:
             raise PreflightFailed(f"--to {to}: no such deploy in the journal")
         target = match[0]
-        if target.get("outcome") != "succeeded":
+        if target.outcome != "succeeded":
             raise PreflightFailed(
-                f"--to {to}: that deploy ended '{target.get('outcome')}'; only a successful "
+                f"--to {to}: that deploy ended '{target.outcome}'; only a successful "
                 "deploy can be rolled back"
             )
-        if target.get("rolled_back_by"):
-            raise PreflightFailed(f"--to {to}: already rolled back by {target['rolled_back_by']}")
+        if target.rolled_back_by:
+            raise PreflightFailed(f"--to {to}: already rolled back by {target.rolled_back_by}")
         refuse_over_copy(records, target)
         return target
     if not good:
         raise PreflightFailed("nothing to roll back: the journal has no successful deploy")
     last = good[-1]
     refuse_over_copy(records, last)
-    if last.get("rolled_back_by"):
-        earlier = [r for r in good[:-1] if not r.get("rolled_back_by")]
-        hint = (
-            f"; to go one deploy further back: --to {earlier[-1]['deploy_id']}" if earlier else ""
-        )
+    if last.rolled_back_by:
+        earlier = [r for r in good[:-1] if not r.rolled_back_by]
+        hint = f"; to go one deploy further back: --to {earlier[-1].deploy_id}" if earlier else ""
         raise PreflightFailed(
-            f"nothing to roll back: the last deploy {last['deploy_id']} was already rolled "
-            f"back by {last['rolled_back_by']}{hint}"
+            f"nothing to roll back: the last deploy {last.deploy_id} was already rolled "
+            f"back by {last.rolled_back_by}{hint}"
         )
     return last
 
 
-def refuse_over_copy(records: list[dict[str, Any]], deploy: dict[str, Any]) -> None:
+def refuse_over_copy(records: list[RunRecord], deploy: RunRecord) -> None:
     """A copy (`copy-to`) replaced the database after `deploy`: rolling the deploy back
     would restore its backup over the copied data (or reverse migrations the copy does
     not have). Refuse (exit 4)."""
@@ -67,14 +66,13 @@ def refuse_over_copy(records: list[dict[str, Any]], deploy: dict[str, Any]) -> N
     copies = [
         r
         for r in after
-        if r.get("kind") == "copy"
-        and (r.get("outcome") == "succeeded" or r.get("replaced_database"))  # swapped
+        if r.kind == "copy" and (r.outcome == "succeeded" or r.replaced_database)  # swapped
     ]
     if copies:
         copy = copies[-1]
         raise PreflightFailed(
-            f"deploy {deploy['deploy_id']} cannot be rolled back: copy {copy['deploy_id']} "
-            f"replaced the database with a copy of {copy.get('source', '?')} since; deploy "
+            f"deploy {deploy.deploy_id} cannot be rolled back: copy {copy.deploy_id} "
+            f"replaced the database with a copy of {copy.source or '?'} since; deploy "
             "the release you want instead (`upgradedb --ref ...`)"
         )
 
@@ -103,10 +101,10 @@ class Rollback(Operation):
         self.discard_writes = discard_writes
         self.stop_jobs = stop_jobs
         self.method = method
-        self.target: dict[str, Any] = {}  # the deploy being undone
+        self.target: RunRecord | None = None  # the deploy being undone
         self.written: set[str] = set()  # tables the app wrote since its backup
         self.state: dict[str, str] = {"database": "untouched", "code": "untouched", "app": "?"}
-        self.report.data["state"] = self.state
+        self.report.state = self.state
 
     def counts_as_holder(self, run: recovery.RunState) -> bool:
         """Recovery waits for (or stops) a dead run's jobs and ends its sessions itself;
@@ -125,27 +123,22 @@ class Rollback(Operation):
         records = self.journal.records()
         with self.step("choose deploy") as s:
             target = self.target = choose_target(records, self.to)
-            self.report.data["target"] = target["deploy_id"]
-            s.detail = (
-                f"undo {target['deploy_id']} ({target.get('ref')}, "
-                f"{str(target.get('sha_after', ''))[:12]})"
-            )
+            self.report.target = target.deploy_id
+            s.detail = f"undo {target.deploy_id} ({target.ref}, {(target.sha_after or '')[:12]})"
         with self.step("method") as s:
             method, why = self.choose_method(target, records)
-            self.report.data["rollback"] = {"method": method, "why": why}
+            self.report.rollback = RollbackRecord(method, why)
             s.detail = f"{method}: {why}"
-        self.preflight()
+        backup = self.preflight()
         if method == "reverse":
             # rows written since the deploy stay: no refusal, only writes stopped; the tables
             # the app wrote are verified against the reverse alone, the rest exactly
             self.freeze()
             self.state["app"] = "stopped (maintenance on)"
-            writes = undo.app_writes(self, records, undo.backup_run(target["backup"]))
+            writes = undo.app_writes(self, records, backup.run)
             self.written = set(writes.tables)
         else:
-            self.freeze_checking_writes(
-                records, undo.backup_run(target["backup"]), self.discard_writes, self.state
-            )
+            self.freeze_checking_writes(records, backup.run, self.discard_writes, self.state)
         try:
             self.execute(database=method)
         except Exception as exc:
@@ -160,131 +153,125 @@ class Rollback(Operation):
             else "restored from its backup and verified identical"
         )
         return (
-            f"rolled back deploy {target['deploy_id']} ({target.get('ref')}): database {how}; "
+            f"rolled back deploy {target.deploy_id} ({target.ref}): database {how}; "
             f"code {self.state['code']}"
         )
 
-    def choose_method(
-        self, target: dict[str, Any], records: list[dict[str, Any]]
-    ) -> tuple[str, str]:
+    def choose_method(self, target: RunRecord, records: list[RunRecord]) -> tuple[str, str]:
         """reverse or restore for this target (rollback.method, or --method)."""
         method = self.method or self.env.rollback_method
-        rp = reverselib.ReversePlan.from_json(target.get("reverse"))
+        rp = reverselib.ReversePlan.from_json(target.reverse)
         chosen, why = reverselib.choose(method, rp)
         if chosen != "reverse":
             return chosen, why
         newest = [
             r
             for r in records
-            if r.get("kind") == "upgradedb" and r.get("outcome") == "succeeded"
-            and not r.get("rolled_back_by")
-        ]  # fmt: skip
-        if not newest or newest[-1].get("deploy_id") != target.get("deploy_id"):
+            if r.kind == "upgradedb" and r.outcome == "succeeded" and not r.rolled_back_by
+        ]
+        if not newest or newest[-1].deploy_id != target.deploy_id:
             return "restore", "later deploys exist: only the newest deploy can be reversed"
-        if "schema_sha256" not in (target.get("before") or {}):
+        if "schema_sha256" not in (target.before or {}):
             return "restore", "the deploy took no schema fingerprint"
-        rid = target.get("release_after")
-        if not rid or not self.session.migrator.is_dir(self.layout.release(str(rid))):
+        rid = target.release_after
+        if not rid or not self.session.migrator.is_dir(self.layout.release(rid)):
             return "restore", f"its release {rid} is gone from the migrate host"
         return chosen, why
 
     def after_success(self) -> None:
         """Record on the undone deploy who rolled it back (so it is not undone twice)."""
         assert self.journal is not None
-        if not self.target:  # a recovery of a deploy that never succeeded
+        if self.target is None:  # a recovery of a deploy that never succeeded
             return
-        self.target["rolled_back_by"] = self.id
+        self.target.rolled_back_by = self.id
         with contextlib.suppress(SeedError, OSError):
-            self.journal.write(self.target["deploy_id"], self.target)
+            self.journal.write(self.target.deploy_id, self.target)
 
-    def preflight(self) -> None:
+    def preflight(self) -> BackupRef:
+        """The target's backup verified and the releases before it still there; returns
+        the backup."""
         session, target = self.session, self.target
-        backup = target.get("backup") or {}
-        before = target.get("before") or {}
-        if not backup.get("path") or "database_properties" not in before:
+        assert target is not None
+        backup = target.backup
+        if backup is None or not backup.path or "database_properties" not in (target.before or {}):
             raise PreflightFailed(
-                f"deploy {target['deploy_id']} has no usable backup record; cannot restore"
+                f"deploy {target.deploy_id} has no usable backup record; cannot restore"
             )
         with self.step("verify backup") as s:
-            restorelib.verify_backup(self.env, session.state, backup["path"], backup["sha256"])
-            s.detail = f"{backup['path']} sha256 {backup['sha256'][:12]}, full read ok"
+            restorelib.verify_backup(self.env, session.state, backup.path, backup.sha256)
+            s.detail = f"{backup.path} sha256 {backup.sha256[:12]}, full read ok"
         with self.step("releases") as s:
-            self.previous: dict[str, str | None] = dict(target.get("previous_releases") or {})
+            self.previous: dict[str, str | None] = dict(target.previous_releases or {})
             for remote in session.serving_remotes():
                 prev = self.previous.get(remote.label)
                 if prev and not remote.is_dir(self.layout.release(prev)):
                     raise PreflightFailed(
-                        f"the release before {target['deploy_id']} ({prev}) is gone from "
+                        f"the release before {target.deploy_id} ({prev}) is gone from "
                         f"{remote.label}; cannot put the code back"
                     )
             s.detail = ", ".join(f"{k}: {v or 'none'}" for k, v in self.previous.items())
+        return backup
 
     def execute(self, database: str = "restore") -> None:
         """`database`: restore (the backup), reverse (the migrations, with the deploy's
         code) or none (already as before). The database goes first: if it cannot be put
         back, code and database still belong together."""
         session, target = self.session, self.target
-        backup = target["backup"]
+        assert target is not None and target.backup is not None and target.before is not None
         if database == "reverse":
             self.reverse_database()
         elif database == "restore":
             with self.hooked("migrate", []):
-                self.replace_database(
-                    backup["path"], backup["sha256"], target["before"], self.state
-                )
+                backup = target.backup
+                self.replace_database(backup.path, backup.sha256, target.before, self.state)
         with self.step("code") as s, self.hooked("switch", session.serving_remotes()):
             hosts = session.serving_remotes()
-            problems = undo.put_back_code(self, self.previous, hosts, only_changed=False)
-            if problems:
-                raise SeedError("code could not be put back: " + "; ".join(problems))
+            undo.put_back_code(self, self.previous, hosts, only_changed=False)
             self.state["code"] = undo.code_text(self.previous)
             s.detail = self.state["code"]
         with self.step("start app") as s:
             hosts = [r for r in session.serving_remotes() if self.previous.get(r.label)]
             s.detail = self.state["app"] = self.start_app(hosts)
         with self.step("remove undone release") as s:
-            s.detail = self.remove_release(target.get("release_after"))
+            s.detail = self.remove_release(target.release_after)
 
     def remove_release(self, rid: str | None) -> str:
-        """The undone (or never finished) release's folder goes, as Capistrano's
-        cleanup_rollback does: "back" is the file tree as it was too."""
-        removed = 0
-        for remote in self.session.app_remotes():
-            current = rel.current_release(remote, self.layout)
-            if rid and current != rid and remote.is_dir(self.layout.release(rid)):
-                rel.remove_release(remote, self.layout, rid)
-                removed += 1
-        return f"{rid} removed from {removed} host(s)" if rid else "none recorded"
+        """The undone (or never finished) release's folder goes (seed.undo.remove_release)."""
+        if not rid:
+            return "none recorded"
+        removed = undo.remove_release(self, rid, self.session.app_remotes())
+        return f"{rid} removed from {removed} host(s)"
 
     def reverse_database(self) -> None:
         """`migrate <app> <target>` with the deploy's own code (seed.undo.reverse); then the
         migration set and the schema must be the before-state's, tables the app did not write
         since as in the before-state, tables no migration touched as just before."""
         env, target = self.env, self.target
-        rp = reverselib.ReversePlan.from_json(target.get("reverse"))
-        assert rp is not None
+        assert target is not None and target.before is not None and target.release_after
+        rp = reverselib.ReversePlan.from_json(target.reverse)
+        assert rp is not None and self.report.rollback is not None
         hint = (
             f"; `fab {env.name} rollback --method restore --discard-writes` restores the "
             "backup instead"
         )
         with self.step("reverse migrations") as s, self.hooked("migrate", []):
             try:
-                reversal = undo.reverse(self, str(target["release_after"]), rp)
+                reversal = undo.reverse(self, target.release_after, rp)
             except SeedError as exc:
                 self.state["database"] = "reverse migrate FAILED part way"
                 raise SeedError(f"{exc}{hint}") from None
-            self.report.data["rollback"]["output"] = reversal.output
+            self.report.rollback.output = reversal.output
             s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
         with self.step("verify reverse") as s:
             try:
                 found = undo.verify_reverse(
-                    self, target["before"], reversal, self.written, properties=False
+                    self, target.before, reversal, self.written, properties=False
                 )
             except undo.ReverseNotVerified as exc:
-                self.report.data["verification"] = exc.verification
+                self.report.verification = exc.verification
                 self.state["database"] = f"reversed but NOT verified: {exc}"
                 raise SeedError(f"{exc}{hint}") from None
-            self.report.data["verification"] = found
+            self.report.verification = found
             self.state["database"] = (
                 "migrations reversed; verified (schema, migration set, tables)"
                 + (
@@ -299,7 +286,7 @@ class Rollback(Operation):
 
     def fail(self, exc: BaseException, what: str = "") -> NoReturn:
         """Exit 6 with where each part stands."""
-        what = what or f"rollback of {self.target['deploy_id']}"
+        what = what or f"rollback of {self.target.deploy_id if self.target else '?'}"
         message = (
             f"{what} FAILED: {exc}. Database: {self.state['database']}. "
             f"Code: {self.state['code']}. App: {self.state['app']}"
@@ -318,7 +305,7 @@ class Rollback(Operation):
         runs = self.interrupted
         assert self.lock_conn is not None
         with self.step("interrupted runs") as s:
-            self.report.data["recovering"] = [r.id for r in runs]
+            self.report.recovering = [r.id for r in runs]
             s.detail = "; ".join(r.describe() for r in runs)
         with self.step("stop jobs") as s:
             done = recovery.settle_jobs(runs, self.stop_jobs, self.out.detail)
@@ -343,7 +330,7 @@ class Rollback(Operation):
         try:
             if first.kind == "upgradedb":
                 message = self.recover_deploy(first.record)
-            elif first.kind == "rollback" and first.record.get("target"):
+            elif first.kind == "rollback" and first.record.target:
                 message = self.recover_rollback(first.record)
             else:
                 message = self.recover_restore(first.record)
@@ -355,25 +342,25 @@ class Rollback(Operation):
             self.mark_interrupted(run, "recovered")
         return message
 
-    def recover_deploy(self, record: dict[str, Any]) -> str:
+    def recover_deploy(self, record: RunRecord) -> str:
         """A deploy that died at any point: database back to its before-state (restored from
         its verified backup only when it differs), `current` back to the recorded previous
         release, its release folder removed, the app started and checked."""
         session = self.session
-        steps = {s.get("name"): s.get("outcome") for s in record.get("steps") or []}
-        before = record.get("before")
-        previous: dict[str, str | None] = dict(record.get("previous_releases") or {})
-        rid = record.get("release_after")
+        steps = {s.name: s.outcome for s in record.steps}
+        before = record.before
+        previous: dict[str, str | None] = dict(record.previous_releases or {})
+        rid = record.release_after
         self.freeze()
         self.state["app"] = "stopped (maintenance on)"
         restore = False
         with self.step("compare database") as s:
             if before is None:
                 applied = [f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin)]
-                recorded = (record.get("migrations") or {}).get("applied_before")
+                recorded = record.migrations.applied_before if record.migrations else None
                 if "migrate" in steps or (recorded is not None and applied != recorded):
                     raise HumanNeeded(
-                        f"deploy {record['deploy_id']} has no before-state yet its migrations "
+                        f"deploy {record.deploy_id} has no before-state yet its migrations "
                         "may have run; a person must look"
                     )
                 s.detail = self.state["database"] = (
@@ -390,21 +377,19 @@ class Rollback(Operation):
                         "unchanged: verified identical to the before-state"
                     )
         if restore:
-            backup = record.get("backup") or {}
-            if not backup.get("path"):
+            backup = record.backup
+            if backup is None or not backup.path:
                 raise HumanNeeded(
-                    f"the database differs from deploy {record['deploy_id']}'s before-state and "
+                    f"the database differs from deploy {record.deploy_id}'s before-state and "
                     "that deploy has no backup record"
                 )
             assert before is not None
             self.check_writes_since_deploy(record)
             with self.hooked("migrate", []):
-                self.replace_database(backup["path"], backup["sha256"], before, self.state)
+                self.replace_database(backup.path, backup.sha256, before, self.state)
         with self.step("code") as s, self.hooked("switch", session.serving_remotes()):
             hosts = session.serving_remotes()
-            problems = undo.put_back_code(self, previous, hosts, only_changed=True)
-            if problems:
-                raise SeedError("code could not be put back: " + "; ".join(problems))
+            undo.put_back_code(self, previous, hosts, only_changed=True)
             removed = self.remove_release(rid)
             self.previous = {r.label: rel.current_release(r, self.layout) for r in hosts}
             self.state["code"] = undo.code_text(self.previous)
@@ -413,51 +398,50 @@ class Rollback(Operation):
             hosts = [r for r in session.serving_remotes() if self.previous.get(r.label)]
             s.detail = self.state["app"] = self.start_app(hosts)
         return (
-            f"recovered interrupted deploy {record['deploy_id']} ({record.get('ref')}): "
+            f"recovered interrupted deploy {record.deploy_id} ({record.ref}): "
             f"database {self.state['database']}; code {self.state['code']}"
         )
 
-    def check_writes_since_deploy(self, record: dict[str, Any]) -> None:
+    def check_writes_since_deploy(self, record: RunRecord) -> None:
         """The interrupted deploy may have served its new code: rows the app wrote since its
         backup (the writes rule) would be lost by a restore. Refuse (the app is started again
         as found) unless --discard-writes."""
         assert self.journal is not None
         records = self.journal.records()
-        writes = undo.app_writes(self, records, str(record["deploy_id"]))
+        writes = undo.app_writes(self, records, record.deploy_id)
         if not writes or self.discard_writes:
             return
         self.unfreeze()
         self.state["app"] = "running as the interrupted deploy left it"
         raise PreflightFailed(
-            f"deploy {record['deploy_id']} died after serving its new code and rows were written "
+            f"deploy {record.deploy_id} died after serving its new code and rows were written "
             f"since its migrate ({writes.listing()}); restoring its backup would lose them. "
             f"Finish it with `fab {self.env.name} upgradedb --resume`, or roll back anyway with "
             "--discard-writes"
         )
 
-    def recover_rollback(self, record: dict[str, Any]) -> str:
+    def recover_rollback(self, record: RunRecord) -> str:
         """A rollback that died: do it again (the restore is skipped when the interrupted one
         had already swapped the restored database in)."""
         assert self.journal is not None
         records = self.journal.records()
-        target = next((r for r in records if r.get("deploy_id") == record["target"]), None)
+        target = next((r for r in records if r.deploy_id == record.target), None)
         if target is None:
             raise HumanNeeded(
-                f"deploy {record['target']} (the rollback's target) is not in the journal"
+                f"deploy {record.target} (the rollback's target) is not in the journal"
             )
         self.target = target
-        self.report.data["target"] = target["deploy_id"]
-        self.preflight()
-        steps = {s.get("name"): s.get("outcome") for s in record.get("steps") or []}
+        self.report.target = target.deploy_id
+        backup = self.preflight()
+        steps = {s.name: s.outcome for s in record.steps}
         if steps.get("writes since") == "ok":  # checked then, and writes stopped since
             self.freeze()
             self.state["app"] = "stopped (maintenance on)"
         else:
-            self.freeze_checking_writes(
-                records, undo.backup_run(target["backup"]), self.discard_writes, self.state
-            )
+            self.freeze_checking_writes(records, backup.run, self.discard_writes, self.state)
+        assert target.before is not None
         with self.step("compare database") as s:
-            found = undo.verify_database(self, target["before"])
+            found = undo.verify_database(self, target.before)
             s.detail = (
                 "already restored: identical to the before-state"
                 if found["identical"]
@@ -467,16 +451,16 @@ class Rollback(Operation):
                 self.state["database"] = "restored (by the interrupted rollback); verified"
         self.execute(database="none" if found["identical"] else "restore")
         return (
-            f"recovered interrupted rollback {record['deploy_id']}: deploy {target['deploy_id']} "
+            f"recovered interrupted rollback {record.deploy_id}: deploy {target.deploy_id} "
             f"rolled back; database verified identical to its before-state; code "
             f"{self.state['code']}"
         )
 
-    def recover_restore(self, record: dict[str, Any]) -> str:
+    def recover_restore(self, record: RunRecord) -> str:
         """A `restore` that died: the live database is either the old one (it died before the
         swap, which is one transaction) or the restored backup; say which, start the app."""
         env, session = self.env, self.session
-        backup_id = (record.get("backup") or {}).get("id")
+        backup_id = record.backup.id if record.backup else None
         self.freeze()
         with self.step("compare database") as s:
             manifests = backups.list_manifests(env, session.state)
@@ -490,4 +474,4 @@ class Rollback(Operation):
         with self.step("start app") as s:
             s.detail = self.state["app"] = self.start_app(self.running)
         self.state["code"] = "untouched (a restore does not change code)"
-        return f"recovered interrupted restore {record['deploy_id']}: database is {which}"
+        return f"recovered interrupted restore {record.deploy_id}: database is {which}"

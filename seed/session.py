@@ -10,7 +10,7 @@ from seed import db as dblib
 from seed.config import Environment, Host
 from seed.errors import SeedError
 from seed.remote import Remote
-from seed.report import Report
+from seed.runrecord import RunRecord
 
 TRANSIENT_ATTEMPTS = 15
 _TRANSIENT = (
@@ -64,12 +64,12 @@ class Session:
     def close(self) -> None:
         self._stack.close()
 
-    def accepted_keys_note(self, report: Report) -> str:
+    def accepted_keys_note(self, report: RunRecord) -> str:
         """Host keys added on first contact (--accept-new-host-keys): into the report."""
         accepted = [k for r in self.remotes.values() for k in r.accepted_keys]
         if not accepted:
             return ""
-        report.data["accepted_host_keys"] = accepted
+        report.accepted_host_keys = accepted
         return f"; ACCEPTED NEW HOST KEY(S) into {self.env.ssh.known_hosts}: " + ", ".join(accepted)
 
     def alive(self) -> bool:

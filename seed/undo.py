@@ -43,47 +43,13 @@ from seed import reverse as reverselib
 from seed.errors import SeedError
 from seed.remote import Remote, q
 from seed.report import iso
+from seed.runrecord import BACKUP, FREEZE, HANDOVER, Reading, RunRecord
 
 if TYPE_CHECKING:
     from seed.operation import Operation
 
-FREEZE = "freeze"  # the app is stopped and its sessions ended
-HANDOVER = "handover"  # the app may write from here on
-BACKUP = "backup"  # a backup of a serving database (before its snapshot was taken)
 UNKNOWN = "?"
 REWRITTEN = "rewritten"
-
-
-@dataclass
-class Reading:
-    """The write counters of every table at one moment (`event`) of a run."""
-
-    event: str
-    at: str = ""
-    database: str = ""  # "<oid>/<stats_reset>": readings compare only within one ("" unknown)
-    counters: dict[str, int] = field(default_factory=dict)
-    files: dict[str, int] = field(default_factory=dict)  # table -> relfilenode
-    error: str = ""  # the reading failed: nothing compares with it
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"event": self.event, "at": self.at, "database": self.database}
-        if self.error:
-            data["error"] = self.error
-        else:
-            data["counters"] = self.counters
-            data["files"] = self.files
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Reading:
-        return cls(
-            event=str(data.get("event", "")),
-            at=str(data.get("at", "")),
-            database=str(data.get("database", "")),
-            counters={str(k): int(v) for k, v in (data.get("counters") or {}).items()},
-            files={str(k): int(v) for k, v in (data.get("files") or {}).items()},
-            error=str(data.get("error", "")) if "counters" not in data else "",
-        )
 
 
 def read_counters(conn: psycopg.Connection[Any], event: str) -> Reading:
@@ -120,7 +86,7 @@ def record_reading(op: Operation, event: str) -> Reading:
         reading = read_counters(conn, event)
     except (SeedError, psycopg.Error) as exc:  # unknown: nothing compares with it
         reading = Reading(event, iso(), error=str(exc))
-    op.report.data.setdefault("counter_readings", []).append(reading.to_json())
+    op.report.counter_readings.append(reading)
     return reading
 
 
@@ -185,30 +151,11 @@ def between(start: Reading, end: Reading, writes: Writes) -> None:
             writes.add(table, delta)
 
 
-def readings_of(record: dict[str, Any]) -> list[Reading]:
-    """A journal record's readings, oldest first. Records written before readings existed
-    have only `after_migrate`/`after` counters: the counters alone, as handovers."""
-    if "counter_readings" in record:
-        return [Reading.from_json(r) for r in record["counter_readings"]]
-    legacy = []
-    for key in ("after_migrate", "after"):
-        counters = (record.get(key) or {}).get("write_counters")
-        if counters is not None:
-            legacy.append(Reading(HANDOVER, counters=dict(counters)))
-            break
-    return legacy
-
-
-def backup_run(backup: dict[str, Any]) -> str:
-    """The run that took a backup (a deploy's backup carries its deploy id)."""
-    return str(backup.get("deploy_id") or backup.get("id") or "")
-
-
-def writes_since_backup(records: list[dict[str, Any]], run_id: str, now: Reading) -> Writes:
+def writes_since_backup(records: list[RunRecord], run_id: str, now: Reading) -> Writes:
     """The app's writes since the backup taken by run `run_id` (the writes rule), `now`
     being a reading taken with the app stopped and its sessions ended."""
     writes = Writes()
-    ids = [str(r.get("deploy_id")) for r in records]
+    ids = [r.deploy_id for r in records]
     if run_id not in ids:
         writes.unknown(
             set(now.counters), f"run {run_id} (which took the backup) is not in the journal"
@@ -218,14 +165,14 @@ def writes_since_backup(records: list[dict[str, Any]], run_id: str, now: Reading
     open_at: Reading | None = None  # where the app's current writing interval began
     first = True
     for record in records[start:]:
-        readings = readings_of(record)
+        readings = record.counter_readings
         if first:
             first = False
             # the backup's own moment: a deploy froze the app for it (nothing open yet); a
             # backup of a serving database opens the interval at its reading
             mark = next((i for i, r in enumerate(readings) if r.event in (FREEZE, BACKUP)), None)
             if mark is None:
-                if record.get("kind") != "upgradedb":
+                if record.kind != "upgradedb":
                     writes.unknown(set(now.counters), f"run {run_id} recorded no counters")
                     return writes
                 mark = -1  # a deploy from before readings: its freeze was not recorded
@@ -241,7 +188,7 @@ def writes_since_backup(records: list[dict[str, Any]], run_id: str, now: Reading
                 if open_at is not None:  # the app was started again without a freeze on record
                     writes.unknown(
                         set(open_at.counters) | set(reading.counters),
-                        f"run {record.get('deploy_id')} recorded no freeze before its handover",
+                        f"run {record.deploy_id} recorded no freeze before its handover",
                     )
                 open_at = reading
     if open_at is not None:
@@ -249,11 +196,11 @@ def writes_since_backup(records: list[dict[str, Any]], run_id: str, now: Reading
     return writes
 
 
-def app_writes(op: Operation, records: list[dict[str, Any]], backup_run: str) -> Writes:
+def app_writes(op: Operation, records: list[RunRecord], backup_run: str) -> Writes:
     """The writes rule for run `op`, frozen now (its last freeze reading), since the backup
     of run `backup_run`; recorded in its report as `writes_since`."""
     writes = writes_since_backup(records, backup_run, op.last_freeze())
-    op.report.data["writes_since"] = {"since": backup_run, **writes.to_json()}
+    op.report.writes_since = {"since": backup_run, **writes.to_json()}
     return writes
 
 
@@ -425,11 +372,11 @@ def swap_in(op: Operation, plan: restorelib.RestorePlan) -> None:
 
 def put_back_code(
     op: Operation, previous: dict[str, str | None], hosts: list[Remote], only_changed: bool
-) -> list[str]:
+) -> None:
     """`current` back to the recorded previous release on `hosts` (removed where there was
     none: a first deploy). With `only_changed`, hosts the record does not name, or already
-    on their previous release, are left alone. Every host is tried; the problems are
-    returned (empty: all back)."""
+    on their previous release, are left alone. Every host is tried; SeedError names each
+    host that is not back."""
     problems = []
     for remote in hosts:
         if only_changed and remote.label not in previous:
@@ -444,7 +391,24 @@ def put_back_code(
                 remote.check(f"rm -f {q(op.layout.current)}", "removing current")
         except SeedError as err:
             problems.append(str(err))
-    return problems
+    if problems:
+        raise SeedError("code could not be put back: " + "; ".join(problems))
+
+
+def remove_release(op: Operation, rid: str, hosts: list[Remote]) -> int:
+    """The undone release's folder removed from `hosts`, as Capistrano's cleanup_rollback
+    does ("back" is the file tree as it was too), except where `current` still points at
+    it (a host whose code could not be put back keeps serving). Never raises: a folder
+    left behind is harmless. Returns on how many hosts it was removed."""
+    removed = 0
+    for remote in hosts:
+        with contextlib.suppress(SeedError, OSError):
+            if rel.current_release(remote, op.layout) != rid and remote.is_dir(
+                op.layout.release(rid)
+            ):
+                rel.remove_release(remote, op.layout, rid)
+                removed += 1
+    return removed
 
 
 def code_text(previous: dict[str, str | None]) -> str:

@@ -23,6 +23,7 @@ from seed.journal import Journal, holder_text
 from seed.operation import Operation
 from seed.overview import lock_holder_pids
 from seed.remote import q
+from seed.runrecord import Control
 
 
 class Unlock(Operation):
@@ -35,14 +36,14 @@ class Unlock(Operation):
             raise ConfigError('unlock needs --reason "why" (it is logged in the journal)')
         self.reason = reason.strip()
         self.holder_gone = holder_gone
-        self.report.data["reason"] = self.reason
+        self.report.reason = self.reason
         self.unlock_journal: Journal | None = None
 
     def after_success(self) -> None:
         """The unlock is logged in the journal like any run that changed something."""
         if self.unlock_journal is not None:
             with contextlib.suppress(Exception):
-                self.unlock_journal.write(self.id, self.report.to_json())
+                self.unlock_journal.write(self.id, self.report)
 
     def body(self) -> str:
         env, session = self.env, self.session
@@ -52,8 +53,8 @@ class Unlock(Operation):
         with self.step("holder") as s:
             holder = journal.read_lock()
             pids = lock_holder_pids(pg, env.db.name)
-            self.report.data["holder"] = holder
-            self.report.data["holder_sessions"] = pids
+            self.report.holder = holder
+            self.report.holder_sessions = pids
             if not pids and holder is None:
                 raise PreflightFailed(f"{env.name} is not locked: nothing to unlock")
             s.detail = (holder_text(holder) if holder else "no lock record") + (
@@ -61,8 +62,8 @@ class Unlock(Operation):
             )
         with self.step("confirm gone") as s:
             if holder:
-                record = {"control": {"host": holder.get("host"), "pid": holder.get("pid")}}
-                alive = recovery.control_process(record)
+                control = Control.from_json({"host": holder.get("host"), "pid": holder.get("pid")})
+                alive = recovery.control_process(control)
                 if alive:
                     raise LockHeld(
                         f"the holder's fab process ({alive}) is alive: stop it first, unlock "

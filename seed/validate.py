@@ -20,22 +20,23 @@ from seed.checkrun import REPO_CHECKS, CheckRun, repo_checks
 from seed.errors import ChecksFailed
 from seed.journal import Journal
 from seed.operation import Operation
+from seed.runrecord import RunRecord
 
 
-def last_after_state(records: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any]]:
+def last_after_state(records: list[RunRecord]) -> tuple[str | None, dict[str, Any]]:
     """(deploy id, check values) of the newest successful deploy that recorded them and
     still describes the database: deploys undone by a later rollback are skipped, and
     a later `restore` or `copy` (the database replaced) leaves no baseline."""
     undone: set[str] = set()
     for record in reversed(records):
-        kind, ok = record.get("kind"), record.get("outcome") == "succeeded"
+        kind, ok = record.kind, record.outcome == "succeeded"
         if kind in ("restore", "copy") and ok:  # the database was replaced
             return None, {}
-        if kind == "rollback" and ok and record.get("target"):
-            undone.add(str(record["target"]))
-        checks = (record.get("after") or {}).get("checks")
-        if ok and isinstance(checks, dict) and record.get("deploy_id") not in undone:
-            return record.get("deploy_id"), checks
+        if kind == "rollback" and ok and record.target:
+            undone.add(record.target)
+        checks = record.after_checks
+        if ok and checks is not None and record.deploy_id not in undone:
+            return record.deploy_id, checks
     return None, {}
 
 
@@ -59,7 +60,7 @@ class Validate(Operation):
         with self.out.step(self.report, "baseline") as s:
             journal = Journal(env, session.state, self.local_root, self.out.scrub)
             deploy_id, values = last_after_state(journal.records())
-            self.report.data["baseline"] = {"deploy_id": deploy_id, "checks": len(values)}
+            self.report.baseline = {"deploy_id": deploy_id, "checks": len(values)}
             s.detail = (
                 f"after-state of {deploy_id} ({len(values)} value(s))"
                 if deploy_id
@@ -68,7 +69,7 @@ class Validate(Operation):
         with self.out.step(self.report, "checks") as s:
             migrator = session.migrator
             current = rel.current_release(migrator, self.layout)
-            self.report.data["release"] = current
+            self.report.release = current
             release_path = self.layout.release(current) if current else None
             checks = env.checks
             if release_path:

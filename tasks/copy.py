@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
 from seed.config import environments_dir, load_environment
 from seed.copyrules import CopyRules
@@ -62,8 +63,9 @@ def copy_to(
     )
     if fresh:
         first = Backup(source, _command(), local_root(), Output(source.name, out.scrub))
-        first.run()
-        run.backup_id = str(first.report.data["backup"]["id"])
+        taken = first.run().backup
+        assert taken is not None  # a backup run that succeeded recorded its backup
+        run.backup_id = taken.id
     run.run()
 
 

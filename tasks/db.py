@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
 from seed.dbtasks import Backup, Cleanup, Restore, list_backups
 from tasks.deploy import _command, _report_path

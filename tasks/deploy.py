@@ -7,7 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
 from seed.errors import ConfigError
 from seed.pipeline import DeployOptions, Upgrade

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from invoke import Context, Exit, Task
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import Task
 
 from seed.config import (
     Environment,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
 from seed.errors import ChecksFailed
 from seed.overview import history as read_history

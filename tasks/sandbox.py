@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
 from seed.config import Environment, environments_dir, load_environment
 from seed.origin import build_origin

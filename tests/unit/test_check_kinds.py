@@ -6,6 +6,7 @@ migrations themselves are exercised end to end in tests/e2e/test_checks.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from seed.checkrun import CheckRun, repo_checks
 from seed.checks import measure, run_check
 from seed.checkspec import Check, CheckParser, Invariants
 from seed.errors import PreflightFailed
+from seed.runrecord import RunRecord
 from seed.sandbox import SandboxInfo
 from seed.validate import last_after_state
 
@@ -523,21 +525,27 @@ def test_repo_checks(tmp_path: Path) -> None:
 
 def test_last_after_state() -> None:
     records = [
-        {"deploy_id": "a", "outcome": "succeeded", "after": {"checks": {"x": 1}}},
-        {"deploy_id": "b", "outcome": "succeeded", "after": {"write_counters": {}}},
-        {"deploy_id": "c", "outcome": "failed", "after": {"checks": {"x": 3}}},
+        RunRecord.from_json(r)
+        for r in (
+            {"deploy_id": "a", "outcome": "succeeded", "after": {"checks": {"x": 1}}},
+            {"deploy_id": "b", "outcome": "succeeded", "after": {"write_counters": {}}},
+            {"deploy_id": "c", "outcome": "failed", "after": {"checks": {"x": 3}}},
+        )
     ]
     assert last_after_state(records) == ("a", {"x": 1})
     assert last_after_state([]) == (None, {})
     # a rolled-back deploy no longer describes the database; a restore leaves no baseline
     deploys = [
-        {"deploy_id": v, "kind": "upgradedb", "outcome": "succeeded", "after": {"checks": {"x": n}}}
+        RunRecord.from_json(
+            {"deploy_id": v, "kind": "upgradedb", "outcome": "succeeded"}
+            | {"after": {"checks": {"x": n}}}
+        )
         for v, n in (("v1", 1), ("v2", 2))
     ]
-    rollback = {"deploy_id": "r", "kind": "rollback", "outcome": "succeeded", "target": "v2"}
+    rollback = RunRecord(deploy_id="r", kind="rollback", outcome="succeeded", target="v2")
     assert last_after_state(deploys) == ("v2", {"x": 2})
     assert last_after_state([*deploys, rollback]) == ("v1", {"x": 1})
-    failed_rollback = {**rollback, "outcome": "failed"}
+    failed_rollback = dataclasses.replace(rollback, outcome="failed")
     assert last_after_state([*deploys, failed_rollback]) == ("v2", {"x": 2})
-    restore = {"deploy_id": "s", "kind": "restore", "outcome": "succeeded"}
+    restore = RunRecord(deploy_id="s", kind="restore", outcome="succeeded")
     assert last_after_state([*deploys, restore]) == (None, {})

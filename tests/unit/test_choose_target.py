@@ -8,15 +8,16 @@ import pytest
 
 from seed.errors import PreflightFailed
 from seed.rollback import choose_target
+from seed.runrecord import RunRecord
 
 
-def record(rid: str, kind: str = "upgradedb", outcome: str = "succeeded", **more: Any) -> Any:
-    return {"deploy_id": rid, "kind": kind, "outcome": outcome, **more}
+def record(rid: str, kind: str = "upgradedb", outcome: str = "succeeded", **more: Any) -> RunRecord:
+    return RunRecord.from_json({"deploy_id": rid, "kind": kind, "outcome": outcome, **more})
 
 
 def test_the_newest_successful_deploy() -> None:
     records = [record("a"), record("b"), record("c", outcome="failed")]
-    assert choose_target(records, None)["deploy_id"] == "b"
+    assert choose_target(records, None).deploy_id == "b"
 
 
 def test_a_copy_since_the_deploy_refuses_it() -> None:
@@ -31,12 +32,12 @@ def test_a_copy_since_the_deploy_refuses_it() -> None:
 
 def test_a_failed_copy_changed_nothing_and_does_not_refuse() -> None:
     records = [record("a"), record("k", kind="copy", outcome="failed")]
-    assert choose_target(records, None)["deploy_id"] == "a"
+    assert choose_target(records, None).deploy_id == "a"
 
 
 def test_a_deploy_after_the_copy_can_be_rolled_back() -> None:
     records = [record("a"), record("k", kind="copy"), record("b")]
-    assert choose_target(records, None)["deploy_id"] == "b"
+    assert choose_target(records, None).deploy_id == "b"
 
 
 def test_a_copy_that_died_after_its_swap_refuses_too() -> None:

@@ -31,7 +31,7 @@ def test_one_plan_for_the_report_the_plan_command_and_the_rollback() -> None:
     )
     plan = plan_of(state)
     assert plan.pending == ["shop.0002_x", "shop.0003_y"]
-    assert plan.to_record() == {
+    assert plan.to_record().to_json() == {
         "applied_before": ["shop.0001_initial"],
         "planned": ["shop.0002_x", "shop.0003_y"],
         "plan": state.plan,

@@ -10,9 +10,10 @@ import time
 from typing import Any
 
 from seed.recovery import RunState, control_process, unfinished
+from seed.runrecord import RunRecord
 
 
-def record(**kw: Any) -> dict[str, Any]:
+def record(**kw: Any) -> RunRecord:
     base = {
         "deploy_id": "20261127T101010Z-abcd",
         "kind": "upgradedb",
@@ -22,7 +23,7 @@ def record(**kw: Any) -> dict[str, Any]:
         "outcome": "running",
         "steps": [],
     }
-    return {**base, **kw}
+    return RunRecord.from_json({**base, **kw})
 
 
 def started(pid: int, marker: bytes) -> None:
@@ -67,21 +68,22 @@ def test_control_process_is_alive_only_when_it_is_really_there() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     started(child.pid, b"time.sleep")
     try:
-        alive = control_process(record(control={"host": here, "pid": child.pid}))
+        alive = control_process(record(control={"host": here, "pid": child.pid}).control)
         assert alive == f"pid {child.pid} on {here}"
         # another machine's pid cannot be looked at from here
-        assert control_process(record(control={"host": "elsewhere", "pid": child.pid})) == ""
+        elsewhere = record(control={"host": "elsewhere", "pid": child.pid})
+        assert control_process(elsewhere.control) == ""
         # our own process is never "the other run"
-        assert control_process(record(control={"host": here, "pid": os.getpid()})) == ""
+        assert control_process(record(control={"host": here, "pid": os.getpid()}).control) == ""
     finally:
         child.kill()
         child.wait()
-    assert control_process(record(control={"host": here, "pid": child.pid})) == ""
+    assert control_process(record(control={"host": here, "pid": child.pid}).control) == ""
     # a pid reused by something that is not Python/fab does not count
     sleeper = subprocess.Popen(["sleep", "30"])
     started(sleeper.pid, b"sleep")
     try:
-        assert control_process(record(control={"host": here, "pid": sleeper.pid})) == ""
+        assert control_process(record(control={"host": here, "pid": sleeper.pid}).control) == ""
     finally:
         sleeper.kill()
         sleeper.wait()

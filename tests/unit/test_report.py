@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import seed
-from seed.report import Output, Report, Scrubber, iso, write_json
+from seed.report import Output, Scrubber, iso, write_json
+from seed.runrecord import RunRecord
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
@@ -62,7 +63,7 @@ def test_output_without_a_tty_is_plain() -> None:
 def test_steps_record_outcome_and_duration() -> None:
     stream = io.StringIO()
     out = Output("local", Scrubber(), stream=stream, plain=True)
-    report = Report("local", "upgradedb", "d-1")
+    report = RunRecord(environment="local", kind="upgradedb", deploy_id="d-1")
     with out.step(report, "lock"):
         time.sleep(0.05)
     with out.step(report, "backup") as record:
@@ -87,7 +88,7 @@ def test_steps_record_outcome_and_duration() -> None:
 def test_failing_step_reraises_and_records_failed() -> None:
     stream = io.StringIO()
     out = Output("local", Scrubber(["topsecret"]), stream=stream, plain=True)
-    report = Report("local", "upgradedb", "d-2")
+    report = RunRecord(environment="local", kind="upgradedb", deploy_id="d-2")
     with (
         pytest.raises(RuntimeError, match="pg_dump: password topsecret"),
         out.step(report, "backup"),
@@ -105,7 +106,7 @@ def test_failing_step_reraises_and_records_failed() -> None:
 def test_summary_lists_every_step() -> None:
     stream = io.StringIO()
     out = Output("local", Scrubber(["topsecret"]), stream=stream, plain=True)
-    report = Report("local", "validate", "d-3")
+    report = RunRecord(environment="local", kind="validate", deploy_id="d-3")
     with out.step(report, "checks"):
         pass
     report.outcome, report.exit_code, report.message = "failed", 7, "1 check failed (topsecret)"
@@ -116,7 +117,7 @@ def test_summary_lists_every_step() -> None:
 
 
 def test_report_json_shape() -> None:
-    report = Report("local", "upgradedb", "d-4", data={"sha_after": "abc"})
+    report = RunRecord(environment="local", command="upgradedb", deploy_id="d-4", sha_after="abc")
     data = report.to_json()
     assert data["seed_version"] == seed.__version__
     assert (data["environment"], data["command"], data["deploy_id"]) == (

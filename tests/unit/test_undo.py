@@ -8,18 +8,9 @@ from typing import Any
 
 import psycopg
 
+from seed.runrecord import BACKUP, FREEZE, HANDOVER, Reading, RunRecord
 from seed.sandbox import SandboxInfo
-from seed.undo import (
-    BACKUP,
-    FREEZE,
-    HANDOVER,
-    REWRITTEN,
-    UNKNOWN,
-    Reading,
-    read_counters,
-    readings_of,
-    writes_since_backup,
-)
+from seed.undo import REWRITTEN, UNKNOWN, read_counters, writes_since_backup
 
 Scratch = Callable[[], tuple[str, psycopg.Connection[Any]]]
 
@@ -30,8 +21,11 @@ def reading(event: str, db: str = "1/", files: dict[str, int] | None = None, **n
     return Reading(event, database=db, counters=counters, files=nodes).to_json()
 
 
-def deploy(run_id: str, *readings: Any) -> dict[str, Any]:
-    return {"deploy_id": run_id, "kind": "upgradedb", "counter_readings": list(readings)}
+def deploy(run_id: str, *readings: Any) -> RunRecord:
+    """A deploy's record as the journal has it (JSON read back)."""
+    return RunRecord.from_json(
+        {"deploy_id": run_id, "kind": "upgradedb", "counter_readings": list(readings)}
+    )
 
 
 def test_only_what_the_app_wrote_between_handover_and_freeze_counts() -> None:
@@ -57,7 +51,9 @@ def test_rows_written_after_the_handover_by_the_new_release_are_counted() -> Non
 
 def test_a_backup_of_a_serving_database_opens_the_interval_at_its_reading() -> None:
     records = [
-        {"deploy_id": "b1", "kind": "backup", "counter_readings": [reading(BACKUP, a=4)]},
+        RunRecord.from_json(
+            {"deploy_id": "b1", "kind": "backup", "counter_readings": [reading(BACKUP, a=4)]}
+        ),
         deploy("d1", reading(FREEZE, a=6), reading(HANDOVER, a=60)),
     ]
     now = Reading.from_json(reading(FREEZE, a=61))
@@ -77,7 +73,7 @@ def test_what_cannot_be_compared_counts_as_written() -> None:
     assert missing.tables == {"public.a": UNKNOWN} and "not in the journal" in missing.why[0]
     # a handover with no freeze before it: the interval is lost
     no_freeze = [deploy("d1", reading(FREEZE, a=1), reading(HANDOVER, a=5)), deploy("d2")]
-    no_freeze[1]["counter_readings"] = [reading(HANDOVER, a=9)]
+    no_freeze[1].counter_readings = [Reading.from_json(reading(HANDOVER, a=9))]
     found = writes_since_backup(no_freeze, "d1", Reading.from_json(reading(FREEZE, a=9)))
     assert found.tables == {"public.a": UNKNOWN}
     failed = Reading(FREEZE, error="connection lost")
@@ -85,13 +81,16 @@ def test_what_cannot_be_compared_counts_as_written() -> None:
 
 
 def test_records_from_before_readings_are_read_as_handovers() -> None:
-    old = {
-        "deploy_id": "d0",
-        "kind": "upgradedb",
-        "after_migrate": {"write_counters": {"public.a": 3}},
-        "after": {"write_counters": {"public.a": 9}},
-    }
-    assert [(r.event, r.counters) for r in readings_of(old)] == [(HANDOVER, {"public.a": 3})]
+    old = RunRecord.from_json(
+        {
+            "deploy_id": "d0",
+            "kind": "upgradedb",
+            "after_migrate": {"write_counters": {"public.a": 3}},
+            "after": {"write_counters": {"public.a": 9}},
+        }
+    )
+    assert old.record_version == 1
+    assert [(r.event, r.counters) for r in old.counter_readings] == [(HANDOVER, {"public.a": 3})]
     now = Reading(FREEZE, database="7/", counters={"public.a": 4}, files={"public.a": 1})
     # old readings carry no database identity or file nodes: counters alone compare
     assert writes_since_backup([old], "d0", now).tables == {"public.a": 1}
@@ -112,8 +111,8 @@ def test_readings_on_a_real_server(sandbox: SandboxInfo, scratch_db: Scratch) ->
         with writer.transaction(force_rollback=True):
             writer.execute("insert into w values (99, 99)")  # rolled back: still a write
         writer.execute("truncate t")  # no row counted: the file node changes
-    records = [{"deploy_id": "r", "kind": "restore", "counter_readings": [start.to_json()]}]
-    records[0]["counter_readings"].insert(0, reading(FREEZE))
+    freeze = Reading.from_json(reading(FREEZE))
+    records = [RunRecord(deploy_id="r", kind="restore", counter_readings=[freeze, start])]
     deadline = time.monotonic() + 5
     while True:
         found = writes_since_backup(records, "r", read_counters(admin, FREEZE)).tables
