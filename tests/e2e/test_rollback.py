@@ -142,19 +142,46 @@ def test_health_failure_after_switch_rolls_back_code_and_database(at_v2: Deploym
     assert whole_state(at_v2) == before
 
 
+def as_an_older_seed_wrote_it(record: dict[str, Any]) -> dict[str, Any]:
+    """A journal record in version 1 (Seed before the typed record): no record_version,
+    the write counters after the migrate in `after_migrate.write_counters`."""
+    old = {k: v for k, v in record.items() if k not in ("record_version", "counter_readings")}
+    handovers = [r for r in record.get("counter_readings", []) if r["event"] == "handover"]
+    if record.get("kind") == "upgradedb" and handovers:
+        old["after_migrate"] = {"write_counters": handovers[-1]["counters"]}
+    return old
+
+
 def test_rollback_of_v2_restores_the_v1_state(at_v2: Deployment) -> None:
+    """From a fresh CI runner (no local journal copies), on a journal an older Seed wrote
+    (version 1 records): rollback, history and the record it rewrites."""
     v2 = next(
         json.loads(p.read_text())
         for p in sorted((at_v2.home / "local" / "reports").glob("*.json"), reverse=True)
         if json.loads(p.read_text()).get("ref") == "v2"
         and json.loads(p.read_text()).get("outcome") == "succeeded"
     )
-    # from a fresh CI runner: no local journal mirror, only the state host's journal
+    journal = at_v2.state_dir / "journal"
+    for path in journal.glob("*.json"):
+        path.write_text(json.dumps(as_an_older_seed_wrote_it(json.loads(path.read_text()))))
+    old = json.loads((journal / f"{v2['deploy_id']}.json").read_text())
+    assert "after_migrate" in old and "record_version" not in old
     fresh = {"SEED_HOME": str(at_v2.home / "fresh-runner")}
+    history = at_v2.fab("local", "history", "--json", extra_env=fresh)
+    assert history.returncode == 0, history.stderr
+    assert json.loads(history.stdout)[0]["deploy_id"] == v2["deploy_id"]
     res = at_v2.fab(
         "local", "rollback", "--report", str(at_v2.home / "rollback.json"), extra_env=fresh
     )
     assert res.returncode == 0, res.stderr
+    rewritten = json.loads((journal / f"{v2['deploy_id']}.json").read_text())
+    assert (
+        rewritten["rolled_back_by"]
+        == json.loads((at_v2.home / "rollback.json").read_text())["deploy_id"]
+    )
+    assert rewritten["after_migrate"] == old["after_migrate"]  # a key it does not know, kept
+    for key in ("backup", "before", "migrations", "previous_releases", "steps", "checks"):
+        assert rewritten[key] == old[key], key
     assert at_v2.figures() == v2["before"]["tables"]
     assert at_v2.current() == f"releases/{v2['release_before']}"
     assert at_v2.http("/version/") == (200, "v1")
@@ -185,53 +212,6 @@ def test_rollback_refuses_after_writes_unless_discarded(at_v2: Deployment) -> No
     assert done.returncode == 0, done.stderr
     assert at_v2.scalar("select count(*) from shop_customer where email = 'new@example.com'") == 0
     assert at_v2.http("/version/") == (200, "v1")
-
-
-def as_an_older_seed_wrote_it(record: dict[str, Any]) -> dict[str, Any]:
-    """A journal record in version 1 (Seed before the typed record): no record_version,
-    the write counters after the migrate in `after_migrate.write_counters`."""
-    old = {k: v for k, v in record.items() if k not in ("record_version", "counter_readings")}
-    handovers = [r for r in record.get("counter_readings", []) if r["event"] == "handover"]
-    if record.get("kind") == "upgradedb" and handovers:
-        old["after_migrate"] = {"write_counters": handovers[-1]["counters"]}
-    return old
-
-
-def test_rollback_reads_the_journal_an_older_seed_wrote(at_v2: Deployment) -> None:
-    """Records written before the typed run record (version 1) are read by rollback (its
-    writes rule included), history and status; rewriting one keeps what it said."""
-    res = at_v2.fab("local", "upgradedb", "--ref", "v2")
-    assert res.returncode == 0, res.stderr
-    deploy_id = at_v2.last_report()["deploy_id"]
-    journal = at_v2.state_dir / "journal"
-    for path in journal.glob("*.json"):
-        path.write_text(json.dumps(as_an_older_seed_wrote_it(json.loads(path.read_text()))))
-    old = json.loads((journal / f"{deploy_id}.json").read_text())
-    assert "after_migrate" in old and "record_version" not in old
-    fresh = {"SEED_HOME": str(at_v2.home / "older-journal-runner")}  # no local copies
-    history = at_v2.fab("local", "history", "--json", extra_env=fresh)
-    assert history.returncode == 0, history.stderr
-    assert json.loads(history.stdout)[0]["deploy_id"] == deploy_id
-    with at_v2.admin("shop") as conn:
-        conn.execute(
-            "insert into shop_customer (name, email, created_at, first_name, last_name) "
-            "values ('Old Journal', 'old@example.com', now(), 'Old', 'Journal')"
-        )
-    refused = at_v2.fab("local", "rollback", "--method", "restore", extra_env=fresh)
-    assert refused.returncode == 4, refused.stderr
-    assert "public.shop_customer 1" in refused.stderr
-    report = at_v2.home / "older-journal-rollback.json"
-    done = at_v2.fab(
-        "local", "rollback", "--method", "restore", "--discard-writes", "--report", str(report),
-        extra_env=fresh,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert at_v2.http("/version/") == (200, "v1")
-    rewritten = json.loads((journal / f"{deploy_id}.json").read_text())
-    assert rewritten["rolled_back_by"] == json.loads(report.read_text())["deploy_id"]
-    assert rewritten["after_migrate"] == old["after_migrate"]
-    for key in ("backup", "before", "migrations", "previous_releases", "steps", "checks"):
-        assert rewritten[key] == old[key], key
 
 
 def test_snapshot_strategy_rolls_back_by_a_rename_swap(at_v2: Deployment) -> None:
