@@ -100,6 +100,7 @@ class Health:
     status: int
     text: str | None
     timeout: float
+    release_header: str | None = None  # names the release that answered (its folder name)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,17 @@ class AppConfig:
     maintenance_off: str | None
     health: Health | None
     parallel: int = 8  # app hosts worked on at once (release, switch, restart, health)
+    reload: str | None = None  # graceful reload (code-only deploys); None: restart
+    build: str | None = None  # in the new release's folder, before anything switches
+    drain: str | None = None  # takes one app host out of traffic
+    undrain: str | None = None  # puts it back
+    rolling_batch: str = "1"  # hosts per batch of a code-only deploy: "N" or "N%"
+
+    def batch_size(self, hosts: int) -> int:
+        """Hosts per batch of a rolling switch over `hosts` hosts (at least 1)."""
+        if self.rolling_batch.endswith("%"):
+            return max(1, hosts * int(self.rolling_batch[:-1]) // 100)
+        return max(1, int(self.rolling_batch))
 
 
 # the steps hooks attach to, and where each one's hooks run by default
@@ -125,6 +137,7 @@ HOOK_POINTS = {
     "migrate": "migrate",
     "switch": "app",
     "restart": "app",
+    "build": "app",
     "maintenance_on": "app",
     "maintenance_off": "app",
 }
@@ -192,6 +205,7 @@ class BackupConfig:
     allow_replication: bool = False  # restore (rename swap) despite slots/subscriptions/replicas
     strategy: str = "dump"  # dump | snapshot+dump (a CREATE DATABASE TEMPLATE copy as well)
     snapshot_copy: str = "file_copy"  # file_copy (little WAL, checkpoints) | wal_log
+    code_only: str = "skip"  # a deploy without migrations: skip the backup | online
 
     def tool(self, name: str) -> str:
         """The command for a PostgreSQL client program on the state host."""
@@ -266,6 +280,7 @@ class Environment:
     invariants: Invariants = field(default_factory=Invariants)
     hooks: Hooks = field(default_factory=Hooks)
     rollback_method: str = "auto"  # auto | reverse | restore (seed/reverse.py)
+    deploy_mode: str = "auto"  # auto | code-only | maintenance (seed/deployplan.py)
     copy: CopyConfig = field(default_factory=CopyConfig)
     lint: LintConfig = field(default_factory=LintConfig)
     rehearse: RehearseConfig = field(default_factory=RehearseConfig)
@@ -535,6 +550,8 @@ class _Parser:
         method = self._choice(
             rb, "method", "rollback.method", ("auto", "reverse", "restore"), "auto"
         )
+        dp = self._section(raw, "deploy", schema.keys("deploy"))
+        mode = self._choice(dp, "mode", "deploy.mode", ("auto", "code-only", "maintenance"), "auto")
         copy = self.copy(raw)
         lint = self.lint(raw)
         rehearse = self.rehearse(raw)
@@ -559,6 +576,7 @@ class _Parser:
             invariants=invariants,
             hooks=hooks,
             rollback_method=method,
+            deploy_mode=mode,
             copy=copy,
             lint=lint,
             rehearse=rehearse,
@@ -771,6 +789,7 @@ class _Parser:
                 status=self._int(h, "status", "app.health.status", 200, lo=100),
                 text=self._str(h, "text", "app.health.text", None),
                 timeout=self._float(h, "timeout", "app.health.timeout", 10.0),
+                release_header=self._str(h, "release_header", "app.health.release_header", None),
             )
         pip_args = a.get("pip_args") or []
         if not isinstance(pip_args, list):
@@ -793,7 +812,26 @@ class _Parser:
             maintenance_off=self._str(maint, "off", "app.maintenance.off", None),
             health=health,
             parallel=self._int(a, "parallel", "app.parallel", 8, lo=1),
+            reload=self._str(a, "reload", "app.reload", None),
+            build=self._str(a, "build", "app.build", None),
+            drain=self._str(a, "drain", "app.drain", None),
+            undrain=self._str(a, "undrain", "app.undrain", None),
+            rolling_batch=self.rolling_batch(a),
         )
+
+    def rolling_batch(self, a: dict[str, Any]) -> str:
+        r = self._section(a, "rolling", schema.keys("app", "rolling"), "app")
+        raw = r.get("batch", 1)
+        text = self._interp(str(raw), "app.rolling.batch").strip()
+        if not re.fullmatch(r"[0-9]+%?", text) or int(text.rstrip("%")) < 1:
+            self.errors.append(
+                f"app.rolling.batch: {raw!r} is not a number of hosts (N >= 1) or a share (N%)"
+            )
+            return "1"
+        if text.endswith("%") and int(text[:-1]) > 100:
+            self.errors.append(f"app.rolling.batch: {raw!r} is more than 100%")
+            return "1"
+        return text
 
     def db(self, raw: dict[str, Any]) -> DbConfig:
         d = self._section(raw, "db", schema.keys("db"))
@@ -858,6 +896,7 @@ class _Parser:
             strategy=self._choice(
                 b, "strategy", "backup.strategy", ("dump", "snapshot+dump"), "dump"
             ),
+            code_only=self._choice(b, "code_only", "backup.code_only", ("skip", "online"), "skip"),
             snapshot_copy=self._choice(
                 b, "snapshot_copy", "backup.snapshot_copy", ("file_copy", "wal_log"), "file_copy"
             ),

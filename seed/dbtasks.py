@@ -50,10 +50,10 @@ def good_deploys(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def protected_backups(records: list[RunRecord]) -> set[str]:
-    """Never deleted by retention: the backup of the last good deploy."""
-    good = good_deploys(records)
-    backup = good[-1].backup if good else None
-    return {backup.id} if backup is not None else set()
+    """Never deleted by retention: the backup of the last good deploy that took one (a
+    code-only deploy may have none: the one a rollback past it needs stays)."""
+    backups_of = [r.backup.id for r in good_deploys(records) if r.backup is not None]
+    return set(backups_of[-1:])
 
 
 def needed_by(records: list[RunRecord]) -> dict[str, str]:
@@ -63,7 +63,7 @@ def needed_by(records: list[RunRecord]) -> dict[str, str]:
     for record in good:
         if record.backup is not None and not record.rolled_back_by:
             reasons[record.backup.id] = f"rollback of {record.deploy_id}"
-    last = good[-1] if good else None
+    last = next((r for r in reversed(good) if r.backup is not None), None)
     if last is not None and last.backup is not None:
         reasons[last.backup.id] = f"last good deploy {last.deploy_id}"
     return reasons

@@ -21,15 +21,43 @@ from seed.remote import Remote
 from seed.reverse import ReversePlan, assess, choose, classify
 from seed.runrecord import Migrations
 
+# deploy modes, least safe first (a later mode, online, goes between them)
+CODE_ONLY = "code-only"  # no migration: no maintenance, hosts switched in batches, db untouched
+MAINTENANCE = "maintenance"  # writes stopped, verified backup, migrate, checks, switch
+MODES = (CODE_ONLY, MAINTENANCE)
+
+
+def choose_mode(pending: list[str], configured: str, asked: str | None) -> tuple[str, str]:
+    """The deploy's mode and why: code-only when nothing is pending, maintenance otherwise.
+    `deploy.mode` (`configured`) and `--mode` (`asked`) may only ask for more safety
+    (PreflightFailed, exit 4, when one asks for less)."""
+    chosen = MAINTENANCE if pending else CODE_ONLY
+    why = f"{len(pending)} migration(s) pending" if pending else "no migration pending"
+    for source, wanted in (("deploy.mode", configured), ("--mode", asked)):
+        if wanted in (None, "", "auto"):
+            continue
+        if wanted not in MODES:
+            raise PreflightFailed(f"{source} {wanted}: not a mode ({', '.join(MODES)} or auto)")
+        if MODES.index(wanted) < MODES.index(chosen):
+            raise PreflightFailed(
+                f"{source} {wanted} refused: {why}, which needs {chosen} mode (writes stopped "
+                "and a verified backup); a mode may only be raised, never lowered"
+            )
+        if MODES.index(wanted) > MODES.index(chosen):
+            chosen, why = wanted, f"{source} {wanted} ({why})"
+    return chosen, why
+
 
 @dataclass
 class DeployPlan:
-    """What a deploy would apply and how a rollback would undo it."""
+    """What a deploy would apply, how it runs (its mode) and how a rollback would undo it."""
 
     state: MigrationState
     reverse: ReversePlan
     rollback_method: str  # reverse | restore
     rollback_why: str
+    mode: str = MAINTENANCE
+    mode_why: str = ""
 
     @property
     def pending(self) -> list[str]:
@@ -79,6 +107,7 @@ class DeployPlan:
             "per_app": per_app,
             "steps": steps,
             "classes": sorted(classes),
+            "mode": {"mode": self.mode, "why": self.mode_why},
             "rollback": {
                 "method": self.rollback_method,
                 "why": self.rollback_why,
@@ -95,10 +124,12 @@ def plan_deploy(
     env: Environment,
     app_name: str,
     with_sql: bool = False,
+    mode: str | None = None,
 ) -> DeployPlan:
     """The deploy's plan, with the code in `release_path` on the migrate host (`with_sql`:
-    each migration's SQL too, for the lint). Changes nothing."""
+    each migration's SQL too, for the lint; `mode`: --mode). Changes nothing."""
     state = migration_state(remote, layout, release_path, env, app_name, with_sql)
     reverse = assess(state.plan, state.reverse)
     method, why = choose(env.rollback_method, reverse)
-    return DeployPlan(state, reverse, method, why)
+    chosen, mode_why = choose_mode(state.pending, env.deploy_mode, mode)
+    return DeployPlan(state, reverse, method, why, chosen, mode_why)

@@ -23,11 +23,13 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from seed import checks as checklib
 from seed import db as dblib
 from seed import faults, recovery, undo
 from seed import hooks as hooklib
 from seed import release as rel
 from seed import restore as restorelib
+from seed.availability import Availability
 from seed.config import Environment, Hook
 from seed.errors import (
     Interrupted,
@@ -39,7 +41,7 @@ from seed.errors import (
 )
 from seed.fanout import HostOutcomes, fan_out
 from seed.journal import Journal, holder_text, release_lock, try_advisory_lock
-from seed.remote import Remote
+from seed.remote import Remote, RemoteError
 from seed.report import Output, check_local_state, iso, utcnow, write_json
 from seed.runrecord import FREEZE, HANDOVER, Control, Reading, RunRecord
 from seed.session import Session
@@ -129,6 +131,7 @@ class Operation:
         self.current: dict[str, str | None] = {}
         self.undoing = False  # going back: a step whose record fails goes ahead (warning)
         self.journal_failing = False
+        self.availability = Availability()  # when no app host served (downtime)
 
     def job_dir(self, name: str) -> str:
         """This run's remote job folder `name` on any host (under state_dir/jobs/<run id>)."""
@@ -181,6 +184,7 @@ class Operation:
         """Write the report as it stands to the journal; only once the lock is ours, so a
         run refused at the lock leaves no `running` record."""
         if self.journal is not None and self.locked:
+            self.note_downtime()
             self.journal.write(self.id, self.report)
             self.journal_failing = False
 
@@ -235,6 +239,7 @@ class Operation:
         self.report.exit_code = code
         self.report.message = self.out.scrub(message)
         self.report.finished_at = iso()
+        self.note_downtime()
         self.record_final(attempts)
         local = self.local_root / self.env.name / "reports" / f"{self.id}.json"
         for path in (local, self.report_path):
@@ -551,8 +556,11 @@ class Operation:
                 r.label: rel.current_release(r, self.layout) for r in session.serving_remotes()
             }
             self.running = [r for r in session.serving_remotes() if self.current.get(r.label)]
+            if not self.availability.started:
+                self.availability.start([r.label for r in self.running])
             if env.app.maintenance_on:
                 on = env.app.maintenance_on
+                self.availability.out(*(r.label for r in self.running))
                 with self.hooked("maintenance_on", self.running):
                     self.on_hosts(
                         self.running,
@@ -587,6 +595,7 @@ class Operation:
             for remote in self.running:
                 with contextlib.suppress(SeedError, OSError):
                     rel.run_hook(remote, self.layout, command, "maintenance off")
+                    self.availability.back(remote.label)
 
     def freeze_checking_writes(
         self,
@@ -628,6 +637,35 @@ class Operation:
                 "lose them. Rerun with --discard-writes to roll back anyway"
             )
 
+    def note_downtime(self) -> None:
+        """The downtime so far into the report (seed.availability)."""
+        self.report.downtime_seconds = self.availability.seconds()
+        self.report.downtime = self.availability.to_json() or None
+
+    def http_health(self, remote: Remote, release: str | None = None) -> None:
+        """The health check of one app host, as a check in the report (raises on failure);
+        with `release` (and health.release_header) the answers must name it. A host that
+        passes serves: seed.availability counts it back."""
+        health = self.env.app.health
+        assert health is not None
+        started = time.monotonic()
+        expected = f"{health.status}" + (f" with {health.text!r}" if health.text else "")
+        if release and health.release_header:
+            expected += f", {health.release_header}: {release}"
+        result = checklib.CheckResult(
+            f"http health {remote.label}", "post", health.url, expected, None, None, False, 0.0
+        )
+        try:
+            result.actual = rel.health_check(self.env, remote, self.layout, release)
+            result.passed = True
+        except RemoteError as exc:
+            result.error = str(exc)
+            raise
+        finally:
+            result.seconds = time.monotonic() - started
+            self.report.checks.append(result.to_json())
+        self.availability.back(remote.label)
+
     def start_app(self, hosts: list[Remote]) -> str:
         """maintenance off (or restart) and the health check on `hosts`."""
         env = self.env
@@ -641,6 +679,7 @@ class Operation:
                 rel.run_hook(remote, self.layout, command, "starting the app")
             if env.app.health:
                 rel.health_check(env, remote, self.layout)
+            self.availability.back(remote.label)
 
         point = "maintenance_off" if env.app.maintenance_off else "restart"
         with self.hooked(point, hosts):

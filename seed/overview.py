@@ -46,6 +46,8 @@ def summarize(record: RunRecord) -> dict[str, Any]:
         "duration_s": _duration(record),
         "outcome": record.outcome,
         "exit_code": record.exit_code,
+        "mode": record.mode,
+        "downtime_seconds": record.downtime_seconds,
         "ref": record.ref,
         "sha_before": record.sha_before,
         "sha_after": record.sha_after,

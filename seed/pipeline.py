@@ -16,12 +16,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
 from seed import backup as backups
-from seed import checkrun, invariants, recovery, undo
+from seed import checkrun, invariants, recovery, rolling, undo
 from seed import checks as checklib
 from seed import db as dblib
 from seed import deployplan as deploy_plan
@@ -31,6 +31,7 @@ from seed import release as rel
 from seed import restore as restorelib
 from seed import reverse as reverselib
 from seed.config import Environment
+from seed.dbtasks import protected_backups, verified_backup
 from seed.errors import (
     HumanNeeded,
     Interrupted,
@@ -43,7 +44,7 @@ from seed.errors import (
 from seed.operation import Operation
 from seed.plan import Target
 from seed.rehearse import failed_checks, rehearse
-from seed.remote import Remote, RemoteError, RemoteJob
+from seed.remote import Remote, RemoteError, RemoteJob, q
 from seed.replication import refuse_if_replicated
 from seed.report import Output, iso, utcnow
 from seed.runrecord import (
@@ -70,6 +71,7 @@ class DeployOptions:
     report_path: Path | None = None
     lock_wait: float = 0.0
     resume: bool = False  # finish an interrupted deploy whose post checks had passed
+    mode: str | None = None  # --mode: code-only | maintenance (only more safety than the plan)
 
 
 class Upgrade(Operation):
@@ -139,7 +141,11 @@ class Upgrade(Operation):
         self.record()
         try:
             self.preflight(self.archive, self.requirements)
-            self.freeze_and_back_up()
+            if self.code_only:
+                self.code_only_backup()
+                self.release_checks()
+            else:
+                self.freeze_and_back_up()
         except SeedError as exc:
             self.undo_preparations()
             raise PreflightFailed(
@@ -150,6 +156,8 @@ class Upgrade(Operation):
         except BaseException:
             self.undo_preparations()
             raise
+        if self.code_only:
+            return self.roll_out()
         try:
             self.apply()
         except SeedError as exc:
@@ -174,6 +182,12 @@ class Upgrade(Operation):
         if not blocking:
             raise PreflightFailed(f"nothing to resume: no interrupted deploy of {self.env.name}")
         run = blocking[-1]
+        if run.record.mode == deploy_plan.CODE_ONLY:
+            raise PreflightFailed(
+                f"cannot resume {run.id}: it was a code-only deploy (nothing migrated to keep); "
+                f"run `fab {self.env.name} rollback` (it switches the hosts back while the site "
+                "serves), then deploy again"
+            )
         steps = {s.name: s.outcome for s in run.record.steps}
         verified = steps.get("post checks") == "ok" or bool(run.record.resumes)
         stopped = run.record.rollback is not None and run.record.rollback.stopped_for_writes
@@ -273,18 +287,6 @@ class Upgrade(Operation):
             # a rollback is a restore + rename swap: refuse a deploy that could not roll back
             refuse_if_replicated(env, admin)
             s.detail = f"PostgreSQL {server // 10000}, {size / 1e6:.1f} MB, both roles connect"
-        with self.step("backup pre-flight") as s:
-            text, major = backups.pg_dump_version(env, session.state)
-            self.pg_dump_text = text
-            if major < server // 10000:
-                raise PreflightFailed(
-                    f"pg_dump on {session.state.label} is {text!r}, older than the server "
-                    f"({server // 10000}); install a pg_dump >= the server version"
-                )
-            space = backups.backup_space(env, session.state, admin, size)
-            s.detail = (
-                f"{text}; {space.free / 1e9:.1f} GB free in {env.backup.dir}; {space.restore}"
-            )
         with self.step("upload release") as s:
             lock = threading.Lock()
 
@@ -311,6 +313,12 @@ class Upgrade(Operation):
                 rel.release_revision(session.migrator, self.layout, prev) if prev else None
             )
             s.detail = f"{self.rid} on {len(self.uploaded)} host(s), venv reused on {reused}"
+            self.availability.start(
+                [r.label for r in session.serving_remotes() if self.previous.get(r.label)]
+            )
+        if env.app.build or env.hooks.of("before", "build") or env.hooks.of("after", "build"):
+            with self.step("build") as s, self.hooked("build", self.uploaded):
+                s.detail = self.build()
         with self.step("migration plan") as s:
             plan = deploy_plan.plan_deploy(
                 session.migrator,
@@ -319,16 +327,35 @@ class Upgrade(Operation):
                 env,
                 self.app_name,
                 with_sql=env.lint.enabled,
+                mode=self.opts.mode,
             )
             plan.refuse_unknown()
             self.plan = plan
+            self.report.mode, self.report.mode_why = plan.mode, plan.mode_why
             self.report.migrations = plan.to_record()
             self.reverse_plan = plan.reverse
             method, why = plan.rollback_method, plan.rollback_why
             self.report.reverse = self.reverse_plan.to_json()
             self.report.rollback_plan = Method(method, why)
             s.detail = f"{len(plan.pending)} to apply: " + (", ".join(plan.pending) or "none")
-            s.detail += f"; a rollback would {method} ({why})"
+            s.detail += (
+                f"; mode {plan.mode} ({plan.mode_why})"
+                if self.code_only
+                else f"; mode {plan.mode} ({plan.mode_why}); a rollback would {method} ({why})"
+            )
+        if not self.code_only or env.backup.code_only == "online":
+            with self.step("backup pre-flight") as s:
+                text, major = backups.pg_dump_version(env, session.state)
+                self.pg_dump_text = text
+                if major < server // 10000:
+                    raise PreflightFailed(
+                        f"pg_dump on {session.state.label} is {text!r}, older than the server "
+                        f"({server // 10000}); install a pg_dump >= the server version"
+                    )
+                space = backups.backup_space(env, session.state, admin, size)
+                s.detail = (
+                    f"{text}; {space.free / 1e9:.1f} GB free in {env.backup.dir}; {space.restore}"
+                )
         if env.lint.enabled:
             with self.step("lint") as s:
                 s.detail = self.lint(plan)
@@ -379,6 +406,7 @@ class Upgrade(Operation):
             if env.app.maintenance_on and live:
                 on = env.app.maintenance_on
                 self.maintenance_on = True  # some hosts may have stopped even if one fails
+                self.availability.out(*(r.label for r in live))
                 with self.hooked("maintenance_on", live):
                     self.on_hosts(
                         live,
@@ -450,25 +478,6 @@ class Upgrade(Operation):
         self.admin = session.connect(admin=True, app_name=self.app_name)
         self.app = session.connect(admin=False, app_name=self.app_name)
         return f"{name} in {seconds:.2f}s (downtime), {env.backup.snapshot_copy}"
-
-    def http_health(self, remote: Remote) -> None:
-        """The health check of one app host, as a check in the report (raises on failure)."""
-        health = self.env.app.health
-        assert health is not None
-        started = time.monotonic()
-        expected = f"{health.status}" + (f" with {health.text!r}" if health.text else "")
-        result = checklib.CheckResult(
-            f"http health {remote.label}", "post", health.url, expected, None, None, False, 0.0
-        )
-        try:
-            result.actual = rel.health_check(self.env, remote, self.layout)
-            result.passed = True
-        except RemoteError as exc:
-            result.error = str(exc)
-            raise
-        finally:
-            result.seconds = time.monotonic() - started
-            self.report.checks.append(result.to_json())
 
     def take_baselines(
         self, snapshot: str, applied: list[tuple[str, str]], figures: dict[str, Any]
@@ -574,7 +583,201 @@ class Upgrade(Operation):
                     rel.run_hook(
                         remote, self.layout, self.env.app.maintenance_off, "maintenance off"
                     )
+                    self.availability.back(remote.label)
             self.maintenance_on = False
+
+    # -- a code-only deploy (no migration pending): the site serves throughout ----------------
+
+    @property
+    def code_only(self) -> bool:
+        return self.plan is not None and self.plan.mode == deploy_plan.CODE_ONLY
+
+    def build(self) -> str:
+        """`app.build` in the new release's folder on every host that got it (with its env
+        file and venv), before anything switches."""
+        command = self.env.app.build
+        if not command:
+            return "build hooks only"
+        path = self.layout.release(self.rid)
+
+        def one(remote: Remote) -> None:
+            names = rel.host_names(remote, self.rid)
+            exports = "".join(f"export {k}={q(v)}; " for k, v in sorted(names.items()))
+            env_file = rel.release_env(path)
+            remote.check(
+                f"cd {q(path)} && set -a && . {q(env_file)} && set +a && {exports}"
+                f"PATH={q(path)}/.venv/bin:$PATH {command}",
+                f"app.build {command!r}",
+                timeout=1800,
+            )
+
+        self.on_hosts(self.uploaded, one, "build")
+        return f"{command} on {len(self.uploaded)} host(s)"
+
+    def code_only_backup(self) -> None:
+        """backup.code_only: `online` takes a verified backup from an exported snapshot while
+        the site serves (seed.dbtasks.verified_backup); `skip` takes none and names the
+        newest verified one."""
+        env = self.env
+        if env.backup.code_only == "online":
+            record = verified_backup(self, f"before {self.ref} (code-only, online)", "deploy")
+            self.backup = record
+            return
+        with self.step("backup") as s:
+            manifests = backups.list_manifests(env, self.session.state)
+            newest = manifests[-1] if manifests else None
+            if newest is not None:
+                self.report.newest_backup = {
+                    k: newest[k] for k in ("id", "path", "created_at") if k in newest
+                }
+            s.outcome = "skipped"
+            s.detail = "code-only deploy: the database is not changed (backup.code_only: skip)"
+            s.detail += (
+                f"; newest verified backup {newest['id']} ({newest.get('created_at', '?')})"
+                if newest
+                else "; no backup on record"
+            )
+
+    def release_checks(self) -> None:
+        """Before anything switches: the new release's Django checks (`migrate --check` proves
+        it has nothing to migrate) and the pre checks against the live database. A failure
+        refuses the deploy with nothing changed."""
+        env = self.env
+        with self.step("release checks") as s:
+            for check in self.checks.checks:
+                if check.when == "post" and check.expect.needs_before:
+                    self.checks.no_baseline[check.name] = (
+                        "skipped: a code-only deploy takes no before-state (the app writes "
+                        "throughout)"
+                    )
+            self.checks.after_state(self.app, when=("pre",))
+            self.checks.add(
+                invariants.django_invariants(
+                    env,
+                    self.session.migrator,
+                    self.layout.release(self.rid),
+                    rel.release_env(self.layout.release(self.rid)),
+                    env.invariants,
+                    self.app_name,
+                )
+            )
+            failed = self.report_checks(0)
+            if failed:
+                raise PreflightFailed(
+                    f"release check {failed[0]}"
+                    + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
+                )
+            s.detail = f"{len(self.checks.results)} passed"
+
+    def report_checks(self, first: int) -> list[str]:
+        """Results from `first` on into the report and the output; returns the failed ones."""
+        failed = []
+        for result in self.checks.results[first:]:
+            self.report.checks.append(result.to_json())
+            self.out.detail(checklib.MARKS[result.outcome] + result.describe())
+            if not result.passed:
+                failed.append(result.describe())
+        return failed
+
+    def roll_out(self) -> str:
+        """Every serving host switched in batches while the site serves, then the post checks
+        that need no before-state; a failure puts the switched hosts back (exit 5)."""
+        env, session = self.env, self.session
+        serving = session.serving_remotes()
+        lock = threading.Lock()
+
+        def switched(remote: Remote) -> None:
+            with lock:
+                if remote not in self.switched:
+                    self.switched.append(remote)
+
+        try:
+            rolling.roll(self, serving, lambda r: self.rid, "switch", switched)
+            self.restarted = True
+            with self.step("post checks") as s:
+                first = len(self.checks.results)
+                self.checks.after_state(self.app)
+                self.checks.add(
+                    invariants.database_invariants(
+                        self.app, env.invariants, env.db.statement_timeout
+                    )
+                )
+                failed = self.report_checks(first)
+                if failed:
+                    raise SeedError(
+                        f"post {failed[0]}"
+                        + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
+                    )
+                s.detail = f"{len(self.checks.results) - first} checked"
+        except SeedError as exc:
+            self.code_only_failure(exc)
+        except Exception as exc:  # a lost connection, a driver error: put the code back
+            self.code_only_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+        self.tidy_up()
+        self.report.state = {
+            "code": f"current is {self.rid}",
+            "database": "untouched (code-only deploy)",
+            "app": f"serving {self.rid} on {len(serving)} host(s)",
+        }
+        groups = len(rolling.batches(serving, env.app.batch_size(len(serving))))
+        n_checks = sum(1 for c in self.report.checks if c["passed"] and not c["skipped"])
+        backup = f"backup {self.backup.id}" if self.backup else "no backup (code-only)"
+        return (
+            f"deployed {self.ref} ({self.sha[:12]}) to {env.name}: code-only, "
+            f"{len(serving)} host(s) in {groups} batch(es), downtime "
+            f"{self.availability.seconds():.1f} s, {n_checks} check(s) passed, {backup}"
+        )
+
+    def code_only_failure(self, exc: SeedError) -> NoReturn:
+        """A code-only deploy failed: the hosts already switched go back to their previous
+        release the same way (drain, switch, reload, health, undrain); the database was never
+        changed. Exit 5; exit 6 when a host could not be put back."""
+        failed = next((s for s in reversed(self.report.steps) if s.outcome == "failed"), None)
+        where = failed.name if failed else "?"
+        cause = str(exc) if where == "post checks" else f"{where}: {exc}"
+        ref = self.ref
+        self.out.line(f"deploy of {ref} failed at {cause}; switching back", style="bold red")
+        self.state = {
+            "database": "untouched (code-only deploy: nothing to restore)",
+            "code": f"{len(self.switched)} host(s) switched to {self.rid}",
+            "app": "serving",
+        }
+        self.report.state = self.state
+        self.rolling_back = RollbackRecord(
+            "code", "a code-only deploy changed only the code", state=self.state
+        )
+        self.report.rollback = self.rolling_back
+        self.direction = "rollback"
+        self.undoing = True
+        try:
+            if not self.session.alive():
+                with self.step("rollback: reconnect") as s:
+                    s.detail = self.recover_connections()
+            hosts = list(reversed(self.switched))
+            if hosts:
+                rolling.roll(self, hosts, lambda r: self.previous.get(r.label), "rollback: switch")
+            with self.step("rollback: remove release") as s:
+                removed = undo.remove_release(self, self.rid, self.uploaded)
+                s.detail = f"removed from {removed} host(s)"
+            self.state["code"] = undo.code_text(self.previous)
+            self.state["app"] = f"serving the previous release on {len(hosts)} host(s)"
+        except Exception as err:
+            message = (
+                f"deploy of {ref} failed at {cause}; putting the code back FAILED: {err}. "
+                f"Code: {self.state['code']}. App: {self.state['app']}. The database was not "
+                f"touched. Run `fab {self.env.name} rollback` once the host is reachable"
+            )
+            self.finish("rollback failed", HumanNeeded.code, message)
+            raise HumanNeeded(message) from None
+        down = self.availability.seconds()
+        message = (
+            f"deploy of {ref} failed at {cause}; rolled back: {self.state['code']} on every "
+            f"host switched ("
+            + ("the site never stopped serving" if down == 0 else f"down {down:.1f} s")
+            + "); the database was not touched"
+        )
+        self.finish("rolled back", RolledBack.code, message)
+        raise RolledBack(message)
 
     # -- changing things --------------------------------------------------------------------
 
@@ -676,7 +879,7 @@ class Upgrade(Operation):
                 s.outcome, s.detail = "skipped", "no app.restart command"
         with self.step("health") as s:
             if env.app.health:
-                self.on_hosts(serving, self.http_health, "health")
+                self.on_hosts(serving, lambda r: self.http_health(r, self.rid), "health")
                 s.detail = f"{env.app.health.url} on {len(serving)} host(s)"
             else:
                 s.outcome, s.detail = "skipped", "no app.health configured"
@@ -692,6 +895,13 @@ class Upgrade(Operation):
                 self.maintenance_on = False
             else:
                 s.outcome = "skipped"
+            if env.app.restart or env.app.maintenance_off:
+                self.availability.back(*(r.label for r in serving))
+        self.tidy_up()
+
+    def tidy_up(self) -> None:
+        """After a good deploy: old backups and databases (retention), old release folders."""
+        env, session = self.env, self.session
         with self.step("retention") as s:
             try:
                 s.detail = self.apply_retention()
@@ -712,12 +922,16 @@ class Upgrade(Operation):
                 s.outcome, s.detail = "skipped", f"warning: {exc}"
 
     def apply_retention(self) -> str:
-        """After a good deploy: backups beyond backup.keep go (never this deploy's), and
-        databases replaced by earlier rollbacks are dropped."""
+        """After a good deploy: backups beyond backup.keep go (never this deploy's, nor the
+        one a rollback of the last deploy that took one needs), and databases replaced by
+        earlier rollbacks are dropped."""
         env = self.env
         manifests = backups.list_manifests(env, self.session.state)
-        assert self.backup is not None
-        doomed = backups.retention(manifests, env.backup.keep, {self.backup.id})
+        assert self.journal is not None
+        keep = protected_backups(self.journal.records())
+        if self.backup is not None:
+            keep.add(self.backup.id)
+        doomed = backups.retention(manifests, env.backup.keep, keep)
         for manifest in doomed:
             backups.delete_backup(self.session.state, manifest)
         assert self.lock_conn is not None  # connected to `postgres`
@@ -781,6 +995,7 @@ class Upgrade(Operation):
             with self.step("rollback: stop app") as s:
                 if self.restarted and self.env.app.maintenance_on:
                     serving = self.session.serving_remotes()
+                    self.availability.out(*(r.label for r in serving))
                     with self.hooked("maintenance_on", serving):
                         for remote in serving:
                             on = self.env.app.maintenance_on

@@ -55,7 +55,13 @@ def fetch_target(env: Environment, ref: str | None, local_root: Path) -> Target:
     return Target(ref, mirror, sha, archive, requirements)
 
 
-def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -> dict[str, Any]:
+def plan(
+    env: Environment,
+    ref: str | None,
+    local_root: Path,
+    scrub: Scrubber,
+    mode: str | None = None,
+) -> dict[str, Any]:
     target = fetch_target(env, ref, local_root)
     ref, sha = target.ref, target.sha
     layout = rel.Layout(env.app.deploy_to)
@@ -68,7 +74,7 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
         current_sha = rel.release_revision(migrator, layout, current) if current else None
         admin = session.connect(admin=True, app_name=app_name)
         size = dblib.database_size(admin, env.db.name)
-        migrations = _migrations(env, session, layout, target, app_name)
+        migrations = _migrations(env, session, layout, target, app_name, mode)
         space = backups.backup_space(env, session.state, admin, size, refuse=False)
         pg = session.connect(admin=True, dbname="postgres", app_name=app_name)
         journal = Journal(env, session.state, local_root, scrub)
@@ -78,6 +84,10 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
             "maintenance_on": app.maintenance_on,
             "maintenance_off": app.maintenance_off,
             "restart": app.restart,
+            "reload": app.reload,
+            "build": app.build,
+            "drain": app.drain,
+            "undrain": app.undrain,
             "health": app.health.url if app.health else None,
             **{k: "; ".join(v) for k, v in env.hooks.configured().items()},
         }
@@ -90,6 +100,7 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
             "sha_target": sha,
             "up_to_date": current_sha == sha,
             "hosts": [r.label for r in session.app_remotes()],
+            "mode": migrations["mode"],
             "migrations": migrations,
             "backup": {
                 "database_size": size,
@@ -109,10 +120,15 @@ def plan(env: Environment, ref: str | None, local_root: Path, scrub: Scrubber) -
 
 
 def _migrations(
-    env: Environment, session: Session, layout: rel.Layout, target: Target, app_name: str
+    env: Environment,
+    session: Session,
+    layout: rel.Layout,
+    target: Target,
+    app_name: str,
+    mode: str | None,
 ) -> dict[str, Any]:
     """The target release's plan, from a temporary folder on the migrate host."""
-    plan, venv = target_plan(env, session, layout, target, app_name)
+    plan, venv = target_plan(env, session, layout, target, app_name, mode=mode)
     return {**plan.to_json(), "venv": venv}
 
 
@@ -164,12 +180,13 @@ def target_plan(
     target: Target,
     app_name: str,
     with_sql: bool = False,
+    mode: str | None = None,
 ) -> tuple[DeployPlan, str]:
     """The deploy plan of the target code (read in a temporary folder on the migrate
     host); and which venv it used."""
     with target_release(env, session, layout, target) as unpacked:
         plan = plan_deploy(
-            session.migrator, unpacked.layout, unpacked.path, env, app_name, with_sql
+            session.migrator, unpacked.layout, unpacked.path, env, app_name, with_sql, mode
         )
     return plan, unpacked.venv
 
@@ -220,6 +237,17 @@ def describe(data: dict[str, Any]) -> list[str]:
         f"  hosts: {', '.join(data['hosts'])}",
     ]
     m = data["migrations"]
+    mode = data["mode"]
+    if mode["mode"] == "code-only":
+        lines.append(
+            f"  mode: code-only ({mode['why']}): the site keeps serving; hosts switched in "
+            "batches, each drained, reloaded and health-checked; the database is not touched"
+        )
+    else:
+        lines.append(
+            f"  mode: maintenance ({mode['why']}): writes stopped during the deploy, "
+            "verified backup, migrate, checks"
+        )
     if not m["to_apply"]:
         lines.append("  migrations: none to apply")
     for step in m["steps"]:

@@ -298,45 +298,76 @@ def prune_releases(remote: Remote, layout: Layout, keep: int, protect: set[str])
     return doomed
 
 
-def run_hook(remote: Remote, layout: Layout, command: str, what: str) -> None:
-    """Run a user hook (restart, maintenance) with cwd = deploy_to."""
-    remote.check(f"cd {q(layout.deploy_to)} && {command}", what, timeout=300)
+def run_hook(
+    remote: Remote, layout: Layout, command: str, what: str, names: dict[str, str] | None = None
+) -> None:
+    """Run a user hook (restart, maintenance, drain) with cwd = deploy_to and `names`
+    exported (SEED_HOST...)."""
+    exports = "".join(f"export {k}={q(v)}; " for k, v in sorted((names or {}).items()))
+    remote.check(f"cd {q(layout.deploy_to)} && {exports}{command}", what, timeout=300)
+
+
+def host_names(remote: Remote, release: str | None = None) -> dict[str, str]:
+    """What a per-host hook (drain, undrain, reload) is told about its host."""
+    names = {
+        "SEED_HOST": remote.host.name,
+        "SEED_HOST_PORT": str(remote.host.port),
+        "SEED_HOST_LABEL": remote.label,
+    }
+    if release:
+        names["SEED_RELEASE"] = release
+    return names
 
 
 HEALTH_SCRIPT = """
 import sys, time, urllib.request, urllib.error
 url, status, text, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+header, release = sys.argv[5], sys.argv[6]
+# naming a release: three answers in a row must name it (old workers may still answer for
+# a while after a graceful reload, and one new worker's answer says nothing of the others)
+needed = 3 if header and release else 1
 deadline = time.monotonic() + timeout
-last = "no answer"
+last, good = "no answer", 0
 while time.monotonic() < deadline:
+    named = ""
     try:
         with urllib.request.urlopen(url, timeout=min(5.0, timeout)) as r:
             code, body = r.status, r.read(65536).decode("utf-8", "replace")
+            named = r.headers.get(header, "") if header else ""
     except urllib.error.HTTPError as e:
         code, body = e.code, ""
     except Exception as e:
-        last = str(e)
+        last, good = str(e), 0
         time.sleep(0.3)
         continue
-    if code == status and (not text or text in body):
-        print(f"{code} {body[:80]!r}")
-        sys.exit(0)
-    last = f"status {code}, body {body[:80]!r}"
+    if code == status and (not text or text in body) and (needed == 1 or named == release):
+        good += 1
+        if good >= needed:
+            print(f"{code} {body[:80]!r}" + (f" {header}: {named}" if header else ""))
+            sys.exit(0)
+        time.sleep(0.1)
+        continue
+    good = 0
+    last = f"status {code}, body {body[:80]!r}" + (f", {header}: {named!r}" if header else "")
     time.sleep(0.3)
-print(last)
+print(last + (f" (expected {header}: {release})" if needed > 1 else ""))
 sys.exit(1)
 """
 
 
-def health_check(env: Environment, remote: Remote, layout: Layout) -> str:
-    """GET the health URL from the app host itself until it answers as expected; returns
+def health_check(
+    env: Environment, remote: Remote, layout: Layout, release: str | None = None
+) -> str:
+    """GET the health URL from the app host itself until it answers as expected (and, with
+    `release` and health.release_header, names that release three times in a row); returns
     what it answered (`200 'ok v2'`), raises RemoteError otherwise."""
     health = env.app.health
     assert health is not None
     python = posixpath.join(layout.current, ".venv", "bin", "python")
+    header = health.release_header or ""
     res = remote.run(
         f"{q(python)} -c {q(HEALTH_SCRIPT)} {q(health.url)} {health.status} "
-        f"{q(health.text or '')} {health.timeout}",
+        f"{q(health.text or '')} {health.timeout} {q(header)} {q(release or '')}",
         timeout=health.timeout + 30,
     )
     if not res.ok:

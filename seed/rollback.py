@@ -15,11 +15,12 @@ from typing import NoReturn
 
 from seed import backup as backups
 from seed import db as dblib
-from seed import recovery, undo
+from seed import recovery, rolling, undo
 from seed import release as rel
 from seed import restore as restorelib
 from seed import reverse as reverselib
 from seed.config import Environment
+from seed.deployplan import CODE_ONLY
 from seed.errors import HumanNeeded, PreflightFailed, SeedError
 from seed.operation import Operation
 from seed.report import Output
@@ -125,6 +126,8 @@ class Rollback(Operation):
             target = self.target = choose_target(records, self.to)
             self.report.target = target.deploy_id
             s.detail = f"undo {target.deploy_id} ({target.ref}, {(target.sha_after or '')[:12]})"
+        if target.mode == CODE_ONLY:
+            return self.undo_code_only(target)
         with self.step("method") as s:
             method, why = self.choose_method(target, records)
             self.report.rollback = RollbackRecord(method, why)
@@ -200,6 +203,12 @@ class Rollback(Operation):
         with self.step("verify backup") as s:
             restorelib.verify_backup(self.env, session.state, backup.path, backup.sha256)
             s.detail = f"{backup.path} sha256 {backup.sha256[:12]}, full read ok"
+        self.check_releases(target)
+        return backup
+
+    def check_releases(self, target: RunRecord) -> None:
+        """The releases `current` pointed at before `target` are still on their hosts."""
+        session = self.session
         with self.step("releases") as s:
             self.previous: dict[str, str | None] = dict(target.previous_releases or {})
             for remote in session.serving_remotes():
@@ -210,7 +219,38 @@ class Rollback(Operation):
                         f"{remote.label}; cannot put the code back"
                     )
             s.detail = ", ".join(f"{k}: {v or 'none'}" for k, v in self.previous.items())
-        return backup
+
+    def undo_code_only(self, target: RunRecord) -> str:
+        """A code-only deploy changed only the code: every host it switched goes back to its
+        previous release the way it came (drain, switch, reload, health, undrain: the site
+        keeps serving); the database stays as it is, with everything the app wrote."""
+        why = "a code-only deploy changed only the code; the database (all the app wrote) stays"
+        with self.step("method") as s:
+            self.report.rollback = RollbackRecord("code", why, state=self.state)
+            s.detail = f"code: {why}"
+        self.check_releases(target)
+        self.state["database"] = "untouched (the deploy undone was code-only)"
+        self.switch_back(target.release_after)
+        return (
+            f"rolled back code-only deploy {target.deploy_id} ({target.ref}): code "
+            f"{self.state['code']}; downtime {self.availability.seconds():.1f} s; the database "
+            "was not touched"
+        )
+
+    def switch_back(self, rid: str | None) -> None:
+        """Hosts not on their recorded previous release go back to it in batches (seed.rolling),
+        then the undone release's folder goes."""
+        session = self.session
+        current = {r.label: rel.current_release(r, self.layout) for r in session.serving_remotes()}
+        self.availability.start([label for label, c in current.items() if c])
+        hosts = [
+            r for r in session.serving_remotes() if current[r.label] != self.previous.get(r.label)
+        ]
+        rolling.roll(self, hosts, lambda r: self.previous.get(r.label), "switch back")
+        self.state["code"] = undo.code_text(self.previous)
+        self.state["app"] = f"serving on {sum(1 for p in self.previous.values() if p)} host(s)"
+        with self.step("remove undone release") as s:
+            s.detail = self.remove_release(rid)
 
     def execute(self, database: str = "restore") -> None:
         """`database`: restore (the backup), reverse (the migrations, with the deploy's
@@ -328,7 +368,9 @@ class Rollback(Operation):
         # the oldest is the run that broke things; later ones died recovering it
         first = blocking[0]
         try:
-            if first.kind == "upgradedb":
+            if first.kind == "upgradedb" and first.record.mode == CODE_ONLY:
+                message = self.recover_code_only(first.record)
+            elif first.kind == "upgradedb":
                 message = self.recover_deploy(first.record)
             elif first.kind == "rollback" and first.record.target:
                 message = self.recover_rollback(first.record)
@@ -400,6 +442,17 @@ class Rollback(Operation):
         return (
             f"recovered interrupted deploy {record.deploy_id} ({record.ref}): "
             f"database {self.state['database']}; code {self.state['code']}"
+        )
+
+    def recover_code_only(self, record: RunRecord) -> str:
+        """A code-only deploy that died: it changed no data, so only the code goes back, host
+        by host while the site serves (seed.rolling)."""
+        self.previous = dict(record.previous_releases or {})
+        self.state["database"] = "untouched (the interrupted deploy was code-only)"
+        self.switch_back(record.release_after)
+        return (
+            f"recovered interrupted code-only deploy {record.deploy_id} ({record.ref}): code "
+            f"{self.state['code']}; the database was not touched"
         )
 
     def check_writes_since_deploy(self, record: RunRecord) -> None:

@@ -286,6 +286,10 @@ def _opt_list(data: Any) -> list[Any] | None:
     return list(data) if isinstance(data, list) else None
 
 
+def _float(data: Any) -> float | None:
+    return float(data) if isinstance(data, int | float) and not isinstance(data, bool) else None
+
+
 def _version(data: Any) -> int:
     return data if isinstance(data, int) else 1
 
@@ -321,6 +325,10 @@ class RunRecord:
     recovered_by: str | None = None  # a run that died: the run that recovered it
     rolled_back_by: str | None = None  # a deploy: the rollback that undid it
     # -- what a deploy (and a rehearsal) works on
+    mode: str | None = None  # upgradedb: code-only | maintenance (seed.deployplan)
+    mode_why: str | None = None
+    downtime_seconds: float | None = None  # the site had no serving host (seed.availability)
+    downtime: list[dict[str, Any]] | None = None  # those intervals: {from, to, seconds}
     ref: str | None = None
     sha: str | None = None  # rehearse: the sha rehearsed
     sha_before: str | None = None
@@ -336,6 +344,7 @@ class RunRecord:
     resumes: str | None = None  # upgradedb --resume: the deploy this run finished
     before: dict[str, Any] | None = None  # the before-state (seed.restore compares)
     backup: BackupRef | None = None
+    newest_backup: dict[str, Any] | None = None  # code-only without a backup: the newest one
     snapshot: Snapshot | None = None
     after_checks: dict[str, Any] | None = None  # see from_json
     # -- going back
@@ -435,6 +444,8 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
     "outcome": str,
     "exit_code": _int,
     "message": str,
+    "downtime_seconds": _float,
+    "downtime": _opt_list,
     "previous_releases": _previous,
     "database": _dict,
     "migrations": Migrations.from_json,
@@ -444,6 +455,7 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
     "before": _dict,
     "backup": BackupRef.from_json,
     "snapshot": Snapshot.from_json,
+    "newest_backup": _dict,
     "after_checks": _dict,
     "counter_readings": _readings,
     "writes_since": _dict,

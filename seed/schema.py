@@ -204,6 +204,7 @@ HOOKS = _obj(
         "migrate": _hook_point("migrate (on the migrate host)"),
         "switch": _hook_point("the switch of `current` (on every app host)"),
         "restart": _hook_point("the restart (on every app host)"),
+        "build": _hook_point("the build (on every app host, before anything switches)"),
         "maintenance_on": _hook_point("maintenance on (on every app host)"),
         "maintenance_off": _hook_point("maintenance off (on every app host)"),
         "notify": {
@@ -264,6 +265,27 @@ ENVIRONMENT = _obj(
                 "keep_releases": _i("old release folders kept", 2),
                 "pip_args": {"type": "array", "items": {"type": "string"}},
                 "restart": _s("command run in deploy_to after the switch"),
+                "reload": _s(
+                    "graceful reload (no request lost): code-only deploys use it instead of restart"
+                ),
+                "build": _s(
+                    "run in the new release's folder on every app host before anything "
+                    "switches (collectstatic, compilemessages)"
+                ),
+                "drain": _s("takes this app host out of traffic (code-only deploys, per host)"),
+                "undrain": _s("puts this app host back into traffic"),
+                "rolling": _obj(
+                    "code-only deploys switch the app hosts in batches",
+                    {
+                        "batch": {
+                            "description": "hosts per batch: N, or N% of them (default 1)",
+                            "anyOf": [
+                                {"type": "integer", "minimum": 1},
+                                {"type": "string", "pattern": r"^([0-9]+%?|\$\{.*\})$"},
+                            ],
+                        }
+                    },
+                ),
                 "maintenance": _obj(
                     "stop/start writes",
                     {"on": _s("stops the app's writes"), "off": _s("starts them again")},
@@ -275,6 +297,10 @@ ENVIRONMENT = _obj(
                         "status": _i("expected HTTP status", 100),
                         "text": _s("expected in the body"),
                         "timeout": _n("seconds"),
+                        "release_header": _s(
+                            "response header naming the release that answered (its folder "
+                            "name): a host counts as switched only once it names the new one"
+                        ),
                     },
                     ("url",),
                 ),
@@ -318,6 +344,11 @@ ENVIRONMENT = _obj(
                 "allow_replication": _b("restore despite slots/subscriptions/replicas"),
                 "strategy": _s("dump or snapshot+dump", enum=["dump", "snapshot+dump"]),
                 "snapshot_copy": _s("file_copy or wal_log", enum=["file_copy", "wal_log"]),
+                "code_only": _s(
+                    "deploys without migrations: skip (default) the backup, or take one "
+                    "online (from an exported snapshot while the site serves)",
+                    enum=["skip", "online"],
+                ),
             },
         ),
         "checks": {"type": "array", "items": CHECK, "description": "data checks"},
@@ -398,6 +429,17 @@ ENVIRONMENT = _obj(
                     "same key, same masked values in every copy"
                 ),
                 "sample": _i("original values sampled per masked column and searched for", 1),
+            },
+        ),
+        "deploy": _obj(
+            "how upgradedb runs",
+            {
+                "mode": _s(
+                    "auto (default): code-only when no migration is pending (no maintenance, "
+                    "hosts switched in batches), maintenance otherwise; maintenance: always "
+                    "(a mode with less safety than the plan's is refused)",
+                    enum=["auto", "code-only", "maintenance"],
+                )
             },
         ),
         "rollback": _obj(

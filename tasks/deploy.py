@@ -42,6 +42,7 @@ def _report_path(report: str) -> Path | None:
         "report": "also write the JSON report to this path",
         "wait": "wait up to SECONDS for the environment's lock instead of exiting 3",
         "resume": "finish a deploy that died after its post checks passed (switch, restart...)",
+        "mode": "code-only or maintenance: more safety than the plan chooses (never less)",
     }
 )
 @user_errors
@@ -52,8 +53,10 @@ def upgradedb(
     report: str = "",
     wait: int = 0,
     resume: bool = False,
+    mode: str = "",
 ) -> None:
-    """Verified backup, release, migrate, checks, switch — or stop before changing anything."""
+    """Verified backup, release, migrate, checks, switch — or stop before changing anything.
+    Without a pending migration: a code-only deploy (no maintenance, hosts in batches)."""
     env = selected_environment(c)
     confirm_protected(env, f"upgrade {env.name}", yes)
     out = output_for(env)
@@ -64,6 +67,7 @@ def upgradedb(
         report_path=_report_path(report),
         lock_wait=_seconds(wait),
         resume=resume,
+        mode=mode or None,
     )
     if resume and ref:
         raise ConfigError("--resume finishes the interrupted deploy's own ref: drop --ref")

@@ -88,19 +88,20 @@ def history(c: Context, json_: bool = False) -> None:
         print(f"no runs recorded for {env.name}")
         return
     print(
-        f"{'id':<23} {'kind':<10} {'result':<10} {'exit':>4} {'secs':>6}  "
-        f"{'who':<16} {'sha':<12} {'migr':>4}  rollback / message"
+        f"{'id':<23} {'kind':<10} {'result':<10} {'exit':>4} {'secs':>6} {'down':>6}  "
+        f"{'who':<16} {'sha':<12} {'migr':>4} {'mode':<11}  rollback / message"
     )
     for r in records:
         secs = "" if r["duration_s"] is None else f"{r['duration_s']:.0f}"
+        down = "" if r["downtime_seconds"] is None else f"{r['downtime_seconds']:.1f}"
         tail = r["rollback_method"] or ""
         if r["outcome"] != "succeeded" and r["message"]:
             tail = (tail + " " if tail else "") + str(r["message"])[:80]
         print(
             f"{r['deploy_id'] or '?':<23} {r['kind'] or '?':<10} {r['outcome'] or '?':<10} "
-            f"{'' if r['exit_code'] is None else r['exit_code']:>4} {secs:>6}  "
+            f"{'' if r['exit_code'] is None else r['exit_code']:>4} {secs:>6} {down:>6}  "
             f"{(r['who'] or '?')[:16]:<16} {(r['sha_after'] or '')[:12]:<12} "
-            f"{len(r['migrations_applied']):>4}  {tail}"
+            f"{len(r['migrations_applied']):>4} {r['mode'] or '':<11}  {tail}"
         )
 
 
@@ -108,14 +109,16 @@ def history(c: Context, json_: bool = False) -> None:
     help={
         "ref": "git branch, tag or sha to plan (default: app.ref of the environment)",
         "json": "print it as JSON",
+        "mode": "code-only or maintenance: the mode upgradedb --mode would run in",
     }
 )
 @user_errors
-def plan(c: Context, ref: str = "", json_: bool = False) -> None:
-    """What upgradedb would do: code, migrations (classified), backup space, lock, hooks."""
+def plan(c: Context, ref: str = "", json_: bool = False, mode: str = "") -> None:
+    """What upgradedb would do: its mode, code, migrations (classified), backup space, lock,
+    hooks."""
     env = selected_environment(c)
     scrub = Scrubber(env.secrets())
-    data = make_plan(env, ref or None, local_root(), scrub)
+    data = make_plan(env, ref or None, local_root(), scrub, mode or None)
     if json_:
         _print_json(data, scrub)
         return

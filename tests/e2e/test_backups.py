@@ -263,7 +263,9 @@ def test_replication_slot_refuses_restore_and_deploy(at_v2: Deployment) -> None:
 
 def test_protected_environment_keeps_an_off_host_copy(at_v2: Deployment) -> None:
     envdir = at_v2.variant("protected-copy", {}, protected=True)
-    res = at_v2.fab("local", "upgradedb", "--ref", "v2", "--yes", envdir=envdir)
+    res = at_v2.fab(
+        "local", "upgradedb", "--ref", "v2", "--mode", "maintenance", "--yes", envdir=envdir
+    )
     assert res.returncode == 0, res.stderr
     report = at_v2.last_report()
     copy = Path(report["backup"]["copy"])

@@ -170,3 +170,25 @@ def test_sigkill_during_an_automatic_rollback(at_v2: Deployment) -> None:
     MATRIX.append(
         Row("SIGKILL fab during automatic rollback", "old state, verified", elapsed, "rollback")
     )
+
+
+def test_sigkill_during_a_code_only_deploy(at_v2: Deployment) -> None:
+    """A deploy without migrations dies after its switch: recovery only puts the code back,
+    host by host while the site serves (no maintenance); `--resume` is refused (there is
+    nothing migrated to keep)."""
+    before = whole_state(at_v2)
+    killed_at(at_v2, "after switch 1/1", "upgradedb", "--ref", "v2")
+    started = time.monotonic()
+    refused_until_recovered(at_v2)
+    resumed = at_v2.fab("local", "upgradedb", "--resume")
+    assert resumed.returncode == 4 and "code-only deploy" in resumed.stderr, resumed.stderr
+    res = at_v2.fab("local", "rollback", "--wait", "120")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "recovered interrupted code-only deploy" in res.stderr
+    elapsed = time.monotonic() - started
+    assert "maintenance on" not in res.stderr
+    assert whole_state(at_v2) == before
+    assert lock_is_free(at_v2)
+    MATRIX.append(
+        Row("SIGKILL fab during a code-only switch", "old state, verified", elapsed, "rollback")
+    )

@@ -336,6 +336,24 @@ def test_wrong_types(tmp_path: Path) -> None:
     assert "backup.compression: 0-9" in problems(tmp_path, text)
 
 
+def test_deploy_modes_and_rolling_settings(tmp_path: Path) -> None:
+    env = load(tmp_path, LOCAL)
+    assert (env.deploy_mode, env.backup.code_only, env.app.rolling_batch) == ("auto", "skip", "1")
+    text = LOCAL + "deploy:\n  mode: maintenance\n"
+    text = edit(text, "  parallel: 8 ", "  rolling: {batch: 50%}\n  reload: r\n  parallel: 8 ")
+    env = load(tmp_path, text)
+    assert (env.deploy_mode, env.app.rolling_batch, env.app.reload) == ("maintenance", "50%", "r")
+    text = LOCAL + "deploy:\n  mode: online\n"
+    assert "deploy.mode: expected one of auto, code-only, maintenance, got 'online'" in problems(
+        tmp_path, text
+    )
+    for bad in ("0", "150%", "two"):
+        text = edit(LOCAL, "  parallel: 8 ", f"  rolling: {{batch: {bad}}}\n  parallel: 8 ")
+        assert "app.rolling.batch:" in problems(tmp_path, text), bad
+    text = edit(LOCAL, "  strategy: dump ", "  code_only: always\n  strategy: dump ")
+    assert "backup.code_only: expected one of skip, online" in problems(tmp_path, text)
+
+
 def test_absolute_server_paths_are_required(tmp_path: Path) -> None:
     text = re.sub(r"(?m)^  deploy_to: .*$", "  deploy_to: srv/shop", LOCAL)
     assert "app.deploy_to: must be an absolute path" in problems(tmp_path, text)

@@ -29,6 +29,7 @@ TAGS = [
     "bad-reverse",
     "unsafe",
     "rewrite",
+    "broken",
 ]
 PARENTS = {"v1": None, "v2": "v1", "v3": "v2", "v4": "v3"} | {t: "v2" for t in TAGS[4:]}
 
