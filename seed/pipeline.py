@@ -728,14 +728,23 @@ class Upgrade(Operation):
             f"{self.availability.seconds():.1f} s, {n_checks} check(s) passed, {backup}"
         )
 
+    def failure_cause(self, exc: SeedError) -> str:
+        """`<step>: <error>`, or a post check's own words ("post check 'x' (expected …)")."""
+        failed = next((s for s in reversed(self.report.steps) if s.outcome == "failed"), None)
+        where = failed.name if failed else "?"
+        own_words = where == "post checks" and not isinstance(exc, JournalUnwritable)
+        return str(exc) if own_words else f"{where}: {exc}"
+
+    def rollback_failed(self, message: str) -> NoReturn:
+        """Exit 6: the deploy failed and could not be undone; a person must look."""
+        self.finish("rollback failed", HumanNeeded.code, message)
+        raise HumanNeeded(message) from None
+
     def code_only_failure(self, exc: SeedError) -> NoReturn:
         """A code-only deploy failed: the hosts already switched go back to their previous
         release the same way (drain, switch, reload, health, undrain); the database was never
         changed. Exit 5; exit 6 when a host could not be put back."""
-        failed = next((s for s in reversed(self.report.steps) if s.outcome == "failed"), None)
-        where = failed.name if failed else "?"
-        cause = str(exc) if where == "post checks" else f"{where}: {exc}"
-        ref = self.ref
+        ref, cause = self.ref, self.failure_cause(exc)
         self.out.line(f"deploy of {ref} failed at {cause}; switching back", style="bold red")
         self.state = {
             "database": "untouched (code-only deploy: nothing to restore)",
@@ -762,13 +771,11 @@ class Upgrade(Operation):
             self.state["code"] = undo.code_text(self.previous)
             self.state["app"] = f"serving the previous release on {len(hosts)} host(s)"
         except Exception as err:
-            message = (
+            self.rollback_failed(
                 f"deploy of {ref} failed at {cause}; putting the code back FAILED: {err}. "
                 f"Code: {self.state['code']}. App: {self.state['app']}. The database was not "
                 f"touched. Run `fab {self.env.name} rollback` once the host is reachable"
             )
-            self.finish("rollback failed", HumanNeeded.code, message)
-            raise HumanNeeded(message) from None
         down = self.availability.seconds()
         message = (
             f"deploy of {ref} failed at {cause}; rolled back: {self.state['code']} on every "
@@ -968,11 +975,7 @@ class Upgrade(Operation):
         (a person is needed) when any part could not be put back or verified, with
         the state of each part in the message and the report.
         """
-        failed = next((s for s in reversed(self.report.steps) if s.outcome == "failed"), None)
-        where = failed.name if failed else "?"
-        ref = self.ref
-        own_words = where == "post checks" and not isinstance(exc, JournalUnwritable)
-        cause = str(exc) if own_words else f"{where}: {exc}"  # "post check 'x' (expected …)"
+        ref, cause = self.ref, self.failure_cause(exc)
         self.out.line(f"deploy of {ref} failed at {cause}; rolling back", style="bold red")
         self.state = {
             "database": "migrated (not restored yet)",
@@ -1018,17 +1021,13 @@ class Upgrade(Operation):
             with self.step("rollback: start app") as s:
                 s.detail = self.state["app"] = self.start_previous()
         except StoppedForWrites as err:
-            message = f"deploy of {ref} failed at {cause}; NOT rolled back: {err}"
-            self.finish("rollback failed", HumanNeeded.code, message)
-            raise HumanNeeded(message) from None
+            self.rollback_failed(f"deploy of {ref} failed at {cause}; NOT rolled back: {err}")
         except Exception as err:
-            message = (
+            self.rollback_failed(
                 f"deploy of {ref} failed at {cause}; ROLLBACK FAILED: {err}. "
                 f"Database: {self.state['database']}. Code: {self.state['code']}. "
                 f"App: {self.state['app']}. Backup: {self._backup_text()}"
             )
-            self.finish("rollback failed", HumanNeeded.code, message)
-            raise HumanNeeded(message) from None
         message = f"deploy of {ref} failed at {cause}; rolled back; verified identical"
         warnings = self.report.hook_failures
         if warnings:

@@ -46,18 +46,18 @@ def switch_host(op: Operation, remote: Remote, release: str | None) -> None:
         return
     rel.switch_current(remote, layout, release)
     command = app.reload or app.restart
-    reloaded = time.time()
     if command:
         if not app.reload:
             op.availability.out(label)  # a restart stops the app for a moment
         what = "reload" if app.reload else "restart"
         rel.run_hook(remote, layout, command, f"{what} on {label}", names)
+    reloaded = time.time()  # a graceful reload served the old code until it returned
     if app.health:
         try:
             op.http_health(remote, release)
         except SeedError:
-            # it does not serve as it should: counted out from the reload on (the most
-            # it can have been out), until a health check passes again
+            # it does not serve as it should: counted out from the reload's end on, until
+            # a health check passes again
             op.availability.out(label, since=reloaded)
             raise
     if app.undrain:
