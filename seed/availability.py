@@ -44,8 +44,9 @@ class Availability:
                     start = max(start, self.intervals[-1][1])  # never counted twice
                 self.intervals.append((start, None))
 
-    def back(self, *hosts: str) -> None:
-        """Hosts serving again (health passed, back in traffic)."""
+    def back(self, *hosts: str, at: float | None = None) -> None:
+        """Hosts serving again (health passed, back in traffic); `at`: the moment they did,
+        when known more exactly than now (the health check's first good answer)."""
         with self._lock:
             was_down = not self.serving
             self.serving |= set(hosts)
@@ -53,7 +54,7 @@ class Availability:
                 self.started = True
             if was_down and self.serving and self.intervals and self.intervals[-1][1] is None:
                 start, _ = self.intervals[-1]
-                self.intervals[-1] = (start, time.time())
+                self.intervals[-1] = (start, max(start, time.time() if at is None else at))
 
     @property
     def down(self) -> bool:

@@ -642,10 +642,14 @@ class Operation:
         self.report.downtime_seconds = self.availability.seconds()
         self.report.downtime = self.availability.to_json() or None
 
-    def http_health(self, remote: Remote, release: str | None = None) -> None:
+    def http_health(
+        self, remote: Remote, release: str | None = None, in_traffic: bool = True
+    ) -> None:
         """The health check of one app host, as a check in the report (raises on failure);
         with `release` (and health.release_header) the answers must name it. A host that
-        passes serves: seed.availability counts it back."""
+        passes serves: seed.availability counts it back from its first good answer (unless
+        it is out of traffic: drained, `in_traffic` False); one that fails is out from its
+        first bad answer."""
         health = self.env.app.health
         assert health is not None
         started = time.monotonic()
@@ -655,16 +659,17 @@ class Operation:
         result = checklib.CheckResult(
             f"http health {remote.label}", "post", health.url, expected, None, None, False, 0.0
         )
-        try:
-            result.actual = rel.health_check(self.env, remote, self.layout, release)
-            result.passed = True
-        except RemoteError as exc:
-            result.error = str(exc)
-            raise
-        finally:
-            result.seconds = time.monotonic() - started
-            self.report.checks.append(result.to_json())
-        self.availability.back(remote.label)
+        probe = rel.probe_health(self.env, remote, self.layout, release)
+        result.seconds = time.monotonic() - started
+        result.actual, result.passed = probe.text, probe.ok
+        error = f"health check {health.url} on {remote.label} failed: {probe.text}"
+        result.error = None if probe.ok else error
+        self.report.checks.append(result.to_json())
+        if not probe.ok:
+            self.availability.out(remote.label, since=probe.bad_at)
+            raise RemoteError(error)
+        if in_traffic:
+            self.availability.back(remote.label, at=probe.good_at)
 
     def start_app(self, hosts: list[Remote]) -> str:
         """maintenance off (or restart) and the health check on `hosts`."""

@@ -328,8 +328,12 @@ header, release = sys.argv[5], sys.argv[6]
 needed = 3 if header and release else 1
 deadline = time.monotonic() + timeout
 last, good = "no answer", 0
+good_at = bad_at = None  # when the last run of good answers began; the first bad answer
+def stamps():
+    # the moments (epoch) the caller times downtime with: when it served again, when not
+    return f"\\nSEED-HEALTH {good_at or '-'} {bad_at or '-'}"
 while time.monotonic() < deadline:
-    named = ""
+    named, asked = "", time.time()
     try:
         with urllib.request.urlopen(url, timeout=min(5.0, timeout)) as r:
             code, body = r.status, r.read(65536).decode("utf-8", "replace")
@@ -337,30 +341,49 @@ while time.monotonic() < deadline:
     except urllib.error.HTTPError as e:
         code, body = e.code, ""
     except Exception as e:
-        last, good = str(e), 0
+        last, good, bad_at = str(e), 0, bad_at or asked
         time.sleep(0.3)
         continue
     if code == status and (not text or text in body) and (needed == 1 or named == release):
+        good_at = good_at if good else asked
         good += 1
         if good >= needed:
-            print(f"{code} {body[:80]!r}" + (f" {header}: {named}" if header else ""))
+            print(f"{code} {body[:80]!r}" + (f" {header}: {named}" if header else "") + stamps())
             sys.exit(0)
         time.sleep(0.1)
         continue
-    good = 0
+    good, bad_at = 0, bad_at or asked
     last = f"status {code}, body {body[:80]!r}" + (f", {header}: {named!r}" if header else "")
     time.sleep(0.3)
-print(last + (f" (expected {header}: {release})" if needed > 1 else ""))
+print(last + (f" (expected {header}: {release})" if needed > 1 else "") + stamps())
 sys.exit(1)
 """
 
 
-def health_check(
+@dataclass
+class HealthProbe:
+    """What the health check on one host saw: the last answer, and when (epoch seconds) the
+    host served as expected again (the first of the good answers in a row) or first did not."""
+
+    ok: bool
+    text: str
+    good_at: float | None = None
+    bad_at: float | None = None
+
+
+def _stamp(word: str) -> float | None:
+    try:
+        return float(word)
+    except ValueError:
+        return None
+
+
+def probe_health(
     env: Environment, remote: Remote, layout: Layout, release: str | None = None
-) -> str:
+) -> HealthProbe:
     """GET the health URL from the app host itself until it answers as expected (and, with
-    `release` and health.release_header, names that release three times in a row); returns
-    what it answered (`200 'ok v2'`), raises RemoteError otherwise."""
+    `release` and health.release_header, names that release three times in a row), or
+    health.timeout passes."""
     health = env.app.health
     assert health is not None
     python = posixpath.join(layout.current, ".venv", "bin", "python")
@@ -370,8 +393,22 @@ def health_check(
         f"{q(health.text or '')} {health.timeout} {q(header)} {q(release or '')}",
         timeout=health.timeout + 30,
     )
-    if not res.ok:
+    text, _, stamps = res.stdout.strip().rpartition("\nSEED-HEALTH ")
+    words = stamps.split() if text else []
+    if len(words) != 2:  # the script did not get that far (no python, a killed command)
+        return HealthProbe(False, (res.stdout + res.stderr).strip()[-200:] or "no answer")
+    return HealthProbe(res.ok, text.strip(), _stamp(words[0]), _stamp(words[1]))
+
+
+def health_check(
+    env: Environment, remote: Remote, layout: Layout, release: str | None = None
+) -> str:
+    """probe_health(); returns what the host answered (`200 'ok v2'`), raises RemoteError
+    when it did not answer as expected in time."""
+    probe = probe_health(env, remote, layout, release)
+    if not probe.ok:
+        assert env.app.health is not None
         raise RemoteError(
-            f"health check {health.url} on {remote.label} failed: {res.stdout.strip()[-200:]}"
+            f"health check {env.app.health.url} on {remote.label} failed: {probe.text[-200:]}"
         )
-    return res.stdout.strip()
+    return probe.text

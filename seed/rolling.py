@@ -12,12 +12,10 @@ point run around each batch. seed.availability counts the time no host served.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from seed import release as rel
-from seed.errors import SeedError
 from seed.remote import Remote, q
 
 if TYPE_CHECKING:
@@ -51,15 +49,8 @@ def switch_host(op: Operation, remote: Remote, release: str | None) -> None:
             op.availability.out(label)  # a restart stops the app for a moment
         what = "reload" if app.reload else "restart"
         rel.run_hook(remote, layout, command, f"{what} on {label}", names)
-    reloaded = time.time()  # a graceful reload served the old code until it returned
-    if app.health:
-        try:
-            op.http_health(remote, release)
-        except SeedError:
-            # it does not serve as it should: counted out from the reload's end on, until
-            # a health check passes again
-            op.availability.out(label, since=reloaded)
-            raise
+    if app.health:  # a failure counts the host out from its first bad answer
+        op.http_health(remote, release, in_traffic=not app.drain)
     if app.undrain:
         rel.run_hook(remote, layout, app.undrain, f"undrain on {label}", names)
     op.availability.back(label)

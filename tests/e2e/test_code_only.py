@@ -109,3 +109,32 @@ def test_a_failing_code_only_deploy_is_switched_back(at_v2: Deployment) -> None:
         report["downtime_seconds"],
         load.summary(),
     )
+
+
+def test_build_drain_and_undrain_run_in_order_with_the_host_named(at_v2: Deployment) -> None:
+    """app.build in the new release before anything switches; per host drain, then (after
+    the switch, reload and health) undrain, told which host and release. A drained host is
+    out of traffic: with one host, that is downtime, and the report counts it."""
+    log = at_v2.home / "hooks.log"
+    log.unlink(missing_ok=True)
+    envdir = at_v2.variant(
+        "drain",
+        {
+            "app.build": f'echo "build $(basename "$PWD") $SEED_RELEASE" >> {log}',
+            "app.drain": f'echo "drain $SEED_HOST_LABEL $SEED_RELEASE" >> {log}',
+            "app.undrain": f'echo "undrain $SEED_HOST $SEED_HOST_PORT" >> {log}',
+        },
+    )
+    res = at_v2.fab("local", "upgradedb", "--ref", "v2", envdir=envdir)
+    assert res.returncode == 0, res.stderr
+    report = at_v2.last_report()
+    rid, [host] = report["release_after"], report["previous_releases"]
+    port = host.rsplit(":", 1)[1]
+    assert log.read_text().splitlines() == [
+        f"build {rid} {rid}",
+        f"drain {host} {rid}",
+        f"undrain 127.0.0.1 {port}",
+    ]
+    steps = list(steps_of(report))
+    assert steps.index("build") < steps.index("release checks") < steps.index("switch 1/1")
+    assert report["downtime_seconds"] > 0 and len(report["downtime"]) == 1

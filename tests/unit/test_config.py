@@ -339,18 +339,20 @@ def test_wrong_types(tmp_path: Path) -> None:
 def test_deploy_modes_and_rolling_settings(tmp_path: Path) -> None:
     env = load(tmp_path, LOCAL)
     assert (env.deploy_mode, env.backup.code_only, env.app.rolling_batch) == ("auto", "skip", "1")
-    text = LOCAL + "deploy:\n  mode: maintenance\n"
-    text = edit(text, "  parallel: 8 ", "  rolling: {batch: 50%}\n  reload: r\n  parallel: 8 ")
+    text = edit(LOCAL, "  mode: auto", "  mode: maintenance")
+    text = edit(text, "  parallel: 8 ", "  rolling: {batch: 50%}\n  parallel: 8 ")
     env = load(tmp_path, text)
-    assert (env.deploy_mode, env.app.rolling_batch, env.app.reload) == ("maintenance", "50%", "r")
-    text = LOCAL + "deploy:\n  mode: online\n"
+    assert (env.deploy_mode, env.app.rolling_batch) == ("maintenance", "50%")
+    assert env.app.reload == "current/deploy/appctl reload"
+    assert env.app.health is not None and env.app.health.release_header == "X-Release"
+    text = edit(LOCAL, "  mode: auto", "  mode: online")
     assert "deploy.mode: expected one of auto, code-only, maintenance, got 'online'" in problems(
         tmp_path, text
     )
     for bad in ("0", "150%", "two"):
         text = edit(LOCAL, "  parallel: 8 ", f"  rolling: {{batch: {bad}}}\n  parallel: 8 ")
         assert "app.rolling.batch:" in problems(tmp_path, text), bad
-    text = edit(LOCAL, "  strategy: dump ", "  code_only: always\n  strategy: dump ")
+    text = edit(LOCAL, "  code_only: skip ", "  code_only: always ")
     assert "backup.code_only: expected one of skip, online" in problems(tmp_path, text)
 
 

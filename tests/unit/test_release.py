@@ -24,6 +24,7 @@ from psycopg import sql
 from seed.config import Environment, Health, Secret
 from seed.errors import ConfigError, PreflightFailed
 from seed.release import (
+    HEALTH_SCRIPT,
     Layout,
     build_archive,
     current_release,
@@ -488,3 +489,55 @@ def test_switching_current_replaces_the_link_atomically(remote: Remote, tmp_path
     remote.symlink("releases/a", str(tmp_path / "other"))
     with pytest.raises(RemoteError, match="linking"):
         remote.symlink("releases/a", str(tmp_path / "other"))  # exists, and no replace
+
+
+def run_health_script(url: str, header: str = "", release: str = "") -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-c", HEALTH_SCRIPT, url, "200", "ok", "3", header, release],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return res.returncode, res.stdout
+
+
+def test_the_health_check_waits_for_three_answers_in_a_row_naming_the_release() -> None:
+    """After a graceful reload old workers answer for a while: a host counts as switched
+    once three answers in a row name the new release; the output says from when."""
+    import http.server
+    import threading
+    import time
+
+    answers = iter(["old", "new", "old", "new", "new", "new", "new"])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("X-Release", next(answers, "new"))
+            self.end_headers()
+            self.wfile.write(b"ok v2")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        started = time.time()
+        code, out = run_health_script(url, "X-Release", "new")
+        assert code == 0, out
+        text, _, stamps = out.strip().rpartition("\nSEED-HEALTH ")
+        good, bad = (float(w) for w in stamps.split())
+        assert "X-Release: new" in text
+        assert started <= bad < good <= time.time()  # the first "old", then the last run
+        assert list(answers) == ["new"]  # three in a row, not the first "new" alone
+        code, out = run_health_script(url, "X-Release", "other")
+        assert code == 1 and "expected X-Release: other" in out
+    finally:
+        server.shutdown()
+    code, out = run_health_script("http://127.0.0.1:9/")
+    assert code == 1 and "SEED-HEALTH - " in out  # never good; refused from the first try

@@ -6,4 +6,5 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("version/", views.version, name="version"),
     path("customers/<int:customer_id>/", views.customer_detail, name="customer-detail"),
+    path("orders/", views.place_order, name="place-order"),
 ]

@@ -1,11 +1,15 @@
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 
-from .models import Customer
+from .models import Customer, Order
 
 VERSION = (Path(settings.BASE_DIR) / "VERSION").read_text().strip()
 
@@ -34,3 +38,18 @@ def customer_detail(request: HttpRequest, customer_id: int) -> JsonResponse:
     customer = get_object_or_404(Customer, pk=customer_id)
     fields = Customer._meta.concrete_fields
     return JsonResponse({f.attname: getattr(customer, f.attname) for f in fields})
+
+
+@csrf_exempt
+@require_POST
+def place_order(request: HttpRequest) -> JsonResponse:
+    """POST /orders/ with customer=<id>&total=<amount>: a new order; 201 {"id": n}. Every
+    release serves it (Order never changes): what a load test writes through."""
+    try:
+        customer = int(request.POST["customer"])
+        total = Decimal(request.POST["total"])
+    except (KeyError, ValueError, InvalidOperation):
+        return JsonResponse({"error": "customer (id) and total (amount) are required"}, status=400)
+    get_object_or_404(Customer, pk=customer)
+    order = Order.objects.create(customer_id=customer, total=total, placed_at=timezone.now())
+    return JsonResponse({"id": order.pk}, status=201)

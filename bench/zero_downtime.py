@@ -1,0 +1,293 @@
+"""Benchmark: what HTTP clients see while Seed deploys — failed requests, latency, lost writes.
+
+Run as `.venv/bin/python bench/zero_downtime.py [--rate 50] [--concurrency 8]` (never part
+of `make test`). It starts a private sandbox with `fab sandbox.up` (its own directory,
+ports and SEED_HOME), deploys v1 and v2, measures the idle latency, then runs a load
+generator through each deploy, driving `fab` exactly as a user does:
+
+- (a) code-only: v2 again (no migration): hosts switched with a graceful reload;
+- (b) code-only that fails: `broken` (every request 500 once it serves), switched back;
+- (c) maintenance: v3 (a migration): writes stopped, backup, migrate, switch.
+
+The load: `--rate` requests/s issued on schedule (open loop: a slow answer does not slow
+the schedule) by `--concurrency` clients, 80 % reads (`/health/`, `/version/`,
+`/customers/<id>/`), 20 % writes (`POST /orders/`, every acknowledged order id kept).
+"Failed" is what a user calls failed: not 2xx, no answer, or slower than 5 s. Per case:
+requests, failed, p99 latency during the deploy against idle, acknowledged writes missing
+afterwards, and the downtime the clients measured (first to last failed request) next to
+the report's `downtime_seconds` (they must agree within 1 s).
+
+Targets: 0 failed requests for (a) and (b); p99 during (a) <= 3x idle; 0 writes lost in
+every case; measured and reported downtime within 1 s in every case. With one app host
+(the sandbox has one until it gets a load balancer in front of two), (b) cannot meet its
+target — the only host serves the broken release until it is switched back — and the
+bench says so and counts it as a miss. The last line is
+`zero_downtime: ratio <p99 during (a) / p99 idle> (target <= 3)`; exit 1 on any miss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+
+from bench.common import headline, say  # noqa: E402
+from seed.sandbox import free_port  # noqa: E402
+
+FAB = str(REPO / ".venv" / "bin" / "fab")
+SLOW = 5.0
+CUSTOMERS = 20_000  # v1's demo data: ids 1..20000
+P99_TARGET = 3.0
+
+
+@dataclass
+class Answer:
+    at: float
+    seconds: float
+    status: int  # 0: no answer
+    write: bool
+    order: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        return not 200 <= self.status < 300 or self.seconds > SLOW
+
+
+@dataclass
+class Load:
+    """Requests on schedule at `rate`/s by `concurrency` clients until stopped."""
+
+    port: int
+    rate: float
+    concurrency: int
+    answers: list[Answer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+
+    def one(self, i: int) -> None:
+        """Request number `i`: every fifth a write, the others reads, spread over customers."""
+        write = i % 5 == 4
+        customer = (i * 7919) % CUSTOMERS + 1
+        started = time.monotonic()
+        answer = Answer(time.time(), 0.0, 0, write)
+        try:
+            if write:
+                data = urllib.parse.urlencode({"customer": customer, "total": f"{i % 997}.50"})
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/orders/", data=data.encode(), timeout=SLOW + 5
+                ) as r:
+                    answer.status = r.status
+                    answer.order = int(json.loads(r.read())["id"])
+            else:
+                path = ("/health/", "/version/", f"/customers/{customer}/")[i % 5 % 3]
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}{path}", timeout=SLOW + 5
+                ) as r:
+                    r.read()
+                    answer.status = r.status
+        except urllib.error.HTTPError as exc:
+            answer.status = exc.code
+        except (OSError, ValueError, KeyError):
+            pass
+        answer.seconds = time.monotonic() - started
+        with self._lock:
+            self.answers.append(answer)
+
+    def _run(self) -> None:
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            start, i = time.monotonic(), 0
+            while not self._stop.is_set():
+                due = start + i / self.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pool.submit(self.one, i)
+                i += 1
+
+    def __enter__(self) -> Load:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=SLOW + 30)
+
+    def p99(self) -> float:
+        times = sorted(a.seconds for a in self.answers if not a.failed)
+        return times[min(len(times) - 1, int(len(times) * 0.99))] if times else float("inf")
+
+    def outage(self) -> float:
+        bad = sorted(a.at for a in self.answers if a.failed)
+        return bad[-1] - bad[0] if bad else 0.0
+
+    def orders(self) -> list[int]:
+        return [a.order for a in self.answers if a.order is not None]
+
+
+class Sandbox:
+    """A private sandbox driven through `fab`, as a user would."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="seed-bench-zd-", dir="/var/tmp"))
+        os.chmod(self.root, 0o755)  # noqa: S103 - postgres (as root) must traverse it
+        self.port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SEED_", "PG"))},
+            "SEED_SANDBOX_DIR": str(self.root),
+            "SEED_SANDBOX_SSH_PORT": str(free_port()),
+            "SEED_SANDBOX_PG_PORT": str(free_port()),
+            "SEED_SANDBOX_APP_PORT": str(self.port),
+            "SEED_HOME": str(self.root / "control"),
+            "CI": "true",
+        }
+
+    def fab(self, *args: str) -> tuple[int, dict[str, Any]]:
+        """Exit code and the run's report (empty for tasks without one)."""
+        report = self.root / "report.json"
+        report.unlink(missing_ok=True)
+        extra = ["--report", str(report)] if args[1:2] in (("upgradedb",), ("rollback",)) else []
+        res = subprocess.run(
+            [FAB, *args, *extra],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if res.returncode not in (0, 5):
+            say(res.stdout[-2000:] + res.stderr[-4000:])
+        return res.returncode, json.loads(report.read_text()) if report.exists() else {}
+
+    def missing(self, orders: list[int]) -> int:
+        """How many acknowledged orders the database does not have."""
+        if not orders:
+            return 0
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=int(self.env["SEED_SANDBOX_PG_PORT"]),
+            user="postgres",
+            dbname="shop",
+            passfile=str(self.root / "pgpass"),
+            autocommit=True,
+        ) as conn:
+            row = conn.execute(
+                "select count(*) from unnest(%s::bigint[]) id "
+                "where not exists (select 1 from shop_order o where o.id = id)",
+                (orders,),
+            ).fetchone()
+        return int(row[0]) if row else len(orders)
+
+    def down(self) -> None:
+        subprocess.run(
+            [FAB, "sandbox.down", "--purge"], cwd=REPO, env=self.env, capture_output=True,
+            check=False,
+        )  # fmt: skip
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rate", type=float, default=50, help="requests per second")
+    parser.add_argument("--concurrency", type=int, default=8, help="clients at once")
+    parser.add_argument("--idle", type=float, default=10, help="seconds of idle load first")
+    args = parser.parse_args()
+    box = Sandbox()
+    results: list[dict[str, Any]] = []
+    misses: list[str] = []
+    try:
+        for step in (("sandbox.up",), ("local", "upgradedb", "--ref", "v1"),
+                     ("local", "upgradedb", "--ref", "v2")):  # fmt: skip
+            code, _ = box.fab(*step)
+            if code != 0:
+                say(f"setup failed: fab {' '.join(step)} exited {code}")
+                return 1
+        with Load(box.port, args.rate, args.concurrency) as idle:
+            time.sleep(args.idle)
+        idle_p99 = idle.p99()
+        failed = sum(1 for a in idle.answers if a.failed)
+        say(f"idle: {len(idle.answers)} requests, {failed} failed, p99 {idle_p99 * 1000:.0f} ms")
+        cases = [
+            ("a code-only", "v2", 0, True),
+            ("b code-only failing", "broken", 5, True),
+            ("c maintenance", "v3", 0, False),
+        ]
+        for name, ref, expected, zero in cases:
+            with Load(box.port, args.rate, args.concurrency) as load:
+                time.sleep(1)
+                code, report = box.fab("local", "upgradedb", "--ref", ref)
+                time.sleep(1)
+            reported = float(report.get("downtime_seconds") or 0.0)
+            row = {
+                "case": name,
+                "exit": code,
+                "mode": report.get("mode"),
+                "requests": len(load.answers),
+                "failed": len([a for a in load.answers if a.failed]),
+                "p99_ms": round(load.p99() * 1000),
+                "writes": len(load.orders()),
+                "writes_missing": box.missing(load.orders()),
+                "measured_down_s": round(load.outage(), 2),
+                "reported_down_s": reported,
+            }
+            results.append(row)
+            if code != expected:
+                misses.append(f"{name}: exit {code}, expected {expected}")
+            if zero and row["failed"]:
+                misses.append(f"{name}: {row['failed']} failed request(s), target 0")
+            if row["writes_missing"]:
+                misses.append(f"{name}: {row['writes_missing']} acknowledged write(s) lost")
+            if abs(row["measured_down_s"] - reported) > 1.0:
+                misses.append(
+                    f"{name}: clients measured {row['measured_down_s']} s down, the report "
+                    f"says {reported} s"
+                )
+    finally:
+        box.down()
+    say("")
+    say(f"{'case':<22} {'exit':>4} {'mode':<11} {'requests':>8} {'failed':>6} {'p99 ms':>7} "
+        f"{'writes':>6} {'lost':>4} {'down measured':>13} {'down reported':>13}")  # fmt: skip
+    for r in results:
+        say(
+            f"{r['case']:<22} {r['exit']:>4} {r['mode'] or '':<11} {r['requests']:>8} "
+            f"{r['failed']:>6} {r['p99_ms']:>7} {r['writes']:>6} {r['writes_missing']:>4} "
+            f"{r['measured_down_s']:>12.2f}s {r['reported_down_s']:>12.2f}s"
+        )
+    say(f"idle p99: {idle_p99 * 1000:.0f} ms")
+    if any(r["case"].startswith("b") and r["failed"] for r in results):
+        say(
+            "note: (b) with one app host: the only host serves the broken release until it is "
+            "switched back; 0 failed requests needs two hosts behind a balancer (drain)"
+        )
+    for miss in misses:
+        say(f"MISS: {miss}")
+    a = next((r for r in results if r["case"].startswith("a")), None)
+    ratio = (a["p99_ms"] / 1000) / idle_p99 if a and idle_p99 > 0 else float("inf")
+    status = headline("zero_downtime", ratio, P99_TARGET)
+    return 1 if misses else status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
