@@ -111,6 +111,25 @@ def test_a_failing_code_only_deploy_is_switched_back(at_v2: Deployment) -> None:
     )
 
 
+def test_an_online_backup_is_taken_while_the_site_serves(at_v2: Deployment) -> None:
+    """backup.code_only: online — a verified backup of an exported snapshot, no maintenance,
+    counted by the writes rule from its own reading (the app writes throughout)."""
+    envdir = at_v2.variant("online", {"backup.code_only": "online"})
+    with Load(at_v2.app_port) as load:
+        res = at_v2.fab("local", "upgradedb", "--ref", "v2", envdir=envdir)
+    assert res.returncode == 0, res.stderr
+    report = at_v2.last_report()
+    assert report["mode"] == "code-only" and "maintenance on" not in steps_of(report)
+    backup = report["backup"]
+    assert backup["id"] == report["deploy_id"] and backup["path"] in [
+        str(at_v2.backup_dir / name) for name in at_v2.backups()
+    ]
+    assert [r["event"] for r in report["counter_readings"]] == ["backup"]
+    assert load.failed == [], load.summary()
+    listed = json.loads(at_v2.fab("local", "backups", "--json").stdout)
+    assert any(m["id"] == backup["id"] for m in listed)
+
+
 def test_build_drain_and_undrain_run_in_order_with_the_host_named(at_v2: Deployment) -> None:
     """app.build in the new release before anything switches; per host drain, then (after
     the switch, reload and health) undrain, told which host and release. A drained host is
