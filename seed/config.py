@@ -8,6 +8,7 @@ not silently fall back to a default).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import re
@@ -61,6 +62,11 @@ class Host:
     # ~/.ssh/config entry for the host may then set them
     user_default: bool = field(default=False, compare=False)
     port_default: bool = field(default=False, compare=False)
+    # an app host's own settings (a mapping in roles.app), over app.*: several app
+    # instances on one machine, a host that differs (Ansible's host_vars)
+    deploy_to: str | None = field(default=None, compare=False)
+    env: Mapping[str, Secret] = field(default_factory=dict, compare=False)
+    health_url: str | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -290,13 +296,27 @@ class Environment:
     def state_host(self) -> Host:
         return self.roles.db
 
+    def deploy_to_of(self, host: Host) -> str:
+        """Where the deployment lives on `host` (its own deploy_to, else app.deploy_to)."""
+        return host.deploy_to or self.app.deploy_to
+
+    def app_env_of(self, host: Host) -> dict[str, Secret]:
+        """app.env with `host`'s own values over it."""
+        return {**self.app.env, **host.env}
+
+    def health_url_of(self, host: Host) -> str:
+        """The health URL as `host` itself fetches it."""
+        assert self.app.health is not None
+        return host.health_url or self.app.health.url
+
     def secrets(self) -> list[str]:
         """Every secret value, for scrubbing output (longest first).
 
         Database passwords, and `app.env` values whose name says secret
         (SECRET_KEY, *_PASSWORD, *_TOKEN, ...): the others (ALLOWED_HOSTS) are settings.
         """
-        values = [v.reveal() for k, v in self.app.env.items() if SECRET_NAME_RE.search(k)]
+        envs = [self.app.env, *(h.env for h in self.roles.app)]
+        values = [v.reveal() for e in envs for k, v in e.items() if SECRET_NAME_RE.search(k)]
         for secret in (self.db.password, self.db.admin_password, self.copy.secret):
             if secret is not None:
                 values.append(secret.reveal())
@@ -752,13 +772,14 @@ class _Parser:
     def roles(self, raw: dict[str, Any], ssh: SshConfig) -> Roles | None:
         r = self._section(raw, "roles", schema.keys("roles"))
         apps_raw = r.get("app")
-        if isinstance(apps_raw, str):
+        if isinstance(apps_raw, str | dict):
             apps_raw = [apps_raw]
         if not isinstance(apps_raw, list) or not apps_raw:
             self.errors.append("roles.app: required, a list of one or more hosts")
             apps_raw = []
-        apps = [self._host(h, f"roles.app[{i}]", ssh) for i, h in enumerate(apps_raw)]
-        migrate_raw = r.get("migrate", apps_raw[0] if apps_raw else None)
+        apps = [self._app_host(h, f"roles.app[{i}]", ssh) for i, h in enumerate(apps_raw)]
+        first = apps_raw[0] if apps_raw else None
+        migrate_raw = r.get("migrate", first.get("host") if isinstance(first, dict) else first)
         if isinstance(migrate_raw, list):
             self.errors.append("roles.migrate: exactly one host (migrations run once)")
             migrate_raw = None
@@ -766,20 +787,50 @@ class _Parser:
         db = self._host(r.get("db", migrate_raw), "roles.db", ssh)
         if migrate is None or db is None or any(h is None for h in apps):
             return None
-        return Roles(app=tuple(h for h in apps if h is not None), migrate=migrate, db=db)
+        hosts = tuple(h for h in apps if h is not None)
+        labels = [h.label for h in hosts]
+        for label in sorted({x for x in labels if labels.count(x) > 1}):
+            self.errors.append(f"roles.app: {label} is listed twice")
+        # a migrate or db host that is also an app host is that host, its own settings too
+        same = {h: h for h in hosts}
+        return Roles(app=hosts, migrate=same.get(migrate, migrate), db=same.get(db, db))
+
+    def _app_host(self, value: Any, where: str, ssh: SshConfig) -> Host | None:
+        """`[user@]host[:port]`, or a mapping: `{host: ..., deploy_to: ..., env: {...},
+        health_url: ...}` — that host's own settings over app.*."""
+        if not isinstance(value, dict):
+            return self._host(value, where, ssh)
+        self._unknown(value, where, {"host", "deploy_to", "env", "health_url"})
+        host = self._host(value.get("host"), f"{where}.host", ssh)
+        if host is None:
+            return None
+        deploy_to = self._str(value, "deploy_to", f"{where}.deploy_to", None)
+        if deploy_to and not deploy_to.startswith("/"):
+            self.errors.append(f"{where}.deploy_to: must be an absolute path on the host")
+        env = self._env(value.get("env"), f"{where}.env")
+        url = self._str(value, "health_url", f"{where}.health_url", None)
+        return dataclasses.replace(
+            host, deploy_to=deploy_to.rstrip("/") if deploy_to else None, env=env, health_url=url
+        )
+
+    def _env(self, env_raw: Any, where: str) -> dict[str, Secret]:
+        """A mapping of NAME: value (app.env, a host's env)."""
+        env: dict[str, Secret] = {}
+        if env_raw is None:
+            return env
+        if not isinstance(env_raw, dict):
+            self.errors.append(f"{where}: expected a mapping of NAME: value")
+            return env
+        for key in env_raw:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
+                self.errors.append(f"{where}.{key}: not a valid variable name")
+                continue
+            env[str(key)] = Secret(str(self._str(env_raw, key, f"{where}.{key}")))
+        return env
 
     def app(self, raw: dict[str, Any]) -> AppConfig:
         a = self._section(raw, "app", schema.keys("app"))
-        env_raw = a.get("env") or {}
-        env: dict[str, Secret] = {}
-        if not isinstance(env_raw, dict):
-            self.errors.append("app.env: expected a mapping of NAME: value")
-        else:
-            for key in env_raw:
-                if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
-                    self.errors.append(f"app.env.{key}: not a valid variable name")
-                    continue
-                env[str(key)] = Secret(str(self._str(env_raw, key, f"app.env.{key}")))
+        env = self._env(a.get("env") or {}, "app.env")
         maint = self._section(a, "maintenance", schema.keys("app", "maintenance"), "app")
         health = None
         h = self._section(a, "health", schema.keys("app", "health"), "app")

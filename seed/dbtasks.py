@@ -197,8 +197,8 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
 def current_code_sha(op: Operation) -> str | None:
     """The full sha of the release `current` points at on the migrate host, if any."""
     migrator = op.session.migrator
-    current = current_release(migrator, op.layout)
-    return release_revision(migrator, op.layout, current) if current else None
+    current = current_release(migrator, op.at(migrator))
+    return release_revision(migrator, op.at(migrator), current) if current else None
 
 
 def verify_by_restoring(op: Operation, record: backups.BackupRecord) -> str:

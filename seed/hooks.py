@@ -36,9 +36,13 @@ def variables(env: Environment, base: Mapping[str, Any], hook_name: str) -> dict
     return out
 
 
-def remote_command(env: Environment, hook: Hook, names: Mapping[str, str]) -> str:
+def remote_command(
+    env: Environment, hook: Hook, names: Mapping[str, str], deploy_to_path: str | None = None
+) -> str:
+    """The hook's command line in `deploy_to_path` (the host's deploy_to; default
+    app.deploy_to), its variables exported, killed after its timeout."""
     exports = " ".join(f"{k}={q(v)}" for k, v in sorted(names.items()))
-    deploy_to = q(env.app.deploy_to)
+    deploy_to = q(deploy_to_path or env.app.deploy_to)
     # `timeout` kills the hook's whole process group when it hangs (-k: KILL 5 s later)
     return (
         f"{{ cd {deploy_to} 2>/dev/null || cd; }} && export {exports} && "
@@ -47,7 +51,8 @@ def remote_command(env: Environment, hook: Hook, names: Mapping[str, str]) -> st
 
 
 def run_remote(env: Environment, remote: Remote, hook: Hook, names: Mapping[str, str]) -> str:
-    res = remote.run(remote_command(env, hook, names), timeout=hook.timeout + 30)
+    command = remote_command(env, hook, names, env.deploy_to_of(remote.host))
+    res = remote.run(command, timeout=hook.timeout + 30)
     if res.exit_code in (124, 137):
         raise HookFailed(
             f"hook {names['SEED_HOOK']} {hook.run!r} on {remote.label} timed out after "

@@ -298,13 +298,13 @@ class ImportLegacy(Operation):
         migrator = self.session.migrator
         with self.step("model validation") as s:
             started = time.monotonic()
-            current = rel.current_release(migrator, self.layout)
+            current = rel.current_release(migrator, self.at(migrator))
             if not current:
                 raise PreflightFailed(
                     f"no release is deployed on {migrator.label}: the model's rules come from "
                     "the deployed code (deploy first)"
                 )
-            path = self.layout.release(current)
+            path = self.at(migrator).release(current)
             records = self.frame.drop(columns=["row"]).to_dict("records")
             payload = "".join(
                 json.dumps({"i": i, "values": r}, ensure_ascii=False) + "\n"
@@ -317,7 +317,7 @@ class ImportLegacy(Operation):
             migrator.put_bytes(code.read_bytes(), script, mode=0o600)
             try:
                 res = migrator.run(
-                    f"cd {q(path)} && {rel.source_env(self.layout, path)} && "
+                    f"cd {q(path)} && {rel.source_env(self.at(migrator), path)} && "
                     f"export PGAPPNAME={q(self.app_name)} && .venv/bin/python {q(script)} "
                     f"{q(self.mapping.model)} {q(data)} {q(','.join(self.mapping.key))}",
                     timeout=3600,

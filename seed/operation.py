@@ -122,7 +122,6 @@ class Operation:
             kind=self.kind,
             control=Control(socket.gethostname(), os.getpid()),
         )
-        self.layout = rel.Layout(env.app.deploy_to)
         self.session = Session(env)
         self.journal: Journal | None = None
         self.lock_conn: psycopg.Connection[Any] | None = None
@@ -132,6 +131,10 @@ class Operation:
         self.undoing = False  # going back: a step whose record fails goes ahead (warning)
         self.journal_failing = False
         self.availability = Availability()  # when no app host served (downtime)
+
+    def at(self, remote: Remote) -> rel.Layout:
+        """The deployment's paths on `remote` (its own deploy_to, else app.deploy_to)."""
+        return rel.Layout(self.env.deploy_to_of(remote.host))
 
     def job_dir(self, name: str) -> str:
         """This run's remote job folder `name` on any host (under state_dir/jobs/<run id>)."""
@@ -553,7 +556,7 @@ class Operation:
         self.undoing = True  # from here the run changes things: it finishes what it started
         with self.step("maintenance on") as s:
             self.current = {
-                r.label: rel.current_release(r, self.layout) for r in session.serving_remotes()
+                r.label: rel.current_release(r, self.at(r)) for r in session.serving_remotes()
             }
             self.running = [r for r in session.serving_remotes() if self.current.get(r.label)]
             if not self.availability.started:
@@ -564,7 +567,7 @@ class Operation:
                 with self.hooked("maintenance_on", self.running):
                     self.on_hosts(
                         self.running,
-                        lambda r: rel.run_hook(r, self.layout, on, "maintenance on"),
+                        lambda r: rel.run_hook(r, self.at(r), on, "maintenance on"),
                         "maintenance on",
                     )
             self.admin = session.connect(admin=True, app_name=self.app_name)
@@ -594,7 +597,7 @@ class Operation:
         if command and self.env.app.maintenance_on:
             for remote in self.running:
                 with contextlib.suppress(SeedError, OSError):
-                    rel.run_hook(remote, self.layout, command, "maintenance off")
+                    rel.run_hook(remote, self.at(remote), command, "maintenance off")
                     self.availability.back(remote.label)
 
     def freeze_checking_writes(
@@ -643,13 +646,19 @@ class Operation:
         self.report.downtime = self.availability.to_json() or None
 
     def http_health(
-        self, remote: Remote, release: str | None = None, in_traffic: bool = True
+        self,
+        remote: Remote,
+        release: str | None = None,
+        in_traffic: bool = True,
+        changed_at: float | None = None,
     ) -> None:
         """The health check of one app host, as a check in the report (raises on failure);
         with `release` (and health.release_header) the answers must name it. A host that
         passes serves: seed.availability counts it back from its first good answer (unless
         it is out of traffic: drained, `in_traffic` False); one that fails is out from its
-        first bad answer."""
+        first bad answer. `changed_at`: when a graceful reload returned — if the very first
+        answer already shows the new state, that moment is when it began (the check starts
+        a while later: an SSH command, a Python interpreter)."""
         health = self.env.app.health
         assert health is not None
         started = time.monotonic()
@@ -659,17 +668,23 @@ class Operation:
         result = checklib.CheckResult(
             f"http health {remote.label}", "post", health.url, expected, None, None, False, 0.0
         )
-        probe = rel.probe_health(self.env, remote, self.layout, release)
+        probe = rel.probe_health(self.env, remote, self.at(remote), release)
         result.seconds = time.monotonic() - started
         result.actual, result.passed = probe.text, probe.ok
         error = f"health check {health.url} on {remote.label} failed: {probe.text}"
         result.error = None if probe.ok else error
         self.report.checks.append(result.to_json())
         if not probe.ok:
-            self.availability.out(remote.label, since=probe.bad_at)
+            since = probe.bad_at
+            if changed_at is not None and probe.bad_at == probe.first_at:
+                since = changed_at
+            self.availability.out(remote.label, since=since)
             raise RemoteError(error)
         if in_traffic:
-            self.availability.back(remote.label, at=probe.good_at)
+            at = probe.good_at
+            if changed_at is not None and probe.good_at == probe.first_at:
+                at = changed_at
+            self.availability.back(remote.label, at=at)
 
     def start_app(self, hosts: list[Remote]) -> str:
         """maintenance off (or restart) and the health check on `hosts`."""
@@ -681,9 +696,9 @@ class Operation:
 
         def start(remote: Remote) -> None:
             if command:
-                rel.run_hook(remote, self.layout, command, "starting the app")
+                rel.run_hook(remote, self.at(remote), command, "starting the app")
             if env.app.health:
-                rel.health_check(env, remote, self.layout)
+                rel.health_check(env, remote, self.at(remote))
             self.availability.back(remote.label)
 
         point = "maintenance_off" if env.app.maintenance_off else "restart"

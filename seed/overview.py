@@ -82,12 +82,12 @@ def lock_holder_pids(conn: Any, dbname: str) -> list[int]:
 
 
 def status(env: Environment, local_root: Path, scrub: Scrubber) -> dict[str, Any]:
-    layout = rel.Layout(env.app.deploy_to)
     session = Session(env)
     try:
         session.open()
         hosts = []
         for host, remote in session.remotes.items():
+            layout = rel.Layout(env.deploy_to_of(host))
             roles = [
                 role
                 for role, match in (

@@ -252,7 +252,7 @@ class Upgrade(Operation):
                     f"applied; run `fab {env.name} rollback`"
                 )
             for remote in self.uploaded:
-                if not remote.is_dir(self.layout.release(self.rid)):
+                if not remote.is_dir(self.at(remote).release(self.rid)):
                     raise PreflightFailed(
                         f"cannot resume {run.id}: release {self.rid} is gone from "
                         f"{remote.label}; run `fab {env.name} rollback`"
@@ -291,17 +291,17 @@ class Upgrade(Operation):
             lock = threading.Lock()
 
             def upload(remote: Remote) -> bool:
-                previous = rel.current_release(remote, self.layout)
+                previous = rel.current_release(remote, self.at(remote))
                 with lock:
                     self.previous[remote.label] = previous
                     self.uploaded.append(remote)
                 version = rel.upload_release_and_python(
-                    remote, self.layout, self.rid, archive, self.sha, env.app.python
+                    remote, self.at(remote), self.rid, archive, self.sha, env.app.python
                 )
                 vhash = rel.venv_hash(requirements, version)
                 job = self.job_dir(f"venv-{remote.host.name}-{remote.host.port}")
-                reused = rel.ensure_venv(env, remote, self.layout, self.rid, vhash, job)
-                rel.write_env_file(env, remote, self.layout, self.rid)
+                reused = rel.ensure_venv(env, remote, self.at(remote), self.rid, vhash, job)
+                rel.write_env_file(env, remote, self.at(remote), self.rid)
                 return reused
 
             done = self.on_hosts(session.app_remotes(), upload, "upload release")
@@ -310,7 +310,9 @@ class Upgrade(Operation):
             prev = self.previous.get(session.migrator.label)
             self.report.release_before = prev
             self.report.sha_before = (
-                rel.release_revision(session.migrator, self.layout, prev) if prev else None
+                rel.release_revision(session.migrator, self.at(session.migrator), prev)
+                if prev
+                else None
             )
             s.detail = f"{self.rid} on {len(self.uploaded)} host(s), venv reused on {reused}"
             self.availability.start(
@@ -322,8 +324,8 @@ class Upgrade(Operation):
         with self.step("migration plan") as s:
             plan = deploy_plan.plan_deploy(
                 session.migrator,
-                self.layout,
-                self.layout.release(self.rid),
+                self.at(session.migrator),
+                self.at(session.migrator).release(self.rid),
                 env,
                 self.app_name,
                 with_sql=env.lint.enabled,
@@ -387,7 +389,7 @@ class Upgrade(Operation):
             where = f"{lintlib.REPO_WAIVERS} at {target.ref} ({target.sha[:12]})"
         else:
             migrator = self.session.migrator
-            path = posixpath.join(self.layout.release(self.rid), lintlib.REPO_WAIVERS)
+            path = posixpath.join(self.at(migrator).release(self.rid), lintlib.REPO_WAIVERS)
             text = migrator.get_bytes(path) if migrator.exists(path) else None
             where = f"{path} on {migrator.label}"
         waivers = [*env.lint.waivers, *lintlib.repo_waivers(text, where)]
@@ -410,7 +412,7 @@ class Upgrade(Operation):
                 with self.hooked("maintenance_on", live):
                     self.on_hosts(
                         live,
-                        lambda r: rel.run_hook(r, self.layout, on, "maintenance on"),
+                        lambda r: rel.run_hook(r, self.at(r), on, "maintenance on"),
                         "maintenance on",
                     )
             elif not live:
@@ -573,7 +575,7 @@ class Upgrade(Operation):
                 restorelib.drop_if_exists(self.lock_conn, self.snapshot_db)
         for remote in self.uploaded:
             with contextlib.suppress(SeedError, OSError):
-                rel.remove_release(remote, self.layout, self.rid)
+                rel.remove_release(remote, self.at(remote), self.rid)
         if self.maintenance_on:
             with contextlib.suppress(Exception):
                 self.hand_over()
@@ -581,7 +583,7 @@ class Upgrade(Operation):
             for remote in self.session.serving_remotes():
                 with contextlib.suppress(SeedError, OSError):
                     rel.run_hook(
-                        remote, self.layout, self.env.app.maintenance_off, "maintenance off"
+                        remote, self.at(remote), self.env.app.maintenance_off, "maintenance off"
                     )
                     self.availability.back(remote.label)
             self.maintenance_on = False
@@ -598,9 +600,9 @@ class Upgrade(Operation):
         command = self.env.app.build
         if not command:
             return "build hooks only"
-        path = self.layout.release(self.rid)
 
         def one(remote: Remote) -> None:
+            path = self.at(remote).release(self.rid)
             names = rel.host_names(remote, self.rid)
             exports = "".join(f"export {k}={q(v)}; " for k, v in sorted(names.items()))
             env_file = rel.release_env(path)
@@ -655,8 +657,8 @@ class Upgrade(Operation):
                 invariants.django_invariants(
                     env,
                     self.session.migrator,
-                    self.layout.release(self.rid),
-                    rel.release_env(self.layout.release(self.rid)),
+                    self.at(self.session.migrator).release(self.rid),
+                    rel.release_env(self.at(self.session.migrator).release(self.rid)),
                     env.invariants,
                     self.app_name,
                 )
@@ -795,8 +797,8 @@ class Upgrade(Operation):
             outcome = migratelib.apply_migrations(
                 env,
                 session.migrator,
-                self.layout,
-                self.layout.release(self.rid),
+                self.at(session.migrator),
+                self.at(session.migrator).release(self.rid),
                 self.job_dir("migrate"),
                 self.app_name,
                 on_output=self.out.detail,
@@ -827,8 +829,8 @@ class Upgrade(Operation):
                 invariants.django_invariants(
                     env,
                     session.migrator,
-                    self.layout.release(self.rid),
-                    rel.release_env(self.layout.release(self.rid)),
+                    self.at(self.session.migrator).release(self.rid),
+                    rel.release_env(self.at(self.session.migrator).release(self.rid)),
                     env.invariants,
                     self.app_name,
                 )
@@ -866,7 +868,7 @@ class Upgrade(Operation):
             lock = threading.Lock()
 
             def switch(remote: Remote) -> None:
-                rel.switch_current(remote, self.layout, self.rid)
+                rel.switch_current(remote, self.at(remote), self.rid)
                 with lock:
                     self.switched.append(remote)
 
@@ -879,7 +881,7 @@ class Upgrade(Operation):
                 with self.hooked("restart", serving):
                     self.on_hosts(
                         serving,
-                        lambda r: rel.run_hook(r, self.layout, restart, "restart"),
+                        lambda r: rel.run_hook(r, self.at(r), restart, "restart"),
                         "restart",
                     )
             else:
@@ -896,7 +898,7 @@ class Upgrade(Operation):
                 with self.hooked("maintenance_off", serving):
                     self.on_hosts(
                         serving,
-                        lambda r: rel.run_hook(r, self.layout, off, "maintenance off"),
+                        lambda r: rel.run_hook(r, self.at(r), off, "maintenance off"),
                         "maintenance off",
                     )
                 self.maintenance_on = False
@@ -922,7 +924,7 @@ class Upgrade(Operation):
                     protect = {p for p in [self.previous.get(remote.label), self.rid] if p}
                     protect |= needed.get(remote.label, set())
                     removed += len(
-                        rel.prune_releases(remote, self.layout, env.app.keep_releases, protect)
+                        rel.prune_releases(remote, self.at(remote), env.app.keep_releases, protect)
                     )
                 s.detail = f"{removed} old release folder(s) removed"
             except SeedError as exc:  # the deploy succeeded; an old folder left is harmless
@@ -1002,7 +1004,7 @@ class Upgrade(Operation):
                     with self.hooked("maintenance_on", serving):
                         for remote in serving:
                             on = self.env.app.maintenance_on
-                            rel.run_hook(remote, self.layout, on, "stop app")
+                            rel.run_hook(remote, self.at(remote), on, "stop app")
                     self.maintenance_on = True
                     s.detail = self.drain_sessions()
                 else:

@@ -64,7 +64,7 @@ def plan(
 ) -> dict[str, Any]:
     target = fetch_target(env, ref, local_root)
     ref, sha = target.ref, target.sha
-    layout = rel.Layout(env.app.deploy_to)
+    layout = rel.Layout(env.deploy_to_of(env.roles.migrate))
     app_name = f"seed-{env.name}-plan-{new_deploy_id()}"
     session = Session(env)
     try:
@@ -208,7 +208,7 @@ def lint_ref(
     session = Session(env)
     try:
         session.open()
-        layout = rel.Layout(env.app.deploy_to)
+        layout = rel.Layout(env.deploy_to_of(env.roles.migrate))
         plan, _ = target_plan(env, session, layout, target, app_name, with_sql=True)
         app = session.connect(admin=False, app_name=app_name)
         rows = lintlib.table_rows(app)

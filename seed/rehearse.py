@@ -337,7 +337,7 @@ def _rehearse_on(
         with op.step("rehearsal before-state") as s:
             checks, s.detail = before_checks(op, session, scratch, target)
         scratch_env = replace(env, db=replace(env.db, name=scratch))
-        layout = op.layout
+        layout = op.at(session.migrator)
         with target_release(scratch_env, session, layout, target) as unpacked:
             items = run_migrations(op, session, scratch_env, unpacked, app_name, target_rows)
         section["migrations"] = [i.to_json() for i in items]

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from seed.config import Environment
+from seed.config import Environment, Host
 from seed.errors import ConfigError, PreflightFailed
 from seed.remote import Remote, RemoteError, RemoteJob, Result, q
 
@@ -215,10 +215,12 @@ def ensure_venv(
     return reused
 
 
-def env_file_content(env: Environment, extra: dict[str, str]) -> bytes:
-    """shared/env: KEY='value' lines (shell and systemd EnvironmentFile readable)."""
+def env_file_content(env: Environment, extra: dict[str, str], host: Host | None = None) -> bytes:
+    """shared/env: KEY='value' lines (shell and systemd EnvironmentFile readable); app.env
+    with `host`'s own values over it."""
     values: dict[str, str] = {"DJANGO_SETTINGS_MODULE": env.app.settings}
-    values.update({k: v.reveal() for k, v in env.app.env.items()})
+    app_env = env.app_env_of(host) if host is not None else env.app.env
+    values.update({k: v.reveal() for k, v in app_env.items()})
     values.update(extra)
     lines = [f"{k}={q(v)}" for k, v in values.items()]
     return ("\n".join(lines) + "\n").encode()
@@ -264,7 +266,8 @@ def write_env_file(env: Environment, remote: Remote, layout: Layout, rid: str) -
     the env of the release it runs, switched with `current` and put back with it. A
     shared/env that is still a file (deployed before) first becomes the current release's
     own, unchanged: the app reads the same settings until the switch."""
-    remote.put_bytes(env_file_content(env, db_env(env)), release_env(layout.release(rid)))
+    content = env_file_content(env, db_env(env), remote.host)
+    remote.put_bytes(content, release_env(layout.release(rid)))
     link = posixpath.join("..", "current", ENV_NAME)
     if remote.run(f"test -L {q(layout.env_file)}").ok:
         return
@@ -328,12 +331,12 @@ header, release = sys.argv[5], sys.argv[6]
 needed = 3 if header and release else 1
 deadline = time.monotonic() + timeout
 last, good = "no answer", 0
-good_at = bad_at = None  # when the last run of good answers began; the first bad answer
-def stamps():
-    # the moments (epoch) the caller times downtime with: when it served again, when not
-    return f"\\nSEED-HEALTH {good_at or '-'} {bad_at or '-'}"
+good_at = bad_at = first_at = None  # the last run of good answers began; the first bad
+def stamps():                         # answer; the first answer (epoch seconds)
+    return f"\\nSEED-HEALTH {good_at or '-'} {bad_at or '-'} {first_at or '-'}"
 while time.monotonic() < deadline:
     named, asked = "", time.time()
+    first_at = first_at or asked
     try:
         with urllib.request.urlopen(url, timeout=min(5.0, timeout)) as r:
             code, body = r.status, r.read(65536).decode("utf-8", "replace")
@@ -369,6 +372,7 @@ class HealthProbe:
     text: str
     good_at: float | None = None
     bad_at: float | None = None
+    first_at: float | None = None  # its first answer (good or bad from the start?)
 
 
 def _stamp(word: str) -> float | None:
@@ -388,16 +392,17 @@ def probe_health(
     assert health is not None
     python = posixpath.join(layout.current, ".venv", "bin", "python")
     header = health.release_header or ""
+    url = env.health_url_of(remote.host)
     res = remote.run(
-        f"{q(python)} -c {q(HEALTH_SCRIPT)} {q(health.url)} {health.status} "
+        f"{q(python)} -c {q(HEALTH_SCRIPT)} {q(url)} {health.status} "
         f"{q(health.text or '')} {health.timeout} {q(header)} {q(release or '')}",
         timeout=health.timeout + 30,
     )
     text, _, stamps = res.stdout.strip().rpartition("\nSEED-HEALTH ")
     words = stamps.split() if text else []
-    if len(words) != 2:  # the script did not get that far (no python, a killed command)
+    if len(words) != 3:  # the script did not get that far (no python, a killed command)
         return HealthProbe(False, (res.stdout + res.stderr).strip()[-200:] or "no answer")
-    return HealthProbe(res.ok, text.strip(), _stamp(words[0]), _stamp(words[1]))
+    return HealthProbe(res.ok, text.strip(), *(_stamp(w) for w in words))
 
 
 def health_check(
@@ -407,8 +412,8 @@ def health_check(
     when it did not answer as expected in time."""
     probe = probe_health(env, remote, layout, release)
     if not probe.ok:
-        assert env.app.health is not None
         raise RemoteError(
-            f"health check {env.app.health.url} on {remote.label} failed: {probe.text[-200:]}"
+            f"health check {env.health_url_of(remote.host)} on {remote.label} failed: "
+            f"{probe.text[-200:]}"
         )
     return probe.text

@@ -23,6 +23,7 @@ from seed.config import Environment
 from seed.deployplan import CODE_ONLY
 from seed.errors import HumanNeeded, PreflightFailed, SeedError
 from seed.operation import Operation
+from seed.remote import Remote
 from seed.report import Output
 from seed.runrecord import BackupRef, RollbackRecord, RunRecord
 
@@ -177,7 +178,7 @@ class Rollback(Operation):
         if "schema_sha256" not in (target.before or {}):
             return "restore", "the deploy took no schema fingerprint"
         rid = target.release_after
-        if not rid or not self.session.migrator.is_dir(self.layout.release(rid)):
+        if not rid or not self.session.migrator.is_dir(self.at(self.session.migrator).release(rid)):
             return "restore", f"its release {rid} is gone from the migrate host"
         return chosen, why
 
@@ -213,7 +214,7 @@ class Rollback(Operation):
             self.previous: dict[str, str | None] = dict(target.previous_releases or {})
             for remote in session.serving_remotes():
                 prev = self.previous.get(remote.label)
-                if prev and not remote.is_dir(self.layout.release(prev)):
+                if prev and not remote.is_dir(self.at(remote).release(prev)):
                     raise PreflightFailed(
                         f"the release before {target.deploy_id} ({prev}) is gone from "
                         f"{remote.label}; cannot put the code back"
@@ -237,11 +238,11 @@ class Rollback(Operation):
             "was not touched"
         )
 
-    def switch_back(self, rid: str | None) -> None:
+    def switch_back(self, rid: str | None) -> list[Remote]:
         """Hosts not on their recorded previous release go back to it in batches (seed.rolling),
-        then the undone release's folder goes."""
+        then the undone release's folder goes. Returns the hosts switched."""
         session = self.session
-        current = {r.label: rel.current_release(r, self.layout) for r in session.serving_remotes()}
+        current = {r.label: rel.current_release(r, self.at(r)) for r in session.serving_remotes()}
         self.availability.start([label for label, c in current.items() if c])
         hosts = [
             r for r in session.serving_remotes() if current[r.label] != self.previous.get(r.label)
@@ -251,6 +252,7 @@ class Rollback(Operation):
         self.state["app"] = f"serving on {sum(1 for p in self.previous.values() if p)} host(s)"
         with self.step("remove undone release") as s:
             s.detail = self.remove_release(rid)
+        return hosts
 
     def execute(self, database: str = "restore") -> None:
         """`database`: restore (the backup), reverse (the migrations, with the deploy's
@@ -433,7 +435,7 @@ class Rollback(Operation):
             hosts = session.serving_remotes()
             undo.put_back_code(self, previous, hosts, only_changed=True)
             removed = self.remove_release(rid)
-            self.previous = {r.label: rel.current_release(r, self.layout) for r in hosts}
+            self.previous = {r.label: rel.current_release(r, self.at(r)) for r in hosts}
             self.state["code"] = undo.code_text(self.previous)
             s.detail = f"{self.state['code']}; {removed}"
         with self.step("start app") as s:
@@ -446,10 +448,23 @@ class Rollback(Operation):
 
     def recover_code_only(self, record: RunRecord) -> str:
         """A code-only deploy that died: it changed no data, so only the code goes back, host
-        by host while the site serves (seed.rolling)."""
+        by host while the site serves (seed.rolling); hosts it may have drained and not
+        switched yet are put back into traffic (app.undrain is idempotent by contract)."""
         self.previous = dict(record.previous_releases or {})
         self.state["database"] = "untouched (the interrupted deploy was code-only)"
-        self.switch_back(record.release_after)
+        switched = self.switch_back(record.release_after)
+        undrain = self.env.app.undrain
+        rest = [r for r in self.session.serving_remotes() if r not in switched]
+        if undrain and rest:
+            with self.step("undrain") as s:
+                self.on_hosts(
+                    rest,
+                    lambda r: rel.run_hook(
+                        r, self.at(r), undrain, f"undrain on {r.label}", rel.host_names(r)
+                    ),
+                    "undrain",
+                )
+                s.detail = ", ".join(r.label for r in rest)
         return (
             f"recovered interrupted code-only deploy {record.deploy_id} ({record.ref}): code "
             f"{self.state['code']}; the database was not touched"

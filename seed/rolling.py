@@ -12,6 +12,7 @@ point run around each batch. seed.availability counts the time no host served.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ def batches(hosts: list[Remote], size: int) -> list[list[Remote]]:
 def switch_host(op: Operation, remote: Remote, release: str | None) -> None:
     """One host to `release` (None: no release, as before a first deploy): drain, switch,
     reload or restart, health (naming the release), undrain."""
-    app, layout = op.env.app, op.layout
+    app, layout = op.env.app, op.at(remote)
     names = rel.host_names(remote, release)
     label = remote.label
     if app.drain:
@@ -49,8 +50,11 @@ def switch_host(op: Operation, remote: Remote, release: str | None) -> None:
             op.availability.out(label)  # a restart stops the app for a moment
         what = "reload" if app.reload else "restart"
         rel.run_hook(remote, layout, command, f"{what} on {label}", names)
+    reloaded = time.time()
     if app.health:  # a failure counts the host out from its first bad answer
-        op.http_health(remote, release, in_traffic=not app.drain)
+        op.http_health(
+            remote, release, in_traffic=not app.drain, changed_at=reloaded if app.reload else None
+        )
     if app.undrain:
         rel.run_hook(remote, layout, app.undrain, f"undrain on {label}", names)
     op.availability.back(label)

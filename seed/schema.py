@@ -52,6 +52,22 @@ def _obj(desc: str, props: dict[str, Any], required: tuple[str, ...] = ()) -> di
 
 
 HOST = _s("[user@]host[:port]")
+APP_HOST = {
+    "type": "object",
+    "description": "an app host with its own settings over app.*",
+    "properties": {
+        "host": HOST,
+        "deploy_to": _s("absolute path on this host (default app.deploy_to)"),
+        "env": {
+            "type": "object",
+            "description": "this host's values over app.env",
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
+        "health_url": _s("the health URL as this host fetches it (default app.health.url)"),
+    },
+    "additionalProperties": False,
+    "required": ["host"],
+}
 
 EXPECT = _obj(
     "what the value must be: exactly one kind (or a plain value: equals)",
@@ -242,7 +258,11 @@ ENVIRONMENT = _obj(
             {
                 "app": {
                     "description": "app hosts: release, venv, restart, health",
-                    "anyOf": [HOST, {"type": "array", "items": HOST, "minItems": 1}],
+                    "anyOf": [
+                        HOST,
+                        APP_HOST,
+                        {"type": "array", "items": {"anyOf": [HOST, APP_HOST]}, "minItems": 1},
+                    ],
                 },
                 "migrate": {**HOST, "description": "exactly one host runs manage.py migrate"},
                 "db": {**HOST, "description": "the state host: pg_dump, backups, journal"},

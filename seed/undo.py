@@ -228,8 +228,8 @@ def reverse(op: Operation, release: str, rp: reverselib.ReversePlan) -> Reversal
     outcome = migratelib.reverse_migrations(
         env,
         op.session.migrator,
-        op.layout,
-        op.layout.release(release),
+        op.at(op.session.migrator),
+        op.at(op.session.migrator).release(release),
         op.job_dir("reverse"),
         op.app_name,
         rp.targets,
@@ -383,12 +383,12 @@ def put_back_code(
             continue  # never switched: `current` is as it was
         prev = previous.get(remote.label)
         try:
-            if only_changed and rel.current_release(remote, op.layout) == prev:
+            if only_changed and rel.current_release(remote, op.at(remote)) == prev:
                 continue
             if prev:
-                rel.switch_current(remote, op.layout, prev)
+                rel.switch_current(remote, op.at(remote), prev)
             else:
-                remote.check(f"rm -f {q(op.layout.current)}", "removing current")
+                remote.check(f"rm -f {q(op.at(remote).current)}", "removing current")
         except SeedError as err:
             problems.append(str(err))
     if problems:
@@ -403,10 +403,10 @@ def remove_release(op: Operation, rid: str, hosts: list[Remote]) -> int:
     removed = 0
     for remote in hosts:
         with contextlib.suppress(SeedError, OSError):
-            if rel.current_release(remote, op.layout) != rid and remote.is_dir(
-                op.layout.release(rid)
+            if rel.current_release(remote, op.at(remote)) != rid and remote.is_dir(
+                op.at(remote).release(rid)
             ):
-                rel.remove_release(remote, op.layout, rid)
+                rel.remove_release(remote, op.at(remote), rid)
                 removed += 1
     return removed
 

@@ -68,9 +68,9 @@ class Validate(Operation):
             )
         with self.out.step(self.report, "checks") as s:
             migrator = session.migrator
-            current = rel.current_release(migrator, self.layout)
+            current = rel.current_release(migrator, self.at(migrator))
             self.report.release = current
-            release_path = self.layout.release(current) if current else None
+            release_path = self.at(migrator).release(current) if current else None
             checks = env.checks
             if release_path:
                 path = posixpath.join(release_path, REPO_CHECKS)
@@ -89,7 +89,7 @@ class Validate(Operation):
                         env,
                         migrator,
                         release_path,
-                        self.layout.env_file,
+                        self.at(migrator).env_file,
                         env.invariants,
                         self.app_name,
                     )

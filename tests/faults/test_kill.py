@@ -173,22 +173,36 @@ def test_sigkill_during_an_automatic_rollback(at_v2: Deployment) -> None:
 
 
 def test_sigkill_during_a_code_only_deploy(at_v2: Deployment) -> None:
-    """A deploy without migrations dies after its switch: recovery only puts the code back,
-    host by host while the site serves (no maintenance); `--resume` is refused (there is
-    nothing migrated to keep)."""
+    """A deploy without migrations dies as its switch starts: recovery only puts the code
+    back, host by host while the site serves (no maintenance), and puts back into traffic
+    the hosts the dead run may have drained; `--resume` is refused (nothing migrated to
+    keep). (Switching hosts back is the rollback of a code-only deploy: test_code_only.)"""
+    log = at_v2.home / "drain.log"
+    log.unlink(missing_ok=True)
+    envdir = at_v2.variant(
+        "drain-kill",
+        {
+            "app.drain": f'echo "drain $SEED_HOST" >> {log}',
+            "app.undrain": f'echo "undrain $SEED_HOST" >> {log}',
+        },
+    )
     before = whole_state(at_v2)
-    killed_at(at_v2, "after switch 1/1", "upgradedb", "--ref", "v2")
+    res = at_v2.fab(
+        "local", "upgradedb", "--ref", "v2", envdir=envdir,
+        extra_env={"SEED_FAULT": "kill@before switch 1/1"},
+    )  # fmt: skip
+    assert res.returncode == -9, res.stdout + res.stderr
     started = time.monotonic()
-    refused_until_recovered(at_v2)
-    resumed = at_v2.fab("local", "upgradedb", "--resume")
+    resumed = at_v2.fab("local", "upgradedb", "--resume", envdir=envdir)
     assert resumed.returncode == 4 and "code-only deploy" in resumed.stderr, resumed.stderr
-    res = at_v2.fab("local", "rollback", "--wait", "120")
+    res = at_v2.fab("local", "rollback", "--wait", "120", envdir=envdir)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "recovered interrupted code-only deploy" in res.stderr
     elapsed = time.monotonic() - started
     assert "maintenance on" not in res.stderr
+    assert log.read_text().splitlines() == ["undrain 127.0.0.1"]
     assert whole_state(at_v2) == before
     assert lock_is_free(at_v2)
     MATRIX.append(
-        Row("SIGKILL fab during a code-only switch", "old state, verified", elapsed, "rollback")
+        Row("SIGKILL fab as a code-only switch starts", "old state, verified", elapsed, "rollback")
     )

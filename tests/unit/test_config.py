@@ -356,6 +356,32 @@ def test_deploy_modes_and_rolling_settings(tmp_path: Path) -> None:
     assert "backup.code_only: expected one of skip, online" in problems(tmp_path, text)
 
 
+def test_an_app_host_may_have_its_own_settings(tmp_path: Path) -> None:
+    """Several app instances on one machine (or a host that differs): a mapping in
+    roles.app with its own deploy_to, env and health URL over app.*."""
+    text = edit(
+        LOCAL,
+        "  app: [127.0.0.1]  ",
+        "  app:\n    - 127.0.0.1\n    - {host: 127.0.0.2, deploy_to: /srv/two/, "
+        "env: {APP_BIND: '127.0.0.1:9002', API_TOKEN: s3cret-token}, "
+        "health_url: 'http://127.0.0.1:9002/health/'}\n  ",
+    )
+    env = load(tmp_path, text)
+    one, two = env.roles.app
+    assert env.deploy_to_of(one) == env.app.deploy_to and env.deploy_to_of(two) == "/srv/two"
+    assert env.app_env_of(two)["APP_BIND"].reveal() == "127.0.0.1:9002"
+    assert env.app_env_of(one)["APP_BIND"].reveal() != "127.0.0.1:9002"
+    assert env.health_url_of(two) == "http://127.0.0.1:9002/health/"
+    assert env.health_url_of(one) == env.app.health.url if env.app.health else False
+    assert env.roles.migrate is one and "s3cret-token" in env.secrets()
+    bad = edit(LOCAL, "  app: [127.0.0.1]  ", "  app: [{host: h, deploy_to: rel, port: 2}]  ")
+    found = problems(tmp_path, bad)
+    assert "roles.app[0].port: unknown key" in found
+    assert "roles.app[0].deploy_to: must be an absolute path" in found
+    twice = edit(LOCAL, "  app: [127.0.0.1]  ", "  app: [127.0.0.1, {host: 127.0.0.1}]  ")
+    assert "is listed twice" in problems(tmp_path, twice)
+
+
 def test_absolute_server_paths_are_required(tmp_path: Path) -> None:
     text = re.sub(r"(?m)^  deploy_to: .*$", "  deploy_to: srv/shop", LOCAL)
     assert "app.deploy_to: must be an absolute path" in problems(tmp_path, text)

@@ -531,9 +531,10 @@ def test_the_health_check_waits_for_three_answers_in_a_row_naming_the_release() 
         code, out = run_health_script(url, "X-Release", "new")
         assert code == 0, out
         text, _, stamps = out.strip().rpartition("\nSEED-HEALTH ")
-        good, bad = (float(w) for w in stamps.split())
+        good, bad, first = (float(w) for w in stamps.split())
         assert "X-Release: new" in text
-        assert started <= bad < good <= time.time()  # the first "old", then the last run
+        # the first answer ("old") was the first bad one; then the last run of good ones
+        assert started <= first == bad < good <= time.time()
         assert list(answers) == ["new"]  # three in a row, not the first "new" alone
         code, out = run_health_script(url, "X-Release", "other")
         assert code == 1 and "expected X-Release: other" in out
@@ -541,3 +542,5 @@ def test_the_health_check_waits_for_three_answers_in_a_row_naming_the_release() 
         server.shutdown()
     code, out = run_health_script("http://127.0.0.1:9/")
     assert code == 1 and "SEED-HEALTH - " in out  # never good; refused from the first try
+    _, bad, first = out.strip().rpartition("SEED-HEALTH ")[2].split()
+    assert bad == first != "-"
