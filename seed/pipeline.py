@@ -602,12 +602,11 @@ class Upgrade(Operation):
             return "build hooks only"
 
         def one(remote: Remote) -> None:
-            path = self.at(remote).release(self.rid)
-            names = rel.host_names(remote, self.rid)
-            exports = "".join(f"export {k}={q(v)}; " for k, v in sorted(names.items()))
-            env_file = rel.release_env(path)
+            layout = self.at(remote)
+            path = layout.release(self.rid)
             remote.check(
-                f"cd {q(path)} && set -a && . {q(env_file)} && set +a && {exports}"
+                f"cd {q(path)} && {rel.source_env(layout, path)} && "
+                f"{rel.exports(rel.host_names(remote, self.rid))}"
                 f"PATH={q(path)}/.venv/bin:$PATH {command}",
                 f"app.build {command!r}",
                 timeout=1800,

@@ -306,8 +306,12 @@ def run_hook(
 ) -> None:
     """Run a user hook (restart, maintenance, drain) with cwd = deploy_to and `names`
     exported (SEED_HOST...)."""
-    exports = "".join(f"export {k}={q(v)}; " for k, v in sorted((names or {}).items()))
-    remote.check(f"cd {q(layout.deploy_to)} && {exports}{command}", what, timeout=300)
+    remote.check(f"cd {q(layout.deploy_to)} && {exports(names or {})}{command}", what, timeout=300)
+
+
+def exports(names: dict[str, str]) -> str:
+    """Shell: `export K='v'; ` for each name (a hook's SEED_* variables)."""
+    return "".join(f"export {k}={q(v)}; " for k, v in sorted(names.items()))
 
 
 def host_names(remote: Remote, release: str | None = None) -> dict[str, str]:

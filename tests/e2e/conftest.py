@@ -94,6 +94,12 @@ class Deployment:
         self.envdirs.append(directory)
         return directory
 
+    def deploy(self, *refs: str) -> None:
+        """`upgradedb --ref` each of `refs` in turn, each one succeeding."""
+        for ref in refs:
+            res = self.fab("local", "upgradedb", "--ref", ref)
+            assert res.returncode == 0, res.stdout + res.stderr
+
     def admin(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
         return psycopg.connect(self.sandbox.admin_conninfo(dbname), autocommit=True)
 

@@ -21,9 +21,7 @@ from tests.e2e.load import Load
 @pytest.fixture(scope="module")
 def at_v2(deployment: Deployment) -> Iterator[Deployment]:
     deployment.reset()
-    for ref in ("v1", "v2"):
-        res = deployment.fab("local", "upgradedb", "--ref", ref)
-        assert res.returncode == 0, res.stderr
+    deployment.deploy("v1", "v2")
     yield deployment
 
 
