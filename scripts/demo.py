@@ -1,8 +1,9 @@
 """`make demo`: the sandbox and Seed's main job end to end, exactly as a user types it.
 
-Starts a fresh sandbox, deploys v1 and v2 (success), then bad-data and bad-crash
-(which must fail and be rolled back automatically: exit 5), then v3 and v4
-(success), v4 again (no migration: a code-only deploy, the site never down),
+Starts a fresh sandbox (two app hosts behind HAProxy), deploys v1 and v2 (success),
+then bad-data and bad-crash (which must fail and be rolled back automatically: exit 5),
+then v3 and v4 (success), v4 again (no migration: a code-only deploy, host by host out
+of the balancer and back, the site never down),
 imports a generated messy export of 50,000 legacy customers into v4's customers,
 and prints a summary table with each deploy's mode and measured downtime. Exits 0
 when every step behaved as expected.
@@ -60,7 +61,8 @@ def last_deploy() -> tuple[str, str]:
 
 
 def app_version() -> str:
-    port = os.environ.get("SEED_SANDBOX_APP_PORT", "8765")
+    """What the site serves, through the sandbox's load balancer."""
+    port = os.environ.get("SEED_SANDBOX_LB_PORT", "8760")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/version/", timeout=10) as r:
             return str(r.read().decode())
@@ -94,7 +96,10 @@ def main() -> int:
             f"{name:<28} {expected:>8} {code:>5}  {result:<11} {seconds:7.1f}s  "
             f"{mode:<11} {down:>8}"
         )
-    print(f"\nthe app at the end: {serving}")
+    print(
+        f"\nthe site (HAProxy, 127.0.0.1:{os.environ.get('SEED_SANDBOX_LB_PORT', '8760')}) "
+        f"at the end: {serving}"
+    )
     print("the sandbox keeps running: try `fab local plan --ref v4`, `fab local lint --ref")
     print("unsafe`, `fab local rehearse --ref rewrite`, `fab sandbox.status`; the import's")
     print("rejects and duplicates are in .seed/local/imports/;")

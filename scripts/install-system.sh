@@ -16,6 +16,8 @@ command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)
 command -v git >/dev/null 2>&1 || need+=(git)
+# the sandbox's load balancer in front of its two app hosts
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
@@ -30,5 +32,7 @@ else
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# The sandbox runs its own HAProxy; the package's service (where an init starts it) binds
+# no port with Debian's default configuration.
 "${sudo[@]}" apt-get update -q
 "${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}"

@@ -665,13 +665,14 @@ class Operation:
         expected = f"{health.status}" + (f" with {health.text!r}" if health.text else "")
         if release and health.release_header:
             expected += f", {health.release_header}: {release}"
+        url = self.env.health_url_of(remote.host)
         result = checklib.CheckResult(
-            f"http health {remote.label}", "post", health.url, expected, None, None, False, 0.0
+            f"http health {remote.label}", "post", url, expected, None, None, False, 0.0
         )
         probe = rel.probe_health(self.env, remote, self.at(remote), release)
         result.seconds = time.monotonic() - started
         result.actual, result.passed = probe.text, probe.ok
-        error = f"health check {health.url} on {remote.label} failed: {probe.text}"
+        error = f"health check {url} on {remote.label} failed: {probe.text}"
         result.error = None if probe.ok else error
         self.report.checks.append(result.to_json())
         if not probe.ok:

@@ -662,23 +662,23 @@ class Upgrade(Operation):
                     self.app_name,
                 )
             )
-            failed = self.report_checks(0)
-            if failed:
-                raise PreflightFailed(
-                    f"release check {failed[0]}"
-                    + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
-                )
+            failure = self.report_checks(0, "release check")
+            if failure:
+                raise PreflightFailed(failure)
             s.detail = f"{len(self.checks.results)} passed"
 
-    def report_checks(self, first: int) -> list[str]:
-        """Results from `first` on into the report and the output; returns the failed ones."""
+    def report_checks(self, first: int, what: str) -> str | None:
+        """Results from `first` on into the report and the output; when some failed, what
+        failed: `<what> <the first one> (+N more)`."""
         failed = []
         for result in self.checks.results[first:]:
             self.report.checks.append(result.to_json())
             self.out.detail(checklib.MARKS[result.outcome] + result.describe())
             if not result.passed:
                 failed.append(result.describe())
-        return failed
+        if not failed:
+            return None
+        return f"{what} {failed[0]}" + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
 
     def roll_out(self) -> str:
         """Every serving host switched in batches while the site serves, then the post checks
@@ -703,12 +703,9 @@ class Upgrade(Operation):
                         self.app, env.invariants, env.db.statement_timeout
                     )
                 )
-                failed = self.report_checks(first)
-                if failed:
-                    raise SeedError(
-                        f"post {failed[0]}"
-                        + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
-                    )
+                failure = self.report_checks(first, "post")
+                if failure:
+                    raise SeedError(failure)
                 s.detail = f"{len(self.checks.results) - first} checked"
         except SeedError as exc:
             self.code_only_failure(exc)
@@ -834,18 +831,10 @@ class Upgrade(Operation):
                     self.app_name,
                 )
             )
-            failed = []
-            for result in self.checks.results[first:]:
-                self.report.checks.append(result.to_json())
-                mark = checklib.MARKS[result.outcome]
-                self.out.detail(mark + result.describe())
-                if not result.passed:
-                    failed.append(result.describe())
+            failure = self.report_checks(first, "post")
             self.report.after_checks = self.checks.after_values()
-            if failed:
-                raise SeedError(
-                    f"post {failed[0]}" + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
-                )
+            if failure:
+                raise SeedError(failure)
             done = [c for c in self.report.checks if c["when"] == "post"]
             errors = sum(1 for c in done if c.get("outcome") == "error")
             skipped = sum(1 for c in done if c["skipped"]) - errors
@@ -888,7 +877,7 @@ class Upgrade(Operation):
         with self.step("health") as s:
             if env.app.health:
                 self.on_hosts(serving, lambda r: self.http_health(r, self.rid), "health")
-                s.detail = f"{env.app.health.url} on {len(serving)} host(s)"
+                s.detail = f"answered as expected on {len(serving)} host(s)"
             else:
                 s.outcome, s.detail = "skipped", "no app.health configured"
         with self.step("maintenance off") as s:

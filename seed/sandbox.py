@@ -13,6 +13,12 @@ that the `postgres` user can enter it when we run as root:
     <root>/ssh/               0700: host key, client key, authorized_keys,
                               known_hosts, sshd_config, sshd.pid, sshd.log
     <root>/server/            the "server's" filesystem (deploy_to, backups, state)
+    <root>/lb/                the load balancer (seed.sandbox_lb): haproxy.cfg, haproxy.pid,
+                              admin.sock (0600), lbctl (its drain/undrain command)
+
+Two "hosts" share the machine: sshd listens on 127.0.0.1 and 127.0.0.2 (the whole of
+127/8 is loopback on Linux), so an environment can name two app hosts, each with its own
+deploy_to and APP_BIND, behind the balancer.
 
 As root the cluster is owned by `postgres` (initdb refuses root) and its
 programs run through `runuser -u postgres --`; as a normal user they run
@@ -25,6 +31,7 @@ import contextlib
 import errno
 import fcntl
 import grp
+import itertools
 import json
 import os
 import pwd
@@ -45,11 +52,13 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from seed import sandbox_lb
 from seed.errors import ConfigError
 from seed.pgbin import find_bindir
 
 SSHD = Path("/usr/sbin/sshd")
 HOST = "127.0.0.1"
+HOSTS = (HOST, "127.0.0.2")  # the addresses sshd answers on: two app hosts
 POSTGRES_OS_USER = "postgres"
 MARKER = ".seed-sandbox"
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; stay well below
@@ -70,6 +79,10 @@ class SandboxSpec:
     db_name: str = "shop"
     app_user: str = "shop"
     admin_user: str = "postgres"
+    # the load balancer (seed.sandbox_lb): 0 = none; the app hosts' host:port it balances
+    lb_port: int = 0
+    app_backends: tuple[str, ...] = ()
+    health_path: str = "/health/"
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,7 @@ class SandboxInfo:
     state_file: Path
     pg_pid: int
     sshd_pid: int
+    lb_pid: int | None = None
     host: str = HOST
 
     @property
@@ -143,6 +157,7 @@ class SandboxInfo:
             "state_file": str(self.state_file),
             "pg_pid": self.pg_pid,
             "sshd_pid": self.sshd_pid,
+            "lb_pid": self.lb_pid,
         }
 
 
@@ -154,6 +169,8 @@ def _spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
         "db_name": spec.db_name,
         "app_user": spec.app_user,
         "admin_user": spec.admin_user,
+        "lb_port": spec.lb_port,
+        "app_backends": list(spec.app_backends),
     }
 
 
@@ -232,6 +249,26 @@ class _Paths:
     @property
     def sshd_log(self) -> Path:
         return self.ssh / "sshd.log"
+
+    @property
+    def lb(self) -> Path:
+        return self.root / "lb"
+
+    @property
+    def lb_config(self) -> Path:
+        return self.lb / "haproxy.cfg"
+
+    @property
+    def lb_pid(self) -> Path:
+        return self.lb / "haproxy.pid"
+
+    @property
+    def lb_admin(self) -> Path:
+        return self.lb / "admin.sock"
+
+    @property
+    def lbctl(self) -> Path:
+        return self.lb / "lbctl"
 
 
 def _paths(spec: SandboxSpec) -> _Paths:
@@ -853,7 +890,7 @@ class _Sshd:
             [
                 "# Written by Seed on every `sandbox up`; edit seed/sandbox.py instead.",
                 f"Port {self.spec.ssh_port}",
-                f"ListenAddress {HOST}",
+                *(f"ListenAddress {address}" for address in HOSTS),
                 f"HostKey {p.host_key}",
                 f"AuthorizedKeysFile {p.authorized_keys}",
                 f"PidFile {p.sshd_pid}",
@@ -885,7 +922,9 @@ class _Sshd:
         client_pub = p.client_key.with_name(p.client_key.name + ".pub").read_text()
         _write_file(p.authorized_keys, client_pub, 0o600)
         host_pub = p.host_key.with_name(p.host_key.name + ".pub").read_text().split()
-        known = f"[{HOST}]:{self.spec.ssh_port} {host_pub[0]} {host_pub[1]}\n"
+        known = "".join(
+            f"[{address}]:{self.spec.ssh_port} {host_pub[0]} {host_pub[1]}\n" for address in HOSTS
+        )
         _write_file(p.known_hosts, known, 0o644)
         return _write_file(p.sshd_config, self.config_text(), 0o644)
 
@@ -975,6 +1014,58 @@ class _Sshd:
         return pid
 
 
+# --------------------------------------------------------------------------- load balancer
+
+
+class _Balancer:
+    """HAProxy in front of the app hosts (seed.sandbox_lb), when the spec names a port."""
+
+    def __init__(self, spec: SandboxSpec, paths: _Paths) -> None:
+        self.spec = spec
+        self.paths = paths
+
+    def pid(self) -> int | None:
+        pid = _read_pid(self.paths.lb_pid)
+        if pid is not None and _alive(pid):
+            cmd = _cmdline(pid)
+            if "haproxy" in cmd and str(self.paths.lb_config) in cmd:
+                return pid
+        return None
+
+    def prepare(self) -> bool:
+        p = self.paths
+        _mkdir(p.lb, 0o755)
+        text = sandbox_lb.config_text(
+            self.spec.lb_port, self.spec.app_backends, self.spec.health_path, p.lb_admin
+        )
+        _write_file(p.lbctl, sandbox_lb.lbctl_text(p.lb_admin), 0o755)
+        return _write_file(p.lb_config, text, 0o644)
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            _terminate(pid)
+        self.paths.lb_pid.unlink(missing_ok=True)
+
+    def up(self) -> int | None:
+        if not self.spec.lb_port:
+            self.stop()
+            return None
+        haproxy = sandbox_lb.haproxy_path()  # before anything changes
+        changed = self.prepare()
+        pid = self.pid()
+        if pid is not None and changed:
+            self.stop()
+            pid = None
+        if pid is None:
+            if _port_in_use(self.spec.lb_port):
+                raise _port_taken("the load balancer", self.spec.lb_port)
+            sandbox_lb.check_config(haproxy, self.paths.lb_config)
+            sandbox_lb.start(haproxy, self.paths.lb_config, self.paths.lb_pid, self.spec.lb_port)
+            pid = self.pid()
+        return pid
+
+
 # --------------------------------------------------------------------------- app (gunicorn)
 
 
@@ -1004,11 +1095,23 @@ def _app_pid(pidfile: Path) -> int | None:
 
 
 def _validate(spec: SandboxSpec) -> None:
-    for name, port in (("ssh_port", spec.ssh_port), ("pg_port", spec.pg_port)):
+    ports = {"ssh_port": spec.ssh_port, "pg_port": spec.pg_port}
+    if spec.lb_port:
+        ports["lb_port"] = spec.lb_port
+    for name, port in ports.items():
         if not 1 <= port <= 65535:
             raise ConfigError(f"sandbox {name} {port} is not a TCP port: use 1-65535")
-    if spec.ssh_port == spec.pg_port:
-        raise ConfigError(f"sandbox ssh_port and pg_port are both {spec.pg_port}: use two ports")
+    for one, two in itertools.combinations(ports, 2):
+        if ports[one] == ports[two]:
+            raise ConfigError(f"sandbox {one} and {two} are both {ports[one]}: use two ports")
+    if spec.lb_port:
+        for backend in spec.app_backends:
+            sandbox_lb.backend_address(backend)
+            if backend == f"{HOST}:{spec.lb_port}":
+                raise ConfigError(
+                    f"sandbox load balancer port {spec.lb_port} is also an app host's "
+                    f"APP_BIND ({backend}): use two ports"
+                )
     for name, value in (
         ("db_name", spec.db_name),
         ("app_user", spec.app_user),
@@ -1094,8 +1197,14 @@ def sandbox_up(spec: SandboxSpec) -> SandboxInfo:
             raise _port_taken("PostgreSQL", spec.pg_port)
         if sshd.pid() is None and _port_in_use(spec.ssh_port):
             raise _port_taken("sshd", spec.ssh_port)
+        balancer = _Balancer(spec, paths)
+        if spec.lb_port:
+            sandbox_lb.haproxy_path()  # missing: say so before the slow work
+            if balancer.pid() is None and _port_in_use(spec.lb_port):
+                raise _port_taken("the load balancer", spec.lb_port)
         pg_pid = pg.up(passwords)
         sshd_pid = sshd.up()
+        lb_pid = balancer.up()
         info = SandboxInfo(
             spec=spec,
             ssh_user=sshd.user,
@@ -1113,6 +1222,7 @@ def sandbox_up(spec: SandboxSpec) -> SandboxInfo:
             state_file=paths.state,
             pg_pid=pg_pid,
             sshd_pid=sshd_pid,
+            lb_pid=lb_pid,
         )
         _write_state(info)
         return info
@@ -1151,6 +1261,7 @@ def sandbox_down(spec: SandboxSpec, purge: bool = False) -> None:
             pid = _app_pid(pidfile)
             if pid is not None:
                 _terminate(pid)
+        _Balancer(spec, paths).stop()
         _Sshd(spec, paths).stop()
         if (paths.pg_data / "postmaster.pid").exists():
             _Pg(spec, paths).stop()
@@ -1182,6 +1293,7 @@ def sandbox_status(spec: SandboxSpec) -> dict[str, object]:
         and str(paths.sshd_config) in _cmdline(recorded_sshd)
     ):
         sshd_pid = recorded_sshd
+    lb_pid = _Balancer(spec, paths).pid()
     apps: list[dict[str, object]] = []
     for pidfile in _app_pidfiles(paths.server):
         apid = _app_pid(pidfile)
@@ -1206,9 +1318,20 @@ def sandbox_status(spec: SandboxSpec) -> dict[str, object]:
             "config": str(paths.sshd_config),
             "log": str(paths.sshd_log),
         },
+        "balancer": {
+            "running": lb_pid is not None,
+            "pid": lb_pid,
+            "port": spec.lb_port,
+            "backends": list(spec.app_backends),
+            "config": str(paths.lb_config),
+            "lbctl": str(paths.lbctl),
+        },
         "app": apps,
         "app_running": any(a["running"] for a in apps),
-        "running": pg_running or sshd_pid is not None or any(a["running"] for a in apps),
+        "running": pg_running
+        or sshd_pid is not None
+        or lb_pid is not None
+        or any(a["running"] for a in apps),
         "pgpass": str(paths.pgpass),
         "server_root": str(paths.server),
         "state_file": str(paths.state),

@@ -10,17 +10,29 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from seed.config import Environment, environments_dir, load_environment
+from seed.errors import ConfigError
 from seed.origin import build_origin
 from seed.sandbox import SandboxSpec, sandbox_down, sandbox_status, sandbox_up
+from seed.sandbox_lb import health_path
 from seed.wheels import ensure_wheelhouse
 from tasks.edge import REPO_ROOT, default_sandbox_dir, user_errors
 
 EXAMPLE = REPO_ROOT / "example"
+DEFAULT_LB_PORT = 8760
 
 
 def sandbox_spec(env: Environment) -> SandboxSpec:
-    """The servers local.yml describes: its ports and names, under $SEED_SANDBOX_DIR."""
+    """The servers local.yml describes: its ports and names, under $SEED_SANDBOX_DIR; the
+    load balancer on $SEED_SANDBOX_LB_PORT (default 8760) in front of each app host's
+    APP_BIND."""
     root = Path(os.environ.get("SEED_SANDBOX_DIR") or default_sandbox_dir())
+    binds = [env.app_env_of(host).get("APP_BIND") for host in env.roles.app]
+    try:
+        lb_port = int(os.environ.get("SEED_SANDBOX_LB_PORT") or DEFAULT_LB_PORT)
+    except ValueError:
+        raise ConfigError(
+            f"SEED_SANDBOX_LB_PORT={os.environ['SEED_SANDBOX_LB_PORT']!r} is not a port number"
+        ) from None
     return SandboxSpec(
         root=root,
         ssh_port=env.ssh.port,
@@ -28,6 +40,9 @@ def sandbox_spec(env: Environment) -> SandboxSpec:
         db_name=env.db.name,
         app_user=env.db.user,
         admin_user=env.db.admin_user,
+        lb_port=lb_port,
+        app_backends=tuple(b.reveal() for b in binds if b is not None),
+        health_path=health_path(env.app.health.url) if env.app.health else "/",
     )
 
 
@@ -51,6 +66,11 @@ def up(c: Context) -> None:
     print(f"sandbox up in {spec.root}")
     print(f"  ssh        {info.ssh_user}@127.0.0.1:{spec.ssh_port} (key {info.client_key})")
     print(f"  postgres   127.0.0.1:{spec.pg_port} db {spec.db_name} (passwords in {info.pgpass})")
+    if info.lb_pid:
+        print(
+            f"  balancer   http://127.0.0.1:{spec.lb_port}/ (HAProxy) -> "
+            f"{', '.join(spec.app_backends)}; {spec.root / 'lb' / 'lbctl'} status"
+        )
     print(f"  origin     {spec.root / 'origin.git'}: {', '.join(tags)}")
     print("  next       fab local upgradedb --ref v1")
 
@@ -75,7 +95,7 @@ def status(c: Context, json_: bool = False) -> None:
         return
     overall = "running" if state.get("running") else "stopped"
     print(f"sandbox {state['root']}: {overall}")
-    for name in ("postgres", "sshd"):
+    for name in ("postgres", "sshd", "balancer"):
         part = state.get(name)
         if isinstance(part, dict):
             how = "running" if part.get("running") else "stopped"

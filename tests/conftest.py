@@ -140,17 +140,18 @@ def deployment(sandbox: SandboxInfo) -> Iterator[Any]:
 
     home = sandbox.root / "control"
     home.mkdir()
-    app_port = free_port()
+    app_port, lb_port = free_port(), free_port()
     env = {
         "SEED_SANDBOX_DIR": str(sandbox.root),
         "SEED_SANDBOX_SSH_PORT": str(sandbox.spec.ssh_port),
         "SEED_SANDBOX_PG_PORT": str(sandbox.spec.pg_port),
         "SEED_SANDBOX_APP_PORT": str(app_port),
+        "SEED_SANDBOX_LB_PORT": str(lb_port),
         "SEED_HOME": str(home),
         "CI": "true",
     }
-    dep = Deployment(sandbox, env, home, app_port)
-    res = dep.fab("sandbox.up")
+    dep = Deployment(sandbox, env, home, app_port, lb_port)
+    res = dep.fab("sandbox.up", envdir=REPO / "environments")  # both app hosts behind HAProxy
     assert res.returncode == 0, res.stdout + res.stderr
     yield dep
     dep.reset()

@@ -33,8 +33,13 @@ class Deployment:
     sandbox: SandboxInfo
     env: dict[str, str]
     home: Path
-    app_port: int
+    app_port: int  # each app host's (127.0.0.1, 127.0.0.2)
+    lb_port: int  # the load balancer's, in front of both: the site
     envdirs: list[Path] = field(default_factory=list)
+    # App hosts `local` deploys to: 2 is environments/local.yml as shipped; 1 (most tests:
+    # what they check does not depend on the number of hosts, and each host builds its
+    # own virtualenv) is a copy with only the first host and no drain/undrain.
+    hosts: int = 1
 
     @property
     def root(self) -> Path:
@@ -42,7 +47,18 @@ class Deployment:
 
     @property
     def deploy_to(self) -> Path:
+        """The first app host's (127.0.0.1)."""
         return self.root / "server" / "srv" / "shop"
+
+    @property
+    def every_deploy_to(self) -> list[Path]:
+        """Both app hosts' (environments/local.yml names two)."""
+        return [self.deploy_to, self.root / "server" / "host2" / "srv" / "shop"]
+
+    @property
+    def deploy_tos(self) -> list[Path]:
+        """The app hosts' that `local` deploys to."""
+        return self.every_deploy_to[: self.hosts]
 
     @property
     def state_dir(self) -> Path:
@@ -59,14 +75,10 @@ class Deployment:
         envdir: Path | None = None,
         timeout: float = 600,
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **self.env, **(extra_env or {})}
-        env.pop("SEED_ASSUME_YES", None)
-        if envdir is not None:
-            env["SEED_ENVIRONMENTS"] = str(envdir)
         return subprocess.run(
             [FAB, *args],
             cwd=REPO,
-            env=env,
+            env=self.process_env(envdir, extra_env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -74,10 +86,28 @@ class Deployment:
             check=False,
         )
 
+    def process_env(
+        self, envdir: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """What `fab` runs with: SEED_ENVIRONMENTS is `envdir`, else the environments of
+        `hosts` app hosts."""
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        env.pop("SEED_ASSUME_YES", None)
+        if envdir is None and self.hosts == 1:
+            envdir = self.variant("one-host")
+        if envdir is not None:
+            env["SEED_ENVIRONMENTS"] = str(envdir)
+        return env
+
     def variant(self, name: str, edit: dict[str, Any] | None = None, **top: Any) -> Path:
-        """A copy of environments/local.yml (as `local.yml`) in its own dir, with edits."""
+        """A copy of environments/local.yml (as `local.yml`) in its own dir, with edits
+        (with `hosts` 1: its first app host only, no drain/undrain)."""
         text = (REPO / "environments" / "local.yml").read_text()
         data = load_yaml12(text)
+        if self.hosts == 1:
+            data["roles"]["app"] = data["roles"]["app"][:1]
+            for key in ("drain", "undrain"):
+                data["app"].pop(key)
         for dotted, value in (edit or {}).items():
             node = data
             *parents, last = dotted.split(".")
@@ -91,7 +121,8 @@ class Deployment:
         directory = self.home / "envs" / name
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "local.yml").write_text(yaml.safe_dump(data, sort_keys=False))
-        self.envdirs.append(directory)
+        if directory not in self.envdirs:
+            self.envdirs.append(directory)
         return directory
 
     def deploy(self, *refs: str) -> None:
@@ -113,8 +144,11 @@ class Deployment:
             return row[0] if row else None
 
     def current(self) -> str | None:
-        link = self.deploy_to / "current"
-        return os.readlink(link) if link.is_symlink() else None
+        """The first app host's `current` (every host's must agree)."""
+        links = [d / "current" for d in self.deploy_tos]
+        found = {os.readlink(link) if link.is_symlink() else None for link in links}
+        assert len(found) == 1, f"the app hosts serve different releases: {found}"
+        return found.pop()
 
     def releases(self) -> list[str]:
         path = self.deploy_to / "releases"
@@ -125,11 +159,14 @@ class Deployment:
         return sorted(p.name for p in d.glob("*.dump")) if d.is_dir() else []
 
     def http(self, path: str) -> tuple[int, str]:
+        """GET `path` from the site: through the load balancer with both app hosts, else
+        from the one host (HAProxy's health checks of a busy host are not under test)."""
+        port = self.lb_port if self.hosts == 2 else self.app_port
         import urllib.error
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.app_port}{path}", timeout=10) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, ""
@@ -142,14 +179,15 @@ class Deployment:
 
     def reset(self) -> None:
         """Back to an empty app database and no deployment (the app stopped)."""
-        if (self.deploy_to / "current").exists():
-            subprocess.run(
-                ["bash", "current/deploy/appctl", "stop"],
-                cwd=self.deploy_to,
-                capture_output=True,
-                check=False,
-                timeout=60,
-            )
+        for deploy_to in self.every_deploy_to:
+            if (deploy_to / "current").exists():
+                subprocess.run(
+                    ["bash", "current/deploy/appctl", "stop"],
+                    cwd=deploy_to,
+                    capture_output=True,
+                    check=False,
+                    timeout=60,
+                )
         with self.admin() as conn:
             conn.execute(
                 "select pg_terminate_backend(pid) from pg_stat_activity "
@@ -160,8 +198,20 @@ class Deployment:
             ).fetchall():
                 conn.execute(f'drop database "{name}"')
             conn.execute("create database shop owner shop")
-        for path in (self.deploy_to, self.state_dir, self.backup_dir, self.home / "local"):
+        # the hosts keep their virtualenvs (one per requirements hash, as on a server that
+        # deployed before): every module need not build the same one again
+        kept = self.root / "kept-venvs"
+        for i, deploy_to in enumerate(self.every_deploy_to):
+            venvs = deploy_to / "shared" / "venvs"
+            if venvs.is_dir() and not (kept / str(i)).exists():
+                kept.mkdir(exist_ok=True)
+                venvs.rename(kept / str(i))
+        for path in (*self.every_deploy_to, self.state_dir, self.backup_dir, self.home / "local"):
             shutil.rmtree(path, ignore_errors=True)
+        for i, deploy_to in enumerate(self.every_deploy_to):
+            if (kept / str(i)).is_dir():
+                (deploy_to / "shared").mkdir(parents=True)
+                (kept / str(i)).rename(deploy_to / "shared" / "venvs")
 
 
 # a value for `variant` edits that removes the key (a string: conftest may be imported twice)

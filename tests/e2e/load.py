@@ -2,15 +2,19 @@
 
 `Load(port)` runs `threads` clients that GET the given paths one request after another
 until stopped; every answer is recorded with its status, how long it took and which
-release answered (the X-Release header). "Failed" is what a user would call failed: not
-2xx, a connection error, or slower than `slow` seconds.
+release answered (the X-Release header). A path `POST /orders/` places an order (a
+write every release serves); each acknowledged order's id is kept, so a test can check
+that none went missing. "Failed" is what a user would call failed: not 2xx, a connection
+error, or slower than `slow` seconds.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,6 +28,7 @@ class Answer:
     seconds: float
     release: str = ""
     error: str = ""
+    order: int | None = None  # an acknowledged write's order id
 
 
 @dataclass
@@ -45,15 +50,22 @@ class Load:
             i += 1
             started = time.monotonic()
             answer = Answer(time.time(), path, 0, 0.0)
+            method, _, url = path.rpartition(" ")
+            data = None
+            if method == "POST":  # an order for one of the first 100 customers
+                fields = {"customer": (i * 7919) % 100 + 1, "total": f"{i % 997}.50"}
+                data = urllib.parse.urlencode(fields).encode()
             try:
                 with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.port}{path}", timeout=self.slow + 1
+                    f"http://127.0.0.1:{self.port}{url}", data=data, timeout=self.slow + 1
                 ) as r:
-                    r.read()
+                    body = r.read()
                     answer.status, answer.release = r.status, r.headers.get("X-Release", "")
+                    if data is not None:
+                        answer.order = int(json.loads(body)["id"])
             except urllib.error.HTTPError as exc:
                 answer.status, answer.error = exc.code, str(exc)
-            except OSError as exc:
+            except (OSError, ValueError, KeyError) as exc:
                 answer.error = str(exc)
             answer.seconds = time.monotonic() - started
             with self._lock:
@@ -80,6 +92,10 @@ class Load:
     @property
     def failed(self) -> list[Answer]:
         return [a for a in self.answers if not 200 <= a.status < 300 or a.seconds > self.slow]
+
+    def orders(self) -> list[int]:
+        """The ids of the orders the site acknowledged."""
+        return [a.order for a in self.answers if a.order is not None]
 
     def releases(self) -> list[str]:
         """The releases that answered, in the order they first did."""

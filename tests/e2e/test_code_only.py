@@ -1,9 +1,11 @@
 """Code-only deploys (issue: zero downtime for deploys without migrations), end to end.
 
 The plan chooses the mode from the real pending migrations; a deploy with none switches
-the app while it serves (drain, switch, graceful reload, health naming the release,
-undrain) and never touches the database; a failure or a rollback switches back the same
-way. HTTP clients hammer the app throughout: what they see is what a user would.
+the app hosts one at a time while the site serves (drain at the sandbox's HAProxy, switch,
+graceful reload, health naming the release, undrain) and never touches the database; a
+failure or a rollback switches back the same way. HTTP clients read and write through the
+balancer throughout: what they see is what a user would, and every order the site
+acknowledged must be in the database afterwards.
 """
 
 from __future__ import annotations
@@ -14,19 +16,40 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import DELETE, Deployment
 from tests.e2e.load import Load
 
 
 @pytest.fixture(scope="module")
 def at_v2(deployment: Deployment) -> Iterator[Deployment]:
+    """v2 on both app hosts of environments/local.yml, behind the sandbox's HAProxy."""
     deployment.reset()
-    deployment.deploy("v1", "v2")
-    yield deployment
+    deployment.hosts = 2
+    try:
+        deployment.deploy("v1", "v2")
+        yield deployment
+    finally:
+        deployment.hosts = 1
 
 
 def steps_of(report: dict[str, Any]) -> dict[str, str]:
     return {s["name"]: s["outcome"] for s in report["steps"]}
+
+
+READ_AND_WRITE = ("/health/", "/version/", "POST /orders/")
+
+
+def missing_orders(dep: Deployment, load: Load) -> int:
+    """Acknowledged orders the database does not have."""
+    orders = load.orders()
+    assert orders, load.summary()
+    with dep.admin("shop") as conn:
+        row = conn.execute(
+            "select count(*) from unnest(%s::bigint[]) id "
+            "where not exists (select 1 from shop_order o where o.id = id)",
+            (orders,),
+        ).fetchone()
+    return int(row[0]) if row else len(orders)
 
 
 def outage(load: Load) -> float:
@@ -52,22 +75,24 @@ def test_the_plan_chooses_the_mode_from_the_pending_migrations(at_v2: Deployment
 def test_a_deploy_without_migrations_keeps_the_site_serving(at_v2: Deployment) -> None:
     figures = at_v2.figures()
     old = at_v2.current()
-    with Load(at_v2.app_port) as load:
+    with Load(at_v2.lb_port, paths=READ_AND_WRITE) as load:
         res = at_v2.fab("local", "upgradedb", "--ref", "v2")
     assert res.returncode == 0, res.stderr
     report = at_v2.last_report()
     assert report["mode"] == "code-only" and report["mode_why"] == "no migration pending"
     steps = steps_of(report)
     assert "maintenance on" not in steps and "migrate" not in steps
-    assert steps["switch 1/1"] == "ok" and steps["backup"] == "skipped"
+    assert steps["switch 1/2"] == steps["switch 2/2"] == "ok" and steps["backup"] == "skipped"
     assert report["downtime_seconds"] == 0
     assert load.failed == [], load.summary()
-    assert len(load.answers) > 20
+    assert len(load.answers) > 20 and missing_orders(at_v2, load) == 0
     # the old release answered, then the new one, and only it once switched
     new = report["release_after"]
     assert load.releases() == [old.split("/")[-1] if old else "", new], load.releases()
     assert at_v2.current() == f"releases/{new}"
-    assert at_v2.figures() == figures  # the database was not touched
+    # the database was not touched by the deploy: the orders are the clients' own
+    figures.pop("public.shop_order")
+    assert {k: v for k, v in at_v2.figures().items() if k != "public.shop_order"} == figures
     history = json.loads(at_v2.fab("local", "history", "--json").stdout)[0]
     assert (history["mode"], history["downtime_seconds"]) == ("code-only", 0)
 
@@ -75,7 +100,7 @@ def test_a_deploy_without_migrations_keeps_the_site_serving(at_v2: Deployment) -
 def test_rolling_back_a_code_only_deploy_switches_back_while_serving(at_v2: Deployment) -> None:
     deployed = at_v2.last_report()
     assert deployed["mode"] == "code-only"
-    with Load(at_v2.app_port) as load:
+    with Load(at_v2.lb_port) as load:
         res = at_v2.fab("local", "rollback")
     assert res.returncode == 0, res.stderr
     report = at_v2.last_report()
@@ -86,16 +111,55 @@ def test_rolling_back_a_code_only_deploy_switches_back_while_serving(at_v2: Depl
     assert "maintenance on" not in steps_of(report)
 
 
-def test_a_failing_code_only_deploy_is_switched_back(at_v2: Deployment) -> None:
-    """`broken` (v2's schema, its /health/ answers 500) fails its health check after the
-    switch: the host goes back to the release it served, the database untouched; the
-    outage the report states covers the one the clients saw. (bench/zero_downtime.py holds
-    it to 1 s either way on a quiet machine; here, beside the whole suite, the graceful
-    reload's edges — when its command returns — may lag the moment the workers changed by
-    a second or two, so the report may overstate, never understate.)"""
+def test_a_host_failing_its_health_check_puts_every_host_back_while_serving(
+    at_v2: Deployment,
+) -> None:
+    """`broken` serves on the first host and answers 500 on the second (SHOP_BROKEN_ON):
+    the second host fails its health check while out of traffic, and both go back to the
+    release they served, one at a time. The clients never notice; the database keeps every
+    order they placed."""
+    old = at_v2.current()
+    second = f"127.0.0.2:{at_v2.app_port}"
+    envdir = at_v2.variant(
+        "broken-on-two", {"app.env.SHOP_BROKEN_ON": second, "app.health.timeout": 5}
+    )
+    with Load(at_v2.lb_port, paths=READ_AND_WRITE) as load:
+        res = at_v2.fab("local", "upgradedb", "--ref", "broken", envdir=envdir)
+    assert res.returncode == 5, res.stderr
+    report = at_v2.last_report()
+    assert report["mode"] == "code-only" and report["outcome"] == "rolled back", res.stderr
+    steps = steps_of(report)
+    assert (steps["switch 1/2"], steps["switch 2/2"]) == ("ok", "failed"), steps
+    assert steps["rollback: switch 1/2"] == steps["rollback: switch 2/2"] == "ok", steps
+    assert f"http://{second}/health/ on " in report["message"]
+    assert "the site never stopped serving" in report["message"]
+    assert report["downtime_seconds"] == 0
+    assert load.failed == [], load.summary()
+    assert missing_orders(at_v2, load) == 0
+    # the first host served the new release for a while: it worked there
+    assert load.releases()[1:] == [report["release_after"]], load.releases()
+    assert at_v2.current() == old
+    assert at_v2.http("/version/") == (200, "v2")
+
+
+def test_an_outage_is_reported_as_the_clients_saw_it(at_v2: Deployment) -> None:
+    """One host and no balancer: `broken` (every request 500) serves until its health
+    check fails and the host is switched back: the outage the report states covers the one
+    the clients saw. (bench/zero_downtime.py holds it to 1 s either way on a quiet machine;
+    here, beside the whole suite, the graceful reload's edges — when its command returns —
+    may lag the moment the workers changed by seconds (3.4 s measured), so the report may
+    overstate, never understate.)"""
     figures = at_v2.figures()
     old = at_v2.current()
-    envdir = at_v2.variant("quick-health", {"app.health.timeout": 5})
+    envdir = at_v2.variant(
+        "single",
+        {
+            "roles.app": ["127.0.0.1"],
+            "app.drain": DELETE,
+            "app.undrain": DELETE,
+            "app.health.timeout": 5,
+        },
+    )
     with Load(at_v2.app_port, paths=("/version/",)) as load:
         res = at_v2.fab("local", "upgradedb", "--ref", "broken", envdir=envdir)
     assert res.returncode == 5, res.stderr
@@ -107,14 +171,14 @@ def test_a_failing_code_only_deploy_is_switched_back(at_v2: Deployment) -> None:
     assert at_v2.http("/version/") == (200, "v2")
     assert at_v2.figures() == figures
     seen, reported = outage(load), report["downtime_seconds"]
-    assert seen > 0 and seen - 1.0 <= reported <= seen + 3.0, (reported, load.summary())
+    assert seen > 0 and seen - 1.0 <= reported <= seen + 5.0, (reported, load.summary())
 
 
 def test_an_online_backup_is_taken_while_the_site_serves(at_v2: Deployment) -> None:
     """backup.code_only: online — a verified backup of an exported snapshot, no maintenance,
     counted by the writes rule from its own reading (the app writes throughout)."""
     envdir = at_v2.variant("online", {"backup.code_only": "online"})
-    with Load(at_v2.app_port) as load:
+    with Load(at_v2.lb_port, paths=READ_AND_WRITE) as load:
         res = at_v2.fab("local", "upgradedb", "--ref", "v2", envdir=envdir)
     assert res.returncode == 0, res.stderr
     report = at_v2.last_report()
@@ -125,14 +189,14 @@ def test_an_online_backup_is_taken_while_the_site_serves(at_v2: Deployment) -> N
     ]
     assert [r["event"] for r in report["counter_readings"]] == ["backup"]
     assert load.failed == [], load.summary()
+    assert missing_orders(at_v2, load) == 0
     listed = json.loads(at_v2.fab("local", "backups", "--json").stdout)
     assert any(m["id"] == backup["id"] for m in listed)
 
 
 def test_build_drain_and_undrain_run_in_order_with_the_host_named(at_v2: Deployment) -> None:
-    """app.build in the new release before anything switches; per host drain, then (after
-    the switch, reload and health) undrain, told which host and release. A drained host is
-    out of traffic: with one host, that is downtime, and the report counts it."""
+    """app.build in the new release on every host before anything switches; then host by
+    host drain, (switch, reload, health) undrain, each told which host and release."""
     log = at_v2.home / "hooks.log"
     log.unlink(missing_ok=True)
     envdir = at_v2.variant(
@@ -146,13 +210,17 @@ def test_build_drain_and_undrain_run_in_order_with_the_host_named(at_v2: Deploym
     res = at_v2.fab("local", "upgradedb", "--ref", "v2", envdir=envdir)
     assert res.returncode == 0, res.stderr
     report = at_v2.last_report()
-    rid, [host] = report["release_after"], report["previous_releases"]
-    port = host.rsplit(":", 1)[1]
-    assert log.read_text().splitlines() == [
-        f"build {rid} {rid}",
-        f"drain {host} {rid}",
+    rid, hosts = report["release_after"], report["previous_releases"]
+    first, second = sorted(hosts)
+    port = first.rsplit(":", 1)[1]
+    lines = log.read_text().splitlines()
+    assert lines[:2] == [f"build {rid} {rid}"] * 2
+    assert lines[2:] == [
+        f"drain {first} {rid}",
         f"undrain 127.0.0.1 {port}",
+        f"drain {second} {rid}",
+        f"undrain 127.0.0.2 {port}",
     ]
     steps = list(steps_of(report))
-    assert steps.index("build") < steps.index("release checks") < steps.index("switch 1/1")
-    assert report["downtime_seconds"] > 0 and len(report["downtime"]) == 1
+    assert steps.index("build") < steps.index("release checks") < steps.index("switch 1/2")
+    assert report["downtime_seconds"] == 0

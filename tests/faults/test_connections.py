@@ -35,13 +35,10 @@ from tests.faults.test_kill import lock_is_free, refused_until_recovered
 def start_fab(
     dep: Deployment, *args: str, envdir: Path | None = None, **extra: str
 ) -> subprocess.Popen[str]:
-    env = {**os.environ, **dep.env, **extra}
-    if envdir is not None:
-        env["SEED_ENVIRONMENTS"] = str(envdir)
     return subprocess.Popen(
         [FAB, *args],
         cwd=REPO,
-        env=env,
+        env=dep.process_env(envdir, extra),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -285,7 +282,9 @@ def test_tunnel_cut_under_a_running_migrate_still_refuses_a_second_deploy(
     job runs, so a second deploy must still exit 3. Thawed, the first one finishes."""
     before = whole_state(at_v2)
     since = time.time()
-    first = start_fab(at_v2, "local", "upgradedb", "--ref", "slow")
+    # long enough to outlast the cut and the second deploy's start on a busy machine
+    longer = at_v2.variant("slower", {"app.env.SHOP_SLOW_SECONDS": "25"})
+    first = start_fab(at_v2, "local", "upgradedb", "--ref", "slow", envdir=longer)
     wait_for_job(at_v2, "migrate", since, first)
     os.kill(first.pid, 19)  # SIGSTOP
     started = time.monotonic()

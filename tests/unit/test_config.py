@@ -23,11 +23,14 @@ from seed.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "environments"
 LOCAL = (SHIPPED / "local.yml").read_text()
+# the shipped roles.app block (two app hosts, the second with its own settings)
+APP_ROLE = LOCAL[LOCAL.index("  app:  ") : LOCAL.index("  migrate: 127.0.0.1")]
 SANDBOX_VARS = (
     "SEED_SANDBOX_DIR",
     "SEED_SANDBOX_SSH_PORT",
     "SEED_SANDBOX_PG_PORT",
     "SEED_SANDBOX_APP_PORT",
+    "SEED_SANDBOX_LB_PORT",
     "SHOP_SECRET_KEY",
 )
 
@@ -78,11 +81,17 @@ def test_shipped_local_loads_with_sandbox_defaults(tmp_path: Path) -> None:
     assert env.ssh.user == local_user()
     assert env.ssh.key == Path("/var/tmp/seed-sandbox/ssh/id_ed25519")
     assert env.ssh.gateway is None
-    host = Host("127.0.0.1", local_user(), 2222)
-    assert env.roles.app == (host,)
+    host, second = Host("127.0.0.1", local_user(), 2222), Host("127.0.0.2", local_user(), 2222)
+    assert env.roles.app == (host, second)
     assert env.roles.migrate == host
     assert env.roles.db == host
-    assert env.roles.all_hosts() == (host,)
+    assert env.roles.all_hosts() == (host, second)
+    second = env.roles.app[1]  # with its own settings (not compared by ==)
+    assert env.deploy_to_of(second) == "/var/tmp/seed-sandbox/server/host2/srv/shop"
+    assert env.app_env_of(second)["APP_BIND"].reveal() == "127.0.0.2:8765"
+    assert env.health_url_of(second) == "http://127.0.0.2:8765/health/"
+    assert env.app.drain == '/var/tmp/seed-sandbox/lb/lbctl drain "$SEED_HOST"'
+    assert env.app.undrain == '/var/tmp/seed-sandbox/lb/lbctl undrain "$SEED_HOST"'
     assert env.db.port == 54329
     assert (env.db.name, env.db.user, env.db.admin_user) == ("shop", "shop", "postgres")
     assert env.app.ref == "main"
@@ -340,7 +349,7 @@ def test_deploy_modes_and_rolling_settings(tmp_path: Path) -> None:
     env = load(tmp_path, LOCAL)
     assert (env.deploy_mode, env.backup.code_only, env.app.rolling_batch) == ("auto", "skip", "1")
     text = edit(LOCAL, "  mode: auto", "  mode: maintenance")
-    text = edit(text, "  parallel: 8 ", "  rolling: {batch: 50%}\n  parallel: 8 ")
+    text = edit(text, "  rolling: {batch: 1} ", "  rolling: {batch: 50%} ")
     env = load(tmp_path, text)
     assert (env.deploy_mode, env.app.rolling_batch) == ("maintenance", "50%")
     assert env.app.reload == "current/deploy/appctl reload"
@@ -350,7 +359,7 @@ def test_deploy_modes_and_rolling_settings(tmp_path: Path) -> None:
         tmp_path, text
     )
     for bad in ("0", "150%", "two"):
-        text = edit(LOCAL, "  parallel: 8 ", f"  rolling: {{batch: {bad}}}\n  parallel: 8 ")
+        text = edit(LOCAL, "  rolling: {batch: 1} ", f"  rolling: {{batch: {bad}}} ")
         assert "app.rolling.batch:" in problems(tmp_path, text), bad
     text = edit(LOCAL, "  code_only: skip ", "  code_only: always ")
     assert "backup.code_only: expected one of skip, online" in problems(tmp_path, text)
@@ -361,10 +370,10 @@ def test_an_app_host_may_have_its_own_settings(tmp_path: Path) -> None:
     roles.app with its own deploy_to, env and health URL over app.*."""
     text = edit(
         LOCAL,
-        "  app: [127.0.0.1]  ",
+        APP_ROLE,
         "  app:\n    - 127.0.0.1\n    - {host: 127.0.0.2, deploy_to: /srv/two/, "
         "env: {APP_BIND: '127.0.0.1:9002', API_TOKEN: s3cret-token}, "
-        "health_url: 'http://127.0.0.1:9002/health/'}\n  ",
+        "health_url: 'http://127.0.0.1:9002/health/'}\n",
     )
     env = load(tmp_path, text)
     one, two = env.roles.app
@@ -374,11 +383,11 @@ def test_an_app_host_may_have_its_own_settings(tmp_path: Path) -> None:
     assert env.health_url_of(two) == "http://127.0.0.1:9002/health/"
     assert env.health_url_of(one) == env.app.health.url if env.app.health else False
     assert env.roles.migrate is one and "s3cret-token" in env.secrets()
-    bad = edit(LOCAL, "  app: [127.0.0.1]  ", "  app: [{host: h, deploy_to: rel, port: 2}]  ")
+    bad = edit(LOCAL, APP_ROLE, "  app: [{host: h, deploy_to: rel, port: 2}]\n")
     found = problems(tmp_path, bad)
     assert "roles.app[0].port: unknown key" in found
     assert "roles.app[0].deploy_to: must be an absolute path" in found
-    twice = edit(LOCAL, "  app: [127.0.0.1]  ", "  app: [127.0.0.1, {host: 127.0.0.1}]  ")
+    twice = edit(LOCAL, APP_ROLE, "  app: [127.0.0.1, {host: 127.0.0.1}]\n")
     assert "is listed twice" in problems(tmp_path, twice)
 
 
@@ -409,8 +418,9 @@ def test_float_and_bool_keys_take_variables(tmp_path: Path, old: str, new: str) 
 def test_on_off_and_no_stay_strings(tmp_path: Path) -> None:
     text = edit(
         LOCAL,
-        "    ALLOWED_HOSTS: 127.0.0.1,localhost\n",
-        "    ALLOWED_HOSTS: 127.0.0.1,localhost\n    COUNTRY: NO\n    FLAG: off\n    ANSWER: Yes\n",
+        "    ALLOWED_HOSTS: 127.0.0.1,127.0.0.2,localhost\n",
+        "    ALLOWED_HOSTS: 127.0.0.1,127.0.0.2,localhost\n"
+        "    COUNTRY: NO\n    FLAG: off\n    ANSWER: Yes\n",
     )
     text = re.sub(
         r"(?m)^  maintenance:\n    on: .*\n    off: .*\n",
@@ -429,8 +439,8 @@ def test_on_off_and_no_stay_strings(tmp_path: Path) -> None:
 def test_yaml_11_numbers_do_not_rewrite_env_values(tmp_path: Path) -> None:
     text = edit(
         LOCAL,
-        "    ALLOWED_HOSTS: 127.0.0.1,localhost\n",
-        "    ALLOWED_HOSTS: 127.0.0.1,localhost\n    ZIP: 01234\n    AT: 12:30\n",
+        "    ALLOWED_HOSTS: 127.0.0.1,127.0.0.2,localhost\n",
+        "    ALLOWED_HOSTS: 127.0.0.1,127.0.0.2,localhost\n    ZIP: 01234\n    AT: 12:30\n",
     )
     env = load(tmp_path, text)
     assert env.app.env["ZIP"].reveal() in ("01234", "1234")  # YAML 1.2: decimal, never octal
@@ -466,7 +476,7 @@ def test_bad_hosts(tmp_path: Path) -> None:
     assert "roles.migrate: exactly one host" in problems(tmp_path, text)
     text = edit(LOCAL, "  db: 127.0.0.1 ", "  db: db1:ssh ")
     assert "roles.db: bad port in 'db1:ssh'" in problems(tmp_path, text)
-    text = edit(LOCAL, "  app: [127.0.0.1] ", "  app: [] ")
+    text = edit(LOCAL, APP_ROLE, "  app: []\n")
     assert "roles.app: required" in problems(tmp_path, text)
 
 
@@ -571,8 +581,8 @@ def test_environment_repr_and_secrets(tmp_path: Path, monkeypatch: pytest.Monkey
     text = re.sub(r"(?m)^  passfile: .*$", "  passfile: pgpass", LOCAL)
     text = edit(
         text,
-        "    ALLOWED_HOSTS: 127.0.0.1,localhost\n",
-        "    ALLOWED_HOSTS: 127.0.0.1,localhost\n    API_TOKEN: tok-123456\n",
+        "    ALLOWED_HOSTS: 127.0.0.1,127.0.0.2,localhost\n",
+        "    ALLOWED_HOSTS: 127.0.0.1,127.0.0.2,localhost\n    API_TOKEN: tok-123456\n",
     )
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / "pgpass").write_text("*:*:*:shop:app-db-pw\n*:*:*:postgres:admin-db-pw\n")
@@ -588,7 +598,7 @@ def test_environment_repr_and_secrets(tmp_path: Path, monkeypatch: pytest.Monkey
         masking_key,
     }
     assert secrets == sorted(secrets, key=len, reverse=True)
-    assert "127.0.0.1,localhost" not in secrets  # ALLOWED_HOSTS is a setting
+    assert "127.0.0.1,127.0.0.2,localhost" not in secrets  # ALLOWED_HOSTS is a setting
     assert "127.0.0.1:8765" not in secrets  # APP_BIND too
     shown = repr(env) + str(env)
     for value in secrets:

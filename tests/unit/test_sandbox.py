@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import http.server
 import os
 import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -350,3 +355,103 @@ def test_pgbin_override_must_hold_initdb(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("SEED_PG_BINDIR", str(tmp_path))
     with pytest.raises(ConfigError, match="SEED_PG_BINDIR"):
         find_bindir()
+
+
+class _Named(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with the address it listens on; /slow/ after a second."""
+
+    def do_GET(self) -> None:
+        if self.path == "/slow/":
+            time.sleep(1.0)
+        body = self.server.server_address[0].encode()  # type: ignore[index]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_balancer_sends_requests_only_to_hosts_in_traffic(
+    sandbox_spec_factory: Callable[[], SandboxSpec],
+) -> None:
+    """HAProxy in front of two app hosts (127.0.0.1, 127.0.0.2); lbctl drains one (after
+    its requests finished), never the last one serving, and undrains it; `down` stops it."""
+    port, lb = free_port(), free_port()
+    backends = (f"127.0.0.1:{port}", f"127.0.0.2:{port}")
+    spec = dataclasses.replace(sandbox_spec_factory(), lb_port=lb, app_backends=backends)
+    apps = [
+        http.server.ThreadingHTTPServer((ip, port), _Named) for ip in ("127.0.0.1", "127.0.0.2")
+    ]
+    for app in apps:
+        threading.Thread(target=app.serve_forever, daemon=True).start()
+    lbctl = str(spec.root / "lb" / "lbctl")
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([lbctl, *args], capture_output=True, text=True, timeout=60)
+
+    def served(n: int = 8, path: str = "/") -> set[str]:
+        seen = set()
+        for _ in range(n):
+            with urllib.request.urlopen(f"http://127.0.0.1:{lb}{path}", timeout=10) as r:
+                seen.add(r.read().decode())
+        return seen
+
+    try:
+        info = sandbox_up(spec)
+        assert info.lb_pid and sandbox_status(spec)["balancer"]["running"]  # type: ignore[index]
+        deadline = time.monotonic() + 10
+        while ctl("status").stdout.count(" UP ") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert served() == {"127.0.0.1", "127.0.0.2"}
+
+        # requests in flight on both hosts: drain returns once the first host's finished
+        slow: list[str] = []
+
+        def fetch() -> None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{lb}/slow/", timeout=10) as r:
+                slow.append(r.read().decode())
+
+        fetches = [threading.Thread(target=fetch) for _ in range(2)]
+        for t in fetches:
+            t.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        drained = ctl("drain", "127.0.0.1")
+        waited = time.monotonic() - started
+        for t in fetches:
+            t.join(timeout=10)
+        assert drained.returncode == 0 and "127.0.0.1 drained" in drained.stdout, drained.stderr
+        assert sorted(slow) == ["127.0.0.1", "127.0.0.2"]  # both answered, none cut short
+        assert waited >= 0.4, waited
+        assert served() == {"127.0.0.2"}
+
+        kept = ctl("drain", "127.0.0.2")  # the only one left serving
+        assert kept.returncode == 0 and "kept in traffic" in kept.stdout
+        assert served() == {"127.0.0.2"}
+
+        back = ctl("undrain", "127.0.0.1")
+        assert back.returncode == 0 and "in traffic" in back.stdout
+        assert served() == {"127.0.0.1", "127.0.0.2"}
+
+        unknown = ctl("drain", "127.0.0.9")
+        assert unknown.returncode == 1 and "no server '127.0.0.9'" in unknown.stderr
+        assert ctl("sideways").returncode == 2
+
+        apps[1].shutdown()  # a host that stops answering: HAProxy counts it out
+        apps[1].server_close()
+        deadline = time.monotonic() + 10
+        while "DOWN" not in ctl("status").stdout and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert served() == {"127.0.0.1"}
+        stuck = ctl("--timeout", "1", "undrain", "127.0.0.2")
+        assert stuck.returncode == 1 and "health check fails" in stuck.stderr
+    finally:
+        for app in apps:
+            app.shutdown()
+            app.server_close()
+    sandbox_down(spec)
+    assert sandbox_status(spec)["balancer"]["running"] is False  # type: ignore[index]
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", lb)) != 0
