@@ -36,8 +36,8 @@ from bench.common import (  # noqa: E402
     say,
     stopwatch,
 )
+from sandbox.servers import sandbox_down, sandbox_up  # noqa: E402
 from seed import masking  # noqa: E402
-from seed.sandbox import sandbox_down, sandbox_up  # noqa: E402
 
 TARGET = 3.0
 OURS = "mask   seed update_sql: fake name/email/phone/address + date shift"

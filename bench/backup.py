@@ -44,15 +44,15 @@ from bench.common import (  # noqa: E402
     say,
     stopwatch,
 )
-from seed.backup import take_backup  # noqa: E402
-from seed.config import Environment, load_environment  # noqa: E402
-from seed.remote import RemoteJob  # noqa: E402
-from seed.sandbox import (  # noqa: E402
+from sandbox.servers import (  # noqa: E402
     SandboxInfo,
     environment_text,
     sandbox_down,
     sandbox_up,
 )
+from seed.backup import take_backup  # noqa: E402
+from seed.config import Environment, load_environment  # noqa: E402
+from seed.remote import RemoteJob  # noqa: E402
 from seed.session import Session  # noqa: E402
 
 APP_NAME = "seed-bench-backup"

@@ -43,6 +43,7 @@ from bench.common import (  # noqa: E402
     say,
     stopwatch,
 )
+from sandbox.servers import sandbox_down, sandbox_up  # noqa: E402
 from seed.db import (  # noqa: E402
     ROW_HASH,
     ROW_TEXT,
@@ -52,7 +53,6 @@ from seed.db import (  # noqa: E402
     snapshot_figures,
     table_figures,
 )
-from seed.sandbox import sandbox_down, sandbox_up  # noqa: E402
 
 TARGET = 5.0
 OURS = "table  seed table_figures, row-hash (count + sum(mixed hash_record_extended))"

@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from sandbox.servers import SandboxInfo, SandboxSpec, free_port
 from seed.config import Environment
-from seed.sandbox import SandboxInfo, SandboxSpec, free_port
 
 CUSTOMERS = 3_000_000
 ORDERS = 4_000_000

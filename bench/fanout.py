@@ -2,7 +2,7 @@
 
 Run as root: `.venv/bin/python bench/fanout.py [--hosts 8] [--reps 3]` (never part of
 `make test`). It starts a private sandbox plus N app hosts (sshd in their own mount
-namespaces, seed.sandbox_hosts), builds the example shop's origin, and warms every
+namespaces, sandbox.hosts), builds the example shop's origin, and warms every
 host up once (its virtualenv is built there, outside the timing). Then, interleaved,
 median of `--reps`, it times what `upgradedb` does on the app hosts for a release
 whose artifact is already built and whose dependencies are reused: upload + unpack,
@@ -37,19 +37,19 @@ from bench.common import (  # noqa: E402
     say,
     stopwatch,
 )
-from seed import release as rel  # noqa: E402
-from seed.config import Host, load_environment  # noqa: E402
-from seed.fanout import fan_out  # noqa: E402
-from seed.origin import build_origin  # noqa: E402
-from seed.remote import Remote  # noqa: E402
-from seed.report import utcnow  # noqa: E402
-from seed.sandbox import (  # noqa: E402
+from sandbox.hosts import extra_hosts  # noqa: E402
+from sandbox.origin import build_origin  # noqa: E402
+from sandbox.servers import (  # noqa: E402
     environment_text,
     sandbox_down,
     sandbox_up,
 )
-from seed.sandbox_hosts import extra_hosts  # noqa: E402
-from seed.wheels import ensure_wheelhouse  # noqa: E402
+from sandbox.wheels import ensure_wheelhouse  # noqa: E402
+from seed import release as rel  # noqa: E402
+from seed.config import Host, load_environment  # noqa: E402
+from seed.fanout import fan_out  # noqa: E402
+from seed.remote import Remote  # noqa: E402
+from seed.report import utcnow  # noqa: E402
 
 TARGET = 2.0
 EXAMPLE = REPO / "example"

@@ -3,7 +3,7 @@
 Run as `.venv/bin/python bench/import.py [--rows 50000] [--reps 3]` (never part of
 `make test`). It starts a private sandbox, creates a customers table shaped like the
 example app's (v4: email unique, contact details), writes a messy export with
-`seed.messy` and times, in the same run, median of `--reps`:
+`sandbox.messy` and times, in the same run, median of `--reps`:
 
 1. the import on this machine: extract (CSV, cp1252, `;`) → clean → deduplicate →
    load (`seed.importer.load_rows`: COPY into a staging table, one transaction that
@@ -47,12 +47,12 @@ from bench.common import (  # noqa: E402
     say,
     stopwatch,
 )
+from sandbox.messy import generate, write_csv  # noqa: E402
+from sandbox.servers import sandbox_down, sandbox_up  # noqa: E402
 from seed.cleaning import clean, deduplicate  # noqa: E402
 from seed.extract import read_source  # noqa: E402
 from seed.importload import _copy_text, _row_tuples, load_rows  # noqa: E402
 from seed.importmap import load_mapping  # noqa: E402
-from seed.messy import generate, write_csv  # noqa: E402
-from seed.sandbox import sandbox_down, sandbox_up  # noqa: E402
 
 TARGET = 1.5
 WHOLE = "import extract + clean + deduplicate + load (verified)"

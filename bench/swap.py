@@ -39,8 +39,8 @@ from bench.common import (  # noqa: E402
     say,
     stopwatch,
 )
+from sandbox.servers import SandboxInfo, sandbox_down, sandbox_up  # noqa: E402
 from seed.restore import RestorePlan, drop_if_exists, swap  # noqa: E402
-from seed.sandbox import SandboxInfo, sandbox_down, sandbox_up  # noqa: E402
 
 TARGET = 0.1
 

@@ -53,7 +53,7 @@ import psycopg  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.common import headline, say  # noqa: E402
-from seed.sandbox import free_port  # noqa: E402
+from sandbox.servers import free_port  # noqa: E402
 from seed.yaml12 import load_yaml12  # noqa: E402
 
 FAB = str(REPO / ".venv" / "bin" / "fab")

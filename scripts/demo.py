@@ -33,7 +33,7 @@ STEPS: list[tuple[str, list[str], int]] = [
     ("deploy v3 (contract)", ["local", "upgradedb", "--ref", "v3"], 0),
     ("deploy v4 (contact details)", ["local", "upgradedb", "--ref", "v4"], 0),
     ("redeploy v4 (no migration)", ["local", "upgradedb", "--ref", "v4"], 0),
-    ("messy export (50,000)", ["python", "-m", "seed.messy", "50000", EXPORT], 0),
+    ("messy export (50,000)", ["python", "-m", "sandbox.messy", "50000", EXPORT], 0),
     (
         "import legacy customers",
         ["local", "import-legacy", "--source", EXPORT, "--mapping", "import/customers.yml"],

@@ -9,12 +9,12 @@ from pathlib import Path
 from invoke.context import Context
 from invoke.tasks import task
 
+from sandbox.balancer import health_path
+from sandbox.origin import build_origin
+from sandbox.servers import SandboxSpec, sandbox_down, sandbox_status, sandbox_up
+from sandbox.wheels import ensure_wheelhouse
 from seed.config import Environment, environments_dir, load_environment
 from seed.errors import ConfigError
-from seed.origin import build_origin
-from seed.sandbox import SandboxSpec, sandbox_down, sandbox_status, sandbox_up
-from seed.sandbox_lb import health_path
-from seed.wheels import ensure_wheelhouse
 from tasks.edge import REPO_ROOT, default_sandbox_dir, user_errors
 
 EXAMPLE = REPO_ROOT / "example"

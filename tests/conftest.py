@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `pytest` run as a script does not put the repo on sys.path
     sys.path.insert(0, str(REPO))
 
-from seed.sandbox import (  # noqa: E402
+from sandbox.servers import (  # noqa: E402
     PortInUse,
     SandboxInfo,
     SandboxSpec,

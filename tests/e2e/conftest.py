@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 import yaml
 
+from sandbox.servers import SandboxInfo
 from seed.db import snapshot_figures
-from seed.sandbox import SandboxInfo
 from seed.yaml12 import load_yaml12
 
 REPO = Path(__file__).resolve().parents[2]

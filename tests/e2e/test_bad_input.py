@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from seed.sandbox import free_port
+from sandbox.servers import free_port
 from tests.e2e.conftest import DELETE, REPO, Deployment
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from seed.sandbox import free_port
+from sandbox.servers import free_port
 from tests.e2e.conftest import REPO, Deployment
 from tests.e2e.test_rollback import bring_to_v2
 

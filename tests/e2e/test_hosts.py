@@ -1,7 +1,7 @@
 """Several app hosts: release, switch and restart fan out; one host failing puts every
 host back. Each extra host is an sshd in its own network namespace (a veth pair; a
 loopback port where `ip netns` is unavailable) and its own mount namespace, seeing its
-own `deploy_to` (seed.sandbox_hosts; root only)."""
+own `deploy_to` (sandbox.hosts; root only)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from seed.sandbox_hosts import ExtraHost, extra_hosts, netns_available
+from sandbox.hosts import ExtraHost, extra_hosts, netns_available
 from tests.e2e.conftest import DELETE, Deployment
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from seed.messy import generate, write_csv
+from sandbox.messy import generate, write_csv
 from tests.e2e.conftest import FAB, REPO, Deployment
 from tests.e2e.test_rollback import bring_to_v2
 from tests.unit.test_legacy import MESSY

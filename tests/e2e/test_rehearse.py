@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import yaml
 
-from seed.sandbox import SandboxSpec, _read_pgpass, sandbox_up
+from sandbox.servers import SandboxSpec, _read_pgpass, sandbox_up
 from tests.e2e.conftest import Deployment
 from tests.e2e.test_rollback import bring_to_v2
 

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from sandbox.servers import SandboxInfo, environment_text
 from seed.config import Environment, load_environment
-from seed.sandbox import SandboxInfo, environment_text
 
 _counter = itertools.count()
 

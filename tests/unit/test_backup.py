@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from sandbox.servers import SandboxInfo
 from seed.backup import (
     BackupRecord,
     dump_script,
@@ -32,7 +33,6 @@ from seed.config import Environment, Secret, lookup_pgpass
 from seed.db import exported_snapshot
 from seed.errors import PreflightFailed
 from seed.remote import Remote
-from seed.sandbox import SandboxInfo
 
 Scratch = Callable[[], tuple[str, psycopg.Connection[Any]]]
 

@@ -16,13 +16,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from sandbox.servers import SandboxInfo
 from seed import invariants
 from seed.checkrun import CheckRun, repo_checks
 from seed.checks import measure, run_check
 from seed.checkspec import Check, CheckParser, Invariants
 from seed.errors import PreflightFailed
 from seed.runrecord import RunRecord
-from seed.sandbox import SandboxInfo
 from seed.validate import last_after_state
 
 Scratch = Callable[[], tuple[str, psycopg.Connection[Any]]]

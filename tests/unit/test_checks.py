@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
+from sandbox.servers import SandboxInfo
 from seed.checks import (
     CheckQueryError,
     CheckResult,
@@ -24,7 +25,6 @@ from seed.checks import (
 )
 from seed.checkspec import Check, Expectation
 from seed.db import exported_snapshot
-from seed.sandbox import SandboxInfo
 
 Scratch = Callable[[], tuple[str, psycopg.Connection[Any]]]
 

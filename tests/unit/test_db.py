@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from sandbox.servers import SandboxInfo
 from seed.config import Environment, Secret
 from seed.db import (
     CHECKSUM_SETTINGS,
@@ -28,7 +29,6 @@ from seed.db import (
     snapshot_figures,
 )
 from seed.errors import PreflightFailed
-from seed.sandbox import SandboxInfo
 
 Scratch = Callable[[], tuple[str, psycopg.Connection[Any]]]
 

@@ -206,7 +206,7 @@ dedup: {keys: [[email], [phone, last_name]], keep: most_complete}
 
 
 def test_the_generated_messy_export_is_deterministic_and_reconciles(tmp_path: Path) -> None:
-    from seed.messy import generate, write_csv
+    from sandbox.messy import generate, write_csv
 
     one, two = tmp_path / "a.csv", tmp_path / "b.csv"
     write_csv(generate(3000, seed=11), one)

@@ -1,4 +1,4 @@
-"""seed.origin: the example app's versions as a bare git repository (real git, no PostgreSQL)."""
+"""sandbox.origin: the example app's versions as a bare git repository (real git, no PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.origin import Release, build_origin, read_releases
 from seed.errors import ConfigError
-from seed.origin import Release, build_origin, read_releases
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example"
 TAGS = [

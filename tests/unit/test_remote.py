@@ -16,10 +16,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from sandbox.servers import SandboxInfo, free_port
 from seed.config import Environment, Host
 from seed.errors import PreflightFailed
 from seed.remote import Remote, RemoteError, RemoteJob, Result, free_local_port, q
-from seed.sandbox import SandboxInfo, free_port
 
 
 def keygen(path: Path) -> Path:

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from sandbox.servers import SandboxInfo
 from seed.errors import SeedError
 from seed.restore import (
     apply_properties,
@@ -21,7 +22,6 @@ from seed.restore import (
     snapshot_copy,
     split_setting_list,
 )
-from seed.sandbox import SandboxInfo
 
 Scratch = Callable[[], tuple[str, psycopg.Connection[Any]]]
 

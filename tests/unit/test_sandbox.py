@@ -20,9 +20,7 @@ import paramiko  # type: ignore[import-untyped, unused-ignore]
 import psycopg
 import pytest
 
-from seed.errors import ConfigError
-from seed.pgbin import find_bindir
-from seed.sandbox import (
+from sandbox.servers import (
     SandboxInfo,
     SandboxSpec,
     free_port,
@@ -30,6 +28,8 @@ from seed.sandbox import (
     sandbox_status,
     sandbox_up,
 )
+from seed.errors import ConfigError
+from seed.pgbin import find_bindir
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runs in CI as root)")
 

@@ -70,3 +70,29 @@ def test_the_check_finds_a_use() -> None:
         assert uses(sample) >= {("seed.restore", "swap"), ("seed.undo", "read_counters")}
     finally:
         sample.unlink()
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module this file imports (absolute names; `from x import y` gives x and x.y)."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_product_never_imports_the_sandbox() -> None:
+    """The sandbox (servers, balancer, origin, wheels, demo data) is tooling around the
+    product: nothing in seed/ may need it."""
+    offenders = [
+        f"{path.relative_to(SEED.parent)} imports {name}"
+        for path in sorted(SEED.rglob("*.py"))
+        for name in sorted(imported_modules(path))
+        if name == "sandbox" or name.startswith("sandbox.")
+    ]
+    assert offenders == []
+    assert not any((SEED / name).exists() for name in ("sandbox.py", "origin.py", "wheels.py"))

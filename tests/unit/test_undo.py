@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 
+from sandbox.servers import SandboxInfo
 from seed.runrecord import BACKUP, FREEZE, HANDOVER, Reading, RunRecord
-from seed.sandbox import SandboxInfo
 from seed.undo import REWRITTEN, UNKNOWN, read_counters, writes_since_backup
 
 Scratch = Callable[[], tuple[str, psycopg.Connection[Any]]]

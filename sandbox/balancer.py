@@ -59,7 +59,7 @@ def config_text(lb_port: int, backends: tuple[str, ...], check_path: str, admin:
     ]
     return "\n".join(
         [
-            "# Written by Seed on every `sandbox up`; edit seed/sandbox_lb.py instead.",
+            "# Written by Seed on every `sandbox up`; edit sandbox/balancer.py instead.",
             "global",
             f"    stats socket {admin} mode 600 level admin",
             "    maxconn 4096",
@@ -104,7 +104,7 @@ LBCTL = r'''#!/usr/bin/env python3
 HOST is the server's name, the app host's address: $SEED_HOST in a Seed hook. drain keeps
 a host that is the only one serving in traffic (draining it would take the site down; a
 graceful reload keeps it answering) and says so. Exit 0 done, 1 failed, 2 usage.
-Written by Seed's `sandbox up`; edit seed/sandbox_lb.py instead.
+Written by Seed's `sandbox up`; edit sandbox/balancer.py instead.
 """
 import csv
 import io

@@ -13,7 +13,7 @@ that the `postgres` user can enter it when we run as root:
     <root>/ssh/               0700: host key, client key, authorized_keys,
                               known_hosts, sshd_config, sshd.pid, sshd.log
     <root>/server/            the "server's" filesystem (deploy_to, backups, state)
-    <root>/lb/                the load balancer (seed.sandbox_lb): haproxy.cfg, haproxy.pid,
+    <root>/lb/                the load balancer (sandbox.balancer): haproxy.cfg, haproxy.pid,
                               admin.sock (0600), lbctl (its drain/undrain command)
 
 Two "hosts" share the machine: sshd listens on 127.0.0.1 and 127.0.0.2 (the whole of
@@ -52,7 +52,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from seed import sandbox_lb
+from sandbox import balancer as sandbox_lb
 from seed.errors import ConfigError
 from seed.pgbin import find_bindir
 
@@ -79,7 +79,7 @@ class SandboxSpec:
     db_name: str = "shop"
     app_user: str = "shop"
     admin_user: str = "postgres"
-    # the load balancer (seed.sandbox_lb): 0 = none; the app hosts' host:port it balances
+    # the load balancer (sandbox.balancer): 0 = none; the app hosts' host:port it balances
     lb_port: int = 0
     app_backends: tuple[str, ...] = ()
     health_path: str = "/health/"
@@ -678,7 +678,7 @@ class _Pg:
             _write_file(conf, text, 0o600, self.owner)
             changed = True
         seed_conf = (
-            "# Written by Seed on every `sandbox up`; edit seed/sandbox.py instead.\n"
+            "# Written by Seed on every `sandbox up`; edit sandbox/servers.py instead.\n"
             f"listen_addresses = '{HOST}'\n"
             f"port = {self.spec.pg_port}\n"
             f"unix_socket_directories = '{self.paths.pg_run}'\n"
@@ -825,7 +825,7 @@ def _port_taken(what: str, port: int) -> PortInUse:
     return PortInUse(
         f"port {port} on {HOST} is already in use by another program, so the sandbox "
         f"{what} cannot listen there: choose another port in the sandbox settings "
-        "(seed.sandbox.free_port() finds a free one)",
+        "(sandbox.servers.free_port() finds a free one)",
         port,
     )
 
@@ -888,7 +888,7 @@ class _Sshd:
         p = self.paths
         return "\n".join(
             [
-                "# Written by Seed on every `sandbox up`; edit seed/sandbox.py instead.",
+                "# Written by Seed on every `sandbox up`; edit sandbox/servers.py instead.",
                 f"Port {self.spec.ssh_port}",
                 *(f"ListenAddress {address}" for address in HOSTS),
                 f"HostKey {p.host_key}",
@@ -1018,7 +1018,7 @@ class _Sshd:
 
 
 class _Balancer:
-    """HAProxy in front of the app hosts (seed.sandbox_lb), when the spec names a port."""
+    """HAProxy in front of the app hosts (sandbox.balancer), when the spec names a port."""
 
     def __init__(self, spec: SandboxSpec, paths: _Paths) -> None:
         self.spec = spec

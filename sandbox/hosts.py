@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox.servers import HOST, SSHD, SandboxInfo, free_port
 from seed.errors import ConfigError
-from seed.sandbox import HOST, SSHD, SandboxInfo, free_port
 
 
 @dataclass

@@ -7,7 +7,7 @@ emails with capitals and stray spaces, phones in many national formats (06…, +
 as a name, a code or empty, dates as dd-mm-yyyy or yyyy-mm-dd — and on top of that
 duplicates (the same person again with a spelling or format variant), invalid emails,
 impossible phone numbers and broken rows. The same `seed` gives the same bytes with
-the pinned Faker. `python -m seed.messy N OUT.csv` writes one.
+the pinned Faker. `python -m sandbox.messy N OUT.csv` writes one.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m seed.messy N OUT.csv", file=sys.stderr)
+        print("usage: python -m sandbox.messy N OUT.csv", file=sys.stderr)
         return 2
     write_csv(generate(int(argv[0])), Path(argv[1]))
     return 0
