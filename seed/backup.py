@@ -24,6 +24,7 @@ from seed.config import Environment, Secret
 from seed.errors import PreflightFailed
 from seed.remote import Remote, RemoteJob, q
 from seed.report import human
+from seed.runrecord import RunRecord
 
 
 @dataclass
@@ -466,3 +467,46 @@ def download_backup(remote: Remote, manifest: dict[str, Any], local_dir: Path) -
     manifest_local.write_bytes(remote.get_bytes(manifest_path(path)))
     manifest_local.chmod(0o600)
     return local
+
+
+def find_manifest(manifests: list[dict[str, Any]], wanted: str) -> dict[str, Any]:
+    """`latest` or an id (or a unique id prefix); PreflightFailed when none matches."""
+    if not manifests:
+        raise PreflightFailed("no backups found: take one with `fab <env> backup`")
+    if wanted in ("", "latest"):
+        return manifests[-1]
+    exact = [m for m in manifests if m["id"] == wanted]
+    matches = exact or [m for m in manifests if str(m["id"]).startswith(wanted)]
+    if len(matches) != 1:
+        what = "no backup" if not matches else f"{len(matches)} backups"
+        raise PreflightFailed(f"--backup {wanted}: {what} with that id (see `fab <env> backups`)")
+    return matches[0]
+
+
+def manifest_ref(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a run records of a backup it used: which, where, its sha256, the run that took it."""
+    return {k: manifest[k] for k in ("id", "path", "sha256", "deploy_id") if manifest.get(k)}
+
+
+def good_deploys(records: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in records if r.kind == "upgradedb" and r.outcome == "succeeded"]
+
+
+def protected_backups(records: list[RunRecord]) -> set[str]:
+    """Never deleted by retention: the backup of the last good deploy that took one (a
+    code-only deploy may have none: the one a rollback past it needs stays)."""
+    backups_of = [r.backup.id for r in good_deploys(records) if r.backup is not None]
+    return set(backups_of[-1:])
+
+
+def needed_by(records: list[RunRecord]) -> dict[str, str]:
+    """backup id → why it must be kept (the backup of a deploy a rollback can still undo)."""
+    reasons: dict[str, str] = {}
+    good = good_deploys(records)
+    for record in good:
+        if record.backup is not None and not record.rolled_back_by:
+            reasons[record.backup.id] = f"rollback of {record.deploy_id}"
+    last = next((r for r in reversed(good) if r.backup is not None), None)
+    if last is not None and last.backup is not None:
+        reasons[last.backup.id] = f"last good deploy {last.deploy_id}"
+    return reasons

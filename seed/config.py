@@ -240,7 +240,7 @@ class LintConfig:
 
 @dataclass(frozen=True)
 class RehearseConfig:
-    """`rehearse:` — budgets that make a rehearsal a gate (seed/rehearse.py)."""
+    """`rehearse:` — budgets that make a rehearsal a gate (seed/rehearsal.py)."""
 
     max_lock_seconds: float | None = None  # a write-blocking lock, predicted at scale
     max_total_seconds: float | None = None  # all pending migrations, predicted at scale

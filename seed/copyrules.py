@@ -13,8 +13,8 @@ from pathlib import Path
 
 from seed import masking
 from seed.config import Environment
-from seed.copyto import copy_settings
 from seed.errors import ChecksFailed
+from seed.masking import copy_settings
 from seed.operation import Operation
 from seed.report import Output
 

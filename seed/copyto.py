@@ -32,9 +32,10 @@ from seed import backup as backups
 from seed import db as dblib
 from seed import masking, recovery, undo
 from seed import restore as restorelib
+from seed.backup import find_manifest
 from seed.config import Environment
-from seed.dbtasks import find_manifest
 from seed.errors import ConfigError, HumanNeeded, PreflightFailed, RolledBack, SeedError
+from seed.masking import copy_settings
 from seed.operation import Operation
 from seed.remote import Remote, q
 from seed.replication import refuse_if_replicated
@@ -45,23 +46,6 @@ from seed.session import Session
 
 class CopyFailed(RolledBack):
     """The copy failed after it started; the target was not touched (exit 5)."""
-
-
-def copy_settings(source: Environment) -> tuple[masking.Rules, masking.Key]:
-    """The source's masking rules and key, or ConfigError (exit 2) saying what to add."""
-    where = f"{source.path}"
-    if source.copy.rules is None:
-        raise ConfigError(
-            f"{where}: copy.rules is not set: name the masking rules file for copies of "
-            f"{source.name} (see masking/shop.yml)"
-        )
-    if source.copy.secret is None:
-        raise ConfigError(
-            f"{where}: copy.secret is not set or empty: the key of the masking hash, e.g. "
-            '"${SEED_MASK_KEY}" — export it (keep it out of the target\'s reach)'
-        )
-    rules = masking.load_rules(source.copy.rules)
-    return rules, masking.Key.from_secret(source.copy.secret.reveal())
 
 
 def check_pair(source: Environment, target: Environment) -> None:

@@ -35,9 +35,9 @@ import pandas as pd
 
 from seed import release as rel
 from seed import restore as restorelib
+from seed.backup_run import verified_backup
 from seed.cleaning import clean, deduplicate
 from seed.config import Environment
-from seed.dbtasks import verified_backup
 from seed.errors import PreflightFailed, SeedError
 from seed.extract import read_source
 from seed.importdiff import (

@@ -14,6 +14,7 @@ import json
 import os
 import posixpath
 import re
+import secrets as pysecrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import psycopg
 
 from seed.config import Environment
 from seed.remote import Remote, q
-from seed.report import Scrubber, iso, who, write_json
+from seed.report import Scrubber, iso, utcnow, who, write_json
 from seed.runrecord import RunRecord
 
 _HEADER = re.compile(r"^==> \./", re.MULTILINE)
@@ -186,3 +187,20 @@ def _parse(text: str | bytes) -> RunRecord | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return RunRecord.from_json(data) if isinstance(data, dict) else None
+
+
+def lock_holder_pids(conn: Any, dbname: str) -> list[int]:
+    """Backends holding the environment's advisory lock (read from pg_locks, not taken)."""
+    rows = conn.execute(
+        "select l.pid from pg_locks l join pg_database d on d.oid = l.database"
+        " where l.locktype = 'advisory' and l.objsubid = 1 and l.granted"
+        " and d.datname = 'postgres'"
+        f" and ((l.classid::bigint << 32) | l.objid::bigint) = {lock_key_sql()}",
+        (dbname,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def new_deploy_id() -> str:
+    """`<UTC time>-<4 hex>`: sorts by time, unique enough for one environment."""
+    return f"{utcnow():%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"

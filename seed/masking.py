@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from seed.config import read_mapping
+from seed.config import Environment, read_mapping
 from seed.errors import ConfigError
 from seed.fakedata import LOCALES, LOREM, Locale, ascii_word, vocabulary
 
@@ -607,3 +607,20 @@ def survivors(
                 found[f"{table}.{column.name}"] = int(count)
     conn.execute("drop table seed_samples")
     return found
+
+
+def copy_settings(source: Environment) -> tuple[Rules, Key]:
+    """The source's masking rules and key, or ConfigError (exit 2) saying what to add."""
+    where = f"{source.path}"
+    if source.copy.rules is None:
+        raise ConfigError(
+            f"{where}: copy.rules is not set: name the masking rules file for copies of "
+            f"{source.name} (see masking/shop.yml)"
+        )
+    if source.copy.secret is None:
+        raise ConfigError(
+            f"{where}: copy.secret is not set or empty: the key of the masking hash, e.g. "
+            '"${SEED_MASK_KEY}" — export it (keep it out of the target\'s reach)'
+        )
+    rules = load_rules(source.copy.rules)
+    return rules, Key.from_secret(source.copy.secret.reveal())

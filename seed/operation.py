@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import os
 import posixpath
-import secrets as pysecrets
 import signal
 import socket
 import threading
@@ -40,18 +39,13 @@ from seed.errors import (
     SeedError,
 )
 from seed.fanout import HostOutcomes, fan_out
-from seed.journal import Journal, holder_text, release_lock, try_advisory_lock
+from seed.journal import Journal, holder_text, new_deploy_id, release_lock, try_advisory_lock
 from seed.remote import Remote, RemoteError
-from seed.report import Output, check_local_state, iso, utcnow, write_json
+from seed.report import Output, check_local_state, iso, write_json
 from seed.runrecord import FREEZE, HANDOVER, Control, Reading, RunRecord
 from seed.session import Session
 
 T = TypeVar("T")
-
-
-def new_deploy_id() -> str:
-    """`<UTC time>-<4 hex>`: sorts by time, unique enough for one environment."""
-    return f"{utcnow():%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from seed import db as dblib
 from seed import release as rel
 from seed.config import Environment
-from seed.journal import Journal, lock_key_sql
+from seed.journal import Journal, lock_holder_pids
 from seed.recovery import BLOCKING, unfinished
 from seed.report import Scrubber
 from seed.runrecord import RunRecord
@@ -67,18 +67,6 @@ def history(env: Environment, local_root: Path, scrub: Scrubber) -> list[dict[st
         return [summarize(r) for r in reversed(journal.records())]
     finally:
         session.close()
-
-
-def lock_holder_pids(conn: Any, dbname: str) -> list[int]:
-    """Backends holding the environment's advisory lock (read from pg_locks, not taken)."""
-    rows = conn.execute(
-        "select l.pid from pg_locks l join pg_database d on d.oid = l.database"
-        " where l.locktype = 'advisory' and l.objsubid = 1 and l.granted"
-        " and d.datname = 'postgres'"
-        f" and ((l.classid::bigint << 32) | l.objid::bigint) = {lock_key_sql()}",
-        (dbname,),
-    ).fetchall()
-    return [int(r[0]) for r in rows]
 
 
 def status(env: Environment, local_root: Path, scrub: Scrubber) -> dict[str, Any]:

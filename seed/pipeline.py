@@ -30,8 +30,9 @@ from seed import migrate as migratelib
 from seed import release as rel
 from seed import restore as restorelib
 from seed import reverse as reverselib
+from seed.backup import protected_backups
+from seed.backup_run import verified_backup
 from seed.config import Environment
-from seed.dbtasks import protected_backups, verified_backup
 from seed.errors import (
     HumanNeeded,
     Interrupted,
@@ -42,8 +43,7 @@ from seed.errors import (
     SeedError,
 )
 from seed.operation import Operation
-from seed.plan import Target
-from seed.rehearse import failed_checks, rehearse
+from seed.rehearsal import failed_checks, rehearse
 from seed.remote import Remote, RemoteError, RemoteJob, q
 from seed.replication import refuse_if_replicated
 from seed.report import Output, iso, utcnow
@@ -55,6 +55,7 @@ from seed.runrecord import (
     RollbackRecord,
     Snapshot,
 )
+from seed.target import Target
 
 
 class StoppedForWrites(SeedError):
@@ -617,7 +618,7 @@ class Upgrade(Operation):
 
     def code_only_backup(self) -> None:
         """backup.code_only: `online` takes a verified backup from an exported snapshot while
-        the site serves (seed.dbtasks.verified_backup); `skip` takes none and names the
+        the site serves (seed.backup_run.verified_backup); `skip` takes none and names the
         newest verified one."""
         env = self.env
         if env.backup.code_only == "online":

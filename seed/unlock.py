@@ -19,9 +19,8 @@ from typing import Any
 
 from seed import recovery
 from seed.errors import ConfigError, LockHeld, PreflightFailed
-from seed.journal import Journal, holder_text
+from seed.journal import Journal, holder_text, lock_holder_pids
 from seed.operation import Operation
-from seed.overview import lock_holder_pids
 from seed.remote import q
 from seed.runrecord import Control
 

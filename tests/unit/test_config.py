@@ -866,7 +866,7 @@ def test_copy_section_problems_name_line_and_key(tmp_path: Path) -> None:
 def test_production_copies_need_the_masking_key_only_for_copies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from seed.copyto import copy_settings
+    from seed.masking import copy_settings
 
     for var, value in (
         ("SHOP_SECRET_KEY", "k"),

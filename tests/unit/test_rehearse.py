@@ -1,4 +1,4 @@
-"""Rehearsal arithmetic (seed/rehearse.py): lock spans, extrapolation, budgets; and the
+"""Rehearsal arithmetic (seed/rehearsal.py): lock spans, extrapolation, budgets; and the
 lock sampler against a real session holding a real lock."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from seed import rehearse as rh
+from seed import rehearsal as rh
 from seed.config import Environment, RehearseConfig
 
 

@@ -96,3 +96,44 @@ def test_the_product_never_imports_the_sandbox() -> None:
     ]
     assert offenders == []
     assert not any((SEED / name).exists() for name in ("sandbox.py", "origin.py", "wheels.py"))
+
+
+# The modules behind the command line (tasks/): each runs one command. They use the
+# building blocks and are used by nothing but tasks/ (issue: commands stop being libraries).
+COMMANDS = {
+    "seed.pipeline",  # upgradedb
+    "seed.rollback",  # rollback
+    "seed.unlock",  # unlock
+    "seed.dbtasks",  # backup, backups, restore, cleanup
+    "seed.copyto",  # copy-to
+    "seed.copyrules",  # copy-rules
+    "seed.importer",  # import-legacy
+    "seed.rehearse",  # rehearse
+    "seed.validate",  # validate
+    "seed.overview",  # status, history
+    "seed.plan",  # plan, lint
+}
+
+
+def seed_imports(path: Path) -> set[str]:
+    """The seed modules a file imports (`from seed import x` counts as seed.x)."""
+    return {
+        name
+        for name in imported_modules(path)
+        if name.startswith("seed.") and (SEED / f"{name[5:].replace('.', '/')}.py").exists()
+    }
+
+
+def test_commands_are_not_libraries() -> None:
+    """No module under seed/ imports a command module: what two commands share is a
+    building block (e.g. the verified backup in seed.backup_run, the target code in
+    seed.target), never one command calling into another."""
+    assert all((SEED / f"{m[5:]}.py").exists() for m in COMMANDS)
+    offenders = [
+        f"{module} imports {name}"
+        for path in sorted(SEED.rglob("*.py"))
+        for module in ["seed." + ".".join(path.relative_to(SEED).with_suffix("").parts)]
+        for name in sorted(seed_imports(path) & COMMANDS)
+        if name != module
+    ]
+    assert offenders == []
