@@ -1,5 +1,6 @@
-"""`fab <env> rehearse [--ref REF] [--scale-from ENV]`: time the pending migrations on a
-copy of the database, watch their locks, extrapolate to production's size.
+"""A rehearsal of the pending migrations (`fab <env> rehearse`: seed.rehearse; and a
+pre-flight step of upgradedb): time them on a copy of the database, watch their locks,
+extrapolate to production's size.
 
 The environment's newest verified backup (`--backup ID`) is restored into a scratch
 database `<db>_rehearse_<id>` next to it; the target code is unpacked into a
