@@ -227,37 +227,33 @@ def lbctl_text(admin: Path) -> str:
     return LBCTL.replace("__SOCKET__", repr(str(admin))).replace("__BACKEND__", repr(BACKEND))
 
 
-def check_config(haproxy: Path, config: Path) -> None:
+def _haproxy(haproxy: Path, *args: str) -> tuple[bool, str]:
+    """Run haproxy with `args`: whether it succeeded, and its last line of output."""
     res = subprocess.run(
-        [str(haproxy), "-c", "-q", "-f", str(config)],
+        [str(haproxy), *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    if res.returncode != 0:
-        raise ConfigError(
-            f"haproxy refused the sandbox balancer's config {config}: "
-            f"{(res.stderr or res.stdout).strip().splitlines()[-1:]}"
-        )
+    lines = (res.stderr or res.stdout).strip().splitlines()
+    return res.returncode == 0, lines[-1] if lines else f"exit {res.returncode}"
+
+
+def check_config(haproxy: Path, config: Path) -> None:
+    ok, said = _haproxy(haproxy, "-c", "-q", "-f", str(config))
+    if not ok:
+        raise ConfigError(f"haproxy refused the sandbox balancer's config {config}: {said}")
 
 
 def start(haproxy: Path, config: Path, pidfile: Path, port: int) -> None:
     """HAProxy as a daemon; returns once it accepts on 127.0.0.1:`port`."""
     pidfile.unlink(missing_ok=True)
-    res = subprocess.run(
-        [str(haproxy), "-D", "-f", str(config), "-p", str(pidfile)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if res.returncode != 0:
+    ok, said = _haproxy(haproxy, "-D", "-f", str(config), "-p", str(pidfile))
+    if not ok:
         raise ConfigError(
-            f"the sandbox's load balancer (haproxy -f {config}) did not start: "
-            f"{(res.stderr or res.stdout).strip()}"
+            f"the sandbox's load balancer (haproxy -f {config}) did not start: {said}"
         )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

@@ -20,6 +20,7 @@ import paramiko  # type: ignore[import-untyped, unused-ignore]
 import psycopg
 import pytest
 
+from sandbox import balancer
 from sandbox.servers import (
     SandboxInfo,
     SandboxSpec,
@@ -455,3 +456,12 @@ def test_the_balancer_sends_requests_only_to_hosts_in_traffic(
     assert sandbox_status(spec)["balancer"]["running"] is False  # type: ignore[index]
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", lb)) != 0
+
+
+def test_a_config_haproxy_refuses_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "haproxy.cfg"
+    config.write_text("frontend site\n    bind 127.0.0.1:notaport\n")
+    with pytest.raises(ConfigError) as info:
+        balancer.check_config(balancer.haproxy_path(), config)
+    message = str(info.value)
+    assert f"config {config}: " in message and "\n" not in message and "[" not in message
