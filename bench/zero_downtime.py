@@ -55,6 +55,7 @@ import yaml  # noqa: E402
 from bench.common import headline, say  # noqa: E402
 from sandbox.servers import free_port  # noqa: E402
 from seed.yaml12 import load_yaml12  # noqa: E402
+from tests.e2e.load import missing_orders  # noqa: E402
 
 FAB = str(REPO / ".venv" / "bin" / "fab")
 SLOW = 5.0
@@ -203,8 +204,6 @@ class Sandbox:
 
     def missing(self, orders: list[int]) -> int:
         """How many acknowledged orders the database does not have."""
-        if not orders:
-            return 0
         with psycopg.connect(
             host="127.0.0.1",
             port=int(self.env["SEED_SANDBOX_PG_PORT"]),
@@ -213,12 +212,7 @@ class Sandbox:
             passfile=str(self.root / "pgpass"),
             autocommit=True,
         ) as conn:
-            row = conn.execute(
-                "select count(*) from unnest(%s::bigint[]) id "
-                "where not exists (select 1 from shop_order o where o.id = id)",
-                (orders,),
-            ).fetchone()
-        return int(row[0]) if row else len(orders)
+            return missing_orders(conn, orders)
 
     def down(self) -> None:
         subprocess.run(

@@ -151,6 +151,19 @@ def schema_fingerprint(
     return digest
 
 
+def usable_pg_dump(env: Environment, remote: Remote, server_version: int) -> str:
+    """`pg_dump --version` on the state host, refused (PreflightFailed) when it is older than
+    the server (`server_version`: server_version_num) or missing."""
+    text, major = pg_dump_version(env, remote)
+    if major < server_version // 10000:
+        raise PreflightFailed(
+            f"pg_dump on {remote.label} is {text!r}, older than the server "
+            f"({server_version // 10000}); install a pg_dump >= the server's or set "
+            "backup.pg_bin to a newer one"
+        )
+    return text
+
+
 def pg_dump_version(env: Environment, remote: Remote) -> tuple[str, int]:
     """(`pg_dump --version` text, major) on the state host; missing → PreflightFailed.
 

@@ -14,7 +14,7 @@ from seed import restore as restorelib
 from seed import undo
 from seed.backup import needed_by
 from seed.config import Environment
-from seed.errors import HumanNeeded, PreflightFailed
+from seed.errors import HumanNeeded
 from seed.journal import Journal
 from seed.operation import Operation
 from seed.release import current_release, release_revision
@@ -48,13 +48,8 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
     with self.step("pre-flight") as s:
         admin = self.admin = session.connect(admin=True, app_name=self.app_name)
         size = dblib.database_size(admin, env.db.name)
-        text, major = backups.pg_dump_version(env, state)
         server = dblib.server_version(admin)
-        if major < server // 10000:
-            raise PreflightFailed(
-                f"pg_dump on {state.label} is {text!r}, older than the server "
-                f"({server // 10000}); set backup.pg_bin to a newer one"
-            )
+        text = backups.usable_pg_dump(env, state, server)
         space = backups.backup_space(env, state, admin, size, with_restore=False)
         s.detail = f"{size / 1e6:.1f} MB database, {space.free / 1e9:.1f} GB free"
     # the counters before the snapshot: a write in between is counted, never missed

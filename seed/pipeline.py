@@ -348,13 +348,7 @@ class Upgrade(Operation):
             )
         if not self.code_only or env.backup.code_only == "online":
             with self.step("backup pre-flight") as s:
-                text, major = backups.pg_dump_version(env, session.state)
-                self.pg_dump_text = text
-                if major < server // 10000:
-                    raise PreflightFailed(
-                        f"pg_dump on {session.state.label} is {text!r}, older than the server "
-                        f"({server // 10000}); install a pg_dump >= the server version"
-                    )
+                text = self.pg_dump_text = backups.usable_pg_dump(env, session.state, server)
                 space = backups.backup_space(env, session.state, admin, size)
                 s.detail = (
                     f"{text}; {space.free / 1e9:.1f} GB free in {env.backup.dir}; {space.restore}"

@@ -40,6 +40,7 @@ class Deployment:
     # what they check does not depend on the number of hosts, and each host builds its
     # own virtualenv) is a copy with only the first host and no drain/undrain.
     hosts: int = 1
+    one_host_dir: Path | None = None
 
     @property
     def root(self) -> Path:
@@ -94,7 +95,8 @@ class Deployment:
         env = {**os.environ, **self.env, **(extra_env or {})}
         env.pop("SEED_ASSUME_YES", None)
         if envdir is None and self.hosts == 1:
-            envdir = self.variant("one-host")
+            envdir = self.one_host_dir or self.variant("one-host")
+            self.one_host_dir = envdir  # written once: local.yml does not change mid-run
         if envdir is not None:
             env["SEED_ENVIRONMENTS"] = str(envdir)
         return env

@@ -18,6 +18,9 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
+
+import psycopg
 
 
 @dataclass
@@ -110,3 +113,15 @@ class Load:
         return f"{len(self.answers)} requests, {len(bad)} failed" + (
             f" (first: {bad[0].path} {bad[0].status} {bad[0].error})" if bad else ""
         )
+
+
+def missing_orders(conn: psycopg.Connection[Any], orders: list[int]) -> int:
+    """How many of the acknowledged `orders` (ids) the shop's database does not have."""
+    if not orders:
+        return 0
+    row = conn.execute(
+        "select count(*) from unnest(%s::bigint[]) id "
+        "where not exists (select 1 from shop_order o where o.id = id)",
+        (orders,),
+    ).fetchone()
+    return int(row[0]) if row else len(orders)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import load as load_lib
 from tests.e2e.conftest import DELETE, Deployment
 from tests.e2e.load import Load
 
@@ -41,15 +42,9 @@ READ_AND_WRITE = ("/health/", "/version/", "POST /orders/")
 
 def missing_orders(dep: Deployment, load: Load) -> int:
     """Acknowledged orders the database does not have."""
-    orders = load.orders()
-    assert orders, load.summary()
+    assert load.orders(), load.summary()
     with dep.admin("shop") as conn:
-        row = conn.execute(
-            "select count(*) from unnest(%s::bigint[]) id "
-            "where not exists (select 1 from shop_order o where o.id = id)",
-            (orders,),
-        ).fetchone()
-    return int(row[0]) if row else len(orders)
+        return load_lib.missing_orders(conn, load.orders())
 
 
 def outage(load: Load) -> float:
