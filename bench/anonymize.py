@@ -6,7 +6,7 @@ phone, address, created_at), then times, in the same run, interleaved, median of
 `--reps`, each on a fresh copy of the table without indexes (as `copy-to` masks: rows
 loaded, indexes and keys built after):
 
-1. ours: the UPDATE `seed.masking.update_sql` makes for fake name, email, phone and
+1. ours: the UPDATE `seed.copy.masking.update_sql` makes for fake name, email, phone and
    address (en_US) plus a date shift, with a keyed HMAC-SHA256 per value;
 2. baseline: `UPDATE people SET name = md5(name), email = md5(email), phone =
    md5(phone), address = md5(address)`;
@@ -37,7 +37,7 @@ from bench.common import (  # noqa: E402
     stopwatch,
 )
 from sandbox.servers import sandbox_down, sandbox_up  # noqa: E402
-from seed import masking  # noqa: E402
+from seed.copy import masking  # noqa: E402
 
 TARGET = 3.0
 OURS = "mask   seed update_sql: fake name/email/phone/address + date shift"

@@ -5,7 +5,7 @@ Run as `.venv/bin/python bench/backup.py [--scale 0.1] [--reps 3]` (never part o
 /var/tmp), builds a >= 1 GB `shop` database (3M customers + 4M orders at scale 1),
 and times, in the same run, interleaved, median of `--reps`:
 
-- ours: `seed.backup.take_backup` (remote job over SSH: one pass of pg_dump -Fc at
+- ours: `seed.backup.dump.take_backup` (remote job over SSH: one pass of pg_dump -Fc at
   `backup.compression` into the temp file, sha256 and a full read `pg_restore -f
   /dev/null` of the same stream; fsync, rename);
 - the baseline: a local `pg_dump -Fc -Z<backup.compression> -f FILE` (the raw tool
@@ -50,10 +50,10 @@ from sandbox.servers import (  # noqa: E402
     sandbox_down,
     sandbox_up,
 )
-from seed.backup import take_backup  # noqa: E402
-from seed.config import Environment, load_environment  # noqa: E402
-from seed.remote import RemoteJob  # noqa: E402
-from seed.session import Session  # noqa: E402
+from seed.backup.dump import take_backup  # noqa: E402
+from seed.config.environment import Environment, load_environment  # noqa: E402
+from seed.remote.session import Session  # noqa: E402
+from seed.remote.ssh import RemoteJob  # noqa: E402
 
 APP_NAME = "seed-bench-backup"
 TARGET = 1.15

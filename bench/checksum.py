@@ -5,13 +5,13 @@ Run as `.venv/bin/python bench/checksum.py [--scale 0.1] [--reps 3]` (never part
 bench/backup.py (3M customers + 4M orders, ~1.07 GB at scale 1) and times, in the
 same run, interleaved, median of `--reps`:
 
-1. one table (customers, 3M rows): `seed.db.table_figures` — count(*) and the exact
+1. one table (customers, 3M rows): `seed.db.postgres.table_figures` — count(*) and the exact
    numeric sum of each row's hash (`row-hash`: hashint8extended(hash_record_extended(
    ROW(pk, cols), 0), 0); `row-text`, DESIGN's first definition, printed alongside:
    hashtextextended(ROW(pk, cols)::text, 0)) — vs `md5(string_agg(t::text, '' ORDER
    BY id))`, the usual hand-written fingerprint;
-2. the whole database: `seed.db.snapshot_figures` (one session) and
-   `seed.db.parallel_figures` over 2 and `os.cpu_count()` sessions in one exported
+2. the whole database: `seed.db.postgres.snapshot_figures` (one session) and
+   `seed.db.postgres.parallel_figures` over 2 and `os.cpu_count()` sessions in one exported
    snapshot, as rows/s and rows/s per session.
 
 The last line is `checksum: <speed-up> times faster than md5(string_agg) (target >= 5)`;
@@ -44,7 +44,7 @@ from bench.common import (  # noqa: E402
     stopwatch,
 )
 from sandbox.servers import sandbox_down, sandbox_up  # noqa: E402
-from seed.db import (  # noqa: E402
+from seed.db.postgres import (  # noqa: E402
     ROW_HASH,
     ROW_TEXT,
     list_tables,

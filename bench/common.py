@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from sandbox.servers import SandboxInfo, SandboxSpec, free_port
-from seed.config import Environment
+from seed.config.environment import Environment
 
 CUSTOMERS = 3_000_000
 ORDERS = 4_000_000

@@ -7,7 +7,7 @@ host up once (its virtualenv is built there, outside the timing). Then, interlea
 median of `--reps`, it times what `upgradedb` does on the app hosts for a release
 whose artifact is already built and whose dependencies are reused: upload + unpack,
 link the existing venv, write shared/env, switch `current`, run the restart hook —
-through `seed.fanout.fan_out` with `app.parallel` (default 8) on 1 host and on N.
+through `seed.remote.fanout.fan_out` with `app.parallel` (default 8) on 1 host and on N.
 
 The last line is `fanout: ratio <time(N)/time(1)> (target <= 2)`, exit status 1 on a
 miss; sequential would be N.
@@ -45,11 +45,11 @@ from sandbox.servers import (  # noqa: E402
     sandbox_up,
 )
 from sandbox.wheels import ensure_wheelhouse  # noqa: E402
-from seed import release as rel  # noqa: E402
-from seed.config import Host, load_environment  # noqa: E402
-from seed.fanout import fan_out  # noqa: E402
-from seed.remote import Remote  # noqa: E402
-from seed.report import utcnow  # noqa: E402
+from seed.config.environment import Host, load_environment  # noqa: E402
+from seed.deploy import release as rel  # noqa: E402
+from seed.remote.fanout import fan_out  # noqa: E402
+from seed.remote.ssh import Remote  # noqa: E402
+from seed.run.report import utcnow  # noqa: E402
 
 TARGET = 2.0
 EXAMPLE = REPO / "example"

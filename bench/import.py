@@ -6,7 +6,7 @@ example app's (v4: email unique, contact details), writes a messy export with
 `sandbox.messy` and times, in the same run, median of `--reps`:
 
 1. the import on this machine: extract (CSV, cp1252, `;`) → clean → deduplicate →
-   load (`seed.importer.load_rows`: COPY into a staging table, one transaction that
+   load (`seed.commands.import_legacy.load_rows`: COPY into a staging table, one transaction that
    upserts and verifies count, checksum and a sample). Not included: the model
    validation, which runs Django's `full_clean()` on the app host;
    Each step is timed too, and reported in rows/s;
@@ -49,10 +49,10 @@ from bench.common import (  # noqa: E402
 )
 from sandbox.messy import generate, write_csv  # noqa: E402
 from sandbox.servers import sandbox_down, sandbox_up  # noqa: E402
-from seed.cleaning import clean, deduplicate  # noqa: E402
-from seed.extract import read_source  # noqa: E402
-from seed.importload import _copy_text, _row_tuples, load_rows  # noqa: E402
-from seed.importmap import load_mapping  # noqa: E402
+from seed.legacy.clean import clean, deduplicate  # noqa: E402
+from seed.legacy.extract import read_source  # noqa: E402
+from seed.legacy.load import _copy_text, _row_tuples, load_rows  # noqa: E402
+from seed.legacy.mapping import load_mapping  # noqa: E402
 
 TARGET = 1.5
 WHOLE = "import extract + clean + deduplicate + load (verified)"

@@ -3,10 +3,10 @@
 Run as `.venv/bin/python bench/restore.py [--scale 0.1] [--reps 3]` (never part of
 `make test`). It starts a private sandbox, builds the `shop` database of
 bench/backup.py (3M customers + 4M orders, >= 1 GB at scale 1), takes one backup with
-`seed.backup.take_backup` (not timed: the file both sides restore) and times, in the
+`seed.backup.dump.take_backup` (not timed: the file both sides restore) and times, in the
 same run, interleaved, median of `--reps`:
 
-- ours: `seed.restore.restore_as_live` (sha256 re-check, a new database created like
+- ours: `seed.backup.restore.restore_as_live` (sha256 re-check, a new database created like
   the original, remote job `pg_restore -e -j N` + `vacuumdb --analyze-only -j N`,
   sequences, database properties, rename swap in as `shop`);
 - the baseline: a local `createdb` + `pg_restore -j N` + `vacuumdb --analyze-only -j N`
@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
 
 import psycopg  # noqa: E402
 
-import seed.restore as seed_restore  # noqa: E402
+import seed.backup.restore as seed_restore  # noqa: E402
 from bench.common import (  # noqa: E402
     Raw,
     Timings,
@@ -58,10 +58,10 @@ from sandbox.servers import (  # noqa: E402
     sandbox_down,
     sandbox_up,
 )
-from seed.backup import take_backup  # noqa: E402
-from seed.config import Environment, load_environment  # noqa: E402
-from seed.restore import database_properties, drop_if_exists  # noqa: E402
-from seed.session import Session  # noqa: E402
+from seed.backup.dump import take_backup  # noqa: E402
+from seed.backup.restore import database_properties, drop_if_exists  # noqa: E402
+from seed.config.environment import Environment, load_environment  # noqa: E402
+from seed.remote.session import Session  # noqa: E402
 
 APP_NAME = "seed-bench-restore"
 TARGET = 1.10
@@ -77,14 +77,14 @@ def env_text(info: SandboxInfo, server: Path) -> str:
 
 
 def restore_jobs(env: Environment, session: Session) -> int:
-    """The job count seed.restore.run_pg_restore uses: nproc on the state host, at least
+    """The job count seed.backup.restore.run_pg_restore uses: nproc on the state host, at least
     backup.jobs."""
     res = session.state.check("nproc", "counting the state host's cores")
     return max(int(res.stdout.strip() or 1), env.backup.jobs)
 
 
 def timed_phase(timings: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a seed.restore function to record how long each call took (no behaviour change)."""
+    """Wrap a seed.backup.restore function to time each call (no behaviour change)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -5,7 +5,7 @@ Run as `.venv/bin/python bench/swap.py [--scale 0.1] [--reps 3]` (never part of
 bench/backup.py (3M customers + 4M orders, >= 1 GB at scale 1) and times, median of
 `--reps`, at that size and after doubling it:
 
-- `seed.restore.swap` of `shop` with a `CREATE DATABASE ... TEMPLATE shop STRATEGY
+- `seed.backup.restore.swap` of `shop` with a `CREATE DATABASE ... TEMPLATE shop STRATEGY
   FILE_COPY` copy (and back): two renames in one transaction, which must not grow
   with the size;
 - printed above, not judged: the copy itself, what a snapshot rollback costs while
@@ -40,7 +40,7 @@ from bench.common import (  # noqa: E402
     stopwatch,
 )
 from sandbox.servers import SandboxInfo, sandbox_down, sandbox_up  # noqa: E402
-from seed.restore import RestorePlan, drop_if_exists, swap  # noqa: E402
+from seed.backup.restore import RestorePlan, drop_if_exists, swap  # noqa: E402
 
 TARGET = 0.1
 

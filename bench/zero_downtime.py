@@ -54,7 +54,7 @@ import yaml  # noqa: E402
 
 from bench.common import headline, say  # noqa: E402
 from sandbox.servers import free_port  # noqa: E402
-from seed.yaml12 import load_yaml12  # noqa: E402
+from seed.config.yaml12 import load_yaml12  # noqa: E402
 from tests.e2e.load import missing_orders  # noqa: E402
 
 FAB = str(REPO / ".venv" / "bin" / "fab")

@@ -53,8 +53,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from sandbox import balancer as sandbox_lb
+from seed.db.pgbin import find_bindir
 from seed.errors import ConfigError
-from seed.pgbin import find_bindir
 
 SSHD = Path("/usr/sbin/sshd")
 HOST = "127.0.0.1"

@@ -7,7 +7,7 @@ import json
 from invoke.context import Context
 from invoke.tasks import task
 
-from seed.validate import Validate
+from seed.commands.validate import Validate
 from tasks.deploy import _command, _report_path
 from tasks.edge import local_root, output_for, selected_environment, user_errors
 

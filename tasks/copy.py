@@ -7,12 +7,12 @@ import json
 from invoke.context import Context
 from invoke.tasks import task
 
-from seed.config import environments_dir, load_environment
-from seed.copyrules import CopyRules
-from seed.copyto import CopyTo, check_pair
-from seed.dbtasks import Backup
+from seed.commands.backups import Backup
+from seed.commands.copy_rules import CopyRules
+from seed.commands.copy_to import CopyTo, check_pair
+from seed.config.environment import environments_dir, load_environment
 from seed.errors import ConfigError
-from seed.report import Output, Scrubber
+from seed.run.report import Output, Scrubber
 from tasks.deploy import _command, _report_path
 from tasks.edge import REPO_ROOT, confirm, local_root, selected_environment, user_errors
 

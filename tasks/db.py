@@ -7,8 +7,8 @@ import json
 from invoke.context import Context
 from invoke.tasks import task
 
-from seed.backup_run import list_backups
-from seed.dbtasks import Backup, Cleanup, Restore
+from seed.backup.verified import list_backups
+from seed.commands.backups import Backup, Cleanup, Restore
 from tasks.deploy import _command, _report_path
 from tasks.edge import confirm_protected, local_root, output_for, selected_environment, user_errors
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from invoke.context import Context
 from invoke.tasks import task
 
+from seed.commands.rollback import Rollback
+from seed.commands.unlock import Unlock
+from seed.commands.upgradedb import DeployOptions, Upgrade
 from seed.errors import ConfigError
-from seed.pipeline import DeployOptions, Upgrade
-from seed.reverse import METHODS
-from seed.rollback import Rollback
-from seed.unlock import Unlock
+from seed.undo.reverse import METHODS
 from tasks.edge import confirm_protected, local_root, output_for, selected_environment, user_errors
 
 

@@ -19,7 +19,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task
 
-from seed.config import (
+from seed.config.environment import (
     Environment,
     environments_dir,
     list_environments,
@@ -27,7 +27,7 @@ from seed.config import (
     local_user,
 )
 from seed.errors import ConfigError, Interrupted, Refused, SeedError
-from seed.report import Output, Scrubber, utcnow
+from seed.run.report import Output, Scrubber, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 

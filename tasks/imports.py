@@ -9,8 +9,8 @@ from pathlib import Path
 from invoke.context import Context
 from invoke.tasks import task
 
+from seed.commands.import_legacy import ImportLegacy
 from seed.errors import ConfigError
-from seed.importer import ImportLegacy
 from tasks.deploy import _command, _report_path
 from tasks.edge import (
     REPO_ROOT,

@@ -8,13 +8,13 @@ from typing import Any
 from invoke.context import Context
 from invoke.tasks import task
 
+from seed.commands.overview import history as read_history
+from seed.commands.overview import status as read_status
+from seed.commands.plan import describe, lint_ref
+from seed.commands.plan import plan as make_plan
+from seed.commands.rehearse import Rehearse
 from seed.errors import ChecksFailed
-from seed.overview import history as read_history
-from seed.overview import status as read_status
-from seed.plan import describe, lint_ref
-from seed.plan import plan as make_plan
-from seed.rehearse import Rehearse
-from seed.report import Scrubber
+from seed.run.report import Scrubber
 from tasks.deploy import _command, _report_path
 from tasks.edge import local_root, output_for, selected_environment, user_errors
 

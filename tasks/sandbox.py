@@ -13,7 +13,7 @@ from sandbox.balancer import health_path
 from sandbox.origin import build_origin
 from sandbox.servers import SandboxSpec, sandbox_down, sandbox_status, sandbox_up
 from sandbox.wheels import ensure_wheelhouse
-from seed.config import Environment, environments_dir, load_environment
+from seed.config.environment import Environment, environments_dir, load_environment
 from seed.errors import ConfigError
 from tasks.edge import REPO_ROOT, default_sandbox_dir, user_errors
 

@@ -19,8 +19,8 @@ import psycopg
 import yaml
 
 from sandbox.servers import SandboxInfo
-from seed.db import snapshot_figures
-from seed.yaml12 import load_yaml12
+from seed.config.yaml12 import load_yaml12
+from seed.db.postgres import snapshot_figures
 
 REPO = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")

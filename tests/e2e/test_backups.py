@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from seed.restore import comparable_properties, database_properties
+from seed.backup.restore import comparable_properties, database_properties
 from tests.e2e.conftest import Deployment
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from seed.restore import comparable_properties, database_properties
+from seed.backup.restore import comparable_properties, database_properties
 from tests.e2e.conftest import Deployment
 
 PROPERTIES_SQL = [

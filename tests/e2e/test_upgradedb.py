@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from seed.db import snapshot_figures
+from seed.db.postgres import snapshot_figures
 from tests.e2e.conftest import Deployment
 
 

@@ -1,7 +1,7 @@
 """SIGTERM of `fab` during a deploy, and what a cancelled CI job sends (SIGINT, SIGTERM
 7.5 s later, SIGKILL 2.5 s after that), then recovery (issue 18, defect 3).
 
-SIGTERM and SIGINT reach the run through one handler (seed.operation: both raise
+SIGTERM and SIGINT reach the run through one handler (seed.run.operation: both raise
 Interrupted), so SIGINT goes through every step (test_sigint.py) and SIGTERM through one
 point of each kind: a remote job running (recovered to the old state), the database
 migrated and checked (the new state), the app restarted (the old state).

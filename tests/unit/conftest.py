@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from sandbox.servers import SandboxInfo, environment_text
-from seed.config import Environment, load_environment
+from seed.config.environment import Environment, load_environment
 
 _counter = itertools.count()
 

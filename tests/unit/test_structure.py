@@ -1,75 +1,41 @@
-"""The undo is written once (issue 18): only seed/undo.py restores a database as the live
-one, swaps databases, verifies against a before-state or counts the app's writes. Every
-path that goes back (the automatic rollback, `rollback` and its recovery, `restore`,
-`copy-to`) goes through it, so a fix there is a fix everywhere."""
+"""The core's shape, checked on its import graph (issue 20).
+
+- seed/ is packages by area; only `errors` and `faults` (used by every area) sit at the top.
+- Commands (seed/commands/) are not libraries: no module imports a command module but
+  tasks/, so what two commands share is a building block in its area.
+- The sandbox is tooling around the product: no module under seed/ imports it.
+- The undo is written once: only seed/undo/database.py restores a database as the live
+  one, swaps databases, verifies against a before-state or counts the app's writes.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-SEED = Path(__file__).resolve().parents[2] / "seed"
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "seed"
 
-# (module, name): only seed/undo.py (and the module defining the name) may use it
-ONLY_IN_UNDO = {
-    ("seed.restore", "restore_as_live"),
-    ("seed.restore", "swap"),
-    ("seed.restore", "prepare_snapshot"),
-    ("seed.restore", "verify_like_before"),
-    ("seed.undo", "writes_since_backup"),
-    ("seed.undo", "read_counters"),
-}
+AREAS = {
+    "backup", "checks", "commands", "config", "copy", "db", "deploy", "journal", "legacy",
+    "rehearse", "remote", "run", "undo",
+}  # fmt: skip
+TOP_MODULES = {"__init__.py", "errors.py", "faults.py"}
 
 
-def uses(path: Path) -> set[tuple[str, str]]:
-    """(module, name) pairs of seed modules this file uses by name or attribute."""
-    tree = ast.parse(path.read_text(), str(path))
-    aliases: dict[str, str] = {}  # local name -> seed module
-    found: set[tuple[str, str]] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            for alias in node.names:
-                local = alias.asname or alias.name
-                if node.module == "seed":
-                    aliases[local] = f"seed.{alias.name}"
-                else:
-                    found.add((node.module, alias.name))
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("seed."):
-                    aliases[alias.asname or alias.name] = alias.name
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id in aliases
-        ):
-            found.add((aliases[node.value.id], node.attr))
-    return found
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def test_only_the_undo_module_restores_swaps_verifies_and_counts_writes() -> None:
-    offenders = []
-    for path in sorted(SEED.rglob("*.py")):
-        module = "seed." + ".".join(path.relative_to(SEED).with_suffix("").parts)
-        if module == "seed.undo":
-            continue
-        for used in sorted(uses(path) & ONLY_IN_UNDO):
-            if used[0] != module:
-                offenders.append(f"{module} uses {used[0]}.{used[1]}")
-    assert offenders == []
+def is_module(name: str) -> bool:
+    """Whether a dotted name is a module of this repository (not a name inside one)."""
+    path = REPO / name.replace(".", "/")
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
-def test_the_check_finds_a_use() -> None:
-    """The check above can fail: it sees both spellings of a use."""
-    sample = SEED.parent / "tests" / "unit" / "_structure_sample.py"
-    sample.write_text(
-        "from seed import restore as r\nfrom seed.undo import read_counters\nr.swap(1, 2)\n"
-    )
-    try:
-        assert uses(sample) >= {("seed.restore", "swap"), ("seed.undo", "read_counters")}
-    finally:
-        sample.unlink()
+def product_files() -> list[Path]:
+    return sorted(p for p in SEED.rglob("*.py") if "scripts" not in p.relative_to(SEED).parts)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -85,55 +51,123 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
+def seed_imports(path: Path) -> set[str]:
+    """The seed modules a file imports (`from seed.x import y` counts y if it is a module)."""
+    return {n for n in imported_modules(path) if n.startswith("seed.") and is_module(n)}
+
+
+def uses(path: Path) -> set[tuple[str, str]]:
+    """(module, name) pairs of seed modules this file uses by name or attribute."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases: dict[str, str] = {}  # local name -> seed module
+    found: set[tuple[str, str]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("seed"):
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if is_module(full):
+                    aliases[alias.asname or alias.name] = full
+                else:
+                    found.add((node.module, alias.name))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("seed.") and alias.asname:
+                    aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+        ):
+            found.add((aliases[node.value.id], node.attr))
+    return found
+
+
+def test_the_core_is_packages_by_area() -> None:
+    top = {p.name for p in SEED.iterdir() if p.suffix == ".py"}
+    packages = {p.name for p in SEED.iterdir() if (p / "__init__.py").exists()}
+    assert top == TOP_MODULES
+    assert packages == AREAS
+    # a package's __init__ holds no code: importing seed.checks.spec must not pull the
+    # rest of the area in (the config imports the check spec)
+    inits = [p for p in product_files() if p.name == "__init__.py" and p.parent != SEED]
+    assert [p for p in inits if p.read_text().strip()] == []
+
+
 def test_the_product_never_imports_the_sandbox() -> None:
     """The sandbox (servers, balancer, origin, wheels, demo data) is tooling around the
     product: nothing in seed/ may need it."""
     offenders = [
-        f"{path.relative_to(SEED.parent)} imports {name}"
-        for path in sorted(SEED.rglob("*.py"))
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in product_files()
         for name in sorted(imported_modules(path))
         if name == "sandbox" or name.startswith("sandbox.")
     ]
     assert offenders == []
-    assert not any((SEED / name).exists() for name in ("sandbox.py", "origin.py", "wheels.py"))
 
 
-# The modules behind the command line (tasks/): each runs one command. They use the
-# building blocks and are used by nothing but tasks/ (issue: commands stop being libraries).
-COMMANDS = {
-    "seed.pipeline",  # upgradedb
-    "seed.rollback",  # rollback
-    "seed.unlock",  # unlock
-    "seed.dbtasks",  # backup, backups, restore, cleanup
-    "seed.copyto",  # copy-to
-    "seed.copyrules",  # copy-rules
-    "seed.importer",  # import-legacy
-    "seed.rehearse",  # rehearse
-    "seed.validate",  # validate
-    "seed.overview",  # status, history
-    "seed.plan",  # plan, lint
-}
-
-
-def seed_imports(path: Path) -> set[str]:
-    """The seed modules a file imports (`from seed import x` counts as seed.x)."""
-    return {
-        name
-        for name in imported_modules(path)
-        if name.startswith("seed.") and (SEED / f"{name[5:].replace('.', '/')}.py").exists()
-    }
+def command_offenders(files: list[Path]) -> list[str]:
+    return [
+        f"{module} imports {name}"
+        for path in files
+        for module in [module_name(path)]
+        for name in sorted(seed_imports(path))
+        if name.startswith("seed.commands.") and name != module
+    ]
 
 
 def test_commands_are_not_libraries() -> None:
-    """No module under seed/ imports a command module: what two commands share is a
-    building block (e.g. the verified backup in seed.backup_run, the target code in
-    seed.target), never one command calling into another."""
-    assert all((SEED / f"{m[5:]}.py").exists() for m in COMMANDS)
-    offenders = [
-        f"{module} imports {name}"
-        for path in sorted(SEED.rglob("*.py"))
-        for module in ["seed." + ".".join(path.relative_to(SEED).with_suffix("").parts)]
-        for name in sorted(seed_imports(path) & COMMANDS)
-        if name != module
-    ]
+    """No module under seed/ imports a command module (not even another command): what two
+    commands share is a building block (e.g. the verified backup in seed.backup.verified,
+    the target code in seed.deploy.target). tasks/ is the commands' only user."""
+    assert command_offenders(product_files()) == []
+    used_by_tasks = {
+        name
+        for path in sorted((REPO / "tasks").glob("*.py"))
+        for name in seed_imports(path)
+        if name.startswith("seed.commands.")
+    }
+    commands = {module_name(p) for p in (SEED / "commands").glob("*.py")} - {"seed.commands"}
+    assert used_by_tasks == commands  # every command module is a command
+
+
+def test_only_the_undo_module_restores_swaps_verifies_and_counts_writes() -> None:
+    only_in_undo = {
+        ("seed.backup.restore", "restore_as_live"),
+        ("seed.backup.restore", "swap"),
+        ("seed.backup.restore", "prepare_snapshot"),
+        ("seed.backup.restore", "verify_like_before"),
+        ("seed.undo.database", "writes_since_backup"),
+        ("seed.undo.database", "read_counters"),
+    }
+    offenders = []
+    for path in product_files():
+        module = module_name(path)
+        if module == "seed.undo.database":
+            continue
+        for used in sorted(uses(path) & only_in_undo):
+            if used[0] != module:
+                offenders.append(f"{module} uses {used[0]}.{used[1]}")
     assert offenders == []
+
+
+def test_the_checks_find_an_offence(tmp_path: Path) -> None:
+    """The checks above can fail: they see both spellings of a use, and a command
+    imported by another module."""
+    sample = SEED / "deploy" / "_structure_sample.py"
+    sample.write_text(
+        "from seed.backup import restore as r\n"
+        "from seed.undo.database import read_counters\n"
+        "from seed.commands import rollback\n"
+        "r.swap(1, 2)\n"
+    )
+    try:
+        assert uses(sample) >= {
+            ("seed.backup.restore", "swap"),
+            ("seed.undo.database", "read_counters"),
+        }
+        assert command_offenders([sample]) == [
+            "seed.deploy._structure_sample imports seed.commands.rollback"
+        ]
+    finally:
+        sample.unlink()

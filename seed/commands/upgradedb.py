@@ -1,0 +1,1210 @@
+"""The upgradedb pipeline (DESIGN: The upgradedb pipeline).
+
+lock → pre-flight → maintenance on → before-state → verified backup → migrate →
+post checks → switch → restart → health → maintenance off → journal → unlock.
+
+Until the backup is verified nothing has changed: any failure undoes the
+preparations (uploaded release folders, maintenance) and exits 4. After it, a
+failure hands over to `after_failure`, which states exactly where things stand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import psycopg
+
+from seed.backup import dump as backups
+from seed.backup import restore as restorelib
+from seed.backup.dump import protected_backups
+from seed.backup.verified import verified_backup
+from seed.checks import check as checklib
+from seed.checks import invariants
+from seed.checks import run as checkrun
+from seed.config.environment import Environment
+from seed.db import postgres as dblib
+from seed.db.replication import refuse_if_replicated
+from seed.deploy import migrate as migratelib
+from seed.deploy import plan as deploy_plan
+from seed.deploy import release as rel
+from seed.deploy import rolling
+from seed.deploy.target import Target
+from seed.errors import (
+    HumanNeeded,
+    Interrupted,
+    JournalUnwritable,
+    LockLost,
+    PreflightFailed,
+    RolledBack,
+    SeedError,
+)
+from seed.journal import recovery
+from seed.journal.record import (
+    FREEZE,
+    BackupRef,
+    Method,
+    Migrations,
+    RollbackRecord,
+    Snapshot,
+)
+from seed.rehearse import lint as lintlib
+from seed.rehearse.rehearsal import failed_checks, rehearse
+from seed.remote.ssh import Remote, RemoteError, RemoteJob, q
+from seed.run.operation import Operation
+from seed.run.report import Output, iso, utcnow
+from seed.undo import database as undo
+from seed.undo import reverse as reverselib
+
+
+class StoppedForWrites(SeedError):
+    """The automatic rollback would lose rows the new release wrote: it stops (exit 6)."""
+
+    code = 6
+
+
+@dataclass
+class DeployOptions:
+    ref: str | None
+    command: str
+    local_root: Path
+    report_path: Path | None = None
+    lock_wait: float = 0.0
+    resume: bool = False  # finish an interrupted deploy whose post checks had passed
+    mode: str | None = None  # --mode: code-only | maintenance (only more safety than the plan)
+
+
+class Upgrade(Operation):
+    """One `upgradedb` run. `run()` returns the report or raises a SeedError (exit code)."""
+
+    kind = "upgradedb"
+
+    def __init__(self, env: Environment, opts: DeployOptions, out: Output) -> None:
+        super().__init__(env, opts.command, opts.local_root, out, opts.report_path, opts.lock_wait)
+        self.opts = opts
+        self.scrub = out.scrub
+        self.deploy_id = self.id
+        self.ref = opts.ref or env.app.ref
+        # what has been done so far (for undo and for "where things stand")
+        self.uploaded: list[Remote] = []
+        self.previous: dict[str, str | None] = {}
+        self.maintenance_on = False
+        self.restarted = False
+        self.switched: list[Remote] = []
+        self.backup: backups.BackupRecord | None = None
+        self.migrate_job: RemoteJob | None = None
+        self.snapshot_db: str | None = None
+        self.before: dict[str, Any] = {}
+        self.rid = ""
+        self.sha = ""
+        self.pg_dump_text = ""
+        self.resuming: recovery.RunState | None = None
+        self.reverse_plan: reverselib.ReversePlan | None = None
+        self.plan: deploy_plan.DeployPlan | None = None  # from pre-flight
+        self.target: Target | None = None
+        self.database_size = 0
+        self.rolling_back = RollbackRecord("")  # the automatic rollback's record (after_failure)
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Resolve the ref and build the release archive on the control machine."""
+        env, ref = self.env, self.ref
+        if self.opts.resume:
+            return  # the interrupted deploy's record says what to finish
+        self.report.ref = ref
+        with self.step("resolve ref") as s:
+            mirror = rel.repo_cache(env.app.repo, self.opts.local_root / "cache" / "repos")
+            self.sha = rel.resolve_ref(mirror, ref)
+            self.archive = rel.build_archive(
+                mirror, self.sha, self.opts.local_root / "cache" / "archives"
+            )
+            requirements = rel.file_at(mirror, self.sha, "requirements.txt")
+            if requirements is None:
+                raise PreflightFailed(f"{ref} ({self.sha[:12]}) has no requirements.txt")
+            self.requirements = requirements
+            self.target = Target(ref, mirror, self.sha, self.archive, requirements)
+            repo_checks = checkrun.repo_checks(
+                rel.file_at(mirror, self.sha, checkrun.REPO_CHECKS),
+                f"{checkrun.REPO_CHECKS} at {ref} ({self.sha[:12]})",
+                env.checks,
+            )
+            self.checks = checkrun.CheckRun(env.checks + repo_checks, env.db.statement_timeout)
+            self.rid = rel.release_id(self.sha, f"{utcnow():%Y%m%d%H%M%S}")
+            self.report.sha_after = self.sha
+            self.report.release_after = self.rid
+            s.detail = f"{ref} = {self.sha[:12]}"
+
+    def body(self) -> str:
+        if self.resuming is not None:
+            return self.resume(self.resuming)
+        self.record()
+        try:
+            self.preflight(self.archive, self.requirements)
+            if self.code_only:
+                self.code_only_backup()
+                self.release_checks()
+            else:
+                self.freeze_and_back_up()
+        except SeedError as exc:
+            self.undo_preparations()
+            raise PreflightFailed(
+                f"deploy of {self.ref} refused at pre-flight: {exc}; nothing changed"
+            ) from None
+        except Interrupted:
+            raise  # stop at once: recovery puts back what was prepared
+        except BaseException:
+            self.undo_preparations()
+            raise
+        if self.code_only:
+            return self.roll_out()
+        try:
+            self.apply()
+        except SeedError as exc:
+            self.after_failure(exc)
+        except Exception as exc:  # a lost connection, a driver error: roll back all the same
+            self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+        self.report.state = {
+            "code": f"current is {self.rid}",
+            "database": f"migrated ({len(self.migrations.applied)} applied)",
+            "app": "serving" if self.env.app.restart else "not restarted (no app.restart)",
+        }
+        return self.success_message(self.ref)
+
+    # -- finishing an interrupted deploy ----------------------------------------------------
+
+    def check_interrupted(self) -> None:
+        """With --resume: exactly one interrupted run, a deploy that died after its post checks
+        had passed (the database migrated and verified); otherwise recovery is `rollback`."""
+        if not self.opts.resume:
+            return super().check_interrupted()
+        blocking = [r for r in self.interrupted if r.blocking]
+        if not blocking:
+            raise PreflightFailed(f"nothing to resume: no interrupted deploy of {self.env.name}")
+        run = blocking[-1]
+        if run.record.mode == deploy_plan.CODE_ONLY:
+            raise PreflightFailed(
+                f"cannot resume {run.id}: it was a code-only deploy (nothing migrated to keep); "
+                f"run `fab {self.env.name} rollback` (it switches the hosts back while the site "
+                "serves), then deploy again"
+            )
+        steps = {s.name: s.outcome for s in run.record.steps}
+        verified = steps.get("post checks") == "ok" or bool(run.record.resumes)
+        stopped = run.record.rollback is not None and run.record.rollback.stopped_for_writes
+        rolling_back = any(str(n).startswith("rollback") for n in steps) and not stopped
+        if len(blocking) > 1 or run.kind != "upgradedb" or not verified or rolling_back:
+            raise PreflightFailed(
+                f"cannot resume: {run.describe()}, before its migrated database had passed its "
+                f"post checks; run `fab {self.env.name} rollback` to return to the state before it"
+            )
+        self.resuming = run
+        return None
+
+    def resume(self, run: recovery.RunState) -> str:
+        """Take over the interrupted deploy's record and finish it: switch, restart, health,
+        maintenance off. A failure rolls back exactly as the deploy itself would have."""
+        env, session = self.env, self.session
+        record = run.record
+        with self.step("resume") as s:
+            r = self.report
+            r.ref, r.sha_before, r.sha_after = record.ref, record.sha_before, record.sha_after
+            r.release_before, r.release_after = record.release_before, record.release_after
+            r.previous_releases, r.migrations = record.previous_releases, record.migrations
+            r.before, r.backup, r.database = record.before, record.backup, record.database
+            r.snapshot, r.reverse, r.rollback_plan = (
+                record.snapshot,
+                record.reverse,
+                (record.rollback_plan),
+            )
+            r.resumes = run.id
+            readings = record.counter_readings
+            if readings and readings[-1].event == FREEZE:
+                # it stopped the app (its rollback stopped for writes): this run hands over
+                r.counter_readings = readings[-1:]
+            r.checks = list(record.checks)
+            if record.backup is None or record.migrations is None or record.before is None:
+                raise PreflightFailed(
+                    f"cannot resume {run.id}: its record has no backup, migrations or "
+                    f"before-state; run `fab {env.name} rollback`"
+                )
+            self.ref = str(record.ref)
+            self.sha = str(record.sha_after)
+            self.rid = str(record.release_after)
+            self.previous = dict(record.previous_releases or {})
+            self.before = dict(record.before)
+            backup = record.backup
+            self.backup = backups.BackupRecord(
+                id=backup.id, path=backup.path, size=backup.size or 0,
+                sha256=backup.sha256, seconds=backup.seconds or 0.0,
+            )  # fmt: skip
+            self.snapshot_db = record.snapshot.database if record.snapshot else None
+            self.reverse_plan = reverselib.ReversePlan.from_json(record.reverse)
+            self.uploaded = session.app_remotes()
+            steps = {x.name: x.outcome for x in record.steps}
+            self.maintenance_on = bool(env.app.maintenance_on) and "maintenance on" in steps
+            self.admin = session.connect(admin=True, app_name=self.app_name)
+            self.app = session.connect(admin=False, app_name=self.app_name)
+            expected = sorted(self.before.get("applied_migrations", []) + self.migrations.applied)
+            applied = sorted(f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin))
+            if applied != expected:
+                raise PreflightFailed(
+                    f"cannot resume {run.id}: the database's migrations are not the ones it "
+                    f"applied; run `fab {env.name} rollback`"
+                )
+            for remote in self.uploaded:
+                if not remote.is_dir(self.at(remote).release(self.rid)):
+                    raise PreflightFailed(
+                        f"cannot resume {run.id}: release {self.rid} is gone from "
+                        f"{remote.label}; run `fab {env.name} rollback`"
+                    )
+            self.mark_interrupted(run, "resumed")
+            s.detail = f"{run.id} ({self.ref}, {self.sha[:12]}): {len(applied)} migrations applied"
+        try:
+            self.apply_code()
+        except SeedError as exc:
+            self.after_failure(exc)
+        except Exception as exc:
+            self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+        self.report.state = {
+            "code": f"current is {self.rid}",
+            "database": "migrated (by the resumed deploy)",
+            "app": "serving" if env.app.restart else "not restarted (no app.restart)",
+        }
+        return f"resumed {run.id}: " + self.success_message(self.ref)
+
+    # -- before anything changes ------------------------------------------------------------
+
+    def preflight(self, archive: Path, requirements: bytes) -> None:
+        env, session = self.env, self.session
+        with self.step("database") as s:
+            admin = session.connect(admin=True, app_name=self.app_name)
+            app = session.connect(admin=False, app_name=self.app_name)
+            server = dblib.server_version(admin)
+            size = dblib.database_size(admin, env.db.name)
+            self.report.database = {"server_version": server, "size_bytes": size}
+            self.database_size = size
+            self.admin, self.app = admin, app
+            # a rollback is a restore + rename swap: refuse a deploy that could not roll back
+            refuse_if_replicated(env, admin)
+            s.detail = f"PostgreSQL {server // 10000}, {size / 1e6:.1f} MB, both roles connect"
+        with self.step("upload release") as s:
+            lock = threading.Lock()
+
+            def upload(remote: Remote) -> bool:
+                previous = rel.current_release(remote, self.at(remote))
+                with lock:
+                    self.previous[remote.label] = previous
+                    self.uploaded.append(remote)
+                version = rel.upload_release_and_python(
+                    remote, self.at(remote), self.rid, archive, self.sha, env.app.python
+                )
+                vhash = rel.venv_hash(requirements, version)
+                job = self.job_dir(f"venv-{remote.host.name}-{remote.host.port}")
+                reused = rel.ensure_venv(env, remote, self.at(remote), self.rid, vhash, job)
+                rel.write_env_file(env, remote, self.at(remote), self.rid)
+                return reused
+
+            done = self.on_hosts(session.app_remotes(), upload, "upload release")
+            reused = sum(done.values())
+            self.report.previous_releases = dict(self.previous)
+            prev = self.previous.get(session.migrator.label)
+            self.report.release_before = prev
+            self.report.sha_before = (
+                rel.release_revision(session.migrator, self.at(session.migrator), prev)
+                if prev
+                else None
+            )
+            s.detail = f"{self.rid} on {len(self.uploaded)} host(s), venv reused on {reused}"
+            self.availability.start(
+                [r.label for r in session.serving_remotes() if self.previous.get(r.label)]
+            )
+        if env.app.build or env.hooks.of("before", "build") or env.hooks.of("after", "build"):
+            with self.step("build") as s, self.hooked("build", self.uploaded):
+                s.detail = self.build()
+        with self.step("migration plan") as s:
+            plan = deploy_plan.plan_deploy(
+                session.migrator,
+                self.at(session.migrator),
+                self.at(session.migrator).release(self.rid),
+                env,
+                self.app_name,
+                with_sql=env.lint.enabled,
+                mode=self.opts.mode,
+            )
+            plan.refuse_unknown()
+            self.plan = plan
+            self.report.mode, self.report.mode_why = plan.mode, plan.mode_why
+            self.report.migrations = plan.to_record()
+            self.reverse_plan = plan.reverse
+            method, why = plan.rollback_method, plan.rollback_why
+            self.report.reverse = self.reverse_plan.to_json()
+            self.report.rollback_plan = Method(method, why)
+            s.detail = f"{len(plan.pending)} to apply: " + (", ".join(plan.pending) or "none")
+            s.detail += (
+                f"; mode {plan.mode} ({plan.mode_why})"
+                if self.code_only
+                else f"; mode {plan.mode} ({plan.mode_why}); a rollback would {method} ({why})"
+            )
+        if not self.code_only or env.backup.code_only == "online":
+            with self.step("backup pre-flight") as s:
+                text = self.pg_dump_text = backups.usable_pg_dump(env, session.state, server)
+                space = backups.backup_space(env, session.state, admin, size)
+                s.detail = (
+                    f"{text}; {space.free / 1e9:.1f} GB free in {env.backup.dir}; {space.restore}"
+                )
+        if env.lint.enabled:
+            with self.step("lint") as s:
+                s.detail = self.lint(plan)
+        if env.rehearse.before_upgradedb and plan.pending:
+            # the pending migrations on a restored copy, timed and extrapolated; over
+            # budget: refused here, before anything changed (exit 4)
+            rehearsal = rehearse(self, session, self.target, env.rehearse.scale_from)
+            if rehearsal["over_budget"]:
+                raise PreflightFailed(
+                    f"rehearsal over budget: {'; '.join(rehearsal['over_budget'])}"
+                )
+            failed = failed_checks(rehearsal)
+            if failed:
+                raise PreflightFailed(f"checks failed on the rehearsal: {', '.join(failed)}")
+        with self.step("parse checks") as s:
+            self.checks.plan(self.app)
+            n_pre = len(self.checks.by_when("pre"))
+            s.detail = f"{n_pre} pre, {len(self.checks.checks) - n_pre} post check(s)"
+            if self.checks.no_baseline:
+                s.detail += f", {len(self.checks.no_baseline)} without baseline"
+        self.record()
+
+    def lint(self, plan: deploy_plan.DeployPlan) -> str:
+        """The safety gate on the pending migrations; blocked → exit 4 (nothing changed).
+        Returns its summary."""
+        env, target = self.env, self.target
+        if target is not None:  # the release's own file, from the local mirror: no SSH
+            text = rel.file_at(target.mirror, target.sha, lintlib.REPO_WAIVERS)
+            where = f"{lintlib.REPO_WAIVERS} at {target.ref} ({target.sha[:12]})"
+        else:
+            migrator = self.session.migrator
+            path = posixpath.join(self.at(migrator).release(self.rid), lintlib.REPO_WAIVERS)
+            text = migrator.get_bytes(path) if migrator.exists(path) else None
+            where = f"{path} on {migrator.label}"
+        waivers = [*env.lint.waivers, *lintlib.repo_waivers(text, where)]
+        result = lintlib.lint(plan.migrations, lintlib.table_rows(self.app), env.lint, waivers)
+        self.report.lint = {**result.to_json(), "summary": result.summary()}
+        for finding in result.findings:
+            self.out.detail(finding.describe())
+        if result.blocking:
+            raise PreflightFailed(result.refusal())
+        return result.summary()
+
+    def freeze_and_back_up(self) -> None:
+        env, session = self.env, self.session
+        with self.step("maintenance on") as s:
+            live = [r for r in session.serving_remotes() if self.previous.get(r.label)]
+            if env.app.maintenance_on and live:
+                on = env.app.maintenance_on
+                self.maintenance_on = True  # some hosts may have stopped even if one fails
+                self.availability.out(*(r.label for r in live))
+                with self.hooked("maintenance_on", live):
+                    self.on_hosts(
+                        live,
+                        lambda r: rel.run_hook(r, self.at(r), on, "maintenance on"),
+                        "maintenance on",
+                    )
+            elif not live:
+                s.detail = "no live release yet"
+            s.detail = (s.detail + "; " if s.detail else "") + self.drain_sessions()
+            undo.record_reading(self, FREEZE)  # the app's sessions ended: all writes count
+        for attempt in (1, 2):
+            reconnects = self.reconnects
+            try:
+                self.snapshot_and_back_up()
+                break
+            except SeedError:
+                # the exported snapshot lives in a session the lost connection took along:
+                # writes are stopped, so the before-state and the backup are simply taken again
+                if attempt == 2 or self.reconnects == reconnects:
+                    raise
+                self.out.line(
+                    "the snapshot went with the connection: before-state and backup again"
+                )
+                self.checks.results.clear()
+                self.checks.baselines.clear()
+                self.report.checks.clear()
+        if env.backup.strategy == "snapshot+dump":
+            with self.step("snapshot copy") as s:
+                s.detail = self.take_database_snapshot()
+        self.record()
+
+    def snapshot_and_back_up(self) -> None:
+        env, session = self.env, self.session
+        snap_conn = session.connect(admin=True, app_name=self.app_name)
+        # one exported snapshot for the figures, the baselines and pg_dump --snapshot
+        with dblib.exported_snapshot(snap_conn) as snapshot:
+            with self.step("before-state") as s:
+                figures = dblib.parallel_figures(
+                    snap_conn, self.admin_factory(), env.db.fingerprint_sessions, snapshot
+                )
+                applied = dblib.applied_migrations(snap_conn)
+                self.take_baselines(snapshot, applied, figures)
+                if self.plan is not None and self.plan.rollback_method == "reverse":
+                    # what a reverse must give back exactly (DESIGN: Rollback, Reverse)
+                    self.before["schema_sha256"] = backups.schema_fingerprint(
+                        env, session.state, self.job_dir("schema"), self.app_name, snapshot
+                    )
+                    assert self.report.before is not None
+                    self.report.before["schema_sha256"] = self.before["schema_sha256"]
+                rows = sum(v.rows for v in figures.values())
+                s.detail = f"{len(figures)} tables, {rows} rows, {len(applied)} migrations"
+            self.take_backup(snapshot, applied, figures)
+        snap_conn.close()
+
+    def take_database_snapshot(self) -> str:
+        """CREATE DATABASE ... TEMPLATE <db> while writes are stopped: a rollback is then a
+        rename swap. In addition to the dump, never instead (same cluster, not a backup)."""
+        env, session = self.env, self.session
+        tag = restorelib.db_tag(self.deploy_id)
+        name = restorelib.scratch_name(env.db.name, f"snap_{tag}")
+        for conn in (self.admin, self.app):
+            conn.close()  # the template must have no sessions: ours included
+        pg = session.connect(admin=True, dbname="postgres", app_name=self.app_name)
+        seconds = restorelib.snapshot_copy(
+            pg, env.db.name, name, self.before["database_properties"], env.backup.snapshot_copy
+        )
+        self.snapshot_db = name
+        self.report.snapshot = Snapshot(name, env.backup.snapshot_copy, round(seconds, 3))
+        self.admin = session.connect(admin=True, app_name=self.app_name)
+        self.app = session.connect(admin=False, app_name=self.app_name)
+        return f"{name} in {seconds:.2f}s (downtime), {env.backup.snapshot_copy}"
+
+    def take_baselines(
+        self, snapshot: str, applied: list[tuple[str, str]], figures: dict[str, Any]
+    ) -> None:
+        """Run pre checks and measure the baselines of post checks, in the snapshot."""
+        env = self.env
+        self.before = {
+            "applied_migrations": [f"{a}.{n}" for a, n in applied],
+            "tables": {k: v.to_json() for k, v in figures.items()},
+            "database_properties": restorelib.database_properties(self.admin, env.db.name),
+        }
+        failed = self.checks.before_state(self.app, snapshot)
+        self.report.checks.extend(r.to_json() for r in self.checks.results)
+        self.report.before = {
+            **self.before,
+            "baselines": {k: checklib.jsonable_deep(v) for k, v in self.checks.baselines.items()},
+        }
+        if failed:
+            raise PreflightFailed("; ".join(failed))
+
+    def drain_sessions(self) -> str:
+        """No other session of the app role may remain once writes are stopped."""
+        env = self.env
+        n = dblib.drain_sessions(self.admin, env.db.user, env.db.name, env.db.drain_timeout)
+        return f"terminated {n} remaining app session(s)" if n else "no app sessions left"
+
+    def take_backup(
+        self, snapshot: str, applied: list[tuple[str, str]], figures: dict[str, Any]
+    ) -> None:
+        env, session = self.env, self.session
+        with self.step("backup") as s:
+            started = time.monotonic()
+            backup_id = self.deploy_id
+            with self.hooked("backup", []):
+                path, sha, size = backups.take_backup(
+                    env,
+                    session.state,
+                    backup_id,
+                    self.job_dir("backup"),
+                    self.app_name,
+                    snapshot,
+                    on_lost=self.reconnect_all,
+                )
+            record = backups.BackupRecord(
+                id=backup_id,
+                path=path,
+                size=size,
+                sha256=sha,
+                seconds=time.monotonic() - started,
+                environment=env.name,
+                label=f"before {self.ref}",
+                kind="deploy",
+                deploy_id=self.deploy_id,
+                database_size=self.database_size,
+                database_properties=self.before["database_properties"],
+                compression=env.backup.compression,
+                format=env.backup.format,
+                snapshot=snapshot,
+                pg_dump_version=self.pg_dump_text,
+                server_version=dblib.server_version(self.admin),
+                database=env.db.name,
+                code_sha=self.report.sha_before,
+                applied_migrations=applied,
+                tables={k: v.to_json() for k, v in figures.items()},
+                created_at=iso(),
+                created_by=self.report.who,
+            )
+            if env.backup.format == "directory":
+                record.files = backups.backup_files(session.state, path)
+            manifest = backups.write_manifest(session.state, record)
+            self.backup = record
+            self.report.backup = ref = BackupRef(
+                id=backup_id,
+                path=path,
+                sha256=sha,
+                size=size,
+                seconds=round(record.seconds, 3),
+                details={"manifest": manifest, "verified": record.verified},
+            )
+            s.detail = f"{path} ({size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
+            if env.backup.copy == "download":
+                local = backups.download_backup(
+                    session.state, record.to_json(), self.opts.local_root / env.name
+                )
+                ref.copy = str(local)
+                s.detail += f"; copied to {local} (sha256 checked)"
+
+    def undo_preparations(self) -> None:
+        """Nothing changed yet: remove uploaded release folders and a snapshot, end
+        maintenance."""
+        if self.snapshot_db and self.lock_conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                restorelib.drop_if_exists(self.lock_conn, self.snapshot_db)
+        for remote in self.uploaded:
+            with contextlib.suppress(SeedError, OSError):
+                rel.remove_release(remote, self.at(remote), self.rid)
+        if self.maintenance_on:
+            with contextlib.suppress(Exception):
+                self.hand_over()
+        if self.maintenance_on and self.env.app.maintenance_off:
+            for remote in self.session.serving_remotes():
+                with contextlib.suppress(SeedError, OSError):
+                    rel.run_hook(
+                        remote, self.at(remote), self.env.app.maintenance_off, "maintenance off"
+                    )
+                    self.availability.back(remote.label)
+            self.maintenance_on = False
+
+    # -- a code-only deploy (no migration pending): the site serves throughout ----------------
+
+    @property
+    def code_only(self) -> bool:
+        return self.plan is not None and self.plan.mode == deploy_plan.CODE_ONLY
+
+    def build(self) -> str:
+        """`app.build` in the new release's folder on every host that got it (with its env
+        file and venv), before anything switches."""
+        command = self.env.app.build
+        if not command:
+            return "build hooks only"
+
+        def one(remote: Remote) -> None:
+            layout = self.at(remote)
+            path = layout.release(self.rid)
+            remote.check(
+                f"cd {q(path)} && {rel.source_env(layout, path)} && "
+                f"{rel.exports(rel.host_names(remote, self.rid))}"
+                f"PATH={q(path)}/.venv/bin:$PATH {command}",
+                f"app.build {command!r}",
+                timeout=1800,
+            )
+
+        self.on_hosts(self.uploaded, one, "build")
+        return f"{command} on {len(self.uploaded)} host(s)"
+
+    def code_only_backup(self) -> None:
+        """backup.code_only: `online` takes a verified backup from an exported snapshot while
+        the site serves (seed.backup.verified.verified_backup); `skip` takes none and names the
+        newest verified one."""
+        env = self.env
+        if env.backup.code_only == "online":
+            record = verified_backup(self, f"before {self.ref} (code-only, online)", "deploy")
+            self.backup = record
+            return
+        with self.step("backup") as s:
+            manifests = backups.list_manifests(env, self.session.state)
+            newest = manifests[-1] if manifests else None
+            if newest is not None:
+                self.report.newest_backup = {
+                    k: newest[k] for k in ("id", "path", "created_at") if k in newest
+                }
+            s.outcome = "skipped"
+            s.detail = "code-only deploy: the database is not changed (backup.code_only: skip)"
+            s.detail += (
+                f"; newest verified backup {newest['id']} ({newest.get('created_at', '?')})"
+                if newest
+                else "; no backup on record"
+            )
+
+    def release_checks(self) -> None:
+        """Before anything switches: the new release's Django checks (`migrate --check` proves
+        it has nothing to migrate) and the pre checks against the live database. A failure
+        refuses the deploy with nothing changed."""
+        env = self.env
+        with self.step("release checks") as s:
+            for check in self.checks.checks:
+                if check.when == "post" and check.expect.needs_before:
+                    self.checks.no_baseline[check.name] = (
+                        "skipped: a code-only deploy takes no before-state (the app writes "
+                        "throughout)"
+                    )
+            self.checks.after_state(self.app, when=("pre",))
+            self.checks.add(
+                invariants.django_invariants(
+                    env,
+                    self.session.migrator,
+                    self.at(self.session.migrator).release(self.rid),
+                    rel.release_env(self.at(self.session.migrator).release(self.rid)),
+                    env.invariants,
+                    self.app_name,
+                )
+            )
+            failure = self.report_checks(0, "release check")
+            if failure:
+                raise PreflightFailed(failure)
+            s.detail = f"{len(self.checks.results)} passed"
+
+    def report_checks(self, first: int, what: str) -> str | None:
+        """Results from `first` on into the report and the output; when some failed, what
+        failed: `<what> <the first one> (+N more)`."""
+        failed = []
+        for result in self.checks.results[first:]:
+            self.report.checks.append(result.to_json())
+            self.out.detail(checklib.MARKS[result.outcome] + result.describe())
+            if not result.passed:
+                failed.append(result.describe())
+        if not failed:
+            return None
+        return f"{what} {failed[0]}" + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
+
+    def roll_out(self) -> str:
+        """Every serving host switched in batches while the site serves, then the post checks
+        that need no before-state; a failure puts the switched hosts back (exit 5)."""
+        env, session = self.env, self.session
+        serving = session.serving_remotes()
+        lock = threading.Lock()
+
+        def switched(remote: Remote) -> None:
+            with lock:
+                if remote not in self.switched:
+                    self.switched.append(remote)
+
+        try:
+            rolling.roll(self, serving, lambda r: self.rid, "switch", switched)
+            self.restarted = True
+            with self.step("post checks") as s:
+                first = len(self.checks.results)
+                self.checks.after_state(self.app)
+                self.checks.add(
+                    invariants.database_invariants(
+                        self.app, env.invariants, env.db.statement_timeout
+                    )
+                )
+                failure = self.report_checks(first, "post")
+                if failure:
+                    raise SeedError(failure)
+                s.detail = f"{len(self.checks.results) - first} checked"
+        except SeedError as exc:
+            self.code_only_failure(exc)
+        except Exception as exc:  # a lost connection, a driver error: put the code back
+            self.code_only_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+        self.tidy_up()
+        self.report.state = {
+            "code": f"current is {self.rid}",
+            "database": "untouched (code-only deploy)",
+            "app": f"serving {self.rid} on {len(serving)} host(s)",
+        }
+        groups = len(rolling.batches(serving, env.app.batch_size(len(serving))))
+        n_checks = sum(1 for c in self.report.checks if c["passed"] and not c["skipped"])
+        backup = f"backup {self.backup.id}" if self.backup else "no backup (code-only)"
+        return (
+            f"deployed {self.ref} ({self.sha[:12]}) to {env.name}: code-only, "
+            f"{len(serving)} host(s) in {groups} batch(es), downtime "
+            f"{self.availability.seconds():.1f} s, {n_checks} check(s) passed, {backup}"
+        )
+
+    def failure_cause(self, exc: SeedError) -> str:
+        """`<step>: <error>`, or a post check's own words ("post check 'x' (expected …)")."""
+        failed = next((s for s in reversed(self.report.steps) if s.outcome == "failed"), None)
+        where = failed.name if failed else "?"
+        own_words = where == "post checks" and not isinstance(exc, JournalUnwritable)
+        return str(exc) if own_words else f"{where}: {exc}"
+
+    def rollback_failed(self, message: str) -> NoReturn:
+        """Exit 6: the deploy failed and could not be undone; a person must look."""
+        self.finish("rollback failed", HumanNeeded.code, message)
+        raise HumanNeeded(message) from None
+
+    def code_only_failure(self, exc: SeedError) -> NoReturn:
+        """A code-only deploy failed: the hosts already switched go back to their previous
+        release the same way (drain, switch, reload, health, undrain); the database was never
+        changed. Exit 5; exit 6 when a host could not be put back."""
+        ref, cause = self.ref, self.failure_cause(exc)
+        self.out.line(f"deploy of {ref} failed at {cause}; switching back", style="bold red")
+        self.state = {
+            "database": "untouched (code-only deploy: nothing to restore)",
+            "code": f"{len(self.switched)} host(s) switched to {self.rid}",
+            "app": "serving",
+        }
+        self.report.state = self.state
+        self.rolling_back = RollbackRecord(
+            "code", "a code-only deploy changed only the code", state=self.state
+        )
+        self.report.rollback = self.rolling_back
+        self.direction = "rollback"
+        self.undoing = True
+        try:
+            if not self.session.alive():
+                with self.step("rollback: reconnect") as s:
+                    s.detail = self.recover_connections()
+            hosts = list(reversed(self.switched))
+            if hosts:
+                rolling.roll(self, hosts, lambda r: self.previous.get(r.label), "rollback: switch")
+            with self.step("rollback: remove release") as s:
+                removed = undo.remove_release(self, self.rid, self.uploaded)
+                s.detail = f"removed from {removed} host(s)"
+            self.state["code"] = undo.code_text(self.previous)
+            self.state["app"] = f"serving the previous release on {len(hosts)} host(s)"
+        except Exception as err:
+            self.rollback_failed(
+                f"deploy of {ref} failed at {cause}; putting the code back FAILED: {err}. "
+                f"Code: {self.state['code']}. App: {self.state['app']}. The database was not "
+                f"touched. Run `fab {self.env.name} rollback` once the host is reachable"
+            )
+        down = self.availability.seconds()
+        message = (
+            f"deploy of {ref} failed at {cause}; rolled back: {self.state['code']} on every "
+            f"host switched ("
+            + ("the site never stopped serving" if down == 0 else f"down {down:.1f} s")
+            + "); the database was not touched"
+        )
+        self.finish("rolled back", RolledBack.code, message)
+        raise RolledBack(message)
+
+    # -- changing things --------------------------------------------------------------------
+
+    def apply(self) -> None:
+        env, session = self.env, self.session
+        with self.step("migrate") as s:
+            self.run_hooks("before", "migrate", [])
+            outcome = migratelib.apply_migrations(
+                env,
+                session.migrator,
+                self.at(session.migrator),
+                self.at(session.migrator).release(self.rid),
+                self.job_dir("migrate"),
+                self.app_name,
+                on_output=self.out.detail,
+                on_start=self.track_migrate_job,
+                on_lost=self.reconnect_all,
+            )
+            self.migrations.output = self.scrub(outcome.output)
+            self.migrations.attempts = outcome.attempts
+            after = dblib.applied_migrations(self.admin)
+            before = set(self.before["applied_migrations"])
+            newly = [f"{a}.{n}" for a, n in after if f"{a}.{n}" not in before]
+            self.migrations.applied = newly
+            if outcome.exit_code != 0:
+                last = [ln for ln in outcome.output.strip().splitlines() if ln.strip()]
+                raise RemoteError(
+                    f"migrate failed (exit {outcome.exit_code}) after applying "
+                    f"{len(newly)} migration(s): {last[-1] if last else ''}"
+                )
+            self.run_hooks("after", "migrate", [])
+            s.detail = f"{len(newly)} applied"
+        with self.step("post checks") as s:
+            first = len(self.checks.results)
+            self.checks.after_state(self.app)
+            self.checks.add(
+                invariants.database_invariants(self.app, env.invariants, env.db.statement_timeout)
+            )
+            self.checks.add(
+                invariants.django_invariants(
+                    env,
+                    session.migrator,
+                    self.at(self.session.migrator).release(self.rid),
+                    rel.release_env(self.at(self.session.migrator).release(self.rid)),
+                    env.invariants,
+                    self.app_name,
+                )
+            )
+            failure = self.report_checks(first, "post")
+            self.report.after_checks = self.checks.after_values()
+            if failure:
+                raise SeedError(failure)
+            done = [c for c in self.report.checks if c["when"] == "post"]
+            errors = sum(1 for c in done if c.get("outcome") == "error")
+            skipped = sum(1 for c in done if c["skipped"]) - errors
+            s.detail = f"{len(done) - skipped - errors} passed"
+            s.detail += (f", {skipped} skipped" if skipped else "") + (
+                f", {errors} could not run (invariants.on_error: warn)" if errors else ""
+            )
+            # writes from here on are the app's (a restore must not silently discard them)
+            self.hand_over()
+        self.apply_code()
+
+    def apply_code(self) -> None:
+        """The migrated database passed its checks: switch, restart, health, maintenance off,
+        retention and prune (also all that `--resume` has left to do)."""
+        env, session = self.env, self.session
+        serving = session.serving_remotes()
+        self.hand_over()  # (done after the post checks, unless resuming a stopped rollback)
+        with self.step("switch"):
+            lock = threading.Lock()
+
+            def switch(remote: Remote) -> None:
+                rel.switch_current(remote, self.at(remote), self.rid)
+                with lock:
+                    self.switched.append(remote)
+
+            with self.hooked("switch", serving):
+                self.on_hosts(serving, switch, "switch")
+        with self.step("restart") as s:
+            if env.app.restart:
+                self.restarted = True
+                restart = env.app.restart
+                with self.hooked("restart", serving):
+                    self.on_hosts(
+                        serving,
+                        lambda r: rel.run_hook(r, self.at(r), restart, "restart"),
+                        "restart",
+                    )
+            else:
+                s.outcome, s.detail = "skipped", "no app.restart command"
+        with self.step("health") as s:
+            if env.app.health:
+                self.on_hosts(serving, lambda r: self.http_health(r, self.rid), "health")
+                s.detail = f"answered as expected on {len(serving)} host(s)"
+            else:
+                s.outcome, s.detail = "skipped", "no app.health configured"
+        with self.step("maintenance off") as s:
+            if self.maintenance_on and env.app.maintenance_off:
+                off = env.app.maintenance_off
+                with self.hooked("maintenance_off", serving):
+                    self.on_hosts(
+                        serving,
+                        lambda r: rel.run_hook(r, self.at(r), off, "maintenance off"),
+                        "maintenance off",
+                    )
+                self.maintenance_on = False
+            else:
+                s.outcome = "skipped"
+            if env.app.restart or env.app.maintenance_off:
+                self.availability.back(*(r.label for r in serving))
+        self.tidy_up()
+
+    def tidy_up(self) -> None:
+        """After a good deploy: old backups and databases (retention), old release folders."""
+        env, session = self.env, self.session
+        with self.step("retention") as s:
+            try:
+                s.detail = self.apply_retention()
+            except (SeedError, psycopg.Error) as exc:  # the deploy succeeded all the same
+                s.outcome, s.detail = "skipped", f"warning: {exc}"
+        with self.step("prune") as s:
+            removed = 0
+            try:
+                needed = self.releases_the_journal_needs()
+                for remote in session.app_remotes():
+                    protect = {p for p in [self.previous.get(remote.label), self.rid] if p}
+                    protect |= needed.get(remote.label, set())
+                    removed += len(
+                        rel.prune_releases(remote, self.at(remote), env.app.keep_releases, protect)
+                    )
+                s.detail = f"{removed} old release folder(s) removed"
+            except SeedError as exc:  # the deploy succeeded; an old folder left is harmless
+                s.outcome, s.detail = "skipped", f"warning: {exc}"
+
+    def apply_retention(self) -> str:
+        """After a good deploy: backups beyond backup.keep go (never this deploy's, nor the
+        one a rollback of the last deploy that took one needs), and databases replaced by
+        earlier rollbacks are dropped."""
+        env = self.env
+        manifests = backups.list_manifests(env, self.session.state)
+        assert self.journal is not None
+        keep = protected_backups(self.journal.records())
+        if self.backup is not None:
+            keep.add(self.backup.id)
+        doomed = backups.retention(manifests, env.backup.keep, keep)
+        for manifest in doomed:
+            backups.delete_backup(self.session.state, manifest)
+        assert self.lock_conn is not None  # connected to `postgres`
+        dropped = restorelib.drop_replaced(self.lock_conn, env.db.name)
+        if self.snapshot_db:
+            restorelib.drop_if_exists(self.lock_conn, self.snapshot_db)
+            dropped.append(self.snapshot_db)
+            self.snapshot_db = None
+        return (
+            f"{len(doomed)} old backup(s) deleted, {len(dropped)} replaced or snapshot "
+            "database(s) dropped"
+        )
+
+    def releases_the_journal_needs(self) -> dict[str, set[str]]:
+        """Per host, the releases a `rollback --to` could still switch back to: those before
+        the newest `backup.keep` successful deploys (older ones have no backup kept)."""
+        assert self.journal is not None
+        needed: dict[str, set[str]] = {}
+        good = [
+            r
+            for r in self.journal.records()
+            if r.kind == "upgradedb" and r.outcome == "succeeded" and not r.rolled_back_by
+        ]
+        for record in good[-self.env.backup.keep :]:
+            for host, release in (record.previous_releases or {}).items():
+                if release:
+                    needed.setdefault(host, set()).add(release)
+        return needed
+
+    def after_failure(self, exc: SeedError) -> None:
+        """A failure after the backup: roll database and code back, verify, say what happened.
+
+        Exit 5 when the environment is verified identical to the before-state; exit 6
+        (a person is needed) when any part could not be put back or verified, with
+        the state of each part in the message and the report.
+        """
+        ref, cause = self.ref, self.failure_cause(exc)
+        self.out.line(f"deploy of {ref} failed at {cause}; rolling back", style="bold red")
+        self.state = {
+            "database": "migrated (not restored yet)",
+            "code": "unknown",
+            "app": "unknown",
+        }
+        method, why = reverselib.choose(
+            self.env.rollback_method, self.reverse_plan, self.failed_non_atomic()
+        )
+        if method == "reverse" and "schema_sha256" not in self.before:
+            method, why = "restore", "no schema fingerprint was taken"
+        self.rolling_back = RollbackRecord(method, why, state=self.state)
+        self.report.rollback = self.rolling_back
+        self.direction = "rollback"  # hooks run again around each step undone
+        self.undoing = True
+        try:
+            if not self.session.alive():
+                with self.step("rollback: reconnect") as s:
+                    s.detail = self.recover_connections()
+            with self.step("rollback: stop app") as s:
+                if self.restarted and self.env.app.maintenance_on:
+                    serving = self.session.serving_remotes()
+                    self.availability.out(*(r.label for r in serving))
+                    with self.hooked("maintenance_on", serving):
+                        for remote in serving:
+                            on = self.env.app.maintenance_on
+                            rel.run_hook(remote, self.at(remote), on, "stop app")
+                    self.maintenance_on = True
+                    s.detail = self.drain_sessions()
+                else:
+                    s.outcome, s.detail = "skipped", "new code never served"
+                undo.record_reading(self, FREEZE)
+            written = self.writes_while_serving(method) if self.restarted else set()
+            if method == "reverse":
+                method = self.try_reverse(written)  # with the new code, before it is switched away
+            with self.step("rollback: code") as s, self.hooked("switch", self.switched):
+                s.detail = self.state["code"] = self.restore_code()
+            if method == "restore":
+                with self.step("rollback: database") as s, self.hooked("migrate", []):
+                    s.detail = self.restore_database()
+                with self.step("rollback: verify") as s:
+                    s.detail = self.verify_rolled_back()
+            with self.step("rollback: start app") as s:
+                s.detail = self.state["app"] = self.start_previous()
+        except StoppedForWrites as err:
+            self.rollback_failed(f"deploy of {ref} failed at {cause}; NOT rolled back: {err}")
+        except Exception as err:
+            self.rollback_failed(
+                f"deploy of {ref} failed at {cause}; ROLLBACK FAILED: {err}. "
+                f"Database: {self.state['database']}. Code: {self.state['code']}. "
+                f"App: {self.state['app']}. Backup: {self._backup_text()}"
+            )
+        message = f"deploy of {ref} failed at {cause}; rolled back; verified identical"
+        warnings = self.report.hook_failures
+        if warnings:
+            message += f" (while undoing, {len(warnings)} hook(s) failed: {warnings[0]})"
+        self.finish("rolled back", RolledBack.code, message)
+        raise RolledBack(message)
+
+    def writes_while_serving(self, method: str) -> set[str]:
+        """The new release served: what the app wrote since the migrate (the writes rule). A
+        restore would lose it: the rollback reverses when that is exact (the rows stay), and
+        otherwise stops here with maintenance on and nothing more changed (StoppedForWrites,
+        exit 6, recovery pending)."""
+        with self.step("rollback: writes since") as s:
+            writes = undo.app_writes(self, [self.report], self.id)
+            if not writes:
+                s.detail = "none: the restore loses nothing"
+                return set()
+            if method == "reverse":
+                s.detail = f"{writes.listing()}: reversing keeps them"
+                return set(writes.tables)
+            self.rolling_back.stopped_for_writes = True
+            self.state["database"] = (
+                f"migrated by this deploy, then written by its release ({writes.listing()})"
+            )
+            self.state["app"] = "stopped (maintenance on)"
+            raise StoppedForWrites(
+                f"the new release wrote rows after the migrate ({writes.listing()}) and its "
+                "migrations cannot be reversed exactly, so a restore would lose them; "
+                "nothing more was changed (maintenance stays on). Either finish the deploy: "
+                f"`fab {self.env.name} upgradedb --resume`, or restore its backup and lose "
+                f"those rows: `fab {self.env.name} rollback --discard-writes`"
+            )
+
+    def failed_non_atomic(self) -> str:
+        """The non-atomic migration a failed migrate stopped in, if any: half-applied, only
+        the backup can undo it."""
+        applied = set(self.report.migrations.applied if self.report.migrations else [])
+        for m in self.plan.migrations if self.plan else []:
+            name = f"{m['app']}.{m['name']}"
+            if name not in applied:
+                return "" if m.get("atomic", True) else name
+        return ""
+
+    def try_reverse(self, written: set[str]) -> str:
+        """Reverse the deploy's migrations with its own (new) code and verify the result is
+        the before-state (tables the app wrote since aside: `written`, kept as written);
+        anything else falls back to the restore, unless the app wrote: then a restore
+        would lose rows, and the failure stands (exit 6). Returns the method that remains
+        to be done: "" (reversed) or "restore"."""
+        rp = self.reverse_plan
+        assert rp is not None
+        try:
+            with self.step("rollback: reverse migrations") as s, self.hooked("migrate", []):
+                reversal = undo.reverse(self, self.rid, rp)
+                self.rolling_back.output = reversal.output
+                self.state["database"] = "migrations reversed (not verified yet)"
+                s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
+            with self.step("rollback: verify reverse") as s:
+                try:
+                    found = undo.verify_reverse(self, self.before, reversal, written)
+                except undo.ReverseNotVerified as exc:
+                    self.rolling_back.verification = exc.verification
+                    raise
+                self.rolling_back.verification = found
+                kept = f"; rows the app wrote since kept ({', '.join(sorted(written))})"
+                self.state["database"] = (
+                    "migrations reversed; verified identical to the before-state"
+                    + (kept if written else "")
+                )
+                s.detail = (
+                    f"{found['tables']} tables, {found['rows']} rows, {found['migrations']} "
+                    "migrations and the schema equal"
+                )
+            return ""
+        except LockLost:
+            raise
+        except (SeedError, psycopg.Error) as exc:
+            if written:
+                self.state["database"] = f"reverse FAILED ({exc}); the app's writes kept"
+                raise
+            self.out.line(f"reverse did not give the before-state back ({exc}): restoring")
+            self.rolling_back.method, self.rolling_back.reverse_failed = "restore", str(exc)
+            self.state["database"] = "reverse failed; restoring the backup"
+            self.open_sessions()
+            return "restore"
+
+    def track_migrate_job(self, job: RemoteJob) -> None:
+        self.migrate_job = job
+
+    def recover_connections(self) -> str:
+        """A connection was lost: connect again, take the lock back (its session died with
+        the tunnel), and wait for a migrate still running remotely: never restore under it."""
+        assert self.journal is not None
+        self.reconnect_all()
+        waited = ""
+        if self.migrate_job is not None:
+            code, _ = self.migrate_job.wait()
+            waited = f"; migrate job had ended (exit {code})"
+        return "connections and lock re-established" + waited
+
+    def _backup_text(self) -> str:
+        assert self.backup is not None
+        return f"{self.backup.path} (sha256 {self.backup.sha256[:12]}, verified)"
+
+    def restore_code(self) -> str:
+        """`current` back to the recorded previous release on every host switched; the
+        failed release's folder removed."""
+        try:
+            undo.put_back_code(self, self.previous, self.switched, only_changed=False)
+        finally:
+            undo.remove_release(self, self.rid, self.uploaded)
+        prev_any = next((p for p in self.previous.values() if p), None)
+        return f"current is {prev_any}" if prev_any else "no release (first deploy)"
+
+    def restore_database(self) -> str:
+        """Swap the snapshot in when there is one (falling back to the dump), else restore
+        the deploy's backup as the live database (seed.undo.database); keep the old one."""
+        if self.snapshot_db:
+            try:
+                replaced, moved = undo.swap_snapshot(self, self.snapshot_db)
+            except (SeedError, psycopg.Error) as exc:
+                self.out.line(f"snapshot swap failed ({exc}); restoring the dump instead")
+                self.open_sessions()
+            else:
+                snapshot, self.snapshot_db = self.snapshot_db, None
+                self.rolling_back.method = "snapshot swap"
+                self.rolling_back.replaced_database = replaced
+                self.rolling_back.sequences_moved_forward = moved
+                self.state["database"] = (
+                    f"snapshot {snapshot} swapped in; the failed database is kept as "
+                    f"{replaced} (connections disabled)"
+                )
+                return f"snapshot {snapshot} swapped in, {replaced} kept"
+        assert self.backup is not None
+        try:
+            restored = undo.restore_dump(
+                self, self.backup.path, self.backup.sha256, self.before["database_properties"]
+            )
+        except restorelib.RestoreFailed as exc:
+            if exc.live_untouched:
+                self.state["database"] = "NOT restored: still the migrated database"
+            else:
+                self.state["database"] = str(exc)
+            raise
+        replaced = restored.plan.replaced
+        self.state["database"] = (
+            f"restored from {self.backup.path}; the failed database is kept as "
+            f"{replaced} (connections disabled)"
+        )
+        self.rolling_back.replaced_database = replaced
+        self.rolling_back.sequences_moved_forward = restored.sequences_moved_forward
+        return f"{self.backup.path} restored, {replaced} kept"
+
+    def verify_rolled_back(self) -> str:
+        """Every table's count + checksum, the migration set and database properties as before."""
+        verification = undo.verify_database(self, self.before)
+        self.rolling_back.verification = verification
+        if verification["problems"]:
+            problems = "; ".join(verification["problems"])
+            self.state["database"] += "; VERIFICATION FAILED: " + problems
+            raise SeedError(problems)
+        self.state["database"] += "; verified identical to the before-state"
+        return (
+            f"{verification['tables']} tables, {verification['rows']} rows, "
+            f"{verification['migrations']} migrations equal"
+        )
+
+    def start_previous(self) -> str:
+        """End maintenance on the previous release and check its health."""
+        live = [r for r in self.session.serving_remotes() if self.previous.get(r.label)]
+        if not live:
+            return "not started (no previous release)"
+        served = self.start_app(live)
+        self.maintenance_on = False
+        return f"previous release {served}"
+
+    def success_message(self, ref: str) -> str:
+        n_checks = sum(1 for c in self.report.checks if c["passed"] and not c["skipped"])
+        total = sum(s.seconds for s in self.report.steps)
+        backup = self.backup.id if self.backup else "?"
+        return (
+            f"deployed {ref} ({self.sha[:12]}) to {self.env.name}: "
+            f"{len(self.migrations.applied)} migration(s) applied, {n_checks} check(s) passed, "
+            f"backup {backup}, in {total:.1f}s"
+        )
+
+    @property
+    def migrations(self) -> Migrations:
+        """The report's migrations (planned at pre-flight, or taken over by a resume)."""
+        assert self.report.migrations is not None
+        return self.report.migrations

@@ -1,0 +1,102 @@
+"""The code a deploy (or a plan, a lint, a rehearsal) is about: a ref resolved and
+archived on the control machine, unpacked read-only on the migrate host to ask Django
+what it would apply."""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from seed.config.environment import Environment
+from seed.deploy import release as rel
+from seed.deploy.plan import DeployPlan, plan_deploy
+from seed.errors import PreflightFailed, SeedError
+from seed.remote.session import Session
+from seed.remote.ssh import q
+from seed.run.report import utcnow
+
+
+@dataclass
+class Target:
+    """A ref resolved on the control machine: its sha, archive and requirements."""
+
+    ref: str
+    mirror: Path
+    sha: str
+    archive: Path
+    requirements: bytes
+
+
+def fetch_target(env: Environment, ref: str | None, local_root: Path) -> Target:
+    """Resolve `ref` (default app.ref) in the local mirror of the app's repo and build its
+    archive; PreflightFailed when it has no requirements.txt."""
+    ref = ref or env.app.ref
+    mirror = rel.repo_cache(env.app.repo, local_root / "cache" / "repos")
+    sha = rel.resolve_ref(mirror, ref)
+    archive = rel.build_archive(mirror, sha, local_root / "cache" / "archives")
+    requirements = rel.file_at(mirror, sha, "requirements.txt")
+    if requirements is None:
+        raise PreflightFailed(f"{ref} ({sha[:12]}) has no requirements.txt")
+    return Target(ref, mirror, sha, archive, requirements)
+
+
+@dataclass
+class TargetRelease:
+    """The target code unpacked in a temporary folder of the migrate host."""
+
+    layout: rel.Layout
+    path: str  # the release folder (manage.py, .venv)
+    venv: str  # how its virtualenv came about
+
+
+@contextlib.contextmanager
+def target_release(
+    env: Environment, session: Session, layout: rel.Layout, target: Target
+) -> Iterator[TargetRelease]:
+    """Unpack the target code into `mktemp -d` on the migrate host, with a virtualenv (the
+    deployed one for the same requirements, read-only through a symlink, else a
+    throw-away one) and an env file for `env` (its db.name is the database Django
+    uses); the folder is removed at the end, whatever happens."""
+    remote = session.migrator
+    tmp = remote.check("mktemp -d /tmp/seed-plan-XXXXXXXX", "making a temporary folder")
+    tmp_root = tmp.stdout.strip()
+    try:
+        scratch = rel.Layout(tmp_root)
+        rid = rel.release_id(target.sha, f"{utcnow():%Y%m%d%H%M%S}")
+        version = rel.upload_release_and_python(
+            remote, scratch, rid, target.archive, target.sha, env.app.python
+        )
+        vhash = rel.venv_hash(target.requirements, version)
+        deployed = layout.venv(vhash)
+        if remote.exists(posixpath.join(deployed, ".seed-complete")):
+            remote.check(f"ln -s {q(deployed)} {q(scratch.venv(vhash))}", "linking the venv")
+            venv = "deployed (shared)"
+        else:
+            venv = "throw-away (requirements differ from every deployed release)"
+        rel.ensure_venv(env, remote, scratch, rid, vhash, posixpath.join(tmp_root, "venv-job"))
+        rel.write_env_file(env, remote, scratch, rid)
+        yield TargetRelease(scratch, scratch.release(rid), venv)
+    finally:
+        with contextlib.suppress(SeedError, OSError):
+            remote.run(f"rm -rf {q(tmp_root)}", timeout=120)
+
+
+def target_plan(
+    env: Environment,
+    session: Session,
+    layout: rel.Layout,
+    target: Target,
+    app_name: str,
+    with_sql: bool = False,
+    mode: str | None = None,
+) -> tuple[DeployPlan, str]:
+    """The deploy plan of the target code (read in a temporary folder on the migrate
+    host); and which venv it used."""
+    with target_release(env, session, layout, target) as unpacked:
+        plan = plan_deploy(
+            session.migrator, unpacked.layout, unpacked.path, env, app_name, with_sql, mode
+        )
+    return plan, unpacked.venv

@@ -1,0 +1,147 @@
+"""Lint rules (seed/rehearse/lint.py) on migration plans shaped like the migrate host's output,
+and squawk (the real binary) on Django's SQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from seed.config.environment import LintConfig, Waiver
+from seed.errors import ConfigError
+from seed.rehearse import lint
+
+
+def op(kind: str, tables: list[str] | None = None, **more: Any) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "describe": f"{kind} op",
+        "reversible": True,
+        "reverse_noop": False,
+        "tables": tables,
+        **more,
+    }
+
+
+def migration(name: str, *ops: dict[str, Any], sql: str = "", app: str = "shop") -> Any:
+    return {
+        "app": app,
+        "name": name,
+        "atomic": True,
+        "operations": list(ops),
+        "sql": sql,
+        "file": f"{app}/migrations/{name}.py",
+        "op_lines": [10 + i for i in range(len(ops))],
+    }
+
+
+def rules(result: lint.LintResult) -> dict[str, str]:
+    return {f.rule: f.level for f in result.findings}
+
+
+def test_expand_and_contract_in_one_deploy_blocks() -> None:
+    plan = [
+        migration("0003_add_first", op("AddField", ["shop_customer"])),
+        migration("0004_fill", op("RunPython")),
+        migration("0005_remove_name", op("RemoveField", ["shop_customer"])),
+    ]
+    result = lint.lint(plan, {}, LintConfig(), [])
+    (finding,) = result.blocking
+    assert finding.rule == "contract-with-expand"
+    assert finding.where == "shop/migrations/0005_remove_name.py:10"
+    assert "shop.0003_add_first" in finding.message
+    # the contract alone (its expand deployed before) passes
+    assert not lint.lint(plan[2:], {}, LintConfig(), []).blocking
+
+
+def test_tables_created_in_the_same_deploy_may_be_changed_freely() -> None:
+    # Django's own contenttypes 0001 + 0002 on a first deploy
+    plan = [
+        migration("0001_initial", op("CreateModel", ["django_content_type"]), app="contenttypes"),
+        migration(
+            "0002_remove_content_type_name",
+            op("AlterField", ["django_content_type"]),
+            op("RunPython", reverse_noop=True),
+            op("RemoveField", ["django_content_type"]),
+            app="contenttypes",
+        ),
+    ]
+    result = lint.lint(plan, {}, LintConfig(), [])
+    assert not result.blocking
+    assert rules(result) == {"noop-reverse": "warn"}
+
+
+def test_irreversible_code_blocks_and_waivers_need_the_exact_migration() -> None:
+    plan = [
+        migration("0006_backfill", op("RunPython", reversible=False)),
+        migration("0007_sql", op("RunSQL", reversible=False)),
+    ]
+    result = lint.lint(plan, {}, LintConfig(), [])
+    assert rules(result) == {"irreversible-data-migration": "block", "irreversible-sql": "block"}
+    waived = lint.lint(
+        plan,
+        {},
+        LintConfig(),
+        [
+            Waiver("shop.0006_backfill", "irreversible-data-migration", "one-off"),
+            Waiver("shop.0007_other", "*", "wrong migration"),
+        ],
+    )
+    assert [f.rule for f in waived.blocking] == ["irreversible-sql"]
+    assert waived.findings[0].waived == "one-off"
+
+
+def test_schema_and_data_in_one_migration_warns_on_a_big_table_only() -> None:
+    plan = [migration("0005_mixed", op("AddField", ["shop_order"]), op("RunPython"))]
+    config = LintConfig(big_table_rows=1000)
+    assert rules(lint.lint(plan, {"shop_order": 999}, config, [])) == {}
+    found = rules(lint.lint(plan, {"shop_order": 5000}, config, []))
+    assert found == {"schema-and-data-on-big-table": "warn"}
+
+
+def test_squawk_blocks_lock_taking_sql_on_a_big_table_only() -> None:
+    sql = (
+        "--\n-- Create index shop_order_status_idx on field(s) status of model order\n--\n"
+        'CREATE INDEX "shop_order_status_idx" ON "shop_order" ("status");'
+    )
+    plan = [migration("0005_index", op("AddIndex", ["shop_order"]), sql=sql)]
+    config = LintConfig(big_table_rows=1000)
+    small = lint.lint(plan, {"shop_order": 10}, config, [])
+    assert rules(small) == {"require-concurrent-index-creation": "warn"}
+    big = lint.lint(plan, {"shop_order": 10_000}, config, [])
+    (finding,) = big.blocking
+    assert finding.table == "shop_order" and "(10,000 rows)" in finding.message
+    assert finding.where == "shop/migrations/0005_index.py:10, SQL line 4"
+    # Seed's Django exclusions: no lock_timeout / statement_timeout / robust-stmts noise
+    assert not {f.rule for f in big.findings} & set(lint.DJANGO_EXCLUDES)
+    # configured: excluded, or always blocking
+    assert (
+        lint.lint(plan, {}, LintConfig(exclude=("require-concurrent-index-creation",)), []).findings
+        == []
+    )
+    forced = lint.lint(plan, {}, LintConfig(block=("require-concurrent-index-creation",)), [])
+    assert forced.blocking
+
+
+def test_sql_lines_map_to_their_operation() -> None:
+    lines = ["--", "-- Add field a", "--", "ALTER 1;", "--", "-- Add field b", "--", "ALTER 2;"]
+    assert lint._op_of_line(lines) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"waivers: [{migration: shop.0005_x, rule: r}]", "needs migration, rule and a reason"),
+        (b"waivers: {}", "expected `waivers:` with a list"),
+        (b"waivers: [", "deploy/lint.yml"),
+    ],
+)
+def test_bad_repo_waivers_name_the_file(text: bytes, message: str) -> None:
+    with pytest.raises(ConfigError, match=r"deploy/lint\.yml") as err:
+        lint.repo_waivers(text, "deploy/lint.yml")
+    assert message in str(err.value)
+
+
+def test_repo_waivers_read() -> None:
+    text = b"waivers:\n  - {migration: shop.0005_x, rule: '*', reason: reviewed by dba}\n"
+    assert lint.repo_waivers(text, "f") == [Waiver("shop.0005_x", "*", "reviewed by dba")]
