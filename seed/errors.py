@@ -1,7 +1,9 @@
 """User-facing failures as types, each carrying its exit code (DESIGN: Exit codes).
 
 Raise these from the core; the task layer converts them once, at the edge, into
-one line on stderr and the process exit code.
+one line on stderr and the process exit code. `SeedError` itself is only a base: its
+code 1 is the exit code of a bug, so a failure the user can act on raises a subclass
+(tests/unit/test_structure.py checks that nothing raises the base).
 """
 
 from __future__ import annotations
@@ -63,6 +65,19 @@ class HumanNeeded(SeedError):
 
 class LockLost(HumanNeeded):
     """The run's lock was lost to another run: it stopped without changing anything more."""
+
+
+class StepFailed(SeedError):
+    """A step could not do its work: a remote command, a restore, a verification, a hook.
+
+    The run it belongs to says what that means for the environment: a deploy rolls back
+    (RolledBack, or HumanNeeded when the way back fails), a copy or an import drops what
+    it built (RolledBack), and a run that changes nothing of the environment (a backup, a
+    read-only command) is PreflightFailed (nothing changed). One that escapes a run
+    changing the environment keeps this code, HumanNeeded's: the report says where it
+    stopped. Never code 1, which is kept for bugs."""
+
+    code = 6
 
 
 class ChecksFailed(SeedError):

@@ -31,15 +31,13 @@ from seed.db.postgres import (
     same_figures,
     snapshot_figures,
 )
-from seed.errors import SeedError
+from seed.errors import SeedError, StepFailed
 from seed.remote.session import Session
 from seed.remote.ssh import Remote, RemoteJob, q
 
 
-class RestoreFailed(SeedError):
+class RestoreFailed(StepFailed):
     """The restore did not complete; `live_untouched` says whether the live DB is as it was."""
-
-    code = 6
 
     def __init__(self, message: str, live_untouched: bool) -> None:
         super().__init__(message)
@@ -59,7 +57,7 @@ def database_properties(conn: psycopg.Connection[Any], dbname: str) -> dict[str,
         (dbname,),
     ).fetchone()
     if row is None:
-        raise SeedError(f"database {dbname} does not exist")
+        raise StepFailed(f"database {dbname} does not exist")
     acl = conn.execute(
         """
         select coalesce(nullif(pg_get_userbyid(a.grantee), '-'), 'PUBLIC') as grantee,
@@ -298,7 +296,7 @@ def apply_setting(conn: psycopg.Connection[Any], dbname: str, role: str, item: s
             return
         tried.append(f"{label}: stored {got!r}")
     whose = f"role {role} in database {dbname}" if role else f"database {dbname}"
-    raise SeedError(f"cannot reproduce the setting {item!r} of {whose} ({'; '.join(tried)})")
+    raise StepFailed(f"cannot reproduce the setting {item!r} of {whose} ({'; '.join(tried)})")
 
 
 def sequence_values(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -386,7 +384,7 @@ echo "seed-restore loaded"
     code, output = job.wait(on_lost=on_lost)
     if code != 0 or "seed-restore ok" not in output:
         lines = [ln for ln in output.strip().splitlines() if ln.strip()]
-        raise SeedError(f"pg_restore failed: {' | '.join(lines[-2:]) or f'exit {code}'}")
+        raise StepFailed(f"pg_restore failed: {' | '.join(lines[-2:]) or f'exit {code}'}")
 
 
 def swap(conn: psycopg.Connection[Any], plan: RestorePlan, attempts: int = 5) -> None:

@@ -27,6 +27,7 @@ class Backup(Operation):
     """`fab <env> backup [--label L] [--verify-restore] [--download]`."""
 
     kind = "backup"
+    changes_environment = False  # a failed backup leaves the environment as it was (exit 4)
 
     def check_interrupted(self) -> None:
         """A backup changes nothing: taking one while a recovery is pending is allowed (and

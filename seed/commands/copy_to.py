@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import posixpath
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -36,9 +35,10 @@ from seed.copy import masking
 from seed.copy.masking import copy_settings
 from seed.db import postgres as dblib
 from seed.db.replication import refuse_if_replicated
-from seed.errors import ConfigError, HumanNeeded, PreflightFailed, RolledBack, SeedError
+from seed.errors import ConfigError, HumanNeeded, PreflightFailed, RolledBack, SeedError, StepFailed
 from seed.journal import recovery
 from seed.journal.record import BackupRef
+from seed.journal.store import job_dir
 from seed.remote.session import Session
 from seed.remote.ssh import Remote, q
 from seed.run.operation import Operation
@@ -97,8 +97,8 @@ class CopyTo(Operation):
         self.tag = restorelib.db_tag(self.id)
         self.mask_db = restorelib.scratch_name(source.db.name, f"mask_{self.tag}")
         self.copy_db = restorelib.scratch_name(env.db.name, f"copy_{self.tag}")
-        self.src_jobs = posixpath.join(source.state_dir, "jobs", self.id)
-        self.dst_jobs = posixpath.join(env.state_dir, "jobs", self.id)
+        self.src_jobs = job_dir(source.state_dir, self.id)
+        self.dst_jobs = job_dir(env.state_dir, self.id)
         self.state: dict[str, str] = {"target": "untouched", "app": "running as before"}
         self.report.state = self.state
         self.report.source = source.name
@@ -275,7 +275,7 @@ class CopyTo(Operation):
                 t for t in set(found) | set(expected) if found.get(t) != expected.get(t)
             )
             if differ:
-                raise SeedError(
+                raise StepFailed(
                     f"backup {manifest['id']} restored different data: {', '.join(differ)}"
                 )
             s.detail = f"{sum(f['rows'] for f in found.values())} rows, equal to the backup"
@@ -315,7 +315,7 @@ class CopyTo(Operation):
                 conn.close()
             samples.clear()
             if problems:
-                raise SeedError("masked copy failed verification: " + "; ".join(problems))
+                raise StepFailed("masked copy failed verification: " + "; ".join(problems))
             v = (self.report.masking or {})["verification"]
             s.detail = (
                 f"counts equal, {v['foreign_keys']} foreign key(s) intact, "
@@ -472,7 +472,9 @@ class CopyTo(Operation):
             got = {k: v.to_json() for k, v in found.items()}
             differ = sorted(t for t in set(got) | set(masked) if got.get(t) != masked.get(t))
             if differ:
-                raise SeedError(f"the loaded copy differs from the masked one: {', '.join(differ)}")
+                raise StepFailed(
+                    f"the loaded copy differs from the masked one: {', '.join(differ)}"
+                )
             s.detail = f"{len(got)} tables: counts and checksums equal to the masked copy"
         self.freeze()
         self.state["app"] = "stopped (maintenance on)"

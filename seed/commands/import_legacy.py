@@ -37,7 +37,7 @@ from seed.backup import restore as restorelib
 from seed.backup.verified import verified_backup
 from seed.config.environment import Environment
 from seed.deploy import release as rel
-from seed.errors import PreflightFailed, SeedError
+from seed.errors import PreflightFailed, SeedError, StepFailed
 from seed.legacy.clean import clean, deduplicate
 from seed.legacy.compare import (
     Comparison,
@@ -143,7 +143,7 @@ class ImportLegacy(Operation):
         counts.update(new=validated["new"], existing=validated["existing"])
         self.summary["counts"] = counts
         if counts["valid"] + counts["rejected"] + counts["merged"] != self.rows_in:
-            raise SeedError(f"the rows do not reconcile: {counts}")
+            raise StepFailed(f"the rows do not reconcile: {counts}")
         if self.earlier is not None:
             self.compare_with_earlier()
         if self.dry_run:

@@ -20,7 +20,7 @@ from seed.db import postgres as dblib
 from seed.deploy import release as rel
 from seed.deploy import rolling
 from seed.deploy.plan import CODE_ONLY
-from seed.errors import HumanNeeded, PreflightFailed, SeedError
+from seed.errors import HumanNeeded, PreflightFailed, SeedError, StepFailed
 from seed.journal import recovery
 from seed.journal.record import BackupRef, RollbackRecord, RunRecord
 from seed.remote.ssh import Remote
@@ -303,7 +303,7 @@ class Rollback(Operation):
                 reversal = undo.reverse(self, target.release_after, rp)
             except SeedError as exc:
                 self.state["database"] = "reverse migrate FAILED part way"
-                raise SeedError(f"{exc}{hint}") from None
+                raise StepFailed(f"{exc}{hint}") from None
             self.report.rollback.output = reversal.output
             s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
         with self.step("verify reverse") as s:
@@ -314,7 +314,7 @@ class Rollback(Operation):
             except undo.ReverseNotVerified as exc:
                 self.report.verification = exc.verification
                 self.state["database"] = f"reversed but NOT verified: {exc}"
-                raise SeedError(f"{exc}{hint}") from None
+                raise StepFailed(f"{exc}{hint}") from None
             self.report.verification = found
             self.state["database"] = (
                 "migrations reversed; verified (schema, migration set, tables)"

@@ -43,6 +43,7 @@ from seed.errors import (
     PreflightFailed,
     RolledBack,
     SeedError,
+    StepFailed,
 )
 from seed.journal import recovery
 from seed.journal.record import (
@@ -62,10 +63,8 @@ from seed.undo import database as undo
 from seed.undo import reverse as reverselib
 
 
-class StoppedForWrites(SeedError):
+class StoppedForWrites(HumanNeeded):
     """The automatic rollback would lose rows the new release wrote: it stops (exit 6)."""
-
-    code = 6
 
 
 @dataclass
@@ -168,7 +167,7 @@ class Upgrade(Operation):
         except SeedError as exc:
             self.after_failure(exc)
         except Exception as exc:  # a lost connection, a driver error: roll back all the same
-            self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+            self.after_failure(StepFailed(f"{type(exc).__name__}: {exc}"))
         self.report.state = {
             "code": f"current is {self.rid}",
             "database": f"migrated ({len(self.migrations.applied)} applied)",
@@ -269,7 +268,7 @@ class Upgrade(Operation):
         except SeedError as exc:
             self.after_failure(exc)
         except Exception as exc:
-            self.after_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+            self.after_failure(StepFailed(f"{type(exc).__name__}: {exc}"))
         self.report.state = {
             "code": f"current is {self.rid}",
             "database": "migrated (by the resumed deploy)",
@@ -704,12 +703,12 @@ class Upgrade(Operation):
                 )
                 failure = self.report_checks(first, "post")
                 if failure:
-                    raise SeedError(failure)
+                    raise StepFailed(failure)
                 s.detail = f"{len(self.checks.results) - first} checked"
         except SeedError as exc:
             self.code_only_failure(exc)
         except Exception as exc:  # a lost connection, a driver error: put the code back
-            self.code_only_failure(SeedError(f"{type(exc).__name__}: {exc}"))
+            self.code_only_failure(StepFailed(f"{type(exc).__name__}: {exc}"))
         self.tidy_up()
         self.report.state = {
             "code": f"current is {self.rid}",
@@ -833,7 +832,7 @@ class Upgrade(Operation):
             failure = self.report_checks(first, "post")
             self.report.after_checks = self.checks.after_values()
             if failure:
-                raise SeedError(failure)
+                raise StepFailed(failure)
             done = [c for c in self.report.checks if c["when"] == "post"]
             errors = sum(1 for c in done if c.get("outcome") == "error")
             skipped = sum(1 for c in done if c["skipped"]) - errors
@@ -1177,7 +1176,7 @@ class Upgrade(Operation):
         if verification["problems"]:
             problems = "; ".join(verification["problems"])
             self.state["database"] += "; VERIFICATION FAILED: " + problems
-            raise SeedError(problems)
+            raise StepFailed(problems)
         self.state["database"] += "; verified identical to the before-state"
         return (
             f"{verification['tables']} tables, {verification['rows']} rows, "

@@ -22,11 +22,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from seed.config.environment import Environment, Hook
-from seed.errors import SeedError
+from seed.errors import StepFailed
 from seed.remote.ssh import Remote, RemoteError, q
 
 
-class HookFailed(SeedError):
+class HookFailed(StepFailed):
     code = 4  # as a pre-flight step; after the backup its step's failure rolls back
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from seed.config.environment import Environment
 from seed.deploy.release import Layout, source_env
-from seed.errors import PreflightFailed, SeedError
+from seed.errors import PreflightFailed, StepFailed
 from seed.remote.ssh import Remote, RemoteJob, q
 
 
@@ -161,7 +161,7 @@ def reverse_migrations(
     )
     if outcome.exit_code != 0:
         last = [ln for ln in outcome.output.strip().splitlines() if ln.strip()]
-        raise SeedError(
+        raise StepFailed(
             f"reverse migrate failed (exit {outcome.exit_code}): {last[-1] if last else ''}"
         )
     return outcome

@@ -28,6 +28,7 @@ from psycopg import sql
 from seed.backup.restore import db_tag, scratch_name
 from seed.config.environment import Environment
 from seed.journal.record import Control, RunRecord
+from seed.journal.store import job_dir
 from seed.remote.session import Session
 from seed.remote.ssh import Remote, RemoteJob
 
@@ -110,7 +111,7 @@ def live_jobs(session: Session, env: Environment, run_id: str) -> list[RemoteJob
     """Jobs of `run_id` still running on any host of the environment."""
     found = []
     for remote in session.remotes.values():
-        root = posixpath.join(env.state_dir, "jobs", run_id)
+        root = job_dir(env.state_dir, run_id)
         with contextlib.suppress(FileNotFoundError):
             for name in remote.listdir(root):
                 job = RemoteJob(remote, posixpath.join(root, name))

@@ -201,6 +201,13 @@ def lock_holder_pids(conn: Any, dbname: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+def job_dir(state_dir: str, run_id: str, name: str = "") -> str:
+    """A run's remote job folder on any host: `<state_dir>/jobs/<run id>[/<name>]` (pid,
+    log and exit status of one detached job; recovery lists a run's jobs here)."""
+    root = posixpath.join(state_dir, "jobs", run_id)
+    return posixpath.join(root, name) if name else root
+
+
 def new_deploy_id() -> str:
     """`<UTC time>-<4 hex>`: sorts by time, unique enough for one environment."""
     return f"{utcnow():%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from seed.db import postgres as dblib
-from seed.errors import PreflightFailed, RolledBack, SeedError
+from seed.errors import PreflightFailed, RolledBack, SeedError, StepFailed
 from seed.legacy.mapping import Mapping
 
 
@@ -207,7 +207,7 @@ def upsert(
             )
         ).fetchone()
         if repeated and repeated[0]:
-            raise SeedError(f"a key ({', '.join(mapping.key)}) repeats among the staging rows")
+            raise StepFailed(f"a key ({', '.join(mapping.key)}) repeats among the staging rows")
         updated = 0
         if changed:
             updated = conn.execute(
@@ -248,7 +248,7 @@ def upsert(
         want, got = (sums[:2], sums[2:]) if sums else ((0, None), (0, None))
         total = int(want[0])
         if want != got:
-            raise SeedError(
+            raise StepFailed(
                 f"the loaded rows differ from the staging table (count, checksum: {got} vs {want})"
             )
         sample = conn.execute(
@@ -258,7 +258,7 @@ def upsert(
             ).format(stage, target, join, row_text("t"), row_text("s"))
         ).fetchone()
         if sample and sample[0]:
-            raise SeedError(f"{sample[0]} sampled row(s) differ between staging and target")
+            raise StepFailed(f"{sample[0]} sampled row(s) differ between staging and target")
     return {
         "inserted": inserted,
         "updated": updated,
@@ -281,6 +281,6 @@ def _require_unique_key(conn: psycopg.Connection[Any], mapping: Mapping) -> None
         (mapping.table, list(mapping.key), sorted(mapping.key)),
     ).fetchone()
     if not (row and row[0]):
-        raise SeedError(
+        raise StepFailed(
             f"the key ({', '.join(mapping.key)}) is not a unique index of {mapping.table}"
         )

@@ -281,7 +281,7 @@ def _rehearse_on(
             restorelib.drop_if_exists(pg, scratch)
             restorelib.create_like(pg, scratch, manifest["database_properties"])
             plan = restorelib.RestorePlan(env.db.name, scratch, "", manifest["path"], "")
-            job = f"{env.state_dir}/jobs/{op.id}/rehearse-restore"
+            job = op.job_dir("rehearse-restore")
             restorelib.run_pg_restore(env, session.state, plan, job, op.app_name)
             s.detail = f"backup {manifest['id']} restored into {scratch}"
         with op.step("rehearsal before-state") as s:
@@ -385,7 +385,7 @@ def run_migrations(
                     res = remote.run(command, timeout=24 * 3600)
                 seconds = time.monotonic() - started
                 if "seed-rehearse REFUSED" in res.stdout:
-                    raise SeedError(res.stdout.strip().splitlines()[-1])
+                    raise PreflightFailed(res.stdout.strip().splitlines()[-1])
                 if not res.ok or "seed-rehearse ok" not in res.stdout:
                     raise PreflightFailed(f"rehearsal of {name} failed: {res.tail(3)}")
                 after = table_state(watch)

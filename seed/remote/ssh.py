@@ -28,12 +28,12 @@ from fabric import Config, Connection
 
 from seed import faults
 from seed.config.environment import Environment, Host
-from seed.errors import PreflightFailed, SeedError
+from seed.errors import PreflightFailed, SeedError, StepFailed
 
 q = shlex.quote
 
 
-class RemoteError(SeedError):
+class RemoteError(StepFailed):
     """A remote command failed; `code` is set by whoever knows what it means."""
 
     code = 4

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import posixpath
 import signal
 import socket
 import threading
@@ -37,10 +36,18 @@ from seed.errors import (
     LockLost,
     PreflightFailed,
     SeedError,
+    StepFailed,
 )
 from seed.journal import recovery
 from seed.journal.record import FREEZE, HANDOVER, Control, Reading, RunRecord
-from seed.journal.store import Journal, holder_text, new_deploy_id, release_lock, try_advisory_lock
+from seed.journal.store import (
+    Journal,
+    holder_text,
+    job_dir,
+    new_deploy_id,
+    release_lock,
+    try_advisory_lock,
+)
 from seed.remote.fanout import HostOutcomes, fan_out
 from seed.remote.session import Session
 from seed.remote.ssh import Remote, RemoteError
@@ -85,6 +92,9 @@ class Operation:
 
     kind = "operation"
     read_only = False  # True: no lock, no journal record (the report stays local)
+    # False: the run changes nothing of the environment (a backup only adds a file), so a
+    # failed step leaves it as it was: PreflightFailed (4), not StepFailed's 6
+    changes_environment = True
     direction = "deploy"  # SEED_DIRECTION for hooks: deploy | rollback
     # steps that run without checking the lock first (they are how it is taken back)
     unlocked_steps = ("lock", "rollback: reconnect")
@@ -134,7 +144,7 @@ class Operation:
 
     def job_dir(self, name: str) -> str:
         """This run's remote job folder `name` on any host (under state_dir/jobs/<run id>)."""
-        return posixpath.join(self.env.state_dir, "jobs", self.id, name)
+        return job_dir(self.env.state_dir, self.id, name)
 
     def admin_factory(self, dbname: str | None = None) -> dblib.ConnFactory:
         """Opens admin sessions (e.g. for parallel table figures)."""
@@ -282,7 +292,12 @@ class Operation:
                     self.journal.ensure()
                     s.detail = self.take_lock()
                 self.check_interrupted()
-            message = self.body()
+            try:
+                message = self.body()
+            except StepFailed as exc:
+                if self.read_only or not self.changes_environment:
+                    raise PreflightFailed(f"{exc} (nothing was changed)") from exc
+                raise
             self.finish("succeeded", 0, message)
             self.after_success()
             return self.report
@@ -743,7 +758,7 @@ class Operation:
             self.report.verification = verification
             if verification["problems"]:
                 state["database"] += "; VERIFICATION FAILED"
-                raise SeedError("; ".join(verification["problems"]))
+                raise StepFailed("; ".join(verification["problems"]))
             state["database"] += "; verified identical to the backup's snapshot"
             s.detail = (
                 f"{verification['tables']} tables, {verification['rows']} rows, "

@@ -40,7 +40,7 @@ from seed.backup import restore as restorelib
 from seed.db import postgres as dblib
 from seed.deploy import migrate as migratelib
 from seed.deploy import release as rel
-from seed.errors import SeedError
+from seed.errors import SeedError, StepFailed
 from seed.journal.record import BACKUP, FREEZE, HANDOVER, Reading, RunRecord
 from seed.remote.ssh import Remote, q
 from seed.run.report import iso
@@ -284,10 +284,8 @@ def verify_reverse(
     return found
 
 
-class ReverseNotVerified(SeedError):
+class ReverseNotVerified(StepFailed):
     """The reverse ran but did not give the before-state back."""
-
-    code = 6
 
     def __init__(self, verification: dict[str, Any]) -> None:
         super().__init__("; ".join(verification["problems"]))
@@ -393,7 +391,7 @@ def put_back_code(
         except SeedError as err:
             problems.append(str(err))
     if problems:
-        raise SeedError("code could not be put back: " + "; ".join(problems))
+        raise StepFailed("code could not be put back: " + "; ".join(problems))
 
 
 def remove_release(op: Operation, rid: str, hosts: list[Remote]) -> int:

@@ -175,6 +175,25 @@ def test_pg_dump_older_than_server(at_v1: Deployment) -> None:
     assert "older than the server" in last and "9.6.24" in last
 
 
+def test_pg_dump_failing_mid_dump(at_v1: Deployment) -> None:
+    """A pg_dump that passes the version gate and then fails (a dropped connection, a
+    permission it lacks): `backup` exits 4 naming pg_dump's own error, and leaves no
+    half-written backup or manifest behind."""
+    real = at_v1.sandbox.pg_bindir
+    failing = at_v1.home / "failing-pg-bin"
+    failing.mkdir(exist_ok=True)
+    for tool in ("pg_dump", "pg_restore", "vacuumdb"):
+        script = failing / tool
+        script.write_text(
+            f'#!/bin/sh\ncase "$1" in --version|-V) exec {real / tool} "$@";; esac\n'
+            'echo "pg_dump: error: query failed: connection to server was lost" >&2\nexit 1\n'
+        )
+        script.chmod(0o755)
+    envdir = at_v1.variant("failing-pg-dump", {"backup.pg_bin": str(failing)})
+    last = refused(at_v1, 4, "local", "backup", envdir=envdir)
+    assert "backup on " in last and "connection to server was lost" in last
+
+
 def test_backup_dir_not_writable(at_v1: Deployment) -> None:
     blocker = at_v1.root / "server" / "blocker-file"
     blocker.write_text("not a directory\n")

@@ -19,7 +19,7 @@ import yaml
 from sandbox.messy import generate, write_csv
 from tests.e2e.conftest import FAB, REPO, Deployment
 from tests.e2e.test_rollback import bring_to_v2
-from tests.unit.test_legacy import MESSY
+from tests.unit.legacy.test_legacy import MESSY
 
 MAPPING = str(REPO / "import" / "customers.yml")
 

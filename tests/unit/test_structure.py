@@ -171,3 +171,30 @@ def test_the_checks_find_an_offence(tmp_path: Path) -> None:
         ]
     finally:
         sample.unlink()
+
+
+def bare_seed_errors(path: Path) -> list[str]:
+    """`raise SeedError(...)` in a file: the base class's code 1 is the code of a bug."""
+    tree = ast.parse(path.read_text(), str(path))
+    return [
+        f"{path.relative_to(REPO)}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Raise)
+        and isinstance(node.exc, ast.Call)
+        and isinstance(node.exc.func, ast.Name | ast.Attribute)
+        and (getattr(node.exc.func, "id", None) or getattr(node.exc.func, "attr", None))
+        == "SeedError"
+    ]
+
+
+def test_no_failure_raises_the_base_error_whose_code_is_a_bugs() -> None:
+    """A failure a user can act on has a type with its exit code (StepFailed, 6, when the
+    run it belongs to cannot say more); SeedError itself exits 1, a bug's code."""
+    files = product_files() + sorted((REPO / "tasks").glob("*.py"))
+    assert [hit for path in files for hit in bare_seed_errors(path)] == []
+    sample = SEED / "deploy" / "_structure_sample.py"
+    sample.write_text("from seed import errors\nraise errors.SeedError('x')\n")
+    try:
+        assert bare_seed_errors(sample) == ["seed/deploy/_structure_sample.py:2"]
+    finally:
+        sample.unlink()
