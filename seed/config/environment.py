@@ -440,16 +440,60 @@ def interpolate(value: str, lookup: Callable[[str], str | None] = os.environ.get
 
 T = TypeVar("T")
 _MISSING = object()
+_SCHEMA = object()  # the default the schema declares
 
 
 class _Parser:
-    """Walks the raw mapping, converting and validating; problems accumulate in `errors`."""
+    """Walks the raw mapping, converting and validating; problems accumulate in `errors`.
+
+    Every setting is read through `field()` (or `value()` for one inside a list), which
+    takes its type, allowed values, bounds, default and whether it is required from
+    seed.config.schema: the declaration is there once."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.errors: list[str] = []
 
     # -- primitives ---------------------------------------------------------------------------
+
+    def field(self, mapping: dict[str, Any], path: str, default: Any = _SCHEMA) -> Any:
+        """The setting at dotted `path` (`backup.format`) of its section `mapping`, checked
+        as the schema declares it; `default` overrides the schema's (one that depends on
+        other settings)."""
+        key = path.rpartition(".")[2]
+        return self.value(mapping, key, path, schema.node(path), default, schema.required(path))
+
+    def value(
+        self,
+        mapping: dict[str, Any],
+        key: str,
+        where: str,
+        spec: dict[str, Any],
+        default: Any = _SCHEMA,
+        required: bool = False,
+    ) -> Any:
+        """`mapping[key]` checked against the schema node `spec` (named `where` in errors)."""
+        if default is _SCHEMA:
+            default = _MISSING if required else spec.get("default")
+        kind = schema.kind(spec)
+        if kind != "string" and key not in mapping:
+            if default is _MISSING:
+                self.errors.append(f"{where}: required")
+                return None
+            return float(default) if kind == "number" and default is not None else default
+        if kind == "integer":
+            bounds = spec["anyOf"][0]
+            return self._int(
+                mapping, key, where, default, bounds.get("minimum", 0), bounds.get("maximum")
+            )
+        if kind == "number":
+            return self._float(mapping, key, where, default)
+        if kind == "boolean":
+            return self._bool(mapping, key, where, default)
+        if "enum" in spec:
+            choices = tuple(v for v in spec["enum"] if v is not None)
+            return self._choice(mapping, key, where, choices, default)
+        return self._str(mapping, key, where, default)
 
     def _section(self, raw: Any, key: str, allowed: set[str], parent: str = "") -> dict[str, Any]:
         value = raw.get(key) if isinstance(raw, dict) else None
@@ -491,7 +535,15 @@ class _Parser:
             )
             return ""
 
-    def _int(self, mapping: dict[str, Any], key: str, where: str, default: int, lo: int = 0) -> int:
+    def _int(
+        self,
+        mapping: dict[str, Any],
+        key: str,
+        where: str,
+        default: int,
+        lo: int = 0,
+        hi: int | None = None,
+    ) -> int:
         value = mapping.get(key, default)
         if isinstance(value, str):
             value = self._interp(value, where)
@@ -505,6 +557,9 @@ class _Parser:
             return default
         if value < lo:
             self.errors.append(f"{where}: must be >= {lo}")
+            return default
+        if hi is not None and value > hi:
+            self.errors.append(f"{where}: must be <= {hi}")
             return default
         return int(value)
 
@@ -567,16 +622,14 @@ class _Parser:
         invariants = parser.invariants(raw.get("invariants"))
         hooks = self.hooks(raw)
         rb = self._section(raw, "rollback", schema.keys("rollback"))
-        method = self._choice(
-            rb, "method", "rollback.method", ("auto", "reverse", "restore"), "auto"
-        )
+        method = self.field(rb, "rollback.method")
         dp = self._section(raw, "deploy", schema.keys("deploy"))
-        mode = self._choice(dp, "mode", "deploy.mode", ("auto", "code-only", "maintenance"), "auto")
+        mode = self.field(dp, "deploy.mode")
         copy = self.copy(raw)
         lint = self.lint(raw)
         rehearse = self.rehearse(raw)
         imports = self.imports(raw, name)
-        state_dir = self._str(raw, "state_dir", "state_dir", f"/var/lib/seed/{name}")
+        state_dir = self.field(raw, "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
             self.errors.append("state_dir: must be an absolute path on the state host")
         if roles is None:
@@ -584,8 +637,8 @@ class _Parser:
         return Environment(
             name=name,
             path=self.path,
-            description=str(self._str(raw, "description", "description", name)),
-            protected=self._bool(raw, "protected", "protected", False),
+            description=str(self.field(raw, "description", name)),
+            protected=self.field(raw, "protected"),
             ssh=ssh,
             roles=roles,
             app=app,
@@ -605,7 +658,7 @@ class _Parser:
 
     def imports(self, raw: dict[str, Any], name: str) -> ImportsConfig:
         section = self._section(raw, "imports", schema.keys("imports"))
-        other = self._str(section, "compare_with", "imports.compare_with", None)
+        other = self.field(section, "imports.compare_with")
         if other is not None and (not ENV_NAME_RE.match(str(other)) or other == name):
             self.errors.append(
                 "imports.compare_with: expected the name of another environment (e.g. staging)"
@@ -616,27 +669,25 @@ class _Parser:
     def rehearse(self, raw: dict[str, Any]) -> RehearseConfig:
         section = self._section(raw, "rehearse", schema.keys("rehearse"))
         budgets = {
-            key: self._float(section, key, f"rehearse.{key}", 1.0) if key in section else None
+            key: self.field(section, f"rehearse.{key}")
             for key in ("max_lock_seconds", "max_total_seconds")
         }
-        scale_from = self._str(section, "scale_from", "rehearse.scale_from", None)
+        scale_from = self.field(section, "rehearse.scale_from")
         if scale_from is not None and not ENV_NAME_RE.match(str(scale_from)):
             self.errors.append("rehearse.scale_from: expected an environment name")
             scale_from = None
         cluster = None
         spec = self._section(section, "cluster", schema.keys("rehearse", "cluster"), "rehearse")
         if spec:
-            host = str(self._str(spec, "host", "rehearse.cluster.host"))
-            port = self._int(spec, "port", "rehearse.cluster.port", 5432, lo=1)
+            host = str(self.field(spec, "rehearse.cluster.host"))
+            port = self.field(spec, "rehearse.cluster.port")
             cluster = (host, port)
         return RehearseConfig(
             cluster=cluster,
             max_lock_seconds=budgets["max_lock_seconds"],
             max_total_seconds=budgets["max_total_seconds"],
             scale_from=str(scale_from) if scale_from else None,
-            before_upgradedb=self._bool(
-                section, "before_upgradedb", "rehearse.before_upgradedb", False
-            ),
+            before_upgradedb=self.field(section, "rehearse.before_upgradedb"),
         )
 
     def lint(self, raw: dict[str, Any]) -> LintConfig:
@@ -649,6 +700,7 @@ class _Parser:
                 value = []
             names[key] = tuple(value)
         waivers = []
+        waiver = schema.node("lint.waivers")["items"]
         items = section.get("waivers") or []
         if not isinstance(items, list):
             self.errors.append("lint.waivers: expected a list of {migration, rule, reason}")
@@ -658,15 +710,18 @@ class _Parser:
             if not isinstance(item, dict):
                 self.errors.append(f"{where}: expected a mapping with migration, rule, reason")
                 continue
-            self._unknown(item, where, {"migration", "rule", "reason"})
-            values = [str(self._str(item, k, f"{where}.{k}")) for k in ("migration", "rule")]
-            reason = str(self._str(item, "reason", f"{where}.reason")).strip()
+            self._unknown(item, where, set(waiver["properties"]))
+            values = [
+                str(self.value(item, k, f"{where}.{k}", waiver["properties"][k], required=True))
+                for k in ("migration", "rule", "reason")
+            ]
+            reason = values[2].strip()
             if not reason and "reason" in item:
                 self.errors.append(f"{where}.reason: say why the rule may be broken here")
             waivers.append(Waiver(values[0], values[1], reason))
         return LintConfig(
-            enabled=self._bool(section, "enabled", "lint.enabled", True),
-            big_table_rows=self._int(section, "big_table_rows", "lint.big_table_rows", 100_000),
+            enabled=self.field(section, "lint.enabled"),
+            big_table_rows=self.field(section, "lint.big_table_rows"),
             exclude=names["exclude"],
             block=names["block"],
             waivers=tuple(waivers),
@@ -674,17 +729,17 @@ class _Parser:
 
     def copy(self, raw: dict[str, Any]) -> CopyConfig:
         section = self._section(raw, "copy", schema.keys("copy"))
-        rules = self._str(section, "rules", "copy.rules", None)
-        secret = self._str(section, "secret", "copy.secret", None)
+        rules = self.field(section, "copy.rules")
+        secret = self.field(section, "copy.secret")
         return CopyConfig(
             rules=self._path(str(rules)) if rules else None,
             secret=Secret(str(secret)) if secret else None,
-            sample=self._int(section, "sample", "copy.sample", 50, lo=1),
+            sample=self.field(section, "copy.sample"),
         )
 
     def hooks(self, raw: dict[str, Any]) -> Hooks:
         h = self._section(raw, "hooks", schema.keys("hooks"))
-        default_timeout = self._float(h, "timeout", "hooks.timeout", 300.0)
+        default_timeout = self.field(h, "hooks.timeout")
         before: dict[str, tuple[Hook, ...]] = {}
         after: dict[str, tuple[Hook, ...]] = {}
         for point, place in HOOK_POINTS.items():
@@ -715,22 +770,23 @@ class _Parser:
             if not isinstance(item, dict) or "run" not in item:
                 self.errors.append(f"{at}: expected a command, or a mapping with `run:`")
                 continue
-            self._unknown(item, at, {"run", "timeout", "on"})
+            spec = schema.HOOK["anyOf"][1]["properties"]
+            self._unknown(item, at, set(spec))
             out.append(
                 Hook(
-                    str(self._str(item, "run", f"{at}.run")),
-                    self._float(item, "timeout", f"{at}.timeout", timeout),
-                    self._choice(item, "on", f"{at}.on", HOOK_PLACES, place),
+                    str(self.value(item, "run", f"{at}.run", spec["run"], required=True)),
+                    self.value(item, "timeout", f"{at}.timeout", spec["timeout"], timeout),
+                    self.value(item, "on", f"{at}.on", spec["on"], place),
                 )
             )
         return tuple(out)
 
     def ssh(self, raw: dict[str, Any]) -> SshConfig:
         s = self._section(raw, "ssh", schema.keys("ssh"))
-        user = self._str(s, "user", "ssh.user", "") or local_user()
-        key = self._str(s, "key", "ssh.key", None)
-        known = self._str(s, "known_hosts", "ssh.known_hosts", "~/.ssh/known_hosts")
-        config = self._str(s, "config", "ssh.config", "~/.ssh/config")
+        user = self.field(s, "ssh.user") or local_user()
+        key = self.field(s, "ssh.key")
+        known = self.field(s, "ssh.known_hosts")
+        config = self.field(s, "ssh.config")
         config_file = None if config == "none" else self._path(str(config))
         if config_file is not None and not config_file.is_file():
             if s.get("config") not in (None, ""):
@@ -738,11 +794,11 @@ class _Parser:
             config_file = None
         return SshConfig(
             user=str(user),
-            port=self._int(s, "port", "ssh.port", 22, lo=1),
+            port=self.field(s, "ssh.port"),
             key=self._path(key) if key else None,
             known_hosts=self._path(str(known)),
-            gateway=self._str(s, "gateway", "ssh.gateway", None),
-            connect_timeout=self._float(s, "connect_timeout", "ssh.connect_timeout", 10.0),
+            gateway=self.field(s, "ssh.gateway"),
+            connect_timeout=self.field(s, "ssh.connect_timeout"),
             config_file=config_file,
             user_given=s.get("user") not in (None, ""),
             port_given=s.get("port") not in (None, ""),
@@ -800,15 +856,16 @@ class _Parser:
         health_url: ...}` — that host's own settings over app.*."""
         if not isinstance(value, dict):
             return self._host(value, where, ssh)
-        self._unknown(value, where, {"host", "deploy_to", "env", "health_url"})
+        self._unknown(value, where, set(schema.APP_HOST["properties"]))
         host = self._host(value.get("host"), f"{where}.host", ssh)
         if host is None:
             return None
-        deploy_to = self._str(value, "deploy_to", f"{where}.deploy_to", None)
+        spec = schema.APP_HOST["properties"]
+        deploy_to = self.value(value, "deploy_to", f"{where}.deploy_to", spec["deploy_to"])
         if deploy_to and not deploy_to.startswith("/"):
             self.errors.append(f"{where}.deploy_to: must be an absolute path on the host")
         env = self._env(value.get("env"), f"{where}.env")
-        url = self._str(value, "health_url", f"{where}.health_url", None)
+        url = self.value(value, "health_url", f"{where}.health_url", spec["health_url"])
         return dataclasses.replace(
             host, deploy_to=deploy_to.rstrip("/") if deploy_to else None, env=env, health_url=url
         )
@@ -836,37 +893,37 @@ class _Parser:
         h = self._section(a, "health", schema.keys("app", "health"), "app")
         if h:
             health = Health(
-                url=str(self._str(h, "url", "app.health.url")),
-                status=self._int(h, "status", "app.health.status", 200, lo=100),
-                text=self._str(h, "text", "app.health.text", None),
-                timeout=self._float(h, "timeout", "app.health.timeout", 10.0),
-                release_header=self._str(h, "release_header", "app.health.release_header", None),
+                url=str(self.field(h, "app.health.url")),
+                status=self.field(h, "app.health.status"),
+                text=self.field(h, "app.health.text"),
+                timeout=self.field(h, "app.health.timeout"),
+                release_header=self.field(h, "app.health.release_header"),
             )
         pip_args = a.get("pip_args") or []
         if not isinstance(pip_args, list):
             self.errors.append("app.pip_args: expected a list of arguments")
             pip_args = []
-        deploy_to = str(self._str(a, "deploy_to", "app.deploy_to"))
+        deploy_to = str(self.field(a, "app.deploy_to"))
         if deploy_to and not deploy_to.startswith("/"):
             self.errors.append("app.deploy_to: must be an absolute path on the app hosts")
         return AppConfig(
-            repo=str(self._str(a, "repo", "app.repo")),
-            ref=str(self._str(a, "ref", "app.ref", "main")),
+            repo=str(self.field(a, "app.repo")),
+            ref=str(self.field(a, "app.ref")),
             deploy_to=deploy_to.rstrip("/"),
-            python=str(self._str(a, "python", "app.python", "python3")),
-            settings=str(self._str(a, "settings", "app.settings")),
+            python=str(self.field(a, "app.python")),
+            settings=str(self.field(a, "app.settings")),
             env=env,
-            keep_releases=self._int(a, "keep_releases", "app.keep_releases", 5, lo=2),
+            keep_releases=self.field(a, "app.keep_releases"),
             pip_args=tuple(self._interp(str(x), "app.pip_args") for x in pip_args),
-            restart=self._str(a, "restart", "app.restart", None),
-            maintenance_on=self._str(maint, "on", "app.maintenance.on", None),
-            maintenance_off=self._str(maint, "off", "app.maintenance.off", None),
+            restart=self.field(a, "app.restart"),
+            maintenance_on=self.field(maint, "app.maintenance.on"),
+            maintenance_off=self.field(maint, "app.maintenance.off"),
             health=health,
-            parallel=self._int(a, "parallel", "app.parallel", 8, lo=1),
-            reload=self._str(a, "reload", "app.reload", None),
-            build=self._str(a, "build", "app.build", None),
-            drain=self._str(a, "drain", "app.drain", None),
-            undrain=self._str(a, "undrain", "app.undrain", None),
+            parallel=self.field(a, "app.parallel"),
+            reload=self.field(a, "app.reload"),
+            build=self.field(a, "app.build"),
+            drain=self.field(a, "app.drain"),
+            undrain=self.field(a, "app.undrain"),
             rolling_batch=self.rolling_batch(a),
         )
 
@@ -886,17 +943,17 @@ class _Parser:
 
     def db(self, raw: dict[str, Any]) -> DbConfig:
         d = self._section(raw, "db", schema.keys("db"))
-        host = str(self._str(d, "host", "db.host", "127.0.0.1"))
-        port = self._int(d, "port", "db.port", 5432, lo=1)
-        name = str(self._str(d, "name", "db.name"))
-        user = str(self._str(d, "user", "db.user"))
-        admin = str(self._str(d, "admin_user", "db.admin_user", "postgres"))
-        passfile_raw = self._str(d, "passfile", "db.passfile", None)
+        host = str(self.field(d, "db.host"))
+        port = self.field(d, "db.port")
+        name = str(self.field(d, "db.name"))
+        user = str(self.field(d, "db.user"))
+        admin = str(self.field(d, "db.admin_user"))
+        passfile_raw = self.field(d, "db.passfile")
         passfile = self._path(passfile_raw) if passfile_raw else None
 
         def secret(key: str, role: str, dbname: str) -> Secret | None:
             # as libpq: the file's value, else PGPASSWORD, else the password file
-            value = self._str(d, key, f"db.{key}", None)
+            value = self.field(d, f"db.{key}")
             if value:
                 return Secret(str(value))
             if os.environ.get("PGPASSWORD"):
@@ -912,45 +969,33 @@ class _Parser:
             password=secret("password", user, name),
             admin_user=admin,
             admin_password=secret("admin_password", admin, "postgres"),
-            access=self._choice(d, "access", "db.access", ("tunnel", "direct"), "tunnel"),
-            lock_timeout=str(self._str(d, "lock_timeout", "db.lock_timeout", "5s")),
-            lock_retries=self._int(d, "lock_retries", "db.lock_retries", 3),
-            statement_timeout=str(self._str(d, "statement_timeout", "db.statement_timeout", "60s")),
-            drain_timeout=self._float(d, "drain_timeout", "db.drain_timeout", 10.0),
-            fingerprint_sessions=self._int(
-                d, "fingerprint_sessions", "db.fingerprint_sessions", 1, lo=1
-            ),
+            access=self.field(d, "db.access"),
+            lock_timeout=str(self.field(d, "db.lock_timeout")),
+            lock_retries=self.field(d, "db.lock_retries"),
+            statement_timeout=str(self.field(d, "db.statement_timeout")),
+            drain_timeout=self.field(d, "db.drain_timeout"),
+            fingerprint_sessions=self.field(d, "db.fingerprint_sessions"),
         )
 
     def backup(self, raw: dict[str, Any], env_name: str, protected: bool) -> BackupConfig:
         b = self._section(raw, "backup", schema.keys("backup"))
-        directory = str(self._str(b, "dir", "backup.dir", f"/var/backups/seed/{env_name}"))
+        directory = str(self.field(b, "backup.dir", f"/var/backups/seed/{env_name}"))
         if directory and not directory.startswith("/"):
             self.errors.append("backup.dir: must be an absolute path on the state host")
-        compression = self._int(b, "compression", "backup.compression", 1)
-        if compression > 9:
-            self.errors.append("backup.compression: 0-9 (gzip level; PostgreSQL 15)")
+        compression = self.field(b, "backup.compression")
         return BackupConfig(
             dir=directory.rstrip("/"),
-            format=self._choice(b, "format", "backup.format", ("custom", "directory"), "custom"),
+            format=self.field(b, "backup.format"),
             compression=compression,
-            jobs=self._int(b, "jobs", "backup.jobs", 1, lo=1),
-            keep=self._int(b, "keep", "backup.keep", 10, lo=1),
-            lock_wait_timeout=str(
-                self._str(b, "lock_wait_timeout", "backup.lock_wait_timeout", "30s")
-            ),
-            pg_bin=self._str(b, "pg_bin", "backup.pg_bin", None),
-            copy=self._choice(
-                b, "copy", "backup.copy", ("none", "download"), "download" if protected else "none"
-            ),
-            allow_replication=self._bool(b, "allow_replication", "backup.allow_replication", False),
-            strategy=self._choice(
-                b, "strategy", "backup.strategy", ("dump", "snapshot+dump"), "dump"
-            ),
-            code_only=self._choice(b, "code_only", "backup.code_only", ("skip", "online"), "skip"),
-            snapshot_copy=self._choice(
-                b, "snapshot_copy", "backup.snapshot_copy", ("file_copy", "wal_log"), "file_copy"
-            ),
+            jobs=self.field(b, "backup.jobs"),
+            keep=self.field(b, "backup.keep"),
+            lock_wait_timeout=str(self.field(b, "backup.lock_wait_timeout")),
+            pg_bin=self.field(b, "backup.pg_bin"),
+            copy=self.field(b, "backup.copy", "download" if protected else "none"),
+            allow_replication=self.field(b, "backup.allow_replication"),
+            strategy=self.field(b, "backup.strategy"),
+            code_only=self.field(b, "backup.code_only"),
+            snapshot_copy=self.field(b, "backup.snapshot_copy"),
         )
 
 

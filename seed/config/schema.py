@@ -1,10 +1,14 @@
-"""The environment file's schema: the keys the parser accepts, with types and meanings.
+"""The environment file's schema, declared once: keys, types, enums, bounds, defaults.
 
-seed.config.environment and seed.checks.spec take their allowed keys from here, so the JSON Schema
-shipped for editors (`environments/environment.schema.json`, regenerated with
+seed.config.environment reads every setting through it (`_Parser.field("backup.format")`
+takes the type, the allowed values, the bounds, the default and whether it is required
+from here), seed.checks.spec takes its allowed keys from it, and the JSON Schema shipped
+for editors (`environments/environment.schema.json`, regenerated with
 `.venv/bin/python -m seed.config.schema > environments/environment.schema.json`, checked by
-the tests) can never drift from what Seed accepts. Values may be `${VAR}` strings
-wherever a number or boolean is expected (interpolated before they are checked).
+the tests with a real JSON Schema validator) is this same declaration, so the three cannot
+drift. Values may be `${VAR}` strings wherever a number or boolean is expected
+(interpolated before they are checked). A default that depends on other settings (the
+environment's name, `protected`) is written in the parser and said in the description.
 """
 
 from __future__ import annotations
@@ -16,27 +20,45 @@ from typing import Any
 VAR = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"}
 
 
-def _s(desc: str, enum: list[str] | None = None) -> dict[str, Any]:
+NO_DEFAULT = object()
+
+
+def _with_default(out: dict[str, Any], default: Any) -> dict[str, Any]:
+    if default is not NO_DEFAULT:
+        out["default"] = default
+    return out
+
+
+def _s(desc: str, enum: list[str] | None = None, default: Any = NO_DEFAULT) -> dict[str, Any]:
     """A string; null (`key:` with no value) means unset, like leaving the key out."""
     out: dict[str, Any] = {"type": ["string", "null"], "description": desc}
     if enum:
         out["enum"] = [*enum, None]
-    return out
+    return _with_default(out, default)
 
 
-def _i(desc: str, minimum: int | None = None) -> dict[str, Any]:
+def _i(
+    desc: str,
+    minimum: int | None = None,
+    default: Any = NO_DEFAULT,
+    maximum: int | None = None,
+) -> dict[str, Any]:
     num: dict[str, Any] = {"type": "integer"}
     if minimum is not None:
         num["minimum"] = minimum
-    return {"description": desc, "anyOf": [num, VAR]}
+    if maximum is not None:
+        num["maximum"] = maximum
+    return _with_default({"description": desc, "anyOf": [num, VAR]}, default)
 
 
-def _n(desc: str) -> dict[str, Any]:
-    return {"description": desc, "anyOf": [{"type": "number"}, VAR]}
+def _n(desc: str, default: Any = NO_DEFAULT) -> dict[str, Any]:
+    """A positive number (seconds, budgets)."""
+    num = {"type": "number", "exclusiveMinimum": 0}
+    return _with_default({"description": desc, "anyOf": [num, VAR]}, default)
 
 
-def _b(desc: str) -> dict[str, Any]:
-    return {"description": desc, "anyOf": [{"type": "boolean"}, VAR]}
+def _b(desc: str, default: Any = NO_DEFAULT) -> dict[str, Any]:
+    return _with_default({"description": desc, "anyOf": [{"type": "boolean"}, VAR]}, default)
 
 
 def _obj(desc: str, props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -52,7 +74,7 @@ def _obj(desc: str, props: dict[str, Any], required: tuple[str, ...] = ()) -> di
 
 
 HOST = _s("[user@]host[:port]")
-APP_HOST = {
+APP_HOST: dict[str, Any] = {
     "type": "object",
     "description": "an app host with its own settings over app.*",
     "properties": {
@@ -183,7 +205,7 @@ INVARIANTS = _obj(
     },
 )
 
-HOOK = {
+HOOK: dict[str, Any] = {
     "anyOf": [
         {"type": "string", "description": "a shell command"},
         _obj(
@@ -215,7 +237,7 @@ HOOKS = _obj(
     "commands before/after steps (SEED_* variables describe the run); a failing hook is a "
     "failed step",
     {
-        "timeout": _n("seconds a hook may take (default 300); then it is killed and fails"),
+        "timeout": _n("seconds a hook may take; then it is killed and fails", default=300),
         "backup": _hook_point("the backup (on the state host)"),
         "migrate": _hook_point("migrate (on the migrate host)"),
         "switch": _hook_point("the switch of `current` (on every app host)"),
@@ -235,21 +257,29 @@ ENVIRONMENT = _obj(
     "A Seed environment file (environments/<name>.yml)",
     {
         "extends": _s("another environment file of the directory to lay this one over"),
-        "description": _s("shown in output"),
-        "protected": _b("upgradedb, rollback, restore ask to type the name (or --yes)"),
-        "state_dir": _s("absolute path on the state host: journal, lock record, jobs"),
+        "description": _s("shown in output (default: the environment's name)"),
+        "protected": _b(
+            "upgradedb, rollback, restore ask to type the name (or --yes)", default=False
+        ),
+        "state_dir": _s(
+            "absolute path on the state host: journal, lock record, jobs "
+            "(default: /var/lib/seed/<environment>)"
+        ),
         "ssh": _obj(
             "how to reach the hosts",
             {
                 "user": _s("the deploy user (default: your local user)"),
-                "port": _i("default port for every host", 1),
+                "port": _i("default port for every host", 1, default=22),
                 "key": _s("private key file (default: ssh-agent and ~/.ssh/id_*)"),
-                "known_hosts": _s("host keys are checked against this file"),
+                "known_hosts": _s(
+                    "host keys are checked against this file", default="~/.ssh/known_hosts"
+                ),
                 "gateway": _s("bastion: [user@]host[:port]"),
-                "connect_timeout": _n("seconds"),
+                "connect_timeout": _n("seconds", default=10),
                 "config": _s(
                     "OpenSSH client config read per host (HostName, Port, User, IdentityFile, "
-                    "ProxyJump): default ~/.ssh/config if present; `none` to ignore it"
+                    "ProxyJump), if present; `none` to ignore it",
+                    default="~/.ssh/config",
                 ),
             },
         ),
@@ -273,16 +303,16 @@ ENVIRONMENT = _obj(
             "the Django application",
             {
                 "repo": _s("any URL or path git can read from the control machine"),
-                "ref": _s("default for --ref"),
+                "ref": _s("default for --ref", default="main"),
                 "deploy_to": _s("absolute path on the app hosts"),
-                "python": _s("interpreter for the virtualenv (default python3)"),
+                "python": _s("interpreter for the virtualenv", default="python3"),
                 "settings": _s("DJANGO_SETTINGS_MODULE"),
                 "env": {
                     "type": "object",
                     "description": "written to <deploy_to>/shared/env (0600)",
                     "additionalProperties": {"type": ["string", "number", "boolean"]},
                 },
-                "keep_releases": _i("old release folders kept", 2),
+                "keep_releases": _i("old release folders kept", 2, default=5),
                 "pip_args": {"type": "array", "items": {"type": "string"}},
                 "restart": _s("command run in deploy_to after the switch"),
                 "reload": _s(
@@ -314,9 +344,9 @@ ENVIRONMENT = _obj(
                     "fetched from each app host after the switch",
                     {
                         "url": _s("http(s) URL as seen from the app host"),
-                        "status": _i("expected HTTP status", 100),
+                        "status": _i("expected HTTP status", 100, default=200),
                         "text": _s("expected in the body"),
-                        "timeout": _n("seconds"),
+                        "timeout": _n("seconds", default=10),
                         "release_header": _s(
                             "response header naming the release that answered (its folder "
                             "name): a host counts as switched only once it names the new one"
@@ -324,50 +354,66 @@ ENVIRONMENT = _obj(
                     },
                     ("url",),
                 ),
-                "parallel": _i("app hosts worked on at once", 1),
+                "parallel": _i("app hosts worked on at once", 1, default=8),
             },
             ("repo", "deploy_to", "settings"),
         ),
         "db": _obj(
             "the PostgreSQL database",
             {
-                "host": _s("as seen from the db and migrate hosts"),
-                "port": _i("port", 1),
+                "host": _s("as seen from the db and migrate hosts", default="127.0.0.1"),
+                "port": _i("port", 1, default=5432),
                 "name": _s("database name"),
                 "user": _s("the app's role: migrate, checks"),
                 "password": _s("use ${VARIABLE}; else a password file"),
-                "admin_user": _s("owner/superuser: dump, restore, lock"),
+                "admin_user": _s("owner/superuser: dump, restore, lock", default="postgres"),
                 "admin_password": _s("use ${VARIABLE}; else a password file"),
                 "passfile": _s("libpq password file"),
                 "access": _s(
-                    "tunnel (through the state host) or direct", enum=["tunnel", "direct"]
+                    "tunnel (through the state host) or direct",
+                    enum=["tunnel", "direct"],
+                    default="tunnel",
                 ),
-                "lock_timeout": _s("for migrate, e.g. 5s"),
-                "lock_retries": _i("migrate retries after a lock timeout", 0),
-                "statement_timeout": _s("for checks, e.g. 60s"),
-                "drain_timeout": _n("seconds to wait for app sessions to end"),
-                "fingerprint_sessions": _i("sessions computing table checksums at once", 1),
+                "lock_timeout": _s("for migrate", default="5s"),
+                "lock_retries": _i("migrate retries after a lock timeout", 0, default=3),
+                "statement_timeout": _s("for checks", default="60s"),
+                "drain_timeout": _n("seconds to wait for app sessions to end", default=10),
+                "fingerprint_sessions": _i(
+                    "sessions computing table checksums at once", 1, default=1
+                ),
             },
-            ("name", "user", "admin_user"),
+            ("name", "user"),
         ),
         "backup": _obj(
             "verified backups",
             {
-                "dir": _s("on the state host (0700)"),
-                "format": _s("custom or directory", enum=["custom", "directory"]),
-                "compression": _i("gzip level 0-9", 0),
-                "jobs": _i("parallel jobs (directory format; restores use every core)", 1),
-                "keep": _i("backups kept (never the last good deploy's)", 1),
-                "lock_wait_timeout": _s("pg_dump --lock-wait-timeout"),
+                "dir": _s("on the state host, 0700 (default: /var/backups/seed/<environment>)"),
+                "format": _s("custom or directory", enum=["custom", "directory"], default="custom"),
+                "compression": _i("gzip level", 0, default=1, maximum=9),
+                "jobs": _i(
+                    "parallel jobs (directory format; restores use every core)", 1, default=1
+                ),
+                "keep": _i("backups kept (never the last good deploy's)", 1, default=10),
+                "lock_wait_timeout": _s("pg_dump --lock-wait-timeout", default="30s"),
                 "pg_bin": _s("directory of pg_dump/pg_restore/vacuumdb on the state host"),
-                "copy": _s("none or download: an off-host copy", enum=["none", "download"]),
-                "allow_replication": _b("restore despite slots/subscriptions/replicas"),
-                "strategy": _s("dump or snapshot+dump", enum=["dump", "snapshot+dump"]),
-                "snapshot_copy": _s("file_copy or wal_log", enum=["file_copy", "wal_log"]),
+                "copy": _s(
+                    "none or download: an off-host copy (default: download if protected)",
+                    enum=["none", "download"],
+                ),
+                "allow_replication": _b(
+                    "restore despite slots/subscriptions/replicas", default=False
+                ),
+                "strategy": _s(
+                    "dump or snapshot+dump", enum=["dump", "snapshot+dump"], default="dump"
+                ),
+                "snapshot_copy": _s(
+                    "file_copy or wal_log", enum=["file_copy", "wal_log"], default="file_copy"
+                ),
                 "code_only": _s(
                     "deploys without migrations: skip (default) the backup, or take one "
                     "online (from an exported snapshot while the site serves)",
                     enum=["skip", "online"],
+                    default="skip",
                 ),
             },
         ),
@@ -392,13 +438,13 @@ ENVIRONMENT = _obj(
                 ),
                 "max_total_seconds": _n("all pending migrations, predicted at scale"),
                 "scale_from": _s("environment whose row counts the timings are scaled to"),
-                "before_upgradedb": _b("rehearse in upgradedb's pre-flight (default false)"),
+                "before_upgradedb": _b("rehearse in upgradedb's pre-flight", default=False),
                 "cluster": _obj(
                     "another PostgreSQL for the rehearsal's scratch database (same roles and "
                     "passwords as db:): no WAL to production's replicas, no I/O taken from it",
                     {
                         "host": _s("as the state and migrate hosts see it"),
-                        "port": _i("port", 1),
+                        "port": _i("port", 1, default=5432),
                     },
                     ("host",),
                 ),
@@ -407,10 +453,11 @@ ENVIRONMENT = _obj(
         "lint": _obj(
             "the migration safety gate: `fab <env> lint`, and a pre-flight step of upgradedb",
             {
-                "enabled": _b("run it before every upgradedb (default true)"),
+                "enabled": _b("run it before every upgradedb", default=True),
                 "big_table_rows": _i(
-                    "a table this big makes squawk's lock/rewrite findings block (default 100000)",
+                    "a table this big makes squawk's lock/rewrite findings block",
                     0,
+                    default=100_000,
                 ),
                 "exclude": {
                     "type": "array",
@@ -448,7 +495,9 @@ ENVIRONMENT = _obj(
                     "key of the keyed hash behind `hash` and `fake` (e.g. ${SEED_MASK_KEY}); "
                     "same key, same masked values in every copy"
                 ),
-                "sample": _i("original values sampled per masked column and searched for", 1),
+                "sample": _i(
+                    "original values sampled per masked column and searched for", 1, default=50
+                ),
             },
         ),
         "deploy": _obj(
@@ -459,6 +508,7 @@ ENVIRONMENT = _obj(
                     "hosts switched in batches), maintenance otherwise; maintenance: always "
                     "(a mode with less safety than the plan's is refused)",
                     enum=["auto", "code-only", "maintenance"],
+                    default="auto",
                 )
             },
         ),
@@ -470,12 +520,34 @@ ENVIRONMENT = _obj(
                     "data migrations, restore the backup otherwise; reverse: also other "
                     "reversible operations; restore: always the backup",
                     enum=["auto", "reverse", "restore"],
+                    default="auto",
                 )
             },
         ),
     },
     ("roles", "app", "db"),
 )
+
+
+def node(path: str) -> dict[str, Any]:
+    """The schema of one setting, by its dotted path (`backup.format`, `app.health.url`)."""
+    spec = ENVIRONMENT
+    for part in path.split("."):
+        spec = spec["properties"][part]
+    return spec
+
+
+def required(path: str) -> bool:
+    """Whether the setting at `path` must be given (when its section is)."""
+    parent, _, key = path.rpartition(".")
+    return key in (node(parent) if parent else ENVIRONMENT).get("required", [])
+
+
+def kind(spec: dict[str, Any]) -> str:
+    """string, integer, number or boolean: what a scalar setting holds (`${VAR}` aside)."""
+    if "anyOf" in spec:
+        return str(spec["anyOf"][0]["type"])
+    return "string"
 
 
 def keys(*path: str) -> set[str]:

@@ -106,11 +106,25 @@ def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
     data.lines = {}
     data.line = node.start_mark.line + 1
     yield data
+    # keys written in this mapping (not brought in by a merge `<<:`, which they override)
+    own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
     loader.flatten_mapping(node)
+    written: dict[Any, int] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        line = key_node.start_mark.line + 1
+        if id(key_node) in own:
+            if key in written:
+                # PyYAML keeps the last value silently: a setting typed twice is a mistake
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r}: at line {written[key]} and line {line}",
+                    key_node.start_mark,
+                )
+            written[key] = line
         data[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
-        data.lines[key] = key_node.start_mark.line + 1
+        data.lines[key] = line
 
 
 def _construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Any:

@@ -273,6 +273,25 @@ def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
     assert message.startswith(str(tmp_path / "repo" / "environments" / "local.yml"))
 
 
+def test_a_key_written_twice_names_both_lines(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys silently: a setting typed twice is refused,
+    naming both lines (a port set at the top and again 40 lines down is a real mistake)."""
+    lines = LOCAL.splitlines()
+    first = lines.index("  name: shop") + 1
+    lines.insert(first, "  name: shop_typo")
+    message = problems(tmp_path, "\n".join(lines) + "\n")
+    assert message.startswith(str(tmp_path / "repo" / "environments" / "local.yml"))
+    assert f"duplicate key 'name': at line {first} and line {first + 1}" in message
+
+
+def test_keys_from_a_yaml_merge_are_overridden_not_duplicates(tmp_path: Path) -> None:
+    """`<<:` brings keys in that the mapping may set again: legitimate overrides."""
+    text = edit(LOCAL, "    status: 200\n", "    <<: {status: 204, timeout: 3}\n")
+    env = load(tmp_path, text)
+    assert env.app.health is not None
+    assert (env.app.health.status, env.app.health.timeout) == (204, 20.0)  # own key wins
+
+
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     assert "expected a mapping of settings at the top level" in problems(tmp_path, "- a\n- b\n")
 
@@ -343,7 +362,7 @@ def test_wrong_types(tmp_path: Path) -> None:
     text = edit(LOCAL, "  format: custom", "  format: tar")
     assert "backup.format: expected one of custom, directory, got 'tar'" in problems(tmp_path, text)
     text = edit(LOCAL, "  compression: 1 ", "  compression: 12 ")
-    assert "backup.compression: 0-9" in problems(tmp_path, text)
+    assert "backup.compression: must be <= 9" in problems(tmp_path, text)
 
 
 def test_deploy_modes_and_rolling_settings(tmp_path: Path) -> None:

@@ -1,80 +1,53 @@
-"""The shipped JSON Schema is the one seed.config.schema generates, the parser accepts exactly
-its keys, and the shipped environment files and checks validate against it."""
+"""The configuration is declared once (seed.config.schema): the JSON Schema shipped for
+editors is that declaration, a real JSON Schema validator (jsonschema, draft 2020-12)
+accepts the shipped files and refuses the broken ones the parser refuses, and the parser
+reads every setting the schema declares."""
 
 from __future__ import annotations
 
+import copy
 import json
-import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 
 from seed.config import schema
+from seed.config.environment import load_environment
 from seed.config.yaml12 import load_yaml12
+from seed.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "environments" / "environment.schema.json"
+VALIDATOR = jsonschema.Draft202012Validator(schema.document())
 
 
-def errors(value: Any, node: dict[str, Any], where: str = "") -> list[str]:
-    """A small JSON Schema validator: the keywords seed.config.schema uses, nothing more."""
-    out: list[str] = []
-    if "anyOf" in node:
-        if all(errors(value, option, where) for option in node["anyOf"]):
-            out.append(f"{where or '/'}: matches none of the allowed forms")
-        return out
-    if "not" in node and not errors(value, node["not"], where):
-        out.append(f"{where}: not allowed here")
-    if "const" in node and value != node["const"]:
-        out.append(f"{where}: must be {node['const']!r}")
-    if "enum" in node and value not in node["enum"]:
-        out.append(f"{where}: one of {node['enum']}")
-    kinds = node.get("type")
-    if kinds is not None:
-        names = kinds if isinstance(kinds, list) else [kinds]
-        python = {
-            "string": str,
-            "integer": int,
-            "number": (int, float),
-            "boolean": bool,
-            "object": dict,
-            "array": list,
-            "null": type(None),
-        }
-        ok = any(
-            isinstance(value, python[k]) and not (k in ("integer", "number") and value is True)
-            and not (k in ("integer", "number") and value is False)
-            for k in names
-        )  # fmt: skip
-        if not ok:
-            return [f"{where}: expected {'/'.join(names)}"]
-    if isinstance(value, str) and "pattern" in node and not re.search(node["pattern"], value):
-        out.append(f"{where}: does not match {node['pattern']}")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in node and value < node["minimum"]:
-            out.append(f"{where}: below {node['minimum']}")
-        if "maximum" in node and value > node["maximum"]:
-            out.append(f"{where}: above {node['maximum']}")
-    if isinstance(value, dict):
-        props = node.get("properties", {})
-        for key in node.get("required", []):
-            if key not in value:
-                out.append(f"{where}/{key}: required")
-        for key, item in value.items():
-            if key in props:
-                out += errors(item, props[key], f"{where}/{key}")
-            elif node.get("additionalProperties") is False:
-                out.append(f"{where}/{key}: unknown key")
-            elif isinstance(node.get("additionalProperties"), dict):
-                out += errors(item, node["additionalProperties"], f"{where}/{key}")
-    if isinstance(value, list):
-        if len(value) < node.get("minItems", 0) or len(value) > node.get("maxItems", 1 << 30):
-            out.append(f"{where}: wrong number of items")
-        if "items" in node:
-            for i, item in enumerate(value):
-                out += errors(item, node["items"], f"{where}[{i}]")
-    return out
+def local() -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml12((REPO / "environments" / "local.yml").read_text())
+    return data
+
+
+def violations(data: Any) -> list[str]:
+    """`/path: message` of every violation the validator finds."""
+    return sorted(
+        "/" + "/".join(str(p) for p in error.absolute_path) + ": " + error.message
+        for error in VALIDATOR.iter_errors(data)
+    )
+
+
+def parser_errors(tmp_path: Path, data: dict[str, Any]) -> str:
+    """What the parser says about `data` written as environments/local.yml ('' if fine)."""
+    envdir = tmp_path / "environments"
+    envdir.mkdir(exist_ok=True)
+    (envdir / "local.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        load_environment("local", envdir)
+    except ConfigError as exc:
+        return str(exc)
+    return ""
 
 
 def test_the_shipped_schema_is_the_generated_one() -> None:
@@ -83,35 +56,89 @@ def test_the_shipped_schema_is_the_generated_one() -> None:
     )
 
 
+def test_the_schema_is_a_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(schema.document())
+    # the defaults it declares are values it accepts
+    for path, spec in scalar_settings():
+        if "default" in spec:
+            assert not list(jsonschema.Draft202012Validator(spec).iter_errors(spec["default"])), (
+                path
+            )
+
+
 @pytest.mark.parametrize("name", ["local", "staging", "production"])
 def test_shipped_environment_files_validate(name: str) -> None:
     data = load_yaml12((REPO / "environments" / f"{name}.yml").read_text())
-    assert errors(data, schema.document()) == []
-
-
-def test_the_schema_catches_what_the_parser_refuses() -> None:
-    data = load_yaml12((REPO / "environments" / "local.yml").read_text())
-    data["db"]["nmae"] = "shop"
-    data["backup"]["format"] = "zip"
-    data["checks"].append({"name": "typo", "sql": "select 1", "expect": {"equal": 1}})
-    found = errors(data, schema.document())
-    assert "/db/nmae: unknown key" in found
-    assert "/backup/format: one of ['custom', 'directory', None]" in found
-    assert any(e.startswith("/checks[4]/expect") for e in found), found
+    assert violations(data) == []
 
 
 @pytest.mark.parametrize("release", ["v2", "v3"])
 def test_example_checks_validate(release: str) -> None:
     data = load_yaml12((REPO / "example" / release / "deploy" / "checks.yml").read_text())
-    for i, check in enumerate(data["checks"]):
-        assert errors(check, schema.CHECK, f"checks[{i}]") == []
+    validator = jsonschema.Draft202012Validator(schema.CHECK)
+    for check in data["checks"]:
+        assert list(validator.iter_errors(check)) == []
 
 
-def test_every_schema_key_is_one_the_parser_reads() -> None:
-    """The parser takes its allowed keys from seed.config.schema: none of them may be dead."""
-    sources = "".join(
-        (REPO / "seed" / f).read_text() for f in ("config/environment.py", "checks/spec.py")
-    )
-    for section in ("ssh", "roles", "app", "db", "backup"):
-        for key in schema.keys(section):
-            assert f'"{key}"' in sources, f"{section}.{key} is in the schema but never read"
+# (dotted path, bad value, what the parser says, what the validator's message contains)
+BROKEN = [
+    ("db.nmae", "shop", "db.nmae: unknown key", "'nmae' was unexpected"),
+    ("backup.format", "zip", "backup.format: expected one of custom, directory", "is not one of"),
+    ("backup.compression", 12, "backup.compression: must be <= 9", "is not valid under any"),
+    ("app.keep_releases", 1, "app.keep_releases: must be >= 2", "is not valid under any"),
+    ("ssh.connect_timeout", 0, "ssh.connect_timeout: expected a positive number", "any"),
+    ("protected", "yes", "protected: expected true or false", "is not valid under any"),
+    ("db.port", "abc", "db.port: expected an integer", "is not valid under any"),
+    ("app.settings", None, "app.settings: required", "'settings' is a required property"),
+    ("deploy.mode", "online", "deploy.mode: expected one of auto, code-only", "is not one of"),
+    ("hooks.timeout", -1, "hooks.timeout: expected a positive number", "is not valid under"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "parser_says", "validator_says"), BROKEN)
+def test_the_parser_and_the_schema_refuse_the_same_files(
+    tmp_path: Path, path: str, value: Any, parser_says: str, validator_says: str
+) -> None:
+    data = local()
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    if value is None:  # a required key left out
+        del node[last]
+    assert parser_says in parser_errors(tmp_path, data)
+    found = violations(data)
+    assert found and any(validator_says in v for v in found), found
+
+
+def scalar_settings(
+    node: dict[str, Any] = schema.ENVIRONMENT, prefix: str = ""
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(dotted path, schema) of every single-valued setting of the environment file."""
+    for key, spec in node.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        if spec.get("type") == "object" and "properties" in spec:
+            yield from scalar_settings(spec, f"{path}.")
+        elif spec.get("type") in (["string", "null"], "boolean") or (
+            "anyOf" in spec and spec["anyOf"][0].get("type") in ("integer", "number", "boolean")
+        ):
+            yield path, spec
+
+
+def test_the_parser_reads_every_setting_the_schema_declares(tmp_path: Path) -> None:
+    """Each single-valued setting set to a list (wrong for every one of them) is refused,
+    naming it: no setting of the schema goes unread or unchecked by the parser."""
+    paths = [path for path, _ in scalar_settings()]
+    assert len(paths) > 70 and "backup.snapshot_copy" in paths and "app.health.url" in paths
+    unread = []
+    for path in paths:
+        data = copy.deepcopy(local())
+        *parents, last = path.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = [1, 2]
+        if path not in parser_errors(tmp_path, data):
+            unread.append(path)
+    assert unread == []
