@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from invoke.context import Context
 from invoke.tasks import task
 
 from seed.commands.validate import Validate
-from tasks.deploy import _command, _report_path
-from tasks.edge import local_root, output_for, selected_environment, user_errors
+from tasks.edge import run_context, run_printing, selected_environment, user_errors
 
 
 @task(
@@ -22,9 +19,4 @@ from tasks.edge import local_root, output_for, selected_environment, user_errors
 def validate(c: Context, json_: bool = False, report: str = "") -> None:
     """Run every check now, read-only; "before" is the last deploy's after-state. Exit 7: failed."""
     env = selected_environment(c)
-    run = Validate(env, _command(), local_root(), output_for(env), _report_path(report))
-    try:
-        run.run()
-    finally:
-        if json_ and run.report.outcome != "running":
-            print(json.dumps(run.out.scrub.data(run.report.to_json()), indent=2, default=str))
+    run_printing(Validate(run_context(env, report)), json_)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from invoke.context import Context
 from invoke.tasks import task
 
@@ -13,8 +11,14 @@ from seed.commands.copy_to import CopyTo, check_pair
 from seed.config.environment import environments_dir, load_environment
 from seed.errors import ConfigError
 from seed.run.report import Output, Scrubber
-from tasks.deploy import _command, _report_path
-from tasks.edge import REPO_ROOT, confirm, local_root, selected_environment, user_errors
+from tasks.edge import (
+    REPO_ROOT,
+    confirm,
+    run_context,
+    run_printing,
+    selected_environment,
+    user_errors,
+)
 
 
 @task(
@@ -46,14 +50,9 @@ def copy_to(
     dest = load_environment(target, environments_dir(REPO_ROOT))
     check_pair(source, dest)
     out = Output(dest.name, Scrubber(dest.secrets() + source.secrets()))
+    ctx = run_context(dest, report, out=out)
     run = CopyTo(
-        dest,
-        _command(),
-        local_root(),
-        out,
-        _report_path(report),
-        source=source,
-        backup_id=backup,
+        ctx, source=source, backup_id=backup
     )  # reads and checks the masking rules before anything is asked or touched
     confirm(
         dest,
@@ -62,7 +61,7 @@ def copy_to(
         f"this overwrites the {dest.name} database",
     )
     if fresh:
-        first = Backup(source, _command(), local_root(), Output(source.name, out.scrub))
+        first = Backup(ctx.on(source, Output(source.name, out.scrub)))
         taken = first.run().backup
         assert taken is not None  # a backup run that succeeded recorded its backup
         run.backup_id = taken.id
@@ -81,9 +80,4 @@ def copy_rules(c: Context, check: bool = False, json_: bool = False) -> None:
     columns, rules that do not fit, rules for columns that are gone. Read-only."""
     env = selected_environment(c)
     out = Output(env.name, Scrubber(env.secrets()))
-    run = CopyRules(env, _command(), local_root(), out, check=check)
-    try:
-        run.run()
-    finally:
-        if json_ and run.report.outcome != "running":
-            print(json.dumps(run.out.scrub.data(run.report.to_json()), indent=2, default=str))
+    run_printing(CopyRules(run_context(env, out=out), check=check), json_)

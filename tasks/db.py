@@ -9,8 +9,7 @@ from invoke.tasks import task
 
 from seed.backup.verified import list_backups
 from seed.commands.backups import Backup, Cleanup, Restore
-from tasks.deploy import _command, _report_path
-from tasks.edge import confirm_protected, local_root, output_for, selected_environment, user_errors
+from tasks.edge import confirm_protected, local_root, run_context, selected_environment, user_errors
 
 
 @task(
@@ -31,13 +30,8 @@ def backup(
 ) -> None:
     """Take a verified backup now (one consistent snapshot; the app keeps running)."""
     env = selected_environment(c)
-    out = output_for(env)
     run = Backup(
-        env,
-        _command(),
-        local_root(),
-        out,
-        _report_path(report),
+        run_context(env, report),
         label=label,
         verify_restore=verify_restore,
         download=download,
@@ -94,13 +88,8 @@ def restore(
     """Replace the database by a backup (re-verified), atomically; the code is not changed."""
     env = selected_environment(c)
     confirm_protected(env, f"overwrite the {env.name} database", yes)
-    out = output_for(env)
     run = Restore(
-        env,
-        _command(),
-        local_root(),
-        out,
-        _report_path(report),
+        run_context(env, report),
         backup_id=backup,
         discard_writes=discard_writes,
     )
@@ -112,6 +101,5 @@ def restore(
 def cleanup(c: Context, report: str = "") -> None:
     """Drop databases replaced by restores and delete backups beyond backup.keep."""
     env = selected_environment(c)
-    out = output_for(env)
-    run = Cleanup(env, _command(), local_root(), out, _report_path(report))
+    run = Cleanup(run_context(env, report))
     run.run()

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
-from pathlib import Path
-
 from invoke.context import Context
 from invoke.tasks import task
 
@@ -15,24 +10,7 @@ from seed.commands.unlock import Unlock
 from seed.commands.upgradedb import DeployOptions, Upgrade
 from seed.errors import ConfigError
 from seed.undo.reverse import METHODS
-from tasks.edge import confirm_protected, local_root, output_for, selected_environment, user_errors
-
-
-def _command() -> str:
-    return "fab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def _report_path(report: str) -> Path | None:
-    """`--report PATH`, checked writable before anything runs (exit 2 otherwise)."""
-    if not report:
-        return None
-    path = Path(report).expanduser().resolve()
-    parent = path.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK) or path.is_dir():
-        raise ConfigError(
-            f"--report {report}: cannot write there (no such directory, or not writable)"
-        )
-    return path
+from tasks.edge import confirm_protected, run_context, selected_environment, user_errors
 
 
 @task(
@@ -59,20 +37,10 @@ def upgradedb(
     Without a pending migration: a code-only deploy (no maintenance, hosts in batches)."""
     env = selected_environment(c)
     confirm_protected(env, f"upgrade {env.name}", yes)
-    out = output_for(env)
-    options = DeployOptions(
-        ref=ref or None,
-        command=_command(),
-        local_root=local_root(),
-        report_path=_report_path(report),
-        lock_wait=_seconds(wait),
-        resume=resume,
-        mode=mode or None,
-    )
+    ctx = run_context(env, report, wait)
     if resume and ref:
         raise ConfigError("--resume finishes the interrupted deploy's own ref: drop --ref")
-    upgrade = Upgrade(env, options, out)
-    upgrade.run()
+    Upgrade(ctx, DeployOptions(ref=ref or None, resume=resume, mode=mode or None)).run()
 
 
 @task(
@@ -100,16 +68,10 @@ def rollback(
     """Undo the last deploy, or recover one that died half way: database, code, verify."""
     env = selected_environment(c)
     confirm_protected(env, f"roll back {env.name}", yes)
-    out = output_for(env)
     run = Rollback(
-        env,
-        _command(),
-        local_root(),
-        out,
-        report_path=_report_path(report),
+        run_context(env, report, wait),
         to=to or None,
         discard_writes=discard_writes,
-        lock_wait=_seconds(wait),
         stop_jobs=stop_jobs,
         method=_method(method),
     )
@@ -126,9 +88,7 @@ def rollback(
 def unlock(c: Context, reason: str = "", holder_gone: bool = False) -> None:
     """Clear the lock of a holder that is gone (confirmed, logged); never a live one."""
     env = selected_environment(c)
-    run = Unlock(
-        env, _command(), local_root(), output_for(env), reason=reason, holder_gone=holder_gone
-    )
+    run = Unlock(run_context(env), reason=reason, holder_gone=holder_gone)
     run.run()
 
 
@@ -136,9 +96,3 @@ def _method(value: str) -> str | None:
     if value and value not in METHODS:
         raise ConfigError(f"--method {value}: expected one of {', '.join(METHODS)}")
     return value or None
-
-
-def _seconds(value: int) -> float:
-    if value < 0:
-        raise ConfigError("--wait takes a number of seconds >= 0")
-    return float(value)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -27,6 +29,8 @@ from seed.config.environment import (
     local_user,
 )
 from seed.errors import ConfigError, Interrupted, Refused, SeedError
+from seed.run.context import RunContext
+from seed.run.operation import Operation
 from seed.run.report import Output, Scrubber, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -119,6 +123,55 @@ def selected_environment(c: Context) -> Environment:
 def output_for(env: Environment) -> Output:
     """Progress output for `env`, scrubbed of its secrets."""
     return Output(env.name, Scrubber(env.secrets()))
+
+
+def command_line() -> str:
+    """The command line as typed (recorded in the journal and the report)."""
+    return "fab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def report_path(report: str) -> Path | None:
+    """`--report PATH`, checked writable before anything runs (exit 2 otherwise)."""
+    if not report:
+        return None
+    path = Path(report).expanduser().resolve()
+    parent = path.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or path.is_dir():
+        raise ConfigError(
+            f"--report {report}: cannot write there (no such directory, or not writable)"
+        )
+    return path
+
+
+def wait_seconds(value: int) -> float:
+    """`--wait SECONDS` for the environment's lock."""
+    if value < 0:
+        raise ConfigError("--wait takes a number of seconds >= 0")
+    return float(value)
+
+
+def run_context(
+    env: Environment, report: str = "", wait: int = 0, out: Output | None = None
+) -> RunContext:
+    """The one context a command line hands its run (options checked here, exit 2)."""
+    return RunContext(
+        env=env,
+        command=command_line(),
+        local_root=local_root(),
+        out=out or output_for(env),
+        report_path=report_path(report),
+        lock_wait=wait_seconds(wait),
+    )
+
+
+def run_printing(run: Operation, json_: bool = False) -> None:
+    """`run.run()`; with `--json`, the scrubbed report on stdout whatever the outcome
+    (progress stays on stderr)."""
+    try:
+        run.run()
+    finally:
+        if json_ and run.report.outcome != "running":
+            print(json.dumps(run.out.scrub.data(run.report.to_json()), indent=2, default=str))
 
 
 def confirm_protected(env: Environment, action: str, yes: bool) -> None:

@@ -11,13 +11,11 @@ from invoke.tasks import task
 
 from seed.commands.import_legacy import ImportLegacy
 from seed.errors import ConfigError
-from tasks.deploy import _command, _report_path
 from tasks.edge import (
     REPO_ROOT,
     confirm,
     confirm_protected,
-    local_root,
-    output_for,
+    run_context,
     selected_environment,
     user_errors,
 )
@@ -63,11 +61,7 @@ def import_legacy(
             confirm(env, action, False, f"{env.name} is protected")
 
     run = ImportLegacy(
-        env,
-        _command(),
-        local_root(),
-        output_for(env),
-        _report_path(report),
+        run_context(env, report),
         source=source,
         mapping=path,
         dry_run=dry_run,

@@ -15,8 +15,7 @@ from seed.commands.plan import plan as make_plan
 from seed.commands.rehearse import Rehearse
 from seed.errors import ChecksFailed
 from seed.run.report import Scrubber
-from tasks.deploy import _command, _report_path
-from tasks.edge import local_root, output_for, selected_environment, user_errors
+from tasks.edge import local_root, run_context, run_printing, selected_environment, user_errors
 
 
 def _print_json(data: Any, scrub: Scrubber) -> None:
@@ -171,17 +170,9 @@ def rehearse(
     extrapolated to production's size; exit 7 over budget. The real database is untouched."""
     env = selected_environment(c)
     run = Rehearse(
-        env,
-        _command(),
-        local_root(),
-        output_for(env),
-        _report_path(report),
+        run_context(env, report),
         ref=ref or None,
         scale_from=scale_from or None,
         backup_id=backup,
     )
-    try:
-        run.run()
-    finally:
-        if json_ and run.report.outcome != "running":
-            print(json.dumps(run.out.scrub.data(run.report.to_json()), indent=2, default=str))
+    run_printing(run, json_)

@@ -7,20 +7,17 @@ dump holds), the restore with its swap and verification, the lock and journal.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from seed.backup import dump as backups
 from seed.backup import restore as restorelib
 from seed.backup.dump import find_manifest, manifest_ref, protected_backups
 from seed.backup.verified import verified_backup, verify_by_restoring
-from seed.config.environment import Environment
 from seed.db import postgres as dblib
 from seed.db.replication import refuse_if_replicated
 from seed.errors import HumanNeeded, PreflightFailed
 from seed.journal import recovery
 from seed.journal.record import BackupRef
+from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import Output
 
 
 class Backup(Operation):
@@ -37,19 +34,16 @@ class Backup(Operation):
 
     def __init__(
         self,
-        env: Environment,
-        command: str,
-        local_root: Path,
-        out: Output,
-        report_path: Path | None = None,
+        ctx: RunContext,
+        *,
         label: str = "",
         verify_restore: bool = False,
         download: bool = False,
     ) -> None:
-        super().__init__(env, command, local_root, out, report_path)
+        super().__init__(ctx)
         self.label = label
         self.verify_restore = verify_restore
-        self.download = download or env.backup.copy == "download"
+        self.download = download or ctx.env.backup.copy == "download"
 
     def body(self) -> str:
         record = verified_backup(self, self.label, "manual")
@@ -73,16 +67,9 @@ class Restore(Operation):
     kind = "restore"
 
     def __init__(
-        self,
-        env: Environment,
-        command: str,
-        local_root: Path,
-        out: Output,
-        report_path: Path | None = None,
-        backup_id: str = "latest",
-        discard_writes: bool = False,
+        self, ctx: RunContext, *, backup_id: str = "latest", discard_writes: bool = False
     ) -> None:
-        super().__init__(env, command, local_root, out, report_path)
+        super().__init__(ctx)
         self.backup_id = backup_id
         self.discard_writes = discard_writes
         self.state: dict[str, str] = {"database": "untouched", "app": "?"}

@@ -9,14 +9,11 @@ would block a copy.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from seed.config.environment import Environment
 from seed.copy import masking
 from seed.copy.masking import copy_settings
 from seed.errors import ChecksFailed
+from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import Output
 
 
 def skeleton(gate: masking.Gate) -> list[str]:
@@ -41,12 +38,10 @@ class CopyRules(Operation):
     kind = "copy-rules"
     read_only = True
 
-    def __init__(
-        self, env: Environment, command: str, local_root: Path, out: Output, check: bool = False
-    ) -> None:
-        super().__init__(env, command, local_root, out)
+    def __init__(self, ctx: RunContext, *, check: bool = False) -> None:
+        super().__init__(ctx)
         self.check = check
-        self.rules, _ = copy_settings(env)
+        self.rules, _ = copy_settings(ctx.env)
 
     def body(self) -> str:
         with self.out.step(self.report, "gate") as s:

@@ -21,7 +21,6 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -41,8 +40,8 @@ from seed.journal.record import BackupRef
 from seed.journal.store import job_dir
 from seed.remote.session import Session
 from seed.remote.ssh import Remote, q
+from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import Output
 from seed.undo import database as undo
 
 
@@ -80,16 +79,13 @@ class CopyTo(Operation):
 
     def __init__(
         self,
-        env: Environment,
-        command: str,
-        local_root: Path,
-        out: Output,
-        report_path: Path | None = None,
+        ctx: RunContext,
         *,
         source: Environment,
         backup_id: str = "latest",
     ) -> None:
-        super().__init__(env, command, local_root, out, report_path)
+        super().__init__(ctx)
+        env = ctx.env
         self.source = source
         self.backup_id = backup_id
         self.rules, self.key = copy_settings(source)

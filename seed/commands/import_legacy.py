@@ -35,7 +35,6 @@ import pandas as pd
 
 from seed.backup import restore as restorelib
 from seed.backup.verified import verified_backup
-from seed.config.environment import Environment
 from seed.deploy import release as rel
 from seed.errors import PreflightFailed, SeedError, StepFailed
 from seed.legacy.clean import clean, deduplicate
@@ -54,8 +53,8 @@ from seed.legacy.extract import read_source
 from seed.legacy.load import load_rows
 from seed.legacy.mapping import Mapping, load_mapping
 from seed.remote.ssh import q
+from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import Output
 
 
 class ImportLegacy(Operation):
@@ -63,11 +62,7 @@ class ImportLegacy(Operation):
 
     def __init__(
         self,
-        env: Environment,
-        command: str,
-        local_root: Path,
-        out: Output,
-        report_path: Path | None = None,
+        ctx: RunContext,
         *,
         source: str,
         mapping: Path,
@@ -75,7 +70,8 @@ class ImportLegacy(Operation):
         compare_with: str | None = None,
         confirm: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(env, command, local_root, out, report_path)
+        super().__init__(ctx)
+        env = ctx.env
         self.source = source
         self.mapping: Mapping = load_mapping(mapping)  # before anything is read
         self.mapping_digest = file_digest(self.mapping.path)
@@ -93,7 +89,7 @@ class ImportLegacy(Operation):
         self.release = ""
         self.update_columns: list[str] = []  # what an update of an existing row may change
         self.valid_positions: list[int] = []  # the frame's rows that passed model validation
-        self.folder = local_root / env.name / "imports" / self.id
+        self.folder = ctx.local_root / env.name / "imports" / self.id
         self.summary: dict[str, Any] = {"steps": {}}
         self.report.import_ = self.summary
 

@@ -4,15 +4,12 @@ own database or code is touched."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from seed.backup import restore as restorelib
-from seed.config.environment import Environment
 from seed.deploy.target import Target, fetch_target
 from seed.errors import ChecksFailed
 from seed.rehearse.rehearsal import failed_checks, rehearse
+from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import Output
 
 
 class Rehearse(Operation):
@@ -23,17 +20,14 @@ class Rehearse(Operation):
 
     def __init__(
         self,
-        env: Environment,
-        command: str,
-        local_root: Path,
-        out: Output,
-        report_path: Path | None = None,
+        ctx: RunContext,
         *,
         ref: str | None = None,
         scale_from: str | None = None,
         backup_id: str = "latest",
     ) -> None:
-        super().__init__(env, command, local_root, out, report_path)
+        super().__init__(ctx)
+        env = ctx.env
         self.ref = ref
         self.scale_from = scale_from if scale_from is not None else env.rehearse.scale_from
         self.backup_id = backup_id

@@ -10,12 +10,10 @@ it refuse unless `--discard-writes`: a restore would silently lose them.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import NoReturn
 
 from seed.backup import dump as backups
 from seed.backup import restore as restorelib
-from seed.config.environment import Environment
 from seed.db import postgres as dblib
 from seed.deploy import release as rel
 from seed.deploy import rolling
@@ -24,8 +22,8 @@ from seed.errors import HumanNeeded, PreflightFailed, SeedError, StepFailed
 from seed.journal import recovery
 from seed.journal.record import BackupRef, RollbackRecord, RunRecord
 from seed.remote.ssh import Remote
+from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import Output
 from seed.undo import database as undo
 from seed.undo import reverse as reverselib
 
@@ -89,18 +87,14 @@ class Rollback(Operation):
 
     def __init__(
         self,
-        env: Environment,
-        command: str,
-        local_root: Path,
-        out: Output,
-        report_path: Path | None = None,
+        ctx: RunContext,
+        *,
         to: str | None = None,
         discard_writes: bool = False,
-        lock_wait: float = 0.0,
         stop_jobs: bool = False,
         method: str | None = None,
     ) -> None:
-        super().__init__(env, command, local_root, out, report_path, lock_wait)
+        super().__init__(ctx)
         self.to = to
         self.discard_writes = discard_writes
         self.stop_jobs = stop_jobs

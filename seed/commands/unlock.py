@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from typing import Any
 
 from seed.errors import ConfigError, LockHeld, PreflightFailed
 from seed.journal import recovery
 from seed.journal.record import Control
 from seed.journal.store import Journal, holder_text, lock_holder_pids
 from seed.remote.ssh import q
+from seed.run.context import RunContext
 from seed.run.operation import Operation
 
 
@@ -29,8 +29,8 @@ class Unlock(Operation):
     kind = "unlock"
     read_only = True  # it must not take the lock it is clearing; it journals by hand
 
-    def __init__(self, *args: Any, reason: str = "", holder_gone: bool = False, **kw: Any) -> None:
-        super().__init__(*args, **kw)
+    def __init__(self, ctx: RunContext, *, reason: str = "", holder_gone: bool = False) -> None:
+        super().__init__(ctx)
         if not reason.strip():
             raise ConfigError('unlock needs --reason "why" (it is logged in the journal)')
         self.reason = reason.strip()

@@ -27,7 +27,6 @@ from seed.backup.verified import verified_backup
 from seed.checks import check as checklib
 from seed.checks import invariants
 from seed.checks import run as checkrun
-from seed.config.environment import Environment
 from seed.db import postgres as dblib
 from seed.db.replication import refuse_if_replicated
 from seed.deploy import migrate as migratelib
@@ -57,8 +56,9 @@ from seed.journal.record import (
 from seed.rehearse import lint as lintlib
 from seed.rehearse.rehearsal import failed_checks, rehearse
 from seed.remote.ssh import Remote, RemoteError, RemoteJob, q
+from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import Output, iso, utcnow
+from seed.run.report import iso, utcnow
 from seed.undo import database as undo
 from seed.undo import reverse as reverselib
 
@@ -70,10 +70,6 @@ class StoppedForWrites(HumanNeeded):
 @dataclass
 class DeployOptions:
     ref: str | None
-    command: str
-    local_root: Path
-    report_path: Path | None = None
-    lock_wait: float = 0.0
     resume: bool = False  # finish an interrupted deploy whose post checks had passed
     mode: str | None = None  # --mode: code-only | maintenance (only more safety than the plan)
 
@@ -83,10 +79,11 @@ class Upgrade(Operation):
 
     kind = "upgradedb"
 
-    def __init__(self, env: Environment, opts: DeployOptions, out: Output) -> None:
-        super().__init__(env, opts.command, opts.local_root, out, opts.report_path, opts.lock_wait)
+    def __init__(self, ctx: RunContext, opts: DeployOptions) -> None:
+        super().__init__(ctx)
+        env = ctx.env
         self.opts = opts
-        self.scrub = out.scrub
+        self.scrub = ctx.out.scrub
         self.deploy_id = self.id
         self.ref = opts.ref or env.app.ref
         # what has been done so far (for undo and for "where things stand")
@@ -118,10 +115,10 @@ class Upgrade(Operation):
             return  # the interrupted deploy's record says what to finish
         self.report.ref = ref
         with self.step("resolve ref") as s:
-            mirror = rel.repo_cache(env.app.repo, self.opts.local_root / "cache" / "repos")
+            mirror = rel.repo_cache(env.app.repo, self.local_root / "cache" / "repos")
             self.sha = rel.resolve_ref(mirror, ref)
             self.archive = rel.build_archive(
-                mirror, self.sha, self.opts.local_root / "cache" / "archives"
+                mirror, self.sha, self.local_root / "cache" / "archives"
             )
             requirements = rel.file_at(mirror, self.sha, "requirements.txt")
             if requirements is None:
@@ -560,7 +557,7 @@ class Upgrade(Operation):
             s.detail = f"{path} ({size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
             if env.backup.copy == "download":
                 local = backups.download_backup(
-                    session.state, record.to_json(), self.opts.local_root / env.name
+                    session.state, record.to_json(), self.local_root / env.name
                 )
                 ref.copy = str(local)
                 s.detail += f"; copied to {local} (sha256 checked)"

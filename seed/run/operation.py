@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -24,7 +23,7 @@ import psycopg
 from seed import faults
 from seed.backup import restore as restorelib
 from seed.checks import check as checklib
-from seed.config.environment import Environment, Hook
+from seed.config.environment import Hook
 from seed.db import postgres as dblib
 from seed.deploy import hooks as hooklib
 from seed.deploy import release as rel
@@ -51,7 +50,8 @@ from seed.journal.store import (
 from seed.remote.fanout import HostOutcomes, fan_out
 from seed.remote.session import Session
 from seed.remote.ssh import Remote, RemoteError
-from seed.run.report import Output, check_local_state, iso, write_json
+from seed.run.context import RunContext
+from seed.run.report import check_local_state, iso, write_json
 from seed.undo import database as undo
 
 T = TypeVar("T")
@@ -101,24 +101,17 @@ class Operation:
     # steps after the work is done: a record they cannot write is a warning, not a stop
     housekeeping_steps = ("retention", "prune", "remove undone release")
 
-    def __init__(
-        self,
-        env: Environment,
-        command: str,
-        local_root: Path,
-        out: Output,
-        report_path: Path | None = None,
-        lock_wait: float = 0.0,
-    ) -> None:
-        self.env = env
-        self.command = command
-        self.lock_wait = lock_wait
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        env = self.env = ctx.env
+        command = self.command = ctx.command
+        self.lock_wait = ctx.lock_wait
         self.locked = False  # the advisory lock is ours: from now on every step is journaled
         self.interrupted: list[recovery.RunState] = []
         self.reconnects = 0  # connections re-established after a loss
-        self.local_root = local_root
-        self.report_path = report_path
-        self.out = out
+        self.local_root = ctx.local_root
+        self.report_path = ctx.report_path
+        self.out = ctx.out
         self.id = new_deploy_id()
         self.app_name = f"seed-{env.name}-{self.id}"
         self.report = RunRecord(

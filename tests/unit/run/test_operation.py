@@ -10,6 +10,7 @@ import pytest
 
 from seed.config.environment import Environment
 from seed.errors import PreflightFailed, StepFailed
+from seed.run.context import RunContext
 from seed.run.operation import Operation
 from seed.run.report import Output, Scrubber
 
@@ -42,7 +43,8 @@ def test_a_failed_step_is_preflight_only_where_nothing_changed(
     itself: StepFailed's 6, a person must look (never 1, a bug's code)."""
     op_class = failing_run(sandbox_env, tmp_path, read_only, changes)
     stream = io.StringIO()
-    op = op_class(sandbox_env, "test", tmp_path, Output("local", Scrubber(), stream, plain=True))
+    out = Output("local", Scrubber(), stream, plain=True)
+    op = op_class(RunContext(sandbox_env, "test", tmp_path, out))
     with pytest.raises(StepFailed if code == 6 else PreflightFailed) as failed:
         op.run()
     assert failed.value.code == code
