@@ -8,12 +8,11 @@ from invoke.tasks import task
 from seed.commands.backups import Backup
 from seed.commands.copy_rules import CopyRules
 from seed.commands.copy_to import CopyTo, check_pair
-from seed.config.environment import environments_dir, load_environment
 from seed.errors import ConfigError
 from seed.run.report import Output, Scrubber
 from tasks.edge import (
-    REPO_ROOT,
     confirm,
+    load_named,
     run_context,
     run_printing,
     selected_environment,
@@ -47,7 +46,7 @@ def copy_to(
         raise ConfigError(
             "copy-to: name the target environment, e.g. `fab production copy-to staging`"
         )
-    dest = load_environment(target, environments_dir(REPO_ROOT))
+    dest = load_named(target)
     check_pair(source, dest)
     out = Output(dest.name, Scrubber(dest.secrets() + source.secrets()))
     ctx = run_context(dest, report, out=out)

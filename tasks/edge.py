@@ -45,8 +45,12 @@ def default_sandbox_dir() -> str:
     return "/var/tmp/seed-sandbox" if user == "root" else f"/var/tmp/seed-sandbox-{user}"
 
 
-# environments/local.yml reads ${SEED_SANDBOX_DIR}: give it the per-user default
-os.environ.setdefault("SEED_SANDBOX_DIR", default_sandbox_dir())
+def load_named(name: str) -> Environment:
+    """`environments/<name>.yml` (or under SEED_ENVIRONMENTS). The sandbox's local.yml
+    reads ${SEED_SANDBOX_DIR}: it gets the per-user default here, when a file is loaded
+    (importing the task layer changes nothing)."""
+    os.environ.setdefault("SEED_SANDBOX_DIR", default_sandbox_dir())
+    return load_environment(name, environments_dir(REPO_ROOT))
 
 
 def local_root() -> Path:
@@ -114,7 +118,7 @@ def selected_environment(c: Context) -> Environment:
         raise ConfigError(
             f"no environment selected: run `fab <environment> <task>` (environments: {names})"
         )
-    env = load_environment(str(name), environments_dir(REPO_ROOT))
+    env = load_named(str(name))
     if c.config.get("seed_accept_new_host_keys"):
         env = dataclasses.replace(env, ssh=dataclasses.replace(env.ssh, accept_new=True))
     return env

@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,3 +201,19 @@ def test_no_failure_raises_the_base_error_whose_code_is_a_bugs() -> None:
         assert bare_seed_errors(sample) == ["seed/deploy/_structure_sample.py:2"]
     finally:
         sample.unlink()
+
+
+def test_importing_the_command_line_sets_no_environment_variable() -> None:
+    """tasks/ is the command line only: importing it (as `fab` does for `--list`) changes
+    nothing, not even os.environ (the sandbox's default directory is given when local.yml
+    is loaded)."""
+    code = (
+        "import os; before = dict(os.environ); import fabfile; "
+        "changed = set(os.environ.items()) ^ set(before.items()); "
+        "assert not changed, changed"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEED_")}
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
