@@ -57,9 +57,7 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
     snap_conn = session.connect(admin=True, app_name=self.app_name)
     with dblib.exported_snapshot(snap_conn) as snapshot:
         with self.step("snapshot") as s:
-            figures = dblib.parallel_figures(
-                snap_conn, self.admin_factory(), env.db.fingerprint_sessions, snapshot
-            )
+            figures = self.table_figures(snap_conn, snapshot=snapshot)
             applied = dblib.applied_migrations(snap_conn)
             props = restorelib.database_properties(snap_conn, env.db.name)
             s.detail = f"{len(figures)} tables, {sum(f.rows for f in figures.values())} rows"
@@ -120,7 +118,7 @@ def verify_by_restoring(op: Operation, record: backups.BackupRecord) -> str:
         job = op.job_dir("verify-restore")
         restorelib.run_pg_restore(env, session.state, plan, job, op.app_name)
         conn = session.connect(admin=True, dbname=scratch, app_name=op.app_name)
-        found = dblib.parallel_figures(conn, op.admin_factory(scratch), env.db.fingerprint_sessions)
+        found = op.table_figures(conn, scratch)
         figures = {k: v.to_json() for k, v in found.items()}
         conn.close()
     finally:

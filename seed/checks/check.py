@@ -429,19 +429,19 @@ def expected_text(expect: Expectation, before: Any) -> str:
     return expect.describe()
 
 
+def result_of(
+    check: Check, expected: str, actual: Any, before: Any, passed: bool, seconds: float, **more: Any
+) -> CheckResult:
+    """`check`'s result: its name, phase and query as the report shows them."""
+    return CheckResult(
+        check.name, check.when, check.sql or check.label, expected, actual, before, passed,
+        seconds, **more,
+    )  # fmt: skip
+
+
 def skipped_check(check: Check, reason: str) -> CheckResult:
     """A check that could not apply (e.g. no baseline: its table did not exist before)."""
-    return CheckResult(
-        check.name,
-        check.when,
-        check.sql or check.label,
-        check.expect.describe(),
-        None,
-        None,
-        True,
-        0.0,
-        skipped=reason,
-    )
+    return result_of(check, check.expect.describe(), None, None, True, 0.0, skipped=reason)
 
 
 def run_check(
@@ -459,21 +459,13 @@ def run_check(
         explain(conn, check, statement_timeout, before)
         actual = measure(conn, check, statement_timeout, snapshot, before)
     except CheckQueryError as exc:
-        return CheckResult(
-            check.name,
-            check.when,
-            check.sql or check.label,
-            check.expect.describe(),
-            None,
-            shown(check, before),
-            False,
-            time.monotonic() - started,
-            str(exc),
+        seconds = time.monotonic() - started
+        expected = check.expect.describe()
+        return result_of(
+            check, expected, None, shown(check, before), False, seconds, error=str(exc)
         )
-    return CheckResult(
-        check.name,
-        check.when,
-        check.sql or check.label,
+    return result_of(
+        check,
         expected_text(check.expect, before),
         shown(check, actual, before),
         shown(check, before),

@@ -458,10 +458,9 @@ class CopyTo(Operation):
         with self.step("verify copy") as s:
             conn = self.dst_admin(self.copy_db)
             algorithm = dblib.recorded_algorithm(masked)
-            found = dblib.parallel_figures(
+            found = self.table_figures(
                 conn,
-                self.admin_factory(self.copy_db),
-                target.db.fingerprint_sessions,
+                self.copy_db,
                 algorithm=algorithm,
             )
             conn.close()

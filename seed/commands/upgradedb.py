@@ -404,12 +404,7 @@ class Upgrade(Operation):
                 on = env.app.maintenance_on
                 self.maintenance_on = True  # some hosts may have stopped even if one fails
                 self.availability.out(*(r.label for r in live))
-                with self.hooked("maintenance_on", live):
-                    self.on_hosts(
-                        live,
-                        lambda r: rel.run_hook(r, self.at(r), on, "maintenance on"),
-                        "maintenance on",
-                    )
+                self.app_command("maintenance_on", on, live)
             elif not live:
                 s.detail = "no live release yet"
             s.detail = (s.detail + "; " if s.detail else "") + self.drain_sessions()
@@ -441,9 +436,7 @@ class Upgrade(Operation):
         # one exported snapshot for the figures, the baselines and pg_dump --snapshot
         with dblib.exported_snapshot(snap_conn) as snapshot:
             with self.step("before-state") as s:
-                figures = dblib.parallel_figures(
-                    snap_conn, self.admin_factory(), env.db.fingerprint_sessions, snapshot
-                )
+                figures = self.table_figures(snap_conn, snapshot=snapshot)
                 applied = dblib.applied_migrations(snap_conn)
                 self.take_baselines(snapshot, applied, figures)
                 if self.plan is not None and self.plan.rollback_method == "reverse":
@@ -860,13 +853,7 @@ class Upgrade(Operation):
         with self.step("restart") as s:
             if env.app.restart:
                 self.restarted = True
-                restart = env.app.restart
-                with self.hooked("restart", serving):
-                    self.on_hosts(
-                        serving,
-                        lambda r: rel.run_hook(r, self.at(r), restart, "restart"),
-                        "restart",
-                    )
+                self.app_command("restart", env.app.restart, serving)
             else:
                 s.outcome, s.detail = "skipped", "no app.restart command"
         with self.step("health") as s:
@@ -877,13 +864,7 @@ class Upgrade(Operation):
                 s.outcome, s.detail = "skipped", "no app.health configured"
         with self.step("maintenance off") as s:
             if self.maintenance_on and env.app.maintenance_off:
-                off = env.app.maintenance_off
-                with self.hooked("maintenance_off", serving):
-                    self.on_hosts(
-                        serving,
-                        lambda r: rel.run_hook(r, self.at(r), off, "maintenance off"),
-                        "maintenance off",
-                    )
+                self.app_command("maintenance_off", env.app.maintenance_off, serving)
                 self.maintenance_on = False
             else:
                 s.outcome = "skipped"

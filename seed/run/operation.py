@@ -143,6 +143,19 @@ class Operation:
         """Opens admin sessions (e.g. for parallel table figures)."""
         return lambda: self.session.connect(admin=True, dbname=dbname, app_name=self.app_name)
 
+    def table_figures(
+        self,
+        conn: psycopg.Connection[Any],
+        dbname: str | None = None,
+        snapshot: str | None = None,
+        algorithm: str | None = None,
+    ) -> dict[str, dblib.TableFigures]:
+        """Every table's count and checksum in the database `conn` is on (`dbname`, default
+        the environment's), db.fingerprint_sessions sessions at once, in `snapshot` if given."""
+        sessions = self.env.db.fingerprint_sessions
+        factory = self.admin_factory(dbname)
+        return dblib.parallel_figures(conn, factory, sessions, snapshot, algorithm)
+
     def on_hosts(self, remotes: list[Remote], fn: Callable[[Remote], T], step: str) -> dict[str, T]:
         """`fn` on every host at once (at most app.parallel), each host's outcome in the
         report's `hosts`; every host finishes, then the first failure is raised."""
@@ -339,6 +352,13 @@ class Operation:
         self.run_hooks("before", point, hosts)
         yield
         self.run_hooks("after", point, hosts)
+
+    def app_command(self, point: str, command: str, hosts: list[Remote]) -> None:
+        """An app.* command (maintenance on/off, restart) on `hosts` at once, in `point`'s
+        hooks (`maintenance_on`, `restart`, ...); every host finishes, then a failure raises."""
+        what = point.replace("_", " ")
+        with self.hooked(point, hosts):
+            self.on_hosts(hosts, lambda r: rel.run_hook(r, self.at(r), command, what), what)
 
     def run_hooks(self, when: str, point: str, hosts: list[Remote]) -> None:
         hooks = self.env.hooks.of(when, point)
@@ -568,12 +588,7 @@ class Operation:
             if env.app.maintenance_on:
                 on = env.app.maintenance_on
                 self.availability.out(*(r.label for r in self.running))
-                with self.hooked("maintenance_on", self.running):
-                    self.on_hosts(
-                        self.running,
-                        lambda r: rel.run_hook(r, self.at(r), on, "maintenance on"),
-                        "maintenance on",
-                    )
+                self.app_command("maintenance_on", on, self.running)
             self.admin = session.connect(admin=True, app_name=self.app_name)
             ended = dblib.drain_sessions(self.admin, env.db.user, env.db.name, env.db.drain_timeout)
             undo.record_reading(self, FREEZE)

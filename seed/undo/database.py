@@ -224,7 +224,7 @@ def reverse(op: Operation, release: str, rp: reverselib.ReversePlan) -> Reversal
     tables = [t.qualified for t in dblib.list_tables(op.admin)]
     kept = set(reverselib.compared(tables)) - reverselib.touched(rp, tables)
     kept = {t for t in kept if t.split(".", 1)[-1] != "django_migrations"}  # compared as a set
-    figures = dblib.parallel_figures(op.admin, op.admin_factory(), env.db.fingerprint_sessions)
+    figures = op.table_figures(op.admin)
     just_before = {k: v.to_json() for k, v in figures.items() if k in kept}
     outcome = migratelib.reverse_migrations(
         env,
@@ -265,7 +265,7 @@ def verify_reverse(
     )
     if schema != before.get("schema_sha256"):
         found["problems"].append("the schema (pg_dump -s) differs from the before-state")
-    now = dblib.parallel_figures(op.admin, op.admin_factory(), env.db.fingerprint_sessions)
+    now = op.table_figures(op.admin)
     changed = sorted(
         t
         for t, figures in reversal.just_before.items()
