@@ -13,9 +13,10 @@ install: install-system $(BIN)/.installed
 install-system:
 	@bash scripts/install-system.sh
 
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .  # the `seed` command
 	touch $@
 
 demo: install

@@ -18,10 +18,14 @@ named rule through for a named migration, with a reason shown in the report.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,11 +184,27 @@ def repo_waivers(text: bytes | None, source: str) -> list[Waiver]:
     return out
 
 
+def squawk_binary() -> Path:
+    """squawk wherever pip put it: beside this Python (a venv), in this interpreter's
+    scripts folder, in the user scheme's (`pip install --user`), else on PATH."""
+    places = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    with contextlib.suppress(KeyError):
+        places.append(Path(sysconfig.get_path("scripts", f"{os.name}_user")))
+    for place in places:
+        if (place / "squawk").is_file():
+            return place / "squawk"
+    found = shutil.which("squawk")
+    if found is None:
+        raise PreflightFailed(
+            "squawk is not installed (the migration safety gate's SQL linter): "
+            "pip install squawk-cli, or set lint.enabled: false"
+        )
+    return Path(found)
+
+
 def squawk(sql_text: str, atomic: bool, pg_version: str | None = None) -> list[dict[str, Any]]:
-    """squawk's findings for one migration's SQL (the binary from this Python's env)."""
-    binary = Path(sys.executable).parent / "squawk"
-    if not binary.exists():
-        raise PreflightFailed(f"squawk is not installed ({binary}): run `make install`")
+    """squawk's findings for one migration's SQL."""
+    binary = squawk_binary()
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(sql_text)
         path = f.name

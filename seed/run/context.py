@@ -1,7 +1,7 @@
 """What the command line hands every run, once: the run context.
 
 As invoke hands each task its `Context`, the task layer builds one `RunContext` per
-command line (tasks/edge.py: run_context) and every operation takes it whole, so what a
+command line (seed/cli/edge.py: run_context) and every operation takes it whole, so what a
 run needs from its caller is said in one place, not in each command's constructor."""
 
 from __future__ import annotations

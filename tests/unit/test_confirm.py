@@ -1,4 +1,4 @@
-"""tasks.edge.confirm on a real terminal (a pty): what typed answers do."""
+"""seed.cli.edge.confirm on a real terminal (a pty): what typed answers do."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from seed.cli.edge import confirm
 from seed.errors import Refused
-from tasks.edge import confirm
 
 
 class Env:

@@ -3,12 +3,15 @@ and squawk (the real binary) on Django's SQL."""
 
 from __future__ import annotations
 
+import sys
+import sysconfig
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from seed.config.environment import LintConfig, Waiver
-from seed.errors import ConfigError
+from seed.errors import ConfigError, PreflightFailed
 from seed.rehearse import lint
 
 
@@ -145,3 +148,25 @@ def test_bad_repo_waivers_name_the_file(text: bytes, message: str) -> None:
 def test_repo_waivers_read() -> None:
     text = b"waivers:\n  - {migration: shop.0005_x, rule: '*', reason: reviewed by dba}\n"
     assert lint.repo_waivers(text, "f") == [Waiver("shop.0005_x", "*", "reviewed by dba")]
+
+
+def test_squawk_is_found_wherever_pip_put_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not only beside sys.executable (a venv): an interpreter whose scripts are elsewhere
+    (a system Python with `pip install --user`, pipx) finds squawk on PATH; none at all is
+    one clear line (exit 4), not a FileNotFoundError."""
+    real = lint.squawk_binary()
+    elsewhere = tmp_path / "python" / "bin"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.setattr(sys, "executable", str(elsewhere / "python3"))
+    monkeypatch.setattr(sysconfig, "get_path", lambda *a, **k: str(tmp_path / "nowhere"))
+    on_path = tmp_path / "user-bin"
+    on_path.mkdir()
+    (on_path / "squawk").symlink_to(real)
+    monkeypatch.setenv("PATH", f"{on_path}:/usr/bin:/bin")
+    assert lint.squawk_binary() == on_path / "squawk"
+    assert lint.squawk("alter table t add column c int;", atomic=True) == []
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(PreflightFailed, match=r"squawk is not installed.*pip install squawk-cli"):
+        lint.squawk_binary()

@@ -9,16 +9,15 @@ from pathlib import Path
 from invoke.context import Context
 from invoke.tasks import task
 
-from seed.commands.import_legacy import ImportLegacy
-from seed.errors import ConfigError
-from tasks.edge import (
-    REPO_ROOT,
+from seed.cli.edge import (
     confirm,
     confirm_protected,
+    project_root,
     run_context,
     selected_environment,
     user_errors,
 )
+from seed.errors import ConfigError
 
 
 @task(
@@ -42,15 +41,16 @@ def import_legacy(
     yes: bool = False,
     report: str = "",
 ) -> None:
-    """Import legacy records: extract, clean, deduplicate, validate with the model's rules,
-    compare with staging's run (imports.compare_with), then (unless --dry-run) back up,
-    load in one transaction and verify."""
+    """Import legacy records, checked at each step, in one verified transaction.
+
+    Extract, clean, deduplicate, validate with the model's rules, compare with staging's
+    run (imports.compare_with), then (unless --dry-run) back up, load and verify."""
     env = selected_environment(c)
     if not source or not mapping:
         raise ConfigError("import-legacy: --source and --mapping are both required")
     path = Path(mapping)
     if not path.is_absolute() and not path.exists():
-        path = REPO_ROOT / mapping
+        path = project_root() / mapping
     ask: Callable[[str], None] | None = None
     if not dry_run and env.protected and not yes:
         if not sys.stdin.isatty():
@@ -59,6 +59,15 @@ def import_legacy(
         # asked after the comparison with staging's run, before the backup and the load
         def ask(action: str) -> None:
             confirm(env, action, False, f"{env.name} is protected")
+
+    # pandas and the other `[import]` libraries load only when an import runs
+    try:
+        from seed.commands.import_legacy import ImportLegacy
+    except ImportError as exc:
+        raise ConfigError(
+            f"import-legacy needs the import libraries ({exc.name} is missing): "
+            "pip install 'seed-deploy[import]'"
+        ) from None
 
     run = ImportLegacy(
         run_context(env, report),

@@ -5,12 +5,12 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
+from seed.cli.edge import confirm_protected, run_context, selected_environment, user_errors
 from seed.commands.rollback import Rollback
 from seed.commands.unlock import Unlock
 from seed.commands.upgradedb import DeployOptions, Upgrade
 from seed.errors import ConfigError
 from seed.undo.reverse import METHODS
-from tasks.edge import confirm_protected, run_context, selected_environment, user_errors
 
 
 @task(
@@ -34,6 +34,7 @@ def upgradedb(
     mode: str = "",
 ) -> None:
     """Verified backup, release, migrate, checks, switch — or stop before changing anything.
+
     Without a pending migration: a code-only deploy (no maintenance, hosts in batches)."""
     env = selected_environment(c)
     confirm_protected(env, f"upgrade {env.name}", yes)

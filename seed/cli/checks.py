@@ -5,8 +5,8 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
+from seed.cli.edge import run_context, run_printing, selected_environment, user_errors
 from seed.commands.validate import Validate
-from tasks.edge import run_context, run_printing, selected_environment, user_errors
 
 
 @task(

@@ -8,6 +8,7 @@ from typing import Any
 from invoke.context import Context
 from invoke.tasks import task
 
+from seed.cli.edge import local_root, run_context, run_printing, selected_environment, user_errors
 from seed.commands.overview import history as read_history
 from seed.commands.overview import status as read_status
 from seed.commands.plan import describe, lint_ref
@@ -15,7 +16,6 @@ from seed.commands.plan import plan as make_plan
 from seed.commands.rehearse import Rehearse
 from seed.errors import ChecksFailed
 from seed.run.report import Scrubber
-from tasks.edge import local_root, run_context, run_printing, selected_environment, user_errors
 
 
 def _print_json(data: Any, scrub: Scrubber) -> None:
@@ -113,8 +113,7 @@ def history(c: Context, json_: bool = False) -> None:
 )
 @user_errors
 def plan(c: Context, ref: str = "", json_: bool = False, mode: str = "") -> None:
-    """What upgradedb would do: its mode, code, migrations (classified), backup space, lock,
-    hooks."""
+    """What upgradedb would do: mode, code, migrations, backup space, lock, hooks (read-only)."""
     env = selected_environment(c)
     scrub = Scrubber(env.secrets())
     data = make_plan(env, ref or None, local_root(), scrub, mode or None)
@@ -133,8 +132,9 @@ def plan(c: Context, ref: str = "", json_: bool = False, mode: str = "") -> None
 )
 @user_errors
 def lint(c: Context, ref: str = "", json_: bool = False) -> None:
-    """The migration safety gate on what upgradedb would apply: squawk on each migration's
-    SQL plus Seed's rules; exit 7 when a finding blocks. Read-only."""
+    """The migration safety gate on what upgradedb would apply; exit 7 when a finding blocks.
+
+    squawk on each migration's SQL plus Seed's rules. Read-only."""
     env = selected_environment(c)
     scrub = Scrubber(env.secrets())
     result, data = lint_ref(env, ref or None, local_root(), scrub)
@@ -166,8 +166,10 @@ def rehearse(
     json_: bool = False,
     report: str = "",
 ) -> None:
-    """Run the pending migrations one by one on a restored copy: time, locks, rewrites, rows,
-    extrapolated to production's size; exit 7 over budget. The real database is untouched."""
+    """Time the pending migrations on a restored copy; exit 7 over budget.
+
+    One by one: time, locks, rewrites, rows, extrapolated to production's size. The real
+    database is untouched."""
     env = selected_environment(c)
     run = Rehearse(
         run_context(env, report),

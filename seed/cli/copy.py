@@ -5,12 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from seed.commands.backups import Backup
-from seed.commands.copy_rules import CopyRules
-from seed.commands.copy_to import CopyTo, check_pair
-from seed.errors import ConfigError
-from seed.run.report import Output, Scrubber
-from tasks.edge import (
+from seed.cli.edge import (
     confirm,
     load_named,
     run_context,
@@ -18,6 +13,11 @@ from tasks.edge import (
     selected_environment,
     user_errors,
 )
+from seed.commands.backups import Backup
+from seed.commands.copy_rules import CopyRules
+from seed.commands.copy_to import CopyTo, check_pair
+from seed.errors import ConfigError
+from seed.run.report import Output, Scrubber
 
 
 @task(
@@ -39,8 +39,10 @@ def copy_to(
     fresh: bool = False,
     report: str = "",
 ) -> None:
-    """Replace TARGET's database by a masked copy of this environment's (e.g. `fab production
-    copy-to staging`): masked on the source side, verified, swapped in atomically."""
+    """Replace TARGET's database by a masked copy of this environment's database.
+
+    E.g. `seed production copy-to staging`: masked on the source side, verified, swapped in
+    atomically."""
     source = selected_environment(c)
     if not target:
         raise ConfigError(
@@ -75,8 +77,9 @@ def copy_to(
 )
 @user_errors
 def copy_rules(c: Context, check: bool = False, json_: bool = False) -> None:
-    """Compare the masking rules (copy.rules) with the live schema: unclassified tables and
-    columns, rules that do not fit, rules for columns that are gone. Read-only."""
+    """Compare the masking rules (copy.rules) with the live schema (read-only).
+
+    Unclassified tables and columns, rules that do not fit, rules for columns that are gone."""
     env = selected_environment(c)
     out = Output(env.name, Scrubber(env.secrets()))
     run_printing(CopyRules(run_context(env, out=out), check=check), json_)

@@ -35,7 +35,12 @@ from seed.run.report import Output, Scrubber, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def project_root() -> Path:
+    """The app repository Seed works in: the working directory. Its `environments/`
+    (or SEED_ENVIRONMENTS), `.seed/` (or SEED_HOME), `deploy/` and import mappings are
+    found from here, never next to Seed's own code (which may be in site-packages)."""
+    return Path.cwd()
 
 
 def default_sandbox_dir() -> str:
@@ -50,12 +55,12 @@ def load_named(name: str) -> Environment:
     reads ${SEED_SANDBOX_DIR}: it gets the per-user default here, when a file is loaded
     (importing the task layer changes nothing)."""
     os.environ.setdefault("SEED_SANDBOX_DIR", default_sandbox_dir())
-    return load_environment(name, environments_dir(REPO_ROOT))
+    return load_environment(name, environments_dir(project_root()))
 
 
 def local_root() -> Path:
     """The control machine's state: `.seed/` (mirror of journals, reports, caches, logs)."""
-    return Path(os.environ.get("SEED_HOME", REPO_ROOT / ".seed"))
+    return Path(os.environ.get("SEED_HOME", project_root() / ".seed"))
 
 
 def user_errors(func: F) -> F:
@@ -106,15 +111,24 @@ def _selector(name: str, path: Path) -> Task[Any]:
 
 def environment_tasks() -> list[Task[Any]]:
     """One task per `environments/*.yml` file name; only the selected file is parsed later."""
-    directory = environments_dir(REPO_ROOT)
+    directory = environments_dir(project_root())
     return [_selector(name, directory / f"{name}.yml") for name in list_environments(directory)]
+
+
+def environments_here() -> str:
+    """What an unknown first word is not, for the error line: the environments found."""
+    directory = environments_dir(project_root())
+    names = list_environments(directory)
+    if names:
+        return f"neither a task nor an environment of {directory} ({', '.join(names)})"
+    return f"not a task, and {directory} has no environment files (run Seed in the app repository)"
 
 
 def selected_environment(c: Context) -> Environment:
     """Load the environment chosen by a preceding `fab <env>`; none → exit 2."""
     name = c.config.get("seed_env")
     if not name:
-        names = ", ".join(list_environments(environments_dir(REPO_ROOT))) or "none found"
+        names = ", ".join(list_environments(environments_dir(project_root()))) or "none found"
         raise ConfigError(
             f"no environment selected: run `fab <environment> <task>` (environments: {names})"
         )

@@ -8,8 +8,14 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from seed.backup.verified import list_backups
+from seed.cli.edge import (
+    confirm_protected,
+    local_root,
+    run_context,
+    selected_environment,
+    user_errors,
+)
 from seed.commands.backups import Backup, Cleanup, Restore
-from tasks.edge import confirm_protected, local_root, run_context, selected_environment, user_errors
 
 
 @task(

@@ -11,11 +11,12 @@ from invoke.tasks import task
 
 from sandbox.local import bring_up, spec_for
 from sandbox.servers import SandboxSpec, sandbox_down, sandbox_status
+from seed.cli.edge import default_sandbox_dir, load_named, user_errors
 from seed.config.environment import Environment
 from seed.errors import ConfigError
-from tasks.edge import REPO_ROOT, default_sandbox_dir, load_named, user_errors
 
-EXAMPLE = REPO_ROOT / "example"
+CHECKOUT = Path(__file__).resolve().parent.parent  # Seed's own checkout: the sandbox is its
+EXAMPLE = CHECKOUT / "example"
 DEFAULT_LB_PORT = 8760
 
 
@@ -36,7 +37,7 @@ def sandbox_spec(env: Environment) -> SandboxSpec:
 @user_errors
 def up(c: Context) -> None:
     """Start the sandbox: PostgreSQL, sshd with keys and known_hosts, git origin, wheel cache."""
-    cache = Path(os.environ.get("SEED_WHEEL_CACHE") or REPO_ROOT / ".cache" / "wheels")
+    cache = Path(os.environ.get("SEED_WHEEL_CACHE") or CHECKOUT / ".cache" / "wheels")
     for line in bring_up(sandbox_spec(load_named("local")), EXAMPLE, cache):
         print(line)
 

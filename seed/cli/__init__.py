@@ -1,0 +1,1 @@
+"""The command line: `seed <environment> <task>` (Fabric tasks, thin over seed/commands)."""

@@ -1,0 +1,78 @@
+"""The `seed` command: `seed <environment> <task>` on Fabric's program machinery.
+
+Installed as a console script (pyproject.toml: `seed = "seed.cli.main:main"`); Seed's own
+checkout also keeps `fab` working through its fabfile.py, which adds the sandbox's tasks
+to the same namespace. The environments are the working directory's (the app repository),
+read when the program starts, never at import."""
+
+from __future__ import annotations
+
+import re
+
+from fabric import Config, Executor
+from fabric.main import Fab
+from invoke.collection import Collection
+from invoke.exceptions import Exit, ParseError
+
+from seed import __version__
+from seed.cli import checks, copy, db, deploy, imports, overview
+from seed.cli.edge import environment_tasks, environments_here
+from seed.errors import ConfigError
+
+
+def namespace() -> Collection:
+    """One task per environment file (selects it), then Seed's tasks."""
+    ns = Collection()
+    for env_task in environment_tasks():
+        ns.add_task(env_task)
+    for task in (
+        deploy.upgradedb,
+        deploy.rollback,
+        deploy.unlock,
+        checks.validate,
+        copy.copy_to,
+        copy.copy_rules,
+        imports.import_legacy,
+        overview.status,
+        overview.history,
+        overview.plan,
+        overview.lint,
+        overview.rehearse,
+        db.backup,
+        db.backups,
+        db.restore,
+        db.cleanup,
+    ):
+        ns.add_task(task)
+    return ns
+
+
+class SeedProgram(Fab):  # type: ignore[misc]  # fabric ships no type hints
+    """Fabric's program; a first word that is neither an environment nor a task is a usage
+    error (exit 2) naming the environments this directory has."""
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as exc:
+            unknown = re.match(r"No idea what '(.+)' is!", str(exc))
+            if not unknown:
+                raise
+            message = f"seed: {unknown.group(1)!r} is {environments_here()}"
+            raise Exit(message, ConfigError.code) from None
+
+
+def program() -> Fab:
+    """`seed`: Fabric's program with Seed's name, version and namespace (no fabfile search)."""
+    return SeedProgram(
+        name="Seed",
+        binary="seed",
+        version=__version__,
+        namespace=namespace(),
+        executor_class=Executor,
+        config_class=Config,
+    )
+
+
+def main() -> None:
+    program().run()
