@@ -15,7 +15,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit, ParseError
 
 from seed import __version__
-from seed.cli import checks, copy, db, deploy, imports, overview
+from seed.cli import checks, copy, db, deploy, imports, init, overview
 from seed.cli.edge import environment_tasks, environments_here
 from seed.errors import ConfigError
 
@@ -26,6 +26,7 @@ def namespace() -> Collection:
     for env_task in environment_tasks():
         ns.add_task(env_task)
     for task in (
+        init.init,
         deploy.upgradedb,
         deploy.rollback,
         deploy.unlock,

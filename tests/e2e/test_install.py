@@ -22,8 +22,14 @@ def installed(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) 
     requirements.txt) into a new virtualenv outside the checkout; returns its bin/."""
     deployment.reset()
     work = tmp_path_factory.mktemp("install")
+    # the working tree's package sources, built outside the checkout (setuptools writes
+    # build/ beside the sources)
+    source = work / "source"
+    shutil.copytree(REPO / "seed", source / "seed", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(work)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(work)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
@@ -61,14 +67,20 @@ def test_the_wheel_installs_a_seed_command_that_deploys_from_the_app_repository(
     version = seed(installed, deployment, tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.startswith(f"Seed {__version__}\n")
 
-    # an app repository: its environments/, nothing else of Seed's checkout
+    # an app repository: `seed init` writes its starting files (from the wheel's data),
+    # and the sandbox's environment file is added beside them
     app = tmp_path / "shop-repo"
-    (app / "environments").mkdir(parents=True)
+    shutil.copytree(REPO / "example" / "v1", app)
+    init = seed(installed, deployment, app, "init")
+    assert init.returncode == 0, init.stdout + init.stderr
+    assert "wrote environments/production.yml" in init.stdout
+    assert "settings: shopsite.settings" in (app / "environments" / "staging.yml").read_text()
     one_host = deployment.variant("installed") / "local.yml"
     shutil.copy(one_host, app / "environments" / "local.yml")
     listed = seed(installed, deployment, app, "--list")
     assert listed.returncode == 0, listed.stderr
-    assert "upgradedb" in listed.stdout and "local" in listed.stdout
+    for name in ("init", "upgradedb", "local", "staging", "production"):
+        assert f"\n  {name} " in listed.stdout, name
     assert "sandbox" not in listed.stdout  # the checkout's own tasks are not the product's
 
     deployed = seed(installed, deployment, app, "local", "upgradedb", "--ref", "v1")

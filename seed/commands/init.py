@@ -1,0 +1,94 @@
+"""`seed init`: the starting files of an app repository, written once, never over a file.
+
+Like `kamal init` and `cap install`: annotated environment files for staging and
+production (with the JSON Schema beside them, so editors complete and check every key),
+`deploy/checks.yml` and `deploy/lint.yml` (checks and waivers that travel with the
+migrations), and a CI example. What can be read from the repository is filled in: the
+project's name (the folder), `app.repo` (git's `origin`), `app.settings` (the
+DJANGO_SETTINGS_MODULE that manage.py sets)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from seed.config import schema
+
+FILES = (
+    "environments/staging.yml",
+    "environments/production.yml",
+    "deploy/checks.yml",
+    "deploy/lint.yml",
+    "deploy/ci/github-actions.yml",
+)
+SCHEMA_FILE = "environments/environment.schema.json"
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str  # folder name, as a database and service name (lowercase, underscores)
+    repo: str
+    settings: str
+
+    @property
+    def prefix(self) -> str:
+        """Environment variable prefix of the secrets (SHOP_STAGING_DB_PASSWORD)."""
+        return self.name.upper()
+
+
+def read_project(root: Path) -> Project:
+    """What the repository says about itself; placeholders where it says nothing."""
+    name = re.sub(r"[^a-z0-9_]", "_", root.resolve().name.lower()).strip("_") or "app"
+    if name[0].isdigit():
+        name = f"app_{name}"
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(root), "remote", "get-url", "origin"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()  # fmt: skip
+    except OSError:
+        origin = ""
+    settings = f"{name}.settings"
+    manage = root / "manage.py"
+    if manage.is_file():
+        found = re.search(
+            r"""DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""", manage.read_text()
+        )
+        settings = found.group(1) if found else settings
+    return Project(name, origin or f"git@github.com:your-org/{name}.git", settings)
+
+
+def render(template: Traversable, project: Project) -> str:
+    text = template.read_text()
+    for key, value in (
+        ("@NAME@", project.name),
+        ("@REPO@", project.repo),
+        ("@SETTINGS@", project.settings),
+        ("@PREFIX@", project.prefix),
+    ):
+        text = text.replace(key, value)
+    return text
+
+
+def write_starting_files(root: Path) -> list[tuple[str, str]]:
+    """Each starting file under `root` written if absent; (path, "wrote" | "kept")."""
+    project = read_project(root)
+    templates = resources.files("seed.config") / "templates"
+    contents = {rel: render(templates.joinpath(rel), project) for rel in FILES}
+    contents[SCHEMA_FILE] = json.dumps(schema.document(), indent=2) + "\n"
+    done = []
+    for rel, text in contents.items():
+        path = root / rel
+        if path.exists():
+            done.append((rel, "kept"))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x") as f:  # never over a file that appeared meanwhile
+            f.write(text)
+        done.append((rel, "wrote"))
+    return done

@@ -1,0 +1,78 @@
+"""seed.commands.init: the starting files of an app repository, real files in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from seed.checks.run import repo_checks
+from seed.commands.init import FILES, SCHEMA_FILE, write_starting_files
+from seed.config import schema
+from seed.config.environment import load_environment
+from seed.config.yaml12 import load_yaml12
+from seed.rehearse.lint import repo_waivers
+
+
+@pytest.fixture()
+def app_repo(tmp_path: Path) -> Path:
+    """A Django project's repository: git with an origin, manage.py naming its settings."""
+    repo = tmp_path / "Corner-Shop"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "remote", "add", "origin", "git@example.com:acme/shop.git"],
+        check=True,
+    )
+    (repo / "manage.py").write_text(
+        'import os\nos.environ.setdefault("DJANGO_SETTINGS_MODULE", "cornershop.settings.prod")\n'
+    )
+    return repo
+
+
+def test_init_writes_starting_files_that_seed_accepts(
+    app_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = write_starting_files(app_repo)
+    assert done == [(rel, "wrote") for rel in (*FILES, SCHEMA_FILE)]
+    for rel in FILES:
+        assert not re.search(r"@[A-Z]+@", (app_repo / rel).read_text()), rel
+    assert json.loads((app_repo / SCHEMA_FILE).read_text()) == schema.document()
+    validator = jsonschema.Draft202012Validator(schema.document())
+    for name in ("staging", "production"):
+        for var in ("DB_PASSWORD", "PG_ADMIN_PASSWORD", "SECRET_KEY"):
+            monkeypatch.setenv(f"CORNER_SHOP_{name.upper()}_{var}", "x")
+        env = load_environment(name, app_repo / "environments")
+        assert env.app.repo == "git@example.com:acme/shop.git"
+        assert env.app.settings == "cornershop.settings.prod"
+        assert env.db.name == "corner_shop" and env.protected is (name == "production")
+        text = (app_repo / "environments" / f"{name}.yml").read_text()
+        assert list(validator.iter_errors(load_yaml12(text))) == []
+    checks = (app_repo / "deploy" / "checks.yml").read_bytes()
+    assert repo_checks(checks, "deploy/checks.yml", ()) == ()
+    assert repo_waivers((app_repo / "deploy" / "lint.yml").read_bytes(), "deploy/lint.yml") == []
+    workflow = load_yaml12((app_repo / "deploy" / "ci" / "github-actions.yml").read_text())
+    steps = [s for job in workflow["jobs"].values() for s in job["steps"]]
+    assert any("CORNER_SHOP_PRODUCTION_DB_PASSWORD" in s.get("env", {}) for s in steps)
+
+
+def test_init_never_writes_over_a_file(app_repo: Path) -> None:
+    (app_repo / "environments").mkdir()
+    mine = app_repo / "environments" / "staging.yml"
+    mine.write_text("# the team's own\n")
+    first = dict(write_starting_files(app_repo))
+    assert first["environments/staging.yml"] == "kept" and mine.read_text() == "# the team's own\n"
+    assert first["environments/production.yml"] == "wrote"
+    assert set(dict(write_starting_files(app_repo)).values()) == {"kept"}
+
+
+def test_init_outside_git_and_django_leaves_placeholders(tmp_path: Path) -> None:
+    write_starting_files(tmp_path)
+    text = (tmp_path / "environments" / "staging.yml").read_text()
+    name = tmp_path.name.lower().replace("-", "_")
+    assert f"repo: git@github.com:your-org/{name}.git" in text
+    assert f"settings: {name}.settings" in text
