@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from invoke.context import Context
-from invoke.tasks import task
 
-from seed.cli.edge import run_context, run_printing, selected_environment, user_errors
+from seed.cli.edge import run_context, run_printing, selected_environment, task, user_errors
 from seed.commands.validate import Validate
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from invoke.context import Context
-from invoke.tasks import task
 
 from seed.cli.edge import (
     confirm,
@@ -11,6 +10,7 @@ from seed.cli.edge import (
     run_context,
     run_printing,
     selected_environment,
+    task,
     user_errors,
 )
 from seed.commands.backups import Backup

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from invoke.context import Context
-from invoke.tasks import task
 
 from seed.backup.verified import list_backups
 from seed.cli.edge import (
@@ -13,6 +12,7 @@ from seed.cli.edge import (
     local_root,
     run_context,
     selected_environment,
+    task,
     user_errors,
 )
 from seed.commands.backups import Backup, Cleanup, Restore

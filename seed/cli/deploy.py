@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from invoke.context import Context
-from invoke.tasks import task
 
-from seed.cli.edge import confirm_protected, run_context, selected_environment, user_errors
+from seed.cli.edge import confirm_protected, run_context, selected_environment, task, user_errors
 from seed.commands.rollback import Rollback
 from seed.commands.unlock import Unlock
 from seed.commands.upgradedb import DeployOptions, Upgrade

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
 
 from seed.config.environment import (
     Environment,
@@ -34,6 +35,33 @@ from seed.run.operation import Operation
 from seed.run.report import Output, Scrubber, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+# the only short flags, the same letter in every task that has the option (none is `-h`)
+SHORT_FLAGS = {"ref": "r", "yes": "y", "wait": "w", "json": "j"}
+
+
+class SeedTask(Task[Any]):
+    """A task whose short flags come from SHORT_FLAGS, not from each option's first free
+    letter (which gave --ref `-r` in one task and --report `-r` in another)."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        opts["names"] = opts["names"][:1]
+        short = SHORT_FLAGS.get(name.rstrip("_"))
+        if short:
+            opts["names"].append(short)
+        return opts
+
+
+def task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
+    """invoke's `@task(...)`, making SeedTasks."""
+
+    def decorate(body: Callable[..., Any]) -> Task[Any]:
+        made: Task[Any] = invoke_task(klass=SeedTask, **kwargs)(body)
+        return made
+
+    return decorate
 
 
 def project_root() -> Path:
@@ -99,7 +127,7 @@ def _selector(name: str, path: Path) -> Task[Any]:
         c.config.seed_accept_new_host_keys = accept_new_host_keys
 
     select.__doc__ = f"Select the '{name}' environment ({path})."
-    return Task(
+    return SeedTask(
         select,
         name=name,
         help={

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from invoke.context import Context
-from invoke.tasks import task
 
 from seed.cli.edge import (
     confirm,
@@ -15,6 +14,7 @@ from seed.cli.edge import (
     project_root,
     run_context,
     selected_environment,
+    task,
     user_errors,
 )
 from seed.errors import ConfigError

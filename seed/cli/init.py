@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from invoke.context import Context
-from invoke.tasks import task
 
-from seed.cli.edge import project_root, user_errors
+from seed.cli.edge import project_root, task, user_errors
 from seed.commands.init import write_starting_files
 
 

@@ -6,9 +6,15 @@ import json
 from typing import Any
 
 from invoke.context import Context
-from invoke.tasks import task
 
-from seed.cli.edge import local_root, run_context, run_printing, selected_environment, user_errors
+from seed.cli.edge import (
+    local_root,
+    run_context,
+    run_printing,
+    selected_environment,
+    task,
+    user_errors,
+)
 from seed.commands.overview import history as read_history
 from seed.commands.overview import status as read_status
 from seed.commands.plan import describe, lint_ref

@@ -1,0 +1,35 @@
+"""seed.cli: the `seed` program's command line as a user meets it (no servers)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from seed import __version__
+from seed.cli.edge import SHORT_FLAGS
+from seed.cli.main import namespace
+
+
+def test_short_flags_are_the_same_in_every_task_and_none_is_h() -> None:
+    seen: dict[str, set[str]] = {}
+    for name, task in namespace().tasks.items():
+        for arg in task.get_arguments():
+            long, *short = arg.names
+            assert "h" not in short, f"{name} --{long} shadows -h"
+            assert short == ([SHORT_FLAGS[long]] if long in SHORT_FLAGS else []), (name, long)
+            for letter in short:
+                seen.setdefault(letter, set()).add(long)
+    assert seen["r"] == {"ref"}  # -r is --ref wherever it exists, never --report
+    assert all(len(longs) == 1 for longs in seen.values()), seen
+
+
+def test_every_task_has_a_one_line_summary_for_list() -> None:
+    for name, task in namespace().tasks.items():
+        first = (task.__doc__ or "").strip().splitlines()[0]
+        assert first.endswith((".", ")")) and len(first) <= 100, f"{name}: {first!r}"
+
+
+def test_version_names_seed() -> None:
+    code = "import sys; from seed.cli.main import main; sys.argv = ['seed', '--version']; main()"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.splitlines()[0] == f"Seed {__version__}"
