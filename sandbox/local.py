@@ -33,7 +33,8 @@ def bring_up(spec: SandboxSpec, example: Path, wheel_cache: Path) -> list[str]:
     """PostgreSQL, sshd, the balancer, the wheel cache (linked as <root>/wheels) and the
     example shop's git origin; returns the lines that say where everything is."""
     info = sandbox_up(spec)
-    ensure_wheelhouse([example / "v1" / "requirements.txt"], wheel_cache)
+    # every release's requirements (the thirdparty release adds popular apps)
+    ensure_wheelhouse(sorted(example.glob("*/requirements.txt")), wheel_cache)
     link = spec.root / "wheels"
     if not link.is_symlink() or link.resolve() != wheel_cache.resolve():
         link.unlink(missing_ok=True)

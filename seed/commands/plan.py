@@ -121,9 +121,20 @@ def lint_ref(
         plan, _ = target_plan(env, session, layout, target, app_name, with_sql=True)
         app = session.connect(admin=False, app_name=app_name)
         rows = lintlib.table_rows(app)
+        serving = [
+            rel.current_release(r, rel.Layout(env.deploy_to_of(r.host)))
+            for r in session.app_remotes()
+        ]
     finally:
         session.close()
-    result = lintlib.lint(plan.migrations, rows, env.lint, waivers)
+    result = lintlib.lint(
+        plan.migrations,
+        rows,
+        env.lint,
+        waivers,
+        first_deploy=not plan.state.applied and not any(serving),
+        rollback_method=env.rollback_method,
+    )
     data = {
         "environment": env.name,
         "ref": target.ref,

@@ -388,7 +388,14 @@ class Upgrade(Operation):
             text = migrator.get_bytes(path) if migrator.exists(path) else None
             where = f"{path} on {migrator.label}"
         waivers = [*env.lint.waivers, *lintlib.repo_waivers(text, where)]
-        result = lintlib.lint(plan.migrations, lintlib.table_rows(self.app), env.lint, waivers)
+        result = lintlib.lint(
+            plan.migrations,
+            lintlib.table_rows(self.app),
+            env.lint,
+            waivers,
+            first_deploy=not plan.state.applied and not any(self.previous.values()),
+            rollback_method=env.rollback_method,
+        )
         self.report.lint = {**result.to_json(), "summary": result.summary()}
         for finding in result.findings:
             self.out.detail(finding.describe())

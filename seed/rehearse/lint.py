@@ -13,7 +13,18 @@ Each pending migration is checked two ways:
 A finding is `block` or `warn`. Squawk's lock-and-rewrite rules block on a table with at
 least `lint.big_table_rows` rows (pg_class.reltuples / live tuples) and warn below it.
 Waivers (environment file `lint.waivers`, and `deploy/lint.yml` in the release) let a
-named rule through for a named migration, with a reason shown in the report.
+named rule through for a named migration (or every migration of a distribution), with a
+reason shown in the report.
+
+What fits real projects:
+- a first deploy (no migration applied, no host serving a release) has no release running
+  during it: the rules about that release (expand and contract together, renames) do not
+  apply;
+- migrations owned by an installed distribution (a third-party app: the user cannot edit
+  them) only warn, naming the distribution, unless they lock a big table or `lint.block`
+  names the rule;
+- a data migration without a reverse only means the rollback restores the backup (the
+  plan says so); it blocks where `rollback.method: reverse` needs a reverse.
 """
 
 from __future__ import annotations
@@ -64,6 +75,8 @@ BLOCK_ON_BIG_TABLE = (
 REPO_WAIVERS = "deploy/lint.yml"  # in the release: waivers that travel with the migrations
 DESTRUCTIVE = ("RemoveField", "DeleteModel")
 RENAMES = ("RenameField", "RenameModel", "AlterModelTable")
+# operations that carry a table to another name or app: created in this deploy stays created
+CARRIES = ("RenameModel", "AlterModelTable", "SeparateDatabaseAndState")
 EXPANDS = ("AddField", "CreateModel", "AlterField", "RunPython", "RunSQL")
 SCHEMA_OPS = ("AddField", "AlterField", "RemoveField", "AddIndex", "AddConstraint", "RenameField")
 DATA_OPS = ("RunPython", "RunSQL")
@@ -82,6 +95,7 @@ class Finding:
     message: str
     table: str | None = None
     waived: str | None = None  # the waiver's reason
+    distribution: str | None = None  # the installed distribution owning the migration
 
     @property
     def blocks(self) -> bool:
@@ -103,6 +117,7 @@ class Finding:
             "message": self.message,
             "table": self.table,
             "waived": self.waived,
+            "distribution": self.distribution,
         }
 
 
@@ -260,22 +275,35 @@ def lint(
     config: LintConfig,
     waivers: list[Waiver],
     pg_version: str | None = None,
+    *,
+    first_deploy: bool = False,
+    rollback_method: str = "auto",
 ) -> LintResult:
-    """Findings for the pending migrations of `plan` (migration_state(with_sql=True))."""
+    """Findings for the pending migrations of `plan` (migration_state(with_sql=True)).
+    `first_deploy`: nothing applied and no host serving a release; `rollback_method`: the
+    environment's (reverse needs every data migration to have a reverse)."""
     big = {t: n for t, n in rows.items() if n >= config.big_table_rows}
     result = LintResult(migrations=len(plan), big_tables=big)
     findings: list[Finding] = []
     for m in plan:
         findings += _sql_findings(m, big, pg_version)
-    findings += _graph_findings(plan, big)
+    findings += _graph_findings(plan, big, first_deploy, rollback_method)
+    owners = {f"{m['app']}.{m['name']}": m.get("distribution") for m in plan}
     excluded = set(config.exclude)
     for finding in findings:
         if finding.rule in excluded:
             continue
+        owner = finding.distribution = owners.get(finding.migration)
+        if owner:  # a third-party app's migration: the user cannot change it
+            finding.message = f"(from the installed distribution {owner}) {finding.message}"
+            locks_big = finding.rule in BLOCK_ON_BIG_TABLE and finding.table in big
+            if not locks_big:
+                finding.level = "warn"
         if finding.rule in config.block:
             finding.level = "block"
         for waiver in waivers:
-            if waiver.migration == finding.migration and waiver.rule in (finding.rule, "*"):
+            names = (finding.migration, *((owner.split(" ")[0],) if owner else ()))
+            if waiver.migration in names and waiver.rule in (finding.rule, "*"):
                 finding.waived = waiver.reason
         result.findings.append(finding)
     return result
@@ -306,8 +334,11 @@ def _sql_findings(m: dict[str, Any], big: dict[str, int], pg_version: str | None
     return out
 
 
-def _graph_findings(plan: list[dict[str, Any]], big: dict[str, int]) -> list[Finding]:
+def _graph_findings(
+    plan: list[dict[str, Any]], big: dict[str, int], first_deploy: bool, rollback_method: str
+) -> list[Finding]:
     out: list[Finding] = []
+    needs_reverse = rollback_method == "reverse"  # else a rollback may restore the backup
     created: set[str] = set()  # tables this deploy creates: nothing running uses them yet
     expanded: dict[str, str] = {}  # table -> the migration that expands it in this deploy
     data_apps: dict[str, str] = {}  # app -> a data migration (tables unknown) in this deploy
@@ -321,26 +352,31 @@ def _graph_findings(plan: list[dict[str, Any]], big: dict[str, int]) -> list[Fin
         for i, op in enumerate(ops):
             where = _where(m, i)
             kind = op["type"]
+            undone = (
+                "rollback.method is reverse, which needs one"
+                if needs_reverse
+                else "a rollback of this deploy restores the backup"
+            )
             if kind == "RunPython" and not op.get("reversible", True):
                 out.append(
                     Finding(
                         "irreversible-data-migration",
-                        "block",
+                        "block" if needs_reverse else "warn",
                         name,
                         where,
-                        "RunPython without reverse_code: Django cannot migrate back past it, "
-                        "so the deploy can never be undone by reversing it (give it a "
-                        "reverse, even RunPython.noop when nothing needs undoing)",
+                        f"RunPython without reverse_code: Django cannot migrate back past it, "
+                        f"so {undone} (give it a reverse, even RunPython.noop when nothing "
+                        "needs undoing)",
                     )
                 )
             elif kind == "RunSQL" and not op.get("reversible", True):
                 out.append(
                     Finding(
                         "irreversible-sql",
-                        "block",
+                        "block" if needs_reverse else "warn",
                         name,
                         where,
-                        "RunSQL without reverse_sql: the deploy cannot be undone by reversing it",
+                        f"RunSQL without reverse_sql: {undone}",
                     )
                 )
             elif op.get("reverse_noop"):
@@ -354,7 +390,7 @@ def _graph_findings(plan: list[dict[str, Any]], big: dict[str, int]) -> list[Fin
                         "restore the backup",
                     )
                 )
-            if kind in DESTRUCTIVE:
+            if kind in DESTRUCTIVE and not first_deploy:
                 tables = [t for t in op.get("tables") or [] if t not in created]
                 same = [t for t in tables if t in expanded]
                 data = data_apps.get(m["app"])
@@ -363,7 +399,8 @@ def _graph_findings(plan: list[dict[str, Any]], big: dict[str, int]) -> list[Fin
                     out.append(
                         Finding(
                             "contract-with-expand",
-                            "block",
+                            # a data migration's tables are unknown: it may not touch these
+                            "block" if same else "warn",
                             name,
                             where,
                             f"{op['describe']} in the same deploy as {by}, which "
@@ -373,7 +410,9 @@ def _graph_findings(plan: list[dict[str, Any]], big: dict[str, int]) -> list[Fin
                             same[0] if same else None,
                         )
                     )
-            if kind in RENAMES and not set(op.get("tables") or []) <= created:
+            if kind in CARRIES and set(op.get("tables") or []) & created:
+                created.update(op.get("tables") or [])
+            if kind in RENAMES and not first_deploy and not set(op.get("tables") or []) <= created:
                 out.append(
                     Finding(
                         "rename",

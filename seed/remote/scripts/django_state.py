@@ -29,6 +29,7 @@ def main() -> int:
     unknown_applied = [list(k) for k in applied if k not in known]
     targets = loader.graph.leaf_nodes()
     plan = []
+    owners = Owners()
     if not conflicts:
         for migration, backwards in executor.migration_plan(targets):
             ops = []
@@ -49,6 +50,7 @@ def main() -> int:
                 "atomic": bool(getattr(migration, "atomic", True)),
                 "replaces": [list(r) for r in (migration.replaces or [])],
                 "operations": ops,
+                "distribution": owners.of(migration),
             }
             if "--sql" in sys.argv:
                 entry.update(source_of(migration))
@@ -112,11 +114,51 @@ def reverse_is_noop(op: Any) -> bool:
     return False
 
 
+class Owners:
+    """The installed distribution (name and version) whose files hold a migration: a
+    third-party app's, which the project cannot edit. Found through importlib.metadata,
+    not by path (the virtualenv sits inside the release); an app of the project itself,
+    even installed in editable mode, is owned by none (its files are not the dist's)."""
+
+    def __init__(self) -> None:
+        from importlib import metadata
+
+        self.by_top = metadata.packages_distributions()
+        self.files: dict[str, set[str]] = {}
+        self.metadata = metadata
+
+    def of(self, migration: Any) -> str | None:
+        import inspect
+        import os
+
+        try:
+            path = os.path.realpath(inspect.getsourcefile(type(migration)) or "")
+        except TypeError:
+            return None
+        top = type(migration).__module__.split(".")[0]
+        for name in self.by_top.get(top, []):
+            if name not in self.files:
+                try:
+                    dist = self.metadata.distribution(name)
+                    found = {os.path.realpath(str(dist.locate_file(f))) for f in dist.files or []}
+                except Exception:  # a broken installation: it owns nothing we can tell
+                    found = set()
+                self.files[name] = found
+            if path in self.files[name]:
+                return f"{name} {self.metadata.version(name)}"
+        return None
+
+
 def tables_of(loader: Any, migration: Any, op: Any) -> list[str] | None:
-    """The tables an operation changes, or None when it cannot be known (RunPython, RunSQL,
-    SeparateDatabaseAndState)."""
+    """The tables an operation changes, or None when it cannot be known (RunPython, RunSQL).
+    SeparateDatabaseAndState: the tables of its operations (state and database)."""
+    if type(op).__name__ == "SeparateDatabaseAndState":
+        carried: set[str] = set()
+        for inner in [*op.state_operations, *op.database_operations]:
+            carried.update(tables_of(loader, migration, inner) or [])
+        return sorted(carried) or None
     model = getattr(op, "model_name", None) or getattr(op, "name", None)
-    if type(op).__name__ in ("RunPython", "RunSQL", "SeparateDatabaseAndState") or not model:
+    if type(op).__name__ in ("RunPython", "RunSQL") or not model:
         return None
     key = (migration.app_label, str(model).lower())
     tables = set()

@@ -55,6 +55,38 @@ def test_expand_and_contract_in_one_deploy_blocks() -> None:
     assert "shop.0003_add_first" in finding.message
     # the contract alone (its expand deployed before) passes
     assert not lint.lint(plan[2:], {}, LintConfig(), []).blocking
+    # a first deploy has no release running during it: nothing to keep compatible
+    assert lint.lint(plan, {}, LintConfig(), [], first_deploy=True).findings == []
+
+
+def test_an_earlier_data_migration_of_the_app_only_warns_about_a_contract() -> None:
+    """Its tables are unknown: it may well not touch the table a later RemoveField
+    contracts (a real project has data migrations in most apps)."""
+    plan = [
+        migration("0004_fill_orders", op("RunPython")),
+        migration("0005_remove_name", op("RemoveField", ["shop_customer"])),
+    ]
+    result = lint.lint(plan, {}, LintConfig(), [])
+    assert rules(result) == {"contract-with-expand": "warn"} and not result.blocking
+
+
+def test_tables_created_in_the_deploy_stay_created_when_renamed_or_moved() -> None:
+    plan = [
+        migration("0001_initial", op("CreateModel", ["shop_cart"])),
+        migration("0002_rename", op("RenameModel", ["shop_basket", "shop_cart"])),
+        migration("0003_table", op("AlterModelTable", ["shop_basket", "shop_baskets"])),
+        migration(
+            "0004_move",
+            op("SeparateDatabaseAndState", ["orders_basket", "shop_baskets"]),
+        ),
+        migration("0005_add", op("AddField", ["orders_basket"])),
+        migration("0006_drop", op("RemoveField", ["orders_basket"])),
+    ]
+    assert lint.lint(plan, {}, LintConfig(), []).findings == []
+    # the same carries of a table that existed before: renames warn, the contract blocks
+    existing = [m for m in plan if m["name"] != "0001_initial"]
+    found = rules(lint.lint(existing, {}, LintConfig(), []))
+    assert found == {"rename": "warn", "contract-with-expand": "block"}
 
 
 def test_tables_created_in_the_same_deploy_may_be_changed_freely() -> None:
@@ -74,13 +106,17 @@ def test_tables_created_in_the_same_deploy_may_be_changed_freely() -> None:
     assert rules(result) == {"noop-reverse": "warn"}
 
 
-def test_irreversible_code_blocks_and_waivers_need_the_exact_migration() -> None:
+def test_irreversible_code_means_a_restore_and_blocks_only_where_a_reverse_is_needed() -> None:
     plan = [
         migration("0006_backfill", op("RunPython", reversible=False)),
         migration("0007_sql", op("RunSQL", reversible=False)),
     ]
     result = lint.lint(plan, {}, LintConfig(), [])
-    assert rules(result) == {"irreversible-data-migration": "block", "irreversible-sql": "block"}
+    assert rules(result) == {"irreversible-data-migration": "warn", "irreversible-sql": "warn"}
+    assert "a rollback of this deploy restores the backup" in result.findings[0].message
+    needs = lint.lint(plan, {}, LintConfig(), [], rollback_method="reverse")
+    assert rules(needs) == {"irreversible-data-migration": "block", "irreversible-sql": "block"}
+    assert "rollback.method is reverse, which needs one" in needs.findings[0].message
     waived = lint.lint(
         plan,
         {},
@@ -89,6 +125,7 @@ def test_irreversible_code_blocks_and_waivers_need_the_exact_migration() -> None
             Waiver("shop.0006_backfill", "irreversible-data-migration", "one-off"),
             Waiver("shop.0007_other", "*", "wrong migration"),
         ],
+        rollback_method="reverse",
     )
     assert [f.rule for f in waived.blocking] == ["irreversible-sql"]
     assert waived.findings[0].waived == "one-off"
@@ -170,3 +207,39 @@ def test_squawk_is_found_wherever_pip_put_it(
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     with pytest.raises(PreflightFailed, match=r"squawk is not installed.*pip install squawk-cli"):
         lint.squawk_binary()
+
+
+def test_a_third_party_apps_migrations_warn_with_its_name() -> None:
+    """The user cannot edit an installed distribution's migrations: findings warn, naming
+    it; they block only when they lock a big table or lint.block says so; a waiver may name
+    the distribution."""
+    sql = (
+        "--\n-- Create index tokens_key_idx on field(s) key of model token\n--\n"
+        'CREATE INDEX "authtoken_token_key_idx" ON "authtoken_token" ("key");'
+    )
+    third = [
+        migration(
+            "0003_tokenproxy",
+            op("RunPython", reversible=False),
+            op("AddIndex", ["authtoken_token"]),
+            sql=sql,
+            app="authtoken",
+        )
+    ]
+    third[0]["distribution"] = "djangorestframework 3.15.2"
+    result = lint.lint(third, {}, LintConfig(), [], rollback_method="reverse")
+    assert rules(result) == {
+        "irreversible-data-migration": "warn",
+        "require-concurrent-index-creation": "warn",
+    }
+    assert all(f.distribution == "djangorestframework 3.15.2" for f in result.findings)
+    assert result.findings[0].message.startswith(
+        "(from the installed distribution djangorestframework 3.15.2) "
+    )
+    config = LintConfig(big_table_rows=1000)
+    big = lint.lint(third, {"authtoken_token": 5000}, config, [])
+    assert [f.rule for f in big.blocking] == ["require-concurrent-index-creation"]
+    forced = lint.lint(third, {}, LintConfig(block=("irreversible-data-migration",)), [])
+    assert [f.rule for f in forced.blocking] == ["irreversible-data-migration"]
+    waiver = Waiver("djangorestframework", "*", "reviewed upstream")
+    assert not lint.lint(third, {"authtoken_token": 5000}, config, [waiver]).blocking

@@ -30,6 +30,7 @@ TAGS = [
     "unsafe",
     "rewrite",
     "broken",
+    "thirdparty",
 ]
 PARENTS = {"v1": None, "v2": "v1", "v3": "v2", "v4": "v3"} | {t: "v2" for t in TAGS[4:]}
 
