@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
+
 from invoke.context import Context
+from invoke.exceptions import Exit
 
 from seed.cli.edge import confirm_protected, run_context, selected_environment, task, user_errors
+from seed.commands.manage import run_manage
 from seed.commands.rollback import Rollback
 from seed.commands.unlock import Unlock
 from seed.commands.upgradedb import DeployOptions, Upgrade
@@ -96,3 +100,21 @@ def _method(value: str) -> str | None:
     if value and value not in METHODS:
         raise ConfigError(f"--method {value}: expected one of {', '.join(METHODS)}")
     return value or None
+
+
+@task(
+    help={
+        "args": "the command and its arguments as one string (what `seed` builds from the "
+        "words after `manage`; with `fab`, write --args 'showmigrations shop')",
+    }
+)
+@user_errors
+def manage(c: Context, args: str = "") -> None:
+    """Run a one-off manage.py command on the migrate host, in the current release.
+
+    `seed staging manage showmigrations shop`: output streamed, its exit code passed
+    through; refused while a deploy holds the lock (exit 3)."""
+    env = selected_environment(c)
+    code = run_manage(run_context(env), shlex.split(args))
+    if code:
+        raise Exit(code=code)

@@ -98,6 +98,8 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except Exit:  # a task's own exit code (manage passes the command's through)
+            raise
         except SeedError as exc:
             raise Exit(f"seed: {exc}", exc.code) from None
         except Interrupted as exc:

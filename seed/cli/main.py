@@ -8,6 +8,8 @@ read when the program starts, never at import."""
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 
 from fabric import Config, Executor
 from fabric.main import Fab
@@ -30,6 +32,7 @@ def namespace() -> Collection:
         deploy.upgradedb,
         deploy.rollback,
         deploy.unlock,
+        deploy.manage,
         checks.validate,
         copy.copy_to,
         copy.copy_rules,
@@ -50,7 +53,11 @@ def namespace() -> Collection:
 
 class SeedProgram(Fab):  # type: ignore[misc]  # fabric ships no type hints
     """Fabric's program; a first word that is neither an environment nor a task is a usage
-    error (exit 2) naming the environments this directory has."""
+    error (exit 2) naming the environments this directory has, and the words after
+    `manage` are the manage.py command (not further tasks)."""
+
+    def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
+        super().run(manage_words(list(sys.argv if argv is None else argv)), exit)
 
     def parse_tasks(self) -> None:
         try:
@@ -61,6 +68,18 @@ class SeedProgram(Fab):  # type: ignore[misc]  # fabric ships no type hints
                 raise
             message = f"seed: {unknown.group(1)!r} is {environments_here()}"
             raise Exit(message, ConfigError.code) from None
+
+
+def manage_words(argv: list[str]) -> list[str]:
+    """`seed env manage showmigrations shop` → `... manage --args 'showmigrations shop'`
+    (invoke would take each word for a task)."""
+    if "manage" not in argv[1:]:
+        return argv
+    at = argv.index("manage", 1)
+    rest = argv[at + 1 :]
+    if not rest or rest[0] in ("-h", "--help") or rest[0].startswith("--args"):
+        return argv
+    return [*argv[: at + 1], "--args", shlex.join(rest)]
 
 
 def program() -> Fab:

@@ -228,10 +228,16 @@ class Remote:
             if conn is not None:
                 conn.close()
 
-    def run(self, command: str, *, timeout: float | None = None) -> Result:
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        on_data: Callable[[bytes, bool], None] | None = None,
+    ) -> Result:
         """Run `command` through the login shell; never raises for a non-zero exit.
         A `timeout` that expires raises RemoteError (the channel is closed: sshd hangs
-        the command up).
+        the command up). `on_data(chunk, is_stderr)` sees the output as it arrives.
 
         A plain SSH channel, read in this thread: no stdin, no pty, no helper threads
         (Fabric's runner starts three per command, which adds up over many hosts).
@@ -251,9 +257,13 @@ class Remote:
                     got = False
                     while chan.recv_ready():
                         out.append(chan.recv(65536))
+                        if on_data:
+                            on_data(out[-1], False)
                         got = True
                     while chan.recv_stderr_ready():
                         err.append(chan.recv_stderr(65536))
+                        if on_data:
+                            on_data(err[-1], True)
                         got = True
                     # end of output (the server may send the exit status before the last
                     # data: read to EOF, not to the status)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from seed import __version__
+from seed.journal.store import lock_key_sql
 from tests.e2e.conftest import REPO, Deployment
 
 
@@ -93,6 +94,21 @@ def test_the_wheel_installs_a_seed_command_that_deploys_from_the_app_repository(
 
     status = seed(installed, deployment, app, "local", "status")
     assert status.returncode == 0 and "succeeded (exit 0)" in status.stdout, status.stderr
+
+    # one-off manage.py commands: the words after `manage` are the command, output
+    # streamed and scrubbed, the exit code passed through, never during a deploy
+    shown = seed(installed, deployment, app, "local", "manage", "showmigrations", "shop")
+    assert shown.returncode == 0, shown.stderr
+    assert "[X] 0001_initial" in shown.stdout and "[X] 0002_demo_data" in shown.stdout
+    settings = seed(installed, deployment, app, "local", "manage", "diffsettings")
+    secret = deployment.process_env().get("SHOP_SECRET_KEY") or "sandbox-only-secret-key"
+    assert "SECRET_KEY = '***'" in settings.stdout and secret not in settings.stdout
+    unknown = seed(installed, deployment, app, "local", "manage", "nosuchcommand")
+    assert unknown.returncode == 1 and "Unknown command: 'nosuchcommand'" in unknown.stderr
+    with deployment.admin("shop") as conn:
+        conn.execute(f"select pg_advisory_lock({lock_key_sql()})", ("shop",))
+        held = seed(installed, deployment, app, "local", "manage", "showmigrations")
+    assert held.returncode == 3 and "local is locked by" in held.stderr, held.stderr
 
 
 def test_without_environments_the_command_says_where_it_looked(

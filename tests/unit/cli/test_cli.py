@@ -7,7 +7,7 @@ import sys
 
 from seed import __version__
 from seed.cli.edge import SHORT_FLAGS
-from seed.cli.main import namespace
+from seed.cli.main import manage_words, namespace
 
 
 def test_short_flags_are_the_same_in_every_task_and_none_is_h() -> None:
@@ -33,3 +33,15 @@ def test_version_names_seed() -> None:
     code = "import sys; from seed.cli.main import main; sys.argv = ['seed', '--version']; main()"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.splitlines()[0] == f"Seed {__version__}"
+
+
+def test_the_words_after_manage_are_its_command() -> None:
+    assert manage_words(["seed", "prod", "manage", "migrate", "shop", "--plan"]) == [
+        "seed", "prod", "manage", "--args", "migrate shop --plan",
+    ]  # fmt: skip
+    assert manage_words(["seed", "prod", "manage", "shell", "-c", "print('a b')"])[-1] == (
+        "shell -c 'print('\"'\"'a b'\"'\"')'"
+    )
+    for untouched in (["seed", "prod", "manage"], ["seed", "prod", "manage", "--help"]):
+        assert manage_words(untouched) == untouched
+    assert manage_words(["seed", "prod", "status"]) == ["seed", "prod", "status"]

@@ -1,0 +1,84 @@
+"""`seed <env> manage <command> [args…]`: a one-off `manage.py` command on the migrate
+host, in the environment of the release `current` serves (like `kamal app exec`).
+
+The output is streamed as it comes, scrubbed of the environment's secrets line by line;
+the command's exit code is the task's. It holds the environment's lock while it runs, so
+it never overlaps a deploy: a deploy in progress refuses it (exit 3), and a deploy started
+meanwhile waits or is refused. No stdin: `shell` and `dbshell` need a terminal on the
+host (`ssh` there)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import TextIO
+
+from seed.deploy import release as rel
+from seed.errors import LockHeld, PreflightFailed
+from seed.journal.store import Journal, holder_text, try_advisory_lock
+from seed.remote.session import Session
+from seed.run.context import RunContext
+from seed.run.report import Scrubber
+
+INTERACTIVE = ("shell", "dbshell", "createsuperuser")  # they read a terminal
+
+
+class LineScrubber:
+    """Chunks of output → complete lines, scrubbed, written to `stream` as they end."""
+
+    def __init__(self, scrub: Scrubber, stream: TextIO) -> None:
+        self.scrub, self.stream, self.rest = scrub, stream, ""
+
+    def feed(self, chunk: bytes) -> None:
+        text = self.rest + chunk.decode(errors="replace")
+        *lines, self.rest = text.split("\n")
+        for line in lines:
+            self.stream.write(self.scrub(line) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.rest:
+            self.stream.write(self.scrub(self.rest) + "\n")
+            self.rest = ""
+
+
+def run_manage(
+    ctx: RunContext, args: list[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr
+) -> int:
+    """`manage.py <args>` in the current release on the migrate host; its exit code."""
+    env, scrub = ctx.env, ctx.out.scrub
+    if not args:
+        raise PreflightFailed("manage: name the command, e.g. `seed staging manage showmigrations`")
+    if args[0] in INTERACTIVE and "--noinput" not in args and "--no-input" not in args:
+        raise PreflightFailed(
+            f"manage {args[0]} reads a terminal, which `seed manage` does not give: run it in "
+            f"an ssh session on {env.roles.migrate.label}"
+        )
+    session = Session(env)
+    try:
+        session.open()
+        admin = session.connect(admin=True, app_name=f"seed-{env.name}-manage")
+        if not try_advisory_lock(admin, env):
+            holder = Journal(env, session.state, ctx.local_root, scrub).read_lock()
+            raise LockHeld(f"{env.name} is locked by {holder_text(holder)}: try again after it")
+        migrator = session.migrator
+        layout = rel.Layout(env.deploy_to_of(migrator.host))
+        current = rel.current_release(migrator, layout)
+        if current is None:
+            raise PreflightFailed(
+                f"nothing is deployed on {migrator.label}: `manage` runs in the current release"
+            )
+        path = layout.release(current)
+        command = (
+            f"cd {shlex.quote(path)} && {rel.source_env(layout, path)} && "
+            f".venv/bin/python manage.py {shlex.join(args)}"
+        )
+        out, err = LineScrubber(scrub, stdout), LineScrubber(scrub, stderr)
+        res = migrator.run(
+            command, on_data=lambda chunk, is_err: (err if is_err else out).feed(chunk)
+        )
+        out.close()
+        err.close()
+        return res.exit_code
+    finally:
+        session.close()
