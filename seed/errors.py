@@ -40,6 +40,11 @@ class LockHeld(SeedError):
     code = 3
 
 
+class Frozen(LockHeld):
+    """The environment is frozen for deploys (`freeze --reason`): upgradedb refuses until
+    `unfreeze`; rollback stays allowed."""
+
+
 class PreflightFailed(SeedError):
     """Pre-flight failed or was refused; nothing was changed."""
 

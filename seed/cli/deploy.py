@@ -8,6 +8,8 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from seed.cli.edge import confirm_protected, run_context, selected_environment, task, user_errors
+from seed.commands.freeze import freeze as freeze_run
+from seed.commands.freeze import unfreeze as unfreeze_run
 from seed.commands.manage import run_manage
 from seed.commands.rollback import Rollback
 from seed.commands.unlock import Unlock
@@ -118,3 +120,17 @@ def manage(c: Context, args: str = "") -> None:
     code = run_manage(run_context(env), shlex.split(args))
     if code:
         raise Exit(code=code)
+
+
+@task(help={"reason": "why (required; shown to everyone the freeze refuses)"})
+@user_errors
+def freeze(c: Context, reason: str = "") -> None:
+    """Freeze the environment for deploys: upgradedb refuses (exit 3), rollback stays allowed."""
+    print(freeze_run(run_context(selected_environment(c)), reason))
+
+
+@task()
+@user_errors
+def unfreeze(c: Context) -> None:
+    """Lift the environment's deploy freeze."""
+    print(unfreeze_run(run_context(selected_environment(c))))

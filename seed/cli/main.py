@@ -33,6 +33,8 @@ def namespace() -> Collection:
         deploy.rollback,
         deploy.unlock,
         deploy.manage,
+        deploy.freeze,
+        deploy.unfreeze,
         checks.validate,
         copy.copy_to,
         copy.copy_rules,

@@ -21,6 +21,7 @@ from seed.commands.plan import describe, lint_ref
 from seed.commands.plan import plan as make_plan
 from seed.commands.rehearse import Rehearse
 from seed.errors import ChecksFailed
+from seed.journal.store import freeze_text
 from seed.run.report import Scrubber
 
 
@@ -62,6 +63,8 @@ def status(c: Context, json_: bool = False) -> None:
             " (a lock record is left over from a run that ended)" if lock["stale_record"] else ""
         )
         print(f"  lock: free{stale}")
+    if data.get("frozen"):
+        print(f"  FROZEN for deploys {freeze_text(data['frozen'])} (`unfreeze` lifts it)")
     for run in data["interrupted"]:
         print(
             f"  INTERRUPTED: {run['kind']} {run['deploy_id']} by {run['who']} at "

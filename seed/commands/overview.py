@@ -127,6 +127,7 @@ def status(env: Environment, local_root: Path, scrub: Scrubber) -> dict[str, Any
                 "record": record,
                 "stale_record": bool(record) and not pids,
             },
+            "frozen": journal.read_freeze(),
             "interrupted": interrupted,
             "recovery_pending": any(r["kind"] in BLOCKING for r in interrupted),
             "last_deploy": summarize(last) if last else None,

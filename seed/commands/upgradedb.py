@@ -35,6 +35,7 @@ from seed.deploy import release as rel
 from seed.deploy import rolling
 from seed.deploy.target import Target
 from seed.errors import (
+    Frozen,
     HumanNeeded,
     Interrupted,
     JournalUnwritable,
@@ -53,6 +54,7 @@ from seed.journal.record import (
     RollbackRecord,
     Snapshot,
 )
+from seed.journal.store import freeze_text
 from seed.rehearse import lint as lintlib
 from seed.rehearse.rehearsal import failed_checks, rehearse
 from seed.remote.ssh import Remote, RemoteError, RemoteJob, q
@@ -138,7 +140,13 @@ class Upgrade(Operation):
 
     def body(self) -> str:
         if self.resuming is not None:
-            return self.resume(self.resuming)
+            return self.resume(self.resuming)  # finishing a dead deploy is not a new one
+        freeze = self.journal.read_freeze() if self.journal is not None else None
+        if freeze is not None:
+            raise Frozen(
+                f"{self.env.name} is frozen for deploys {freeze_text(freeze)}; "
+                f"`seed {self.env.name} unfreeze` lifts it (rollback stays allowed)"
+            )
         self.record()
         try:
             self.preflight(self.archive, self.requirements)

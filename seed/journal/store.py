@@ -150,6 +150,39 @@ class Journal:
         if current is None or current.get("deploy_id") == deploy_id:
             self.remote.run(f"rm -f {q(self.lock_path)}")
 
+    # -- deploy freeze (`seed <env> freeze`): on the state host, so every machine sees it ----
+
+    @property
+    def freeze_path(self) -> str:
+        return posixpath.join(self.env.state_dir, "freeze.json")
+
+    def write_freeze(self, reason: str, command: str) -> dict[str, Any]:
+        info = {"reason": reason, "who": who(), "since": iso(), "command": command}
+        self.remote.put_bytes(json.dumps(info).encode(), self.freeze_path)
+        return info
+
+    def read_freeze(self) -> dict[str, Any] | None:
+        """The freeze in force, or None (an unreadable record still freezes: fail closed)."""
+        try:
+            raw = self.remote.get_bytes(self.freeze_path)
+        except FileNotFoundError:
+            return None
+        try:
+            data: dict[str, Any] = json.loads(raw)
+        except json.JSONDecodeError:
+            return {"reason": f"unreadable freeze record {self.freeze_path}"}
+        return data
+
+    def clear_freeze(self) -> None:
+        self.remote.run(f"rm -f {q(self.freeze_path)}")
+
+
+def freeze_text(freeze: dict[str, Any]) -> str:
+    """`since TIME by WHO: REASON`."""
+    return (
+        f"since {freeze.get('since', '?')} by {freeze.get('who', '?')}: {freeze.get('reason', '?')}"
+    )
+
 
 def lock_key_sql() -> str:
     # keyed by the target database (not the environment file's name): two environment

@@ -1,0 +1,46 @@
+"""`fab <env> freeze --reason` / `unfreeze`: a deploy freeze upgradedb respects (exit 3,
+nothing changed) and rollback does not (issue 21)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import Deployment
+
+
+@pytest.fixture(scope="module")
+def at_v1(deployment: Deployment) -> Iterator[Deployment]:
+    deployment.reset()
+    deployment.deploy("v1")
+    yield deployment
+
+
+def test_a_freeze_stops_deploys_not_rollbacks(at_v1: Deployment) -> None:
+    refused = at_v1.fab("local", "freeze")
+    assert refused.returncode == 2 and "freeze needs --reason" in refused.stderr
+    res = at_v1.fab("local", "freeze", "--reason", "Black Friday: no deploys")
+    assert res.returncode == 0, res.stderr
+    assert "local frozen for deploys since " in res.stdout and "Black Friday" in res.stdout
+    status = at_v1.fab("local", "status")
+    assert "FROZEN for deploys since" in status.stdout and "Black Friday" in status.stdout
+
+    before = (at_v1.figures(), at_v1.current(), at_v1.releases(), at_v1.backups())
+    blocked = at_v1.fab("local", "upgradedb", "--ref", "v2")
+    assert blocked.returncode == 3, blocked.stdout + blocked.stderr
+    last = blocked.stderr.strip().splitlines()[-1]
+    assert last.startswith("seed: local is frozen for deploys since ") and "Black Friday" in last
+    assert "`seed local unfreeze` lifts it" in last
+    assert (at_v1.figures(), at_v1.current(), at_v1.releases(), at_v1.backups()) == before
+    assert at_v1.last_report()["exit_code"] == 3
+
+    # going back is never frozen: rollback runs (here: undoes v1, the only deploy)
+    back = at_v1.fab("local", "rollback")
+    assert back.returncode != 3, back.stdout + back.stderr
+
+    lifted = at_v1.fab("local", "unfreeze")
+    assert lifted.returncode == 0 and "Black Friday" in lifted.stdout
+    assert at_v1.fab("local", "unfreeze").stdout.strip() == "local was not frozen"
+    res = at_v1.fab("local", "upgradedb", "--ref", "v1")
+    assert res.returncode == 0, res.stdout + res.stderr
