@@ -154,14 +154,20 @@ def environments_here() -> str:
     return f"not a task, and {directory} has no environment files (run Seed in the app repository)"
 
 
-def selected_environment(c: Context) -> Environment:
-    """Load the environment chosen by a preceding `fab <env>`; none → exit 2."""
+def selected_name(c: Context) -> str:
+    """The environment chosen by a preceding `seed <env>`; none → exit 2."""
     name = c.config.get("seed_env")
     if not name:
         names = ", ".join(list_environments(environments_dir(project_root()))) or "none found"
         raise ConfigError(
-            f"no environment selected: run `fab <environment> <task>` (environments: {names})"
+            f"no environment selected: run `seed <environment> <task>` (environments: {names})"
         )
+    return str(name)
+
+
+def selected_environment(c: Context) -> Environment:
+    """Load the environment chosen by a preceding `seed <env>`; none → exit 2."""
+    name = selected_name(c)
     env = load_named(str(name))
     if c.config.get("seed_accept_new_host_keys"):
         env = dataclasses.replace(env, ssh=dataclasses.replace(env.ssh, accept_new=True))

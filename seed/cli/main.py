@@ -40,6 +40,7 @@ def namespace() -> Collection:
         copy.copy_rules,
         imports.import_legacy,
         overview.status,
+        overview.config,
         overview.history,
         overview.plan,
         overview.lint,

@@ -9,17 +9,21 @@ from invoke.context import Context
 
 from seed.cli.edge import (
     local_root,
+    project_root,
     run_context,
     run_printing,
     selected_environment,
+    selected_name,
     task,
     user_errors,
 )
+from seed.commands.config import settings as config_settings
 from seed.commands.overview import history as read_history
 from seed.commands.overview import status as read_status
 from seed.commands.plan import describe, lint_ref
 from seed.commands.plan import plan as make_plan
 from seed.commands.rehearse import Rehearse
+from seed.config.environment import environments_dir
 from seed.errors import ChecksFailed
 from seed.journal.store import freeze_text
 from seed.run.report import Scrubber
@@ -187,3 +191,17 @@ def rehearse(
         backup_id=backup,
     )
     run_printing(run, json_)
+
+
+@task(help={"json": "print the settings as JSON"})
+@user_errors
+def config(c: Context, json_: bool = False) -> None:
+    """Show the environment's settings: merged, where each came from, secrets redacted."""
+    found = config_settings(selected_name(c), environments_dir(project_root()))
+    if json_:
+        print(json.dumps([s.to_json() for s in found], indent=2))
+        return
+    width = max(len(s.key) for s in found)
+    for s in found:
+        written = f"  (written {s.written})" if s.written else ""
+        print(f"{s.key:<{width}}  {s.value}  [{s.where}]{written}")

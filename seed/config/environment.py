@@ -367,13 +367,9 @@ def read_mapping(path: Path, what: str = "environment file") -> Any:
     return set_source(raw, path.name)
 
 
-def load_environment(name: str, directory: Path | None = None) -> Environment:
-    """Read, interpolate and validate `<directory>/<name>.yml`; ConfigError lists every problem.
-
-    The file is laid over `extends: <other>` (another file of the directory, itself
-    possibly extending one) and over `_defaults.yml` when the directory has one:
-    mappings merge key by key, lists and values are replaced.
-    """
+def merged_mapping(name: str, directory: Path | None = None) -> tuple[Any, Path]:
+    """`<directory>/<name>.yml` laid over what it extends and `_defaults.yml`, before any
+    interpolation, each key keeping its file and line; and the file's path."""
     directory = directory or environments_dir()
     path = directory / f"{name}.yml"
     raw = read_mapping(path)
@@ -397,6 +393,17 @@ def load_environment(name: str, directory: Path | None = None) -> Environment:
             merged = merge(merged, layer)
         raw = merged
         raw.pop("extends", None)
+    return raw, path
+
+
+def load_environment(name: str, directory: Path | None = None) -> Environment:
+    """Read, interpolate and validate `<directory>/<name>.yml`; ConfigError lists every problem.
+
+    The file is laid over `extends: <other>` (another file of the directory, itself
+    possibly extending one) and over `_defaults.yml` when the directory has one:
+    mappings merge key by key, lists and values are replaced.
+    """
+    raw, path = merged_mapping(name, directory)
     parser = _Parser(path)
     env = parser.environment(name, raw)
     if parser.errors:
