@@ -8,6 +8,7 @@ from invoke.context import Context
 
 from seed.backup.verified import list_backups
 from seed.cli.edge import (
+    confirm,
     confirm_protected,
     local_root,
     run_context,
@@ -98,6 +99,7 @@ def restore(
         run_context(env, report),
         backup_id=backup,
         discard_writes=discard_writes,
+        confirm=lambda action, why: confirm(env, action, yes, why),
     )
     run.run()
 

@@ -7,6 +7,9 @@ dump holds), the restore with its swap and verification, the lock and journal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from seed.backup import dump as backups
 from seed.backup import restore as restorelib
 from seed.backup.dump import find_manifest, manifest_ref, protected_backups
@@ -67,11 +70,17 @@ class Restore(Operation):
     kind = "restore"
 
     def __init__(
-        self, ctx: RunContext, *, backup_id: str = "latest", discard_writes: bool = False
+        self,
+        ctx: RunContext,
+        *,
+        backup_id: str = "latest",
+        discard_writes: bool = False,
+        confirm: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__(ctx)
         self.backup_id = backup_id
         self.discard_writes = discard_writes
+        self.confirm = confirm  # (action, why): asks, or raises Refused (exit 2)
         self.state: dict[str, str] = {"database": "untouched", "app": "?"}
         self.report.state = self.state
 
@@ -92,8 +101,16 @@ class Restore(Operation):
             refuse_if_replicated(env, admin)
             size = dblib.database_size(admin, env.db.name)
             space = backups.restore_space(env, session.state, admin, size)
+            live = {tuple(m) for m in dblib.applied_migrations(admin)}
             admin.close()
             s.detail = f"backup verified (sha256, full read); {space}"
+            differ = self.migrations_differ(manifest, live)
+        if differ:
+            # the code being served expects the live migration set: after the restore it
+            # runs against another schema until a deploy or rollback matches them again
+            self.out.line(f"warning: {differ}", style="yellow")
+            if self.confirm is not None:
+                self.confirm(f"restore {manifest['id']} anyway", differ)
         assert used is not None
         self.freeze_checking_writes(records, used.run, self.discard_writes, self.state)
         try:
@@ -112,6 +129,24 @@ class Restore(Operation):
         return (
             f"restored backup {manifest['id']} into {env.db.name}: verified identical to the "
             f"backup ({migrations} migrations applied in it); the code was not changed"
+        )
+
+    @staticmethod
+    def migrations_differ(manifest: dict[str, Any], live: set[tuple[str, ...]]) -> str:
+        """'' when the backup has the live database's migration set; else what differs."""
+        saved = {tuple(m) for m in manifest.get("applied_migrations") or []}
+        if saved == live:
+            return ""
+
+        def names(found: set[tuple[str, ...]]) -> str:
+            listed = sorted(".".join(m) for m in found)
+            more = f" and {len(listed) - 5} more" if len(listed) > 5 else ""
+            return ", ".join(listed[:5]) + more if listed else "none"
+
+        return (
+            f"backup {manifest['id']} was taken with other migrations than the database the "
+            f"served code runs on (only in the backup: {names(saved - live)}; only in the "
+            f"live database: {names(live - saved)})"
         )
 
 

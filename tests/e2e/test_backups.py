@@ -287,3 +287,24 @@ def test_directory_format_with_parallel_jobs(at_v2: Deployment) -> None:
     data_file.write_bytes(data_file.read_bytes()[:-3])
     res = at_v2.fab("local", "restore", "--backup", manifest["id"], envdir=envdir)
     assert res.returncode == 4 and "sha256 mismatch" in res.stderr
+
+
+def test_restore_of_another_migration_set_asks_first(at_v2: Deployment) -> None:
+    """The served code expects the live migration set: a backup with another one is named
+    and needs a confirmation; without a terminal that is --yes (exit 2, nothing changed)."""
+    manifest = take(at_v2)
+    with at_v2.admin("shop") as conn:
+        conn.execute(
+            "insert into django_migrations (app, name, applied) "
+            "values ('shop', '9999_applied_by_hand', now())"
+        )
+    before = at_v2.figures()
+    refused = at_v2.fab("local", "restore", "--backup", manifest["id"], "--discard-writes")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "only in the live database: shop.9999_applied_by_hand" in refused.stderr
+    assert "pass --yes" in refused.stderr.strip().splitlines()[-1]
+    assert at_v2.figures() == before
+    res = at_v2.fab("local", "restore", "--backup", manifest["id"], "--discard-writes", "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "warning: backup " in res.stderr + res.stdout
+    assert at_v2.scalar("select count(*) from django_migrations where name like '9999%'") == 0
