@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from secrets import token_urlsafe
 
 import pytest
+import yaml
 
 from seed import __version__
+from seed.config.yaml12 import load_yaml12
 from seed.journal.store import lock_key_sql
 from tests.e2e.conftest import REPO, Deployment
 
@@ -122,3 +126,76 @@ def test_without_environments_the_command_says_where_it_looked(
         "files (run Seed in the app repository)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_github_actions_example_runs_as_written(
+    installed: Path, deployment: Deployment, tmp_path: Path
+) -> None:
+    """docs/ci/github-actions.yml's `plan` and `staging` jobs, each `run:` step as GitHub
+    runs it (bash -eo pipefail), against the sandbox standing in for staging: the secrets
+    it names are the ones the environment file reads, `pip install seed-deploy` finds the
+    wheel, the ssh identity step's key and the committed known_hosts let it in."""
+    deployment.reset()
+    root = deployment.root
+    app = tmp_path / "shop"
+    shutil.copytree(REPO / "example" / "v1", app)
+    envs = app / "environments"
+    envs.mkdir()
+    shutil.copy(root / "ssh" / "known_hosts", envs / "known_hosts")
+    staging = yaml.safe_load((deployment.variant("ci-staging") / "local.yml").read_text())
+    staging["ssh"].pop("key", None)  # the workflow's ssh identity step provides it
+    staging["ssh"]["known_hosts"] = "environments/known_hosts"
+    staging["db"].pop("passfile")
+    staging["db"]["password"] = "${SHOP_STAGING_DB_PASSWORD}"  # noqa: S105 (a reference)
+    staging["db"]["admin_password"] = "${SHOP_STAGING_PG_ADMIN_PASSWORD}"  # noqa: S105
+    staging["app"]["env"]["SECRET_KEY"] = "${SHOP_STAGING_SECRET_KEY}"  # noqa: S105
+    (envs / "staging.yml").write_text(yaml.safe_dump(staging, sort_keys=False))
+    passwords = dict(
+        (line.split(":")[3], line.split(":", 4)[4])
+        for line in (root / "pgpass").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    secrets = {
+        "DEPLOY_SSH_KEY": (root / "ssh" / "id_ed25519").read_text().strip(),
+        "STAGING_DB_PASSWORD": passwords["shop"],
+        "STAGING_PG_ADMIN_PASSWORD": passwords["postgres"],
+        "STAGING_SECRET_KEY": token_urlsafe(50),  # check --deploy refuses a short one
+    }
+    sha = subprocess.run(
+        ["git", "--git-dir", str(root / "origin.git"), "rev-parse", "v1^{commit}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+    def expand(text: str) -> str:
+        text = re.sub(r"\$\{\{\s*secrets\.(\w+)\s*\}\}", lambda m: secrets[m.group(1)], text)
+        return text.replace("${{ github.event.pull_request.head.sha }}", sha)
+
+    home = tmp_path / "home"
+    home.mkdir()
+    base = {k: v for k, v in deployment.process_env().items() if not k.startswith("SEED_")}
+    base.update({k: v for k, v in deployment.env.items() if k.startswith("SEED_SANDBOX")})
+    base.pop("SEED_HOME", None)
+    base.update(
+        HOME=str(home),
+        PATH=f"{installed}:/usr/sbin:/usr/bin:/sbin:/bin",
+        GITHUB_SHA=sha,
+        PIP_FIND_LINKS=str(installed.parent.parent),  # the wheel, as the index would serve it
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
+    workflow = load_yaml12((REPO / "docs" / "ci" / "github-actions.yml").read_text())
+    for job in ("plan", "staging"):
+        for step in workflow["jobs"][job]["steps"]:
+            if "run" not in step:
+                continue  # actions/checkout, setup-python: the test's own set-up
+            env = {**base, **{k: expand(str(v)) for k, v in (step.get("env") or {}).items()}}
+            res = subprocess.run(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", expand(step["run"])],
+                cwd=app, env=env, capture_output=True, text=True, timeout=900, check=False,
+            )  # fmt: skip
+            assert res.returncode == 0, f"{job}: {step.get('name', step['run'])}\n{res.stderr}"
+    plan = (app / "plan.txt").read_text()  # the plan job's artifact, through `| tee`
+    assert plan.startswith("plan for staging") and f"nothing deployed -> {sha}" in plan
+    report = json.loads((app / "seed-report.json").read_text())
+    assert report["outcome"] == "succeeded" and report["environment"] == "staging"
+    assert secrets["STAGING_DB_PASSWORD"] not in (app / "seed-report.json").read_text()
+    assert (deployment.current() or "").endswith(deployment.releases()[-1])
