@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from rich.table import Table
 from rich.text import Text
 
 from seed.errors import Interrupted, PreflightFailed
+
+HEARTBEAT_SECONDS = 30.0  # a step says it is still running at least this often
 
 if TYPE_CHECKING:
     from seed.journal.record import RunRecord
@@ -107,14 +110,24 @@ class Output:
             plain = not self.stream.isatty() or os.environ.get("CI", "") not in ("", "0", "false")
         self.plain = plain
         self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
+        # a step quiet for this long says it is still running: CI systems kill a job
+        # whose log stays silent (GitLab, Travis: 10 min), a dump may take longer
+        self.heartbeat = float(os.environ.get("SEED_HEARTBEAT_SECONDS") or HEARTBEAT_SECONDS)
+        self._lock = threading.Lock()  # the heartbeat writes from its own thread
 
     def line(self, text: str, style: str = "") -> None:
         text = self.scrub(text)
-        if self.plain:
-            for part in text.splitlines() or [""]:
-                print(f"{iso()} [{self.env_name}] {part}", file=self.stream, flush=True)
-        else:
-            self.console.print(text, style=style or None, markup=False)
+        with self._lock:
+            if self.plain:
+                for part in text.splitlines() or [""]:
+                    print(f"{iso()} [{self.env_name}] {part}", file=self.stream, flush=True)
+            else:
+                self.console.print(text, style=style or None, markup=False)
+
+    def _beat(self, name: str, started: float, done: threading.Event) -> None:
+        while not done.wait(self.heartbeat):
+            elapsed = int(time.monotonic() - started)
+            self.line(f"… {name} still running ({elapsed // 60}m{elapsed % 60:02d}s)", "dim")
 
     def detail(self, text: str) -> None:
         for part in self.scrub(text).rstrip().splitlines():
@@ -126,15 +139,21 @@ class Output:
         report.steps.append(record)
         started = time.monotonic()
         self.line(f"▶ {name}", style="bold")
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(name, started, done), daemon=True)
+        beat.start()
         try:
             yield record
         except BaseException as exc:
+            done.set()
             record.seconds = time.monotonic() - started
             record.outcome = "interrupted" if isinstance(exc, Interrupted) else "failed"
             if not record.detail:
                 record.detail = self.scrub(str(exc))
             self.line(f"✘ {name} failed after {record.seconds:.2f}s", style="bold red")
             raise
+        finally:
+            done.set()
         record.seconds = time.monotonic() - started
         if record.outcome == "running":
             record.outcome = "ok"

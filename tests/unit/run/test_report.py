@@ -144,3 +144,22 @@ def test_write_json_scrubs_and_replaces_atomically(tmp_path: Path) -> None:
 
 def test_iso() -> None:
     assert re.fullmatch(STAMP, iso())
+
+
+def test_a_long_step_says_it_is_still_running_and_stops_when_it_ends() -> None:
+    """CI kills a job whose log stays silent: a step quiet for `heartbeat` seconds (30 by
+    default, SEED_HEARTBEAT_SECONDS) prints that it is still running, until it ends."""
+    stream = io.StringIO()
+    out = Output("prod", Scrubber(), stream=stream, plain=True)
+    assert out.heartbeat == 30.0
+    out.heartbeat = 0.05
+    report = RunRecord(environment="prod", command="t", deploy_id="x", kind="backup")
+    with out.step(report, "backup"):
+        time.sleep(0.23)
+    beats = stream.getvalue().count("… backup still running (0m00s)")
+    assert beats >= 3
+    time.sleep(0.15)
+    assert stream.getvalue().count("still running") == beats
+    assert (
+        stream.getvalue().rstrip().endswith("✔ backup (0.23s)") or "✔ backup (" in stream.getvalue()
+    )

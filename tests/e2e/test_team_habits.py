@@ -1,5 +1,6 @@
-"""`fab <env> freeze --reason` / `unfreeze`: a deploy freeze upgradedb respects (exit 3,
-nothing changed) and rollback does not (issue 21)."""
+"""What a Django team expects of a deploy tool day to day (issue 21): a deploy freeze
+(`freeze --reason` / `unfreeze`) that upgradedb respects (exit 3, nothing changed) and
+rollback does not; a CI log that never stays silent through a long step."""
 
 from __future__ import annotations
 
@@ -44,3 +45,14 @@ def test_a_freeze_stops_deploys_not_rollbacks(at_v1: Deployment) -> None:
     assert at_v1.fab("local", "unfreeze").stdout.strip() == "local was not frozen"
     res = at_v1.fab("local", "upgradedb", "--ref", "v1")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_a_long_step_keeps_the_ci_log_alive(at_v1: Deployment) -> None:
+    """The `slow` release's migration takes 5 s: with a 1 s heartbeat the log says the
+    step is still running (30 s by default: CI systems kill silent jobs)."""
+    res = at_v1.fab(
+        "local", "upgradedb", "--ref", "slow", extra_env={"SEED_HEARTBEAT_SECONDS": "1"}
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    beats = [line for line in res.stderr.splitlines() if "… migrate still running" in line]
+    assert len(beats) >= 3, res.stderr
