@@ -122,9 +122,7 @@ class Upgrade(Operation):
             self.archive = rel.build_archive(
                 mirror, self.sha, self.local_root / "cache" / "archives"
             )
-            requirements = rel.file_at(mirror, self.sha, "requirements.txt")
-            if requirements is None:
-                raise PreflightFailed(f"{ref} ({self.sha[:12]}) has no requirements.txt")
+            requirements = rel.requirements_of(mirror, self.sha, ref)
             self.requirements = requirements
             self.target = Target(ref, mirror, self.sha, self.archive, requirements)
             repo_checks = checkrun.repo_checks(
@@ -309,7 +307,9 @@ class Upgrade(Operation):
                 )
                 vhash = rel.venv_hash(requirements, version)
                 job = self.job_dir(f"venv-{remote.host.name}-{remote.host.port}")
-                reused = rel.ensure_venv(env, remote, self.at(remote), self.rid, vhash, job)
+                reused = rel.ensure_venv(
+                    env, remote, self.at(remote), self.rid, vhash, job, requirements
+                )
                 rel.write_env_file(env, remote, self.at(remote), self.rid)
                 return reused
 

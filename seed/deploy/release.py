@@ -15,6 +15,7 @@ import os
 import posixpath
 import subprocess
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,35 @@ def file_at(mirror: Path, sha: str, path: str) -> bytes | None:
         ["git", "show", f"{sha}:{path}"], cwd=mirror, capture_output=True, check=False
     )
     return res.stdout if res.returncode == 0 else None
+
+
+REQUIREMENTS_FILE = ".seed-requirements.txt"  # in each release: what its venv installs
+
+
+def requirements_of(mirror: Path, sha: str, ref: str) -> bytes:
+    """What the release's virtualenv installs: its requirements.txt, else the
+    `[project] dependencies` of its pyproject.toml; PreflightFailed when it has neither."""
+    text = file_at(mirror, sha, "requirements.txt")
+    if text is not None:
+        return text
+    where = f"{ref} ({sha[:12]})"
+    project = file_at(mirror, sha, "pyproject.toml")
+    if project is None:
+        raise PreflightFailed(f"{where} has no requirements.txt (nor a pyproject.toml)")
+    try:
+        table = tomllib.loads(project.decode()).get("project") or {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PreflightFailed(f"{where}: pyproject.toml does not parse: {exc}") from None
+    if "dependencies" in (table.get("dynamic") or []):
+        raise PreflightFailed(
+            f"{where}: pyproject.toml declares its dependencies dynamic: add a requirements.txt"
+        )
+    deps = table.get("dependencies")
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise PreflightFailed(
+            f"{where} has no requirements.txt, and pyproject.toml no [project] dependencies list"
+        )
+    return ("# from pyproject.toml [project] dependencies\n" + "\n".join(deps) + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -185,14 +215,17 @@ def ensure_venv(
     rid: str,
     vhash: str,
     job_dir: str,
+    requirements: bytes,
 ) -> bool:
-    """Link releases/<rid>/.venv to the venv for its requirements, building it if needed.
+    """Link releases/<rid>/.venv to the venv for its requirements, building it if needed
+    (`requirements`: what requirements_of found, written into the release).
 
     A venv is never modified once complete (marker file); an incomplete one was never
     used by a release and is rebuilt. Returns True when it was reused.
     """
     venv = layout.venv(vhash)
     release = layout.release(rid)
+    remote.put_bytes(requirements, posixpath.join(release, REQUIREMENTS_FILE), mode=0o644)
     reused = remote.exists(posixpath.join(venv, ".seed-complete"))
     if not reused:
         pip_args = " ".join(q(a) for a in env.app.pip_args)
@@ -203,7 +236,7 @@ def ensure_venv(
             # `python -m pip`: bin/pip's shebang holds the venv path, which breaks
             # when deploy_to contains quotes
             f"{q(venv)}/bin/python -m pip install --disable-pip-version-check --no-input -q "
-            f"{pip_args} -r {q(release)}/requirements.txt\n"
+            f"{pip_args} -r {q(posixpath.join(release, REQUIREMENTS_FILE))}\n"
             f"touch {q(venv)}/.seed-complete\n"
         )
         job = RemoteJob.start(remote, job_dir, script)

@@ -13,7 +13,7 @@ from pathlib import Path
 from seed.config.environment import Environment
 from seed.deploy import release as rel
 from seed.deploy.plan import DeployPlan, plan_deploy
-from seed.errors import PreflightFailed, SeedError
+from seed.errors import SeedError
 from seed.remote.session import Session
 from seed.remote.ssh import q
 from seed.run.report import utcnow
@@ -32,14 +32,12 @@ class Target:
 
 def fetch_target(env: Environment, ref: str | None, local_root: Path) -> Target:
     """Resolve `ref` (default app.ref) in the local mirror of the app's repo and build its
-    archive; PreflightFailed when it has no requirements.txt."""
+    archive; PreflightFailed when it has no requirements (release.requirements_of)."""
     ref = ref or env.app.ref
     mirror = rel.repo_cache(env.app.repo, local_root / "cache" / "repos")
     sha = rel.resolve_ref(mirror, ref)
     archive = rel.build_archive(mirror, sha, local_root / "cache" / "archives")
-    requirements = rel.file_at(mirror, sha, "requirements.txt")
-    if requirements is None:
-        raise PreflightFailed(f"{ref} ({sha[:12]}) has no requirements.txt")
+    requirements = rel.requirements_of(mirror, sha, ref)
     return Target(ref, mirror, sha, archive, requirements)
 
 
@@ -76,7 +74,8 @@ def target_release(
             venv = "deployed (shared)"
         else:
             venv = "throw-away (requirements differ from every deployed release)"
-        rel.ensure_venv(env, remote, scratch, rid, vhash, posixpath.join(tmp_root, "venv-job"))
+        job = posixpath.join(tmp_root, "venv-job")
+        rel.ensure_venv(env, remote, scratch, rid, vhash, job, target.requirements)
         rel.write_env_file(env, remote, scratch, rid)
         yield TargetRelease(scratch, scratch.release(rid), venv)
     finally:

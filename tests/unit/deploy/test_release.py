@@ -22,6 +22,7 @@ import pytest
 from psycopg import sql
 
 from seed.config.environment import Environment, Health, Secret
+from seed.deploy import release as rel
 from seed.deploy.release import (
     HEALTH_SCRIPT,
     Layout,
@@ -395,8 +396,11 @@ def test_ensure_venv_reuses_a_complete_venv(
     rid = "20240101000000-abcdefabcdef"
     remote.mkdirs(layout.release(rid), layout.venv("h1"))
     Path(layout.venv("h1"), ".seed-complete").touch()
-    assert ensure_venv(sandbox_env, remote, layout, rid, "h1", str(tmp_path / "job")) is True
+    job = str(tmp_path / "job")
+    assert ensure_venv(sandbox_env, remote, layout, rid, "h1", job, b"Django\n") is True
     assert os.readlink(Path(layout.release(rid), ".venv")) == layout.venv("h1")
+    # the release keeps what its venv installs (from requirements.txt or pyproject.toml)
+    assert Path(layout.release(rid), ".seed-requirements.txt").read_bytes() == b"Django\n"
     assert not (tmp_path / "job").exists()  # nothing was built
 
 
@@ -409,7 +413,7 @@ def test_ensure_venv_build_failure_is_reported(
     app = dataclasses.replace(sandbox_env.app, python="python3-nope")
     env = dataclasses.replace(sandbox_env, app=app)
     with pytest.raises(RemoteError, match=r"building the virtualenv on .* failed: .*python3-nope"):
-        ensure_venv(env, remote, layout, rid, "h2", str(tmp_path / "job"))
+        ensure_venv(env, remote, layout, rid, "h2", str(tmp_path / "job"), b"Django\n")
     assert not Path(layout.release(rid), ".venv").exists()
     assert not Path(layout.venv("h2"), ".seed-complete").exists()
 
@@ -544,3 +548,39 @@ def test_the_health_check_waits_for_three_answers_in_a_row_naming_the_release() 
     assert code == 1 and "SEED-HEALTH - " in out  # never good; refused from the first try
     _, bad, first = out.strip().rpartition("SEED-HEALTH ")[2].split()
     assert bad == first != "-"
+
+
+def test_requirements_come_from_requirements_txt_or_pyproject(tmp_path: Path) -> None:
+    """A real git repository: requirements.txt wins; else pyproject.toml's [project]
+    dependencies; dynamic ones or none at all are refused naming the ref."""
+    repo = tmp_path / "app"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+
+    def commit(files: dict[str, str]) -> str:
+        for name in [p.name for p in repo.iterdir() if p.name != ".git"]:
+            (repo / name).unlink()
+        for name, text in files.items():
+            (repo / name).write_text(text)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+        return subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    both = commit({"requirements.txt": "Django==5.2\n", "pyproject.toml": "[project]\n"})
+    assert rel.requirements_of(repo, both, "v1") == b"Django==5.2\n"
+    project = commit(
+        {"pyproject.toml": '[project]\nname = "shop"\ndependencies = ["Django>=5.2", "psycopg"]\n'}
+    )
+    assert rel.requirements_of(repo, project, "v2").decode().splitlines()[1:] == [
+        "Django>=5.2",
+        "psycopg",
+    ]
+    dynamic = commit({"pyproject.toml": '[project]\nname = "s"\ndynamic = ["dependencies"]\n'})
+    with pytest.raises(PreflightFailed, match=r"v3 \(\w{12}\): .*dynamic: add a requirements"):
+        rel.requirements_of(repo, dynamic, "v3")
+    nothing = commit({"README": "x\n"})
+    with pytest.raises(PreflightFailed, match=r"has no requirements\.txt"):
+        rel.requirements_of(repo, nothing, "v4")
