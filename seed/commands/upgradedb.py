@@ -305,6 +305,7 @@ class Upgrade(Operation):
                 version = rel.upload_release_and_python(
                     remote, self.at(remote), self.rid, archive, self.sha, env.app.python
                 )
+                rel.link_shared_dirs(remote, self.at(remote), self.rid, env.app.shared_dirs)
                 vhash = rel.venv_hash(requirements, version)
                 job = self.job_dir(f"venv-{remote.host.name}-{remote.host.port}")
                 reused = rel.ensure_venv(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 import pwd
 import re
 from collections.abc import Callable, Mapping
@@ -129,6 +130,7 @@ class AppConfig:
     drain: str | None = None  # takes one app host out of traffic
     undrain: str | None = None  # puts it back
     rolling_batch: str = "1"  # hosts per batch of a code-only deploy: "N" or "N%"
+    shared_dirs: tuple[str, ...] = ()  # release-relative folders linked to shared/<dir>
 
     def batch_size(self, hosts: int) -> int:
         """Hosts per batch of a rolling switch over `hosts` hosts (at least 1)."""
@@ -932,7 +934,26 @@ class _Parser:
             drain=self.field(a, "app.drain"),
             undrain=self.field(a, "app.undrain"),
             rolling_batch=self.rolling_batch(a),
+            shared_dirs=self.shared_dirs(a),
         )
+
+    def shared_dirs(self, a: dict[str, Any]) -> tuple[str, ...]:
+        """app.shared_dirs: folders relative to a release, inside it, none a Seed folder."""
+        value = a.get("shared_dirs") or []
+        if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
+            self.errors.append("app.shared_dirs: expected a list of folders (e.g. [media])")
+            return ()
+        out = []
+        for raw in value:
+            d = posixpath.normpath(self._interp(raw.strip(), "app.shared_dirs"))
+            if d.startswith(("/", "..")) or d in (".", ".venv") or d.startswith(".seed"):
+                self.errors.append(
+                    f"app.shared_dirs: {raw!r} must be a folder inside the release "
+                    "(relative, no `..`, not .venv)"
+                )
+                continue
+            out.append(d)
+        return tuple(out)
 
     def rolling_batch(self, a: dict[str, Any]) -> str:
         r = self._section(a, "rolling", schema.keys("app", "rolling"), "app")

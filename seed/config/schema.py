@@ -314,6 +314,12 @@ ENVIRONMENT = _obj(
                 },
                 "keep_releases": _i("old release folders kept", 2, default=5),
                 "pip_args": {"type": "array", "items": {"type": "string"}},
+                "shared_dirs": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "folders kept across releases (media, logs): "
+                    "<deploy_to>/shared/<dir>, linked into every release",
+                },
                 "restart": _s("command run in deploy_to after the switch"),
                 "reload": _s(
                     "graceful reload (no request lost): code-only deploys use it instead of restart"

@@ -208,6 +208,23 @@ def python_version(remote: Remote, python: str) -> str:
     return res.stdout.strip()
 
 
+def link_shared_dirs(remote: Remote, layout: Layout, rid: str, dirs: tuple[str, ...]) -> None:
+    """app.shared_dirs into a release (Capistrano's linked_dirs): <deploy_to>/shared/<dir>
+    is created once and kept across releases; the release's own copy of the folder (from
+    the repository) is replaced by a link to it, as every release that runs sees it."""
+    if not dirs:
+        return
+    release = layout.release(rid)
+    lines = []
+    for d in dirs:
+        shared, inside = posixpath.join(layout.shared, d), posixpath.join(release, d)
+        lines.append(
+            f"mkdir -p {q(shared)} {q(posixpath.dirname(inside))} && rm -rf {q(inside)} && "
+            f"ln -s {q(shared)} {q(inside)}"
+        )
+    remote.check(" && ".join(lines), "linking app.shared_dirs")
+
+
 def ensure_venv(
     env: Environment,
     remote: Remote,

@@ -4,6 +4,7 @@ rollback does not; a CI log that never stays silent through a long step."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -56,3 +57,23 @@ def test_a_long_step_keeps_the_ci_log_alive(at_v1: Deployment) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     beats = [line for line in res.stderr.splitlines() if "… migrate still running" in line]
     assert len(beats) >= 3, res.stderr
+
+
+def test_shared_dirs_are_kept_across_releases(at_v1: Deployment) -> None:
+    """app.shared_dirs (Capistrano's linked_dirs): media and logs live in shared/ and every
+    release links them, so a file the app wrote survives the next deploy."""
+    at_v1.reset()
+    envdir = at_v1.variant("shared-dirs", {"app.shared_dirs": ["media", "var/log"]})
+    res = at_v1.fab("local", "upgradedb", "--ref", "v1", envdir=envdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    first = at_v1.deploy_to / "releases" / at_v1.releases()[-1]
+    assert os.readlink(first / "media") == str(at_v1.deploy_to / "shared" / "media")
+    (first / "media" / "avatar.png").write_bytes(b"uploaded by a customer")
+    res = at_v1.fab("local", "upgradedb", "--ref", "v2", envdir=envdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    second = at_v1.deploy_to / "releases" / at_v1.releases()[-1]
+    assert second != first and (second / "var" / "log").is_symlink()
+    assert (second / "media" / "avatar.png").read_bytes() == b"uploaded by a customer"
+    bad = at_v1.variant("shared-dirs-bad", {"app.shared_dirs": ["../etc"]})
+    refused = at_v1.fab("local", "upgradedb", "--ref", "v2", envdir=bad)
+    assert refused.returncode == 2 and "must be a folder inside the release" in refused.stderr
