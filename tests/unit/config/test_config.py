@@ -174,9 +174,9 @@ def test_shipped_staging_without_its_variables_names_every_one(tmp_path: Path) -
 def test_shipped_production_loads_and_is_protected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SHOP_SECRET_KEY", "prod-secret-key")
-    monkeypatch.setenv("SHOP_DB_PASSWORD", "prod-db-pass")
-    monkeypatch.setenv("PG_ADMIN_PASSWORD", "prod-admin-pass")
+    monkeypatch.setenv("SHOP_PRODUCTION_SECRET_KEY", "prod-secret-key")
+    monkeypatch.setenv("SHOP_PRODUCTION_DB_PASSWORD", "prod-db-pass")
+    monkeypatch.setenv("SHOP_PRODUCTION_PG_ADMIN_PASSWORD", "prod-admin-pass")
     env = load(tmp_path, (SHIPPED / "production.yml").read_text(), "production")
     assert env.protected is True
     assert env.description == "Production (EU)"
@@ -889,9 +889,9 @@ def test_production_copies_need_the_masking_key_only_for_copies(
     from seed.copy.masking import copy_settings
 
     for var, value in (
-        ("SHOP_SECRET_KEY", "k"),
-        ("SHOP_DB_PASSWORD", "p"),
-        ("PG_ADMIN_PASSWORD", "a"),
+        ("SHOP_PRODUCTION_SECRET_KEY", "k"),
+        ("SHOP_PRODUCTION_DB_PASSWORD", "p"),
+        ("SHOP_PRODUCTION_PG_ADMIN_PASSWORD", "a"),
     ):
         monkeypatch.setenv(var, value)
     monkeypatch.delenv("SEED_MASK_KEY", raising=False)
