@@ -14,6 +14,7 @@ the others; every merged row is recorded.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 import phonenumbers
+import pycountry
 
 from seed.legacy.mapping import ColumnMap, Mapping, Rule
 
@@ -31,7 +33,9 @@ EMAIL_RE = (
     r"@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,}$"
 )
 NL_POSTCODE = r"^(\d{4}) ?([A-Z]{2})$"
-COUNTRY_NAMES = {
+# names in the languages of the exports we meet that pycountry (English names, ISO codes)
+# does not have
+LOCAL_COUNTRY_NAMES = {
     "NETHERLANDS": "NL", "THE NETHERLANDS": "NL", "NEDERLAND": "NL", "HOLLAND": "NL", "NLD": "NL",
     "GERMANY": "DE", "DEUTSCHLAND": "DE", "DUITSLAND": "DE", "DEU": "DE",
     "BELGIUM": "BE", "BELGIE": "BE", "BELGIË": "BE", "BELGIQUE": "BE", "BEL": "BE",
@@ -42,6 +46,21 @@ COUNTRY_NAMES = {
     "AUSTRIA": "AT", "ÖSTERREICH": "AT", "AUT": "AT", "SWITZERLAND": "CH", "SCHWEIZ": "CH",
     "LUXEMBOURG": "LU", "LUX": "LU", "DENMARK": "DK", "DNK": "DK", "POLAND": "PL", "POL": "PL",
 }  # fmt: skip
+
+
+@functools.cache
+def country_names() -> dict[str, str]:
+    """Upper-case name or code → ISO 3166 alpha-2, from pycountry's maintained list (alpha-2
+    and alpha-3 codes, names, common and official names) plus LOCAL_COUNTRY_NAMES."""
+    names: dict[str, str] = {}
+    for country in pycountry.countries:
+        code = country.alpha_2
+        for attr in ("alpha_2", "alpha_3", "name", "common_name", "official_name"):
+            value = getattr(country, attr, None)
+            if value:
+                names[str(value).upper().replace(".", "")] = code
+    names.update(LOCAL_COUNTRY_NAMES)
+    return names
 
 
 @dataclass
@@ -145,7 +164,7 @@ def _apply(
         return _map_text(values, _postcode), none
     if kind == "country":
         upper = values.str.upper().str.replace(".", "", regex=False)
-        mapped = upper.map(lambda v: COUNTRY_NAMES.get(v, v))
+        mapped = upper.map(lambda v: country_names().get(v, v))
         if mapping.country:
             mapped = mapped.mask(mapped == "", mapping.country)
         ok = (mapped == "") | mapped.isin(phonenumbers.SUPPORTED_REGIONS)

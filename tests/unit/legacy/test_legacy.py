@@ -400,3 +400,17 @@ def test_an_update_writes_only_changed_rows_and_the_columns_it_may_change(
     assert rewritten == ["u2@example.com"]  # the unchanged rows are not rewritten
     assert loaded(conn)[3]["note"] == "n"
     assert loaded(conn)[2]["first_name"] == "changed"
+
+
+def test_countries_come_from_a_maintained_list() -> None:
+    """Names, ISO alpha-2 and alpha-3 codes of every country (pycountry), plus the local
+    names an export in Dutch or German uses; an unknown name stays as typed (rejected)."""
+    from seed.legacy.clean import country_names
+
+    names = country_names()
+    for typed, code in (
+        ("PORTUGAL", "PT"), ("PRT", "PT"), ("SWEDEN", "SE"), ("CZECHIA", "CZ"),
+        ("CZECH REPUBLIC", "CZ"), ("NEDERLAND", "NL"), ("DUITSLAND", "DE"), ("US", "US"),
+    ):  # fmt: skip
+        assert names[typed] == code, typed
+    assert "ATLANTIS" not in names
