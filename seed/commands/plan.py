@@ -152,7 +152,8 @@ def describe(data: dict[str, Any]) -> list[str]:
     lines = [
         f"plan for {data['environment']}"
         + (" (PROTECTED: upgradedb will ask to type its name)" if data["protected"] else ""),
-        f"  code: {(data['sha_current'] or 'nothing deployed')[:12]} -> {data['ref']} "
+        f"  code: {data['sha_current'][:12] if data['sha_current'] else 'nothing deployed'} -> "
+        f"{data['ref']} "
         f"({data['sha_target'][:12]})" + (" — already deployed" if data["up_to_date"] else ""),
         f"  hosts: {', '.join(data['hosts'])}",
     ]
