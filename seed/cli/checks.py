@@ -11,7 +11,6 @@ from seed.commands.validate import Validate
 @task(
     help={
         "json": "print the JSON report on stdout (progress stays on stderr)",
-        "report": "also write the JSON report to this path",
     }
 )
 @user_errors

@@ -27,7 +27,6 @@ from seed.run.report import Output, Scrubber
         "yes": "overwrite the target without asking (for CI)",
         "backup": "copy this backup of the source (id or unique prefix; default: latest)",
         "fresh": "take a new backup of the source first and copy that one",
-        "report": "also write the JSON report to this path",
     },
 )
 @user_errors

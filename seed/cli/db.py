@@ -24,7 +24,6 @@ from seed.commands.backups import Backup, Cleanup, Restore
         "label": "a name to recognise this backup by",
         "verify_restore": "also restore it into a scratch database and compare every table",
         "download": "also copy it to the control machine (.seed/<env>/backups/), sha256-checked",
-        "report": "also write the JSON report to this path",
     }
 )
 @user_errors
@@ -80,8 +79,6 @@ def backups(c: Context, json_: bool = False) -> None:
     help={
         "backup": "the backup id (or a unique prefix), or 'latest' (default)",
         "discard_writes": "restore even though the database was written since Seed left it",
-        "yes": "confirm on a protected environment without asking (for CI)",
-        "report": "also write the JSON report to this path",
     }
 )
 @user_errors
@@ -104,7 +101,7 @@ def restore(
     run.run()
 
 
-@task(help={"report": "also write the JSON report to this path"})
+@task()
 @user_errors
 def cleanup(c: Context, report: str = "") -> None:
     """Drop databases replaced by restores and delete backups beyond backup.keep."""

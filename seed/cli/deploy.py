@@ -21,9 +21,6 @@ from seed.undo.reverse import METHODS
 @task(
     help={
         "ref": "git branch, tag or sha to deploy (default: app.ref of the environment)",
-        "yes": "confirm on a protected environment without asking (for CI)",
-        "report": "also write the JSON report to this path",
-        "wait": "wait up to SECONDS for the environment's lock instead of exiting 3",
         "resume": "finish a deploy that died after its post checks passed (switch, restart...)",
         "mode": "code-only or maintenance: more safety than the plan chooses (never less)",
     }
@@ -53,9 +50,6 @@ def upgradedb(
     help={
         "to": "undo this deploy id (and so go further back than the last deploy)",
         "discard_writes": "roll back even though the database was written since the deploy",
-        "yes": "confirm on a protected environment without asking (for CI)",
-        "report": "also write the JSON report to this path",
-        "wait": "wait up to SECONDS for the environment's lock instead of exiting 3",
         "stop_jobs": "recovery: stop an interrupted run's migrate/restore instead of waiting",
         "method": "auto, reverse or restore: overrides rollback.method for this rollback",
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import os
 import shlex
@@ -54,11 +55,22 @@ class SeedTask(Task[Any]):
         return opts
 
 
+# the help of the options many tasks share, written once (a task may say it its own way)
+COMMON_HELP = {
+    "report": "also write the JSON report to this path",
+    "yes": "confirm on a protected environment without asking (for CI)",
+    "wait": "wait up to SECONDS for the environment's lock instead of exiting 3",
+}
+
+
 def task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
-    """invoke's `@task(...)`, making SeedTasks."""
+    """invoke's `@task(...)`, making SeedTasks; COMMON_HELP for the options it names."""
 
     def decorate(body: Callable[..., Any]) -> Task[Any]:
-        made: Task[Any] = invoke_task(klass=SeedTask, **kwargs)(body)
+        names = inspect.signature(body).parameters
+        common = {k: v for k, v in COMMON_HELP.items() if k in names}
+        options = {**kwargs, "help": {**common, **kwargs.get("help", {})}}
+        made: Task[Any] = invoke_task(klass=SeedTask, **options)(body)
         return made
 
     return decorate

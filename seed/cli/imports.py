@@ -27,8 +27,6 @@ from seed.errors import ConfigError
         "dry_run": "every step but the load: cleaned, validated, rejects and merges written",
         "compare_with": "compare with this environment's last import into the same table "
         "(or the path of its import.json) before loading; default: imports.compare_with",
-        "yes": "confirm on a protected environment without asking (for CI)",
-        "report": "also write the JSON report to this path",
     }
 )
 @user_errors

@@ -167,7 +167,6 @@ def lint(c: Context, ref: str = "", json_: bool = False) -> None:
         "scale_from": "extrapolate to this environment's row counts (default: rehearse.scale_from)",
         "backup": "rehearse on this backup (id or unique prefix; default: latest)",
         "json": "print the JSON report on stdout (progress stays on stderr)",
-        "report": "also write the JSON report to this path",
     }
 )
 @user_errors

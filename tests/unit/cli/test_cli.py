@@ -45,3 +45,19 @@ def test_the_words_after_manage_are_its_command() -> None:
     for untouched in (["seed", "prod", "manage"], ["seed", "prod", "manage", "--help"]):
         assert manage_words(untouched) == untouched
     assert manage_words(["seed", "prod", "status"]) == ["seed", "prod", "status"]
+
+
+def test_every_option_of_every_task_has_help() -> None:
+    """Shared options take their help from COMMON_HELP, the others from their task. In a
+    fresh interpreter: invoke pops a task's help while it makes its arguments."""
+    code = """
+import inspect
+from seed.cli.main import namespace
+for name, task in namespace().tasks.items():
+    for option in [p for p in inspect.signature(task.body).parameters if p != "c"]:
+        forms = (option, option.rstrip("_"), option.replace("_", "-"))
+        if not any(task.help.get(f) for f in forms):
+            print(name, option)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout == ""
