@@ -13,7 +13,6 @@ from typing import Any
 from seed.config import schema
 from seed.config.environment import interpolate, load_environment, merged_mapping
 from seed.config.yaml12 import line_of
-from seed.errors import ConfigError
 
 SECRETS = {"db.password", "db.admin_password", "copy.secret"}
 USERINFO = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")  # https://user:PASSWORD@host
@@ -54,12 +53,8 @@ def shown(key: str, raw: Any) -> tuple[str, str | None]:
 
 def settings(name: str, directory: Path) -> list[Setting]:
     """Every setting of the environment, in file order, then the defaults in schema order."""
-    try:  # a broken file is a ConfigError (exit 2) first; unset ${VAR}s are shown as such
-        load_environment(name, directory)
-    except ConfigError as exc:
-        problems = str(exc).split(": ", 1)[-1].split("; ")
-        if not all("is not set (export it" in p for p in problems):
-            raise
+    # a broken file is a ConfigError (exit 2) first; unset ${VAR}s are listed, not problems
+    load_environment(name, directory, unset_ok=True)
     raw, path = merged_mapping(name, directory)
     out: list[Setting] = []
 

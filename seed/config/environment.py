@@ -398,15 +398,19 @@ def merged_mapping(name: str, directory: Path | None = None) -> tuple[Any, Path]
     return raw, path
 
 
-def load_environment(name: str, directory: Path | None = None) -> Environment:
+def load_environment(
+    name: str, directory: Path | None = None, unset_ok: bool = False
+) -> Environment:
     """Read, interpolate and validate `<directory>/<name>.yml`; ConfigError lists every problem.
 
     The file is laid over `extends: <other>` (another file of the directory, itself
     possibly extending one) and over `_defaults.yml` when the directory has one:
-    mappings merge key by key, lists and values are replaced.
+    mappings merge key by key, lists and values are replaced. `unset_ok`: a `${VAR}` that
+    is not set reads as empty instead of being a problem (to show a configuration whose
+    secrets this machine does not have).
     """
     raw, path = merged_mapping(name, directory)
-    parser = _Parser(path)
+    parser = _Parser(path, unset_ok)
     env = parser.environment(name, raw)
     if parser.errors:
         errors = [with_line(raw, e, path.name) for e in parser.errors]
@@ -459,9 +463,10 @@ class _Parser:
     takes its type, allowed values, bounds, default and whether it is required from
     seed.config.schema: the declaration is there once."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, unset_ok: bool = False) -> None:
         self.path = path
         self.errors: list[str] = []
+        self.unset_ok = unset_ok
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -536,6 +541,8 @@ class _Parser:
 
     def _interp(self, value: str, where: str) -> str:
         try:
+            if self.unset_ok:
+                return interpolate(value, lambda name: os.environ.get(name, ""))
             return interpolate(value)
         except KeyError as exc:
             self.errors.append(
