@@ -76,9 +76,13 @@ class SeedProgram(Fab):  # type: ignore[misc]  # fabric ships no type hints
 def manage_words(argv: list[str]) -> list[str]:
     """`seed env manage showmigrations shop` → `... manage --args 'showmigrations shop'`
     (invoke would take each word for a task)."""
-    if "manage" not in argv[1:]:
+    # the task word, not an option's value (`--ref manage` is a branch named manage)
+    at = next(
+        (i for i in range(1, len(argv)) if argv[i] == "manage" and not argv[i - 1].startswith("-")),
+        None,
+    )
+    if at is None:
         return argv
-    at = argv.index("manage", 1)
     rest = argv[at + 1 :]
     if not rest or rest[0] in ("-h", "--help") or rest[0].startswith("--args"):
         return argv

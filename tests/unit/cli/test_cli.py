@@ -45,6 +45,8 @@ def test_the_words_after_manage_are_its_command() -> None:
     for untouched in (["seed", "prod", "manage"], ["seed", "prod", "manage", "--help"]):
         assert manage_words(untouched) == untouched
     assert manage_words(["seed", "prod", "status"]) == ["seed", "prod", "status"]
+    branch = ["seed", "prod", "plan", "--ref", "manage", "--json"]
+    assert manage_words(branch) == branch
 
 
 def test_every_option_of_every_task_has_help() -> None:
