@@ -301,9 +301,9 @@ def lint(
                 finding.level = "warn"
         if finding.rule in config.block:
             finding.level = "block"
+        waivable = (finding.migration, owner.split(" ")[0] if owner else None)  # "name version"
         for waiver in waivers:
-            names = (finding.migration, *((owner.split(" ")[0],) if owner else ()))
-            if waiver.migration in names and waiver.rule in (finding.rule, "*"):
+            if waiver.migration in waivable and waiver.rule in (finding.rule, "*"):
                 finding.waived = waiver.reason
         result.findings.append(finding)
     return result
