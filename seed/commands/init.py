@@ -18,6 +18,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from seed.config import schema
+from seed.errors import ConfigError
 
 FILES = (
     "environments/staging.yml",
@@ -87,8 +88,11 @@ def write_starting_files(root: Path) -> list[tuple[str, str]]:
         if path.exists():
             done.append((rel, "kept"))
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "x") as f:  # never over a file that appeared meanwhile
-            f.write(text)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "x") as f:  # never over a file that appeared meanwhile
+                f.write(text)
+        except OSError as exc:  # a read-only checkout, a full disk: one line, exit 2
+            raise ConfigError(f"{path}: cannot write it: {exc.strerror}") from None
         done.append((rel, "wrote"))
     return done

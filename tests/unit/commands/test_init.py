@@ -15,6 +15,7 @@ from seed.commands.init import FILES, SCHEMA_FILE, write_starting_files
 from seed.config import schema
 from seed.config.environment import load_environment
 from seed.config.yaml12 import load_yaml12
+from seed.errors import ConfigError
 from seed.rehearse.lint import repo_waivers
 
 
@@ -76,3 +77,11 @@ def test_init_outside_git_and_django_leaves_placeholders(tmp_path: Path) -> None
     name = tmp_path.name.lower().replace("-", "_")
     assert f"repo: git@github.com:your-org/{name}.git" in text
     assert f"settings: {name}.settings" in text
+
+
+def test_a_file_init_cannot_write_is_one_clear_error(tmp_path: Path) -> None:
+    """A folder it cannot create or write (here `deploy` is a file; a read-only checkout
+    or a full disk alike): ConfigError naming the file (exit 2), no traceback."""
+    (tmp_path / "deploy").write_text("not a folder\n")
+    with pytest.raises(ConfigError, match=r"deploy/checks\.yml: cannot write it: "):
+        write_starting_files(tmp_path)
