@@ -9,13 +9,14 @@ host (`ssh` there)."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from typing import TextIO
 
 from seed.deploy import release as rel
 from seed.errors import LockHeld, PreflightFailed
-from seed.journal.store import Journal, holder_text, try_advisory_lock
+from seed.journal.store import Journal, holder_text, new_deploy_id, try_advisory_lock
 from seed.remote.session import Session
 from seed.run.context import RunContext
 from seed.run.report import Scrubber
@@ -55,12 +56,20 @@ def run_manage(
             f"an ssh session on {env.roles.migrate.label}"
         )
     session = Session(env)
+    journal: Journal | None = None
+    run_id = new_deploy_id()
     try:
         session.open()
-        admin = session.connect(admin=True, app_name=f"seed-{env.name}-manage")
+        admin = session.connect(admin=True, app_name=f"seed-{env.name}-{run_id}")
+        holder = Journal(env, session.state, ctx.local_root, scrub)
         if not try_advisory_lock(admin, env):
-            holder = Journal(env, session.state, ctx.local_root, scrub).read_lock()
-            raise LockHeld(f"{env.name} is locked by {holder_text(holder)}: try again after it")
+            raise LockHeld(
+                f"{env.name} is locked by {holder_text(holder.read_lock())}: try again after it"
+            )
+        journal = holder
+        # the lock record names this command, so a deploy it refuses says who holds it
+        journal.ensure()
+        journal.write_lock(run_id, ctx.command)
         migrator = session.migrator
         layout = rel.Layout(env.deploy_to_of(migrator.host))
         current = rel.current_release(migrator, layout)
@@ -81,4 +90,7 @@ def run_manage(
         err.close()
         return res.exit_code
     finally:
+        if journal is not None:  # ours only: a record another run wrote stays
+            with contextlib.suppress(Exception):
+                journal.clear_lock(run_id)
         session.close()
