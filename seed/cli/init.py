@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 
 from seed.cli.edge import project_root, task, user_errors
-from seed.commands.init import write_starting_files
+from seed.commands.init import find_manage, write_starting_files
 
 
 @task()
@@ -13,8 +13,14 @@ from seed.commands.init import write_starting_files
 def init(c: Context) -> None:
     """Write the starting files into this app repository (never over an existing file)."""
     root = project_root()
-    if not (root / "manage.py").is_file():
-        print(f"note: no manage.py in {root}: run `seed init` at the app repository's root")
+    manage = find_manage(root)
+    if manage is None:
+        print(
+            f"note: no manage.py in {root} (nor one in a subfolder): run `seed init` at the "
+            "app repository's root, or set app.root to manage.py's folder"
+        )
+    elif manage.parent != root:
+        print(f"note: manage.py is in {manage.parent.relative_to(root)}/: app.root says so")
     for rel, what in write_starting_files(root):
         print(f"  {what:<5} {rel}" + ("  (exists: left as it is)" if what == "kept" else ""))
     print(

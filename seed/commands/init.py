@@ -5,7 +5,8 @@ production (with the JSON Schema beside them, so editors complete and check ever
 `deploy/checks.yml` and `deploy/lint.yml` (checks and waivers that travel with the
 migrations), and a CI example. What can be read from the repository is filled in: the
 project's name (the folder), `app.repo` (git's `origin`), `app.settings` (the
-DJANGO_SETTINGS_MODULE that manage.py sets)."""
+DJANGO_SETTINGS_MODULE that manage.py sets), `app.root` (manage.py's folder when it is
+not the top one)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Project:
     name: str  # folder name, as a database and service name (lowercase, underscores)
     repo: str
     settings: str
+    root: str = ""  # manage.py's folder, "" for the top
 
     @property
     def prefix(self) -> str:
@@ -55,13 +57,36 @@ def read_project(root: Path) -> Project:
     except OSError:
         origin = ""
     settings = f"{name}.settings"
-    manage = root / "manage.py"
-    if manage.is_file():
+    manage = find_manage(root)
+    if manage is not None:
         found = re.search(
             r"""DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""", manage.read_text()
         )
         settings = found.group(1) if found else settings
-    return Project(name, origin or f"git@github.com:your-org/{name}.git", settings)
+    project_root = manage.parent.relative_to(root).as_posix() if manage else "."
+    return Project(
+        name,
+        origin or f"git@github.com:your-org/{name}.git",
+        settings,
+        "" if project_root == "." else project_root,
+    )
+
+
+_NOT_PROJECT = {"node_modules", "site-packages", "venv", "env", "build", "dist"}
+
+
+def find_manage(root: Path) -> Path | None:
+    """The project's manage.py: at the top, else the one in a folder at most two deep
+    (none when there are several: the user says which with app.root)."""
+    if (root / "manage.py").is_file():
+        return root / "manage.py"
+    found = [
+        path
+        for pattern in ("*/manage.py", "*/*/manage.py")
+        for path in sorted(root.glob(pattern))
+        if not any(p.startswith(".") or p in _NOT_PROJECT for p in path.relative_to(root).parts)
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def render(template: Traversable, project: Project) -> str:
@@ -71,6 +96,7 @@ def render(template: Traversable, project: Project) -> str:
         ("@REPO@", project.repo),
         ("@SETTINGS@", project.settings),
         ("@PREFIX@", project.prefix),
+        ("@ROOT@ ", (f"root: {project.root}" if project.root else "# root: backend").ljust(38)),
     ):
         text = text.replace(key, value)
     return text

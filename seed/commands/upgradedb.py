@@ -33,7 +33,7 @@ from seed.deploy import migrate as migratelib
 from seed.deploy import plan as deploy_plan
 from seed.deploy import release as rel
 from seed.deploy import rolling
-from seed.deploy.target import Target
+from seed.deploy.target import Target, fetch_target
 from seed.errors import (
     Frozen,
     HumanNeeded,
@@ -117,14 +117,9 @@ class Upgrade(Operation):
             return  # the interrupted deploy's record says what to finish
         self.report.ref = ref
         with self.step("resolve ref") as s:
-            mirror = rel.repo_cache(env.app.repo, self.local_root / "cache" / "repos")
-            self.sha = rel.resolve_ref(mirror, ref)
-            self.archive = rel.build_archive(
-                mirror, self.sha, self.local_root / "cache" / "archives"
-            )
-            requirements = rel.requirements_of(mirror, self.sha, ref)
-            self.requirements = requirements
-            self.target = Target(ref, mirror, self.sha, self.archive, requirements)
+            self.target = fetch_target(env, ref, self.local_root)
+            mirror, self.sha = self.target.mirror, self.target.sha
+            self.archive, self.requirements = self.target.archive, self.target.requirements
             repo_checks = checkrun.repo_checks(
                 rel.file_at(mirror, self.sha, checkrun.REPO_CHECKS),
                 f"{checkrun.REPO_CHECKS} at {ref} ({self.sha[:12]})",

@@ -131,6 +131,7 @@ class AppConfig:
     undrain: str | None = None  # puts it back
     rolling_batch: str = "1"  # hosts per batch of a code-only deploy: "N" or "N%"
     shared_dirs: tuple[str, ...] = ()  # release-relative folders linked to shared/<dir>
+    root: str = ""  # the repository folder deployed as the release (manage.py's); "" = top
 
     def batch_size(self, hosts: int) -> int:
         """Hosts per batch of a rolling switch over `hosts` hosts (at least 1)."""
@@ -942,7 +943,19 @@ class _Parser:
             undrain=self.field(a, "app.undrain"),
             rolling_batch=self.rolling_batch(a),
             shared_dirs=self.shared_dirs(a),
+            root=self.app_root(a),
         )
+
+    def app_root(self, a: dict[str, Any]) -> str:
+        """app.root: a folder of the repository (relative, inside it); "" for its top."""
+        raw = str(self.field(a, "app.root") or "").strip()
+        root = posixpath.normpath(raw) if raw else "."
+        if raw.startswith("/") or root == ".." or root.startswith("../"):
+            self.errors.append(
+                f"app.root: {raw!r} must be a folder inside the repository (relative, no `..`)"
+            )
+            return ""
+        return "" if root == "." else root
 
     def shared_dirs(self, a: dict[str, Any]) -> tuple[str, ...]:
         """app.shared_dirs: folders relative to a release, inside it, none a Seed folder."""

@@ -314,6 +314,10 @@ ENVIRONMENT = _obj(
                 },
                 "keep_releases": _i("old release folders kept", 2, default=5),
                 "pip_args": {"type": "array", "items": {"type": "string"}},
+                "root": _s(
+                    "the repository folder holding manage.py, deployed as the release "
+                    "(a project in a subdirectory); default: the repository's top"
+                ),
                 "shared_dirs": {
                     "type": "array",
                     "items": {"type": "string"},

@@ -56,15 +56,22 @@ def resolve_ref(mirror: Path, ref: str) -> str:
     return res.stdout.strip()
 
 
-def build_archive(mirror: Path, sha: str, out_dir: Path) -> Path:
-    """`git archive` of `sha` as a .tar.gz, cached by sha."""
+def build_archive(mirror: Path, sha: str, out_dir: Path, root: str = "") -> Path:
+    """`git archive` of `sha` as a .tar.gz, cached by sha; with `root` (app.root) only that
+    folder of the repository, as the release's top (Capistrano's repo_tree)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{sha}.tar.gz"
+    suffix = f"-{hashlib.sha256(root.encode()).hexdigest()[:8]}" if root else ""
+    target = out_dir / f"{sha}{suffix}.tar.gz"
     if target.exists():
         return target
+    if root and _git("cat-file", "-e", f"{sha}:{root}/", cwd=mirror).returncode != 0:
+        raise PreflightFailed(
+            f"app.root: {root} is not a folder of the app repository at {sha[:12]}"
+        )
     with tempfile.NamedTemporaryFile(dir=out_dir, delete=False, suffix=".partial") as fh:
         tmp = Path(fh.name)
-    res = _git("archive", "--format=tar.gz", "-o", str(tmp), sha, cwd=mirror)
+    tree = f"{sha}:{root}" if root else sha
+    res = _git("archive", "--format=tar.gz", "-o", str(tmp), tree, cwd=mirror)
     if res.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise PreflightFailed(f"git archive {sha[:12]} failed: {res.stderr.strip()}")
@@ -82,28 +89,34 @@ def file_at(mirror: Path, sha: str, path: str) -> bytes | None:
 REQUIREMENTS_FILE = ".seed-requirements.txt"  # in each release: what its venv installs
 
 
-def requirements_of(mirror: Path, sha: str, ref: str) -> bytes:
+def requirements_of(mirror: Path, sha: str, ref: str, root: str = "") -> bytes:
     """What the release's virtualenv installs: its requirements.txt, else the
-    `[project] dependencies` of its pyproject.toml; PreflightFailed when it has neither."""
-    text = file_at(mirror, sha, "requirements.txt")
-    if text is not None:
-        return text
+    `[project] dependencies` of its pyproject.toml; PreflightFailed when it has neither.
+    With `root` (app.root) that folder's files, else the repository's top ones."""
     where = f"{ref} ({sha[:12]})"
-    project = file_at(mirror, sha, "pyproject.toml")
-    if project is None:
-        raise PreflightFailed(f"{where} has no requirements.txt (nor a pyproject.toml)")
+    for folder in dict.fromkeys((root, "")):
+        text = file_at(mirror, sha, posixpath.join(folder, "requirements.txt"))
+        if text is not None:
+            return text
+        project = file_at(mirror, sha, posixpath.join(folder, "pyproject.toml"))
+        if project is not None:
+            return _dependencies(project, f"{where}: {posixpath.join(folder, 'pyproject.toml')}")
+    places = f"in {root}/ or at the top" if root else "at the top"
+    raise PreflightFailed(f"{where} has no requirements.txt (nor a pyproject.toml) {places}")
+
+
+def _dependencies(project: bytes, where: str) -> bytes:
+    """pyproject.toml's `[project] dependencies` as a requirements file."""
     try:
         table = tomllib.loads(project.decode()).get("project") or {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PreflightFailed(f"{where}: pyproject.toml does not parse: {exc}") from None
+        raise PreflightFailed(f"{where} does not parse: {exc}") from None
     if "dependencies" in (table.get("dynamic") or []):
-        raise PreflightFailed(
-            f"{where}: pyproject.toml declares its dependencies dynamic: add a requirements.txt"
-        )
+        raise PreflightFailed(f"{where} declares its dependencies dynamic: add a requirements.txt")
     deps = table.get("dependencies")
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise PreflightFailed(
-            f"{where} has no requirements.txt, and pyproject.toml no [project] dependencies list"
+            f"{where} has no [project] dependencies list (and there is no requirements.txt)"
         )
     return ("# from pyproject.toml [project] dependencies\n" + "\n".join(deps) + "\n").encode()
 

@@ -36,8 +36,8 @@ def fetch_target(env: Environment, ref: str | None, local_root: Path) -> Target:
     ref = ref or env.app.ref
     mirror = rel.repo_cache(env.app.repo, local_root / "cache" / "repos")
     sha = rel.resolve_ref(mirror, ref)
-    archive = rel.build_archive(mirror, sha, local_root / "cache" / "archives")
-    requirements = rel.requirements_of(mirror, sha, ref)
+    archive = rel.build_archive(mirror, sha, local_root / "cache" / "archives", env.app.root)
+    requirements = rel.requirements_of(mirror, sha, ref, env.app.root)
     return Target(ref, mirror, sha, archive, requirements)
 
 

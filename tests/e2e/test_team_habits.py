@@ -1,11 +1,14 @@
 """What a Django team expects of a deploy tool day to day (issue 21): a deploy freeze
 (`freeze --reason` / `unfreeze`) that upgradedb respects (exit 3, nothing changed) and
-rollback does not; a CI log that never stays silent through a long step."""
+rollback does not; a CI log that never stays silent through a long step; shared folders kept
+across releases; a project in a subfolder of its repository."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +80,39 @@ def test_shared_dirs_are_kept_across_releases(at_v1: Deployment) -> None:
     bad = at_v1.variant("shared-dirs-bad", {"app.shared_dirs": ["../etc"]})
     refused = at_v1.fab("local", "upgradedb", "--ref", "v2", envdir=bad)
     assert refused.returncode == 2 and "must be a folder inside the release" in refused.stderr
+
+
+def test_a_project_in_a_subfolder_deploys_with_app_root(at_v1: Deployment, tmp_path: Path) -> None:
+    """A monorepo: the Django project in backend/, a frontend beside it. app.root deploys
+    backend/ as the release (Capistrano's repo_tree): manage.py at the release's top, the
+    site serving, manage commands run there."""
+    at_v1.reset()
+    work = tmp_path / "mono"
+    subprocess.run(
+        ["git", "clone", "-q", "--branch", "v1", str(at_v1.root / "origin.git"), str(work)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    (work / "backend").mkdir()
+    for path in work.iterdir():
+        if path.name not in (".git", "backend"):
+            subprocess.run([*git, "mv", path.name, f"backend/{path.name}"], check=True)
+    (work / "frontend").mkdir()
+    (work / "frontend" / "app.js").write_text("console.log('shop')\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "monorepo"], check=True)
+    bare = tmp_path / "mono.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+
+    envdir = at_v1.variant("app-root", {"app.repo": str(bare), "app.root": "backend"})
+    res = at_v1.fab("local", "upgradedb", "--ref", "HEAD", envdir=envdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    release = at_v1.deploy_to / "releases" / at_v1.releases()[-1]
+    assert (release / "manage.py").is_file() and not (release / "frontend").exists()
+    assert at_v1.http("/version/") == (200, "v1")
+    shown = at_v1.fab("local", "manage", "--args", "showmigrations shop", envdir=envdir)
+    assert shown.returncode == 0 and "[X] 0002_demo_data" in shown.stdout, shown.stderr
+    wrong = at_v1.variant("app-root-wrong", {"app.repo": str(bare), "app.root": "api"})
+    refused = at_v1.fab("local", "upgradedb", "--ref", "HEAD", envdir=wrong)
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert "app.root: api is not a folder of the app repository" in refused.stderr

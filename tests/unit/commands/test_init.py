@@ -49,7 +49,7 @@ def test_init_writes_starting_files_that_seed_accepts(
             monkeypatch.setenv(f"CORNER_SHOP_{name.upper()}_{var}", "x")
         env = load_environment(name, app_repo / "environments")
         assert env.app.repo == "git@example.com:acme/shop.git"
-        assert env.app.settings == "cornershop.settings.prod"
+        assert env.app.settings == "cornershop.settings.prod" and env.app.root == ""
         assert env.db.name == "corner_shop" and env.protected is (name == "production")
         text = (app_repo / "environments" / f"{name}.yml").read_text()
         assert list(validator.iter_errors(load_yaml12(text))) == []
@@ -85,3 +85,38 @@ def test_a_file_init_cannot_write_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "deploy").write_text("not a folder\n")
     with pytest.raises(ConfigError, match=r"deploy/checks\.yml: cannot write it: "):
         write_starting_files(tmp_path)
+
+
+def test_init_finds_a_project_in_a_subfolder(
+    app_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """manage.py in backend/ (a monorepo): app.root names it; two candidates: the user says."""
+    (app_repo / "backend").mkdir()
+    (app_repo / "manage.py").rename(app_repo / "backend" / "manage.py")
+    (app_repo / ".venv" / "x").mkdir(parents=True)
+    (app_repo / ".venv" / "x" / "manage.py").write_text("# not the project's\n")
+    write_starting_files(app_repo)
+    for var in ("DB_PASSWORD", "PG_ADMIN_PASSWORD", "SECRET_KEY"):
+        monkeypatch.setenv(f"CORNER_SHOP_STAGING_{var}", "x")
+    env = load_environment("staging", app_repo / "environments")
+    assert env.app.root == "backend" and env.app.settings == "cornershop.settings.prod"
+
+    other = app_repo.parent / "two"
+    for sub in ("api", "admin"):
+        (other / sub).mkdir(parents=True)
+        (other / sub / "manage.py").write_text("\n")
+    write_starting_files(other)
+    assert "  # root: backend " in (other / "environments" / "staging.yml").read_text()
+
+
+@pytest.mark.parametrize("root", ["/srv/app", "../app", "backend/../.."])
+def test_app_root_outside_the_repository_is_refused(
+    app_repo: Path, monkeypatch: pytest.MonkeyPatch, root: str
+) -> None:
+    write_starting_files(app_repo)
+    path = app_repo / "environments" / "staging.yml"
+    path.write_text(path.read_text().replace("  # root: backend", f"  root: {root}"))
+    for var in ("DB_PASSWORD", "PG_ADMIN_PASSWORD", "SECRET_KEY"):
+        monkeypatch.setenv(f"CORNER_SHOP_STAGING_{var}", "x")
+    with pytest.raises(ConfigError, match=r"app.root: .* must be a folder inside the repos"):
+        load_environment("staging", app_repo / "environments")

@@ -584,3 +584,41 @@ def test_requirements_come_from_requirements_txt_or_pyproject(tmp_path: Path) ->
     nothing = commit({"README": "x\n"})
     with pytest.raises(PreflightFailed, match=r"has no requirements\.txt"):
         rel.requirements_of(repo, nothing, "v4")
+
+
+def test_app_root_deploys_one_folder_of_the_repository(tmp_path: Path) -> None:
+    """app.root (Capistrano's repo_tree): the release is that folder, manage.py at its top;
+    its requirements are the folder's own, else the repository's top ones; a folder the
+    commit does not have is refused naming app.root."""
+    repo = tmp_path / "mono"
+    (repo / "backend" / "shopsite").mkdir(parents=True)
+    (repo / "frontend").mkdir()
+    (repo / "backend" / "manage.py").write_text("# manage\n")
+    (repo / "backend" / "shopsite" / "settings.py").write_text("X = 1\n")
+    (repo / "frontend" / "app.js").write_text("//\n")
+    (repo / "requirements.txt").write_text("Django==5.2\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    sha = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    whole = rel.build_archive(repo, sha, tmp_path / "archives")
+    sub = rel.build_archive(repo, sha, tmp_path / "archives", "backend")
+    assert whole != sub
+    with tarfile.open(sub) as tar:
+        names = {m.name.removeprefix("./") for m in tar.getmembers() if m.isfile()}
+    assert names == {"manage.py", "shopsite/settings.py"}
+    assert rel.requirements_of(repo, sha, "v1", "backend") == b"Django==5.2\n"  # the top's
+    (repo / "backend" / "requirements.txt").write_text("Django==5.2\npsycopg==3.2\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "own requirements"], check=True)
+    assert rel.requirements_of(repo, "HEAD", "v2", "backend").endswith(b"psycopg==3.2\n")
+    with pytest.raises(PreflightFailed, match=r"app.root: api is not a folder of the app rep"):
+        rel.build_archive(repo, sha, tmp_path / "archives", "api")
+    (repo / "requirements.txt").unlink()
+    subprocess.run([*git, "commit", "-q", "-am", "no top requirements"], check=True)
+    with pytest.raises(PreflightFailed, match=r"v3 .* pyproject.toml\) in frontend/ or at the t"):
+        rel.requirements_of(repo, "HEAD", "v3", "frontend")
