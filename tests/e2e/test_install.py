@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_urlsafe
 
@@ -128,13 +129,21 @@ def test_without_environments_the_command_says_where_it_looked(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_github_actions_example_runs_as_written(
-    installed: Path, deployment: Deployment, tmp_path: Path
-) -> None:
-    """docs/ci/github-actions.yml's `plan` and `staging` jobs, each `run:` step as GitHub
-    runs it (bash -eo pipefail), against the sandbox standing in for staging: the secrets
-    it names are the ones the environment file reads, `pip install seed-deploy` finds the
-    wheel, the ssh identity step's key and the committed known_hosts let it in."""
+@dataclass
+class Pipeline:
+    """An app repository set up as a CI system sees it, with the sandbox as staging."""
+
+    app: Path
+    secrets: dict[str, str]  # the CI system's secret variables
+    sha: str  # the commit under build
+    env: dict[str, str]  # the job's environment before its own variables
+
+
+@pytest.fixture()
+def pipeline(installed: Path, deployment: Deployment, tmp_path: Path) -> Pipeline:
+    """The shop's repository with a committed known_hosts and environments/staging.yml
+    reading its secrets from the variables the CI examples name; the sandbox stands in
+    for staging; `pip install seed-deploy` finds the wheel."""
     deployment.reset()
     root = deployment.root
     app = tmp_path / "shop"
@@ -143,7 +152,7 @@ def test_the_github_actions_example_runs_as_written(
     envs.mkdir()
     shutil.copy(root / "ssh" / "known_hosts", envs / "known_hosts")
     staging = yaml.safe_load((deployment.variant("ci-staging") / "local.yml").read_text())
-    staging["ssh"].pop("key", None)  # the workflow's ssh identity step provides it
+    staging["ssh"].pop("key", None)  # the pipeline's ssh identity step provides it
     staging["ssh"]["known_hosts"] = "environments/known_hosts"
     staging["db"].pop("passfile")
     staging["db"]["password"] = "${SHOP_STAGING_DB_PASSWORD}"  # noqa: S105 (a reference)
@@ -157,31 +166,51 @@ def test_the_github_actions_example_runs_as_written(
     )
     secrets = {
         "DEPLOY_SSH_KEY": (root / "ssh" / "id_ed25519").read_text().strip(),
-        "STAGING_DB_PASSWORD": passwords["shop"],
-        "STAGING_PG_ADMIN_PASSWORD": passwords["postgres"],
-        "STAGING_SECRET_KEY": token_urlsafe(50),  # check --deploy refuses a short one
+        "SHOP_STAGING_DB_PASSWORD": passwords["shop"],
+        "SHOP_STAGING_PG_ADMIN_PASSWORD": passwords["postgres"],
+        "SHOP_STAGING_SECRET_KEY": token_urlsafe(50),  # check --deploy refuses a short one
     }
     sha = subprocess.run(
         ["git", "--git-dir", str(root / "origin.git"), "rev-parse", "v1^{commit}"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-
-    def expand(text: str) -> str:
-        text = re.sub(r"\$\{\{\s*secrets\.(\w+)\s*\}\}", lambda m: secrets[m.group(1)], text)
-        return text.replace("${{ github.event.pull_request.head.sha }}", sha)
-
     home = tmp_path / "home"
     home.mkdir()
     base = {k: v for k, v in deployment.process_env().items() if not k.startswith("SEED_")}
     base.update({k: v for k, v in deployment.env.items() if k.startswith("SEED_SANDBOX")})
-    base.pop("SEED_HOME", None)
     base.update(
         HOME=str(home),
         PATH=f"{installed}:/usr/sbin:/usr/bin:/sbin:/bin",
-        GITHUB_SHA=sha,
         PIP_FIND_LINKS=str(installed.parent.parent),  # the wheel, as the index would serve it
         PIP_DISABLE_PIP_VERSION_CHECK="1",
     )
+    return Pipeline(app, secrets, sha, base)
+
+
+def check_artifacts(pipeline: Pipeline, deployment: Deployment) -> None:
+    """What the plan and staging jobs leave: the plan through `| tee`, the JSON report."""
+    plan = (pipeline.app / "plan.txt").read_text()
+    assert plan.startswith("plan for staging") and f"nothing deployed -> {pipeline.sha}" in plan
+    text = (pipeline.app / "seed-report.json").read_text()
+    report = json.loads(text)
+    assert report["outcome"] == "succeeded" and report["environment"] == "staging"
+    assert pipeline.secrets["SHOP_STAGING_DB_PASSWORD"] not in text
+    assert (deployment.current() or "").endswith(deployment.releases()[-1])
+
+
+def test_the_github_actions_example_runs_as_written(
+    pipeline: Pipeline, deployment: Deployment
+) -> None:
+    """docs/ci/github-actions.yml's `plan` and `staging` jobs, each `run:` step as GitHub
+    runs it (bash -eo pipefail): the secrets it names are the ones the environment file
+    reads, the ssh identity step's key and the committed known_hosts let it in."""
+    secrets = {k.removeprefix("SHOP_"): v for k, v in pipeline.secrets.items()}
+
+    def expand(text: str) -> str:
+        text = re.sub(r"\$\{\{\s*secrets\.(\w+)\s*\}\}", lambda m: secrets[m.group(1)], text)
+        return text.replace("${{ github.event.pull_request.head.sha }}", pipeline.sha)
+
+    base = {**pipeline.env, "GITHUB_SHA": pipeline.sha}
     workflow = load_yaml12((REPO / "docs" / "ci" / "github-actions.yml").read_text())
     for job in ("plan", "staging"):
         for step in workflow["jobs"][job]["steps"]:
@@ -190,12 +219,34 @@ def test_the_github_actions_example_runs_as_written(
             env = {**base, **{k: expand(str(v)) for k, v in (step.get("env") or {}).items()}}
             res = subprocess.run(
                 ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", expand(step["run"])],
-                cwd=app, env=env, capture_output=True, text=True, timeout=900, check=False,
+                cwd=pipeline.app, env=env, capture_output=True, text=True, timeout=900,
+                check=False,
             )  # fmt: skip
             assert res.returncode == 0, f"{job}: {step.get('name', step['run'])}\n{res.stderr}"
-    plan = (app / "plan.txt").read_text()  # the plan job's artifact, through `| tee`
-    assert plan.startswith("plan for staging") and f"nothing deployed -> {sha}" in plan
-    report = json.loads((app / "seed-report.json").read_text())
-    assert report["outcome"] == "succeeded" and report["environment"] == "staging"
-    assert secrets["STAGING_DB_PASSWORD"] not in (app / "seed-report.json").read_text()
-    assert (deployment.current() or "").endswith(deployment.releases()[-1])
+    check_artifacts(pipeline, deployment)
+
+
+def test_the_gitlab_ci_example_runs_as_written(pipeline: Pipeline, deployment: Deployment) -> None:
+    """docs/ci/gitlab-ci.yml's `plan` and `staging` jobs: `before_script` then `script`,
+    one shell per job as the runner does it, under nothing but the example's own
+    `set -eo pipefail`; the CI/CD variables are the environment file's ${VARIABLES}."""
+    flow = load_yaml12((REPO / "docs" / "ci" / "gitlab-ci.yml").read_text())
+    variables = {
+        **pipeline.secrets,
+        "CI": "true",
+        "CI_COMMIT_SHA": pipeline.sha,
+        "CI_DEFAULT_BRANCH": "main",
+        "CI_COMMIT_BRANCH": "main",
+    }
+    for job in ("plan", "staging"):
+        lines = [*flow["default"]["before_script"], *flow[job]["script"]]
+        assert flow[job]["stage"] == job and lines[0].startswith("set -eo pipefail")
+        res = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-c", "\n".join(lines)],
+            cwd=pipeline.app, env={**pipeline.env, **variables}, capture_output=True, text=True,
+            timeout=900, check=False,
+        )  # fmt: skip
+        assert res.returncode == 0, f"{job}: {res.stdout}\n{res.stderr}"
+        for path in flow[job]["artifacts"]["paths"]:
+            assert (pipeline.app / path).is_file(), (job, path)
+    check_artifacts(pipeline, deployment)
