@@ -13,18 +13,20 @@ import hashlib
 import json
 import posixpath
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import psycopg
 
 from seed.config.environment import Environment, Secret
 from seed.errors import PreflightFailed
 from seed.journal.record import RunRecord
 from seed.remote.ssh import Remote, RemoteJob, q
-from seed.run.report import human
+from seed.run.report import human, throttled
 
 
 @dataclass
@@ -92,14 +94,22 @@ def list_manifests(env: Environment, remote: Remote) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: str(m.get("created_at", "")) + str(m["id"]))
 
 
-def estimate_size(manifests: list[dict[str, Any]], database_size: int) -> int:
-    """Expected dump size: the database size times the last backup's compression ratio
-    (1.0 when there is no earlier backup)."""
+def expected_dump_size(manifests: list[dict[str, Any]], database_size: int) -> int:
+    """The dump's likely size: the database size times the last backup's compression
+    ratio (the database size when there is no earlier backup)."""
     for manifest in reversed(manifests):
         if manifest.get("database_size") and manifest.get("size"):
             ratio = float(manifest["size"]) / float(manifest["database_size"])
-            return int(database_size * min(max(ratio, 0.01), 1.0) * 1.2)
+            return int(database_size * min(max(ratio, 0.01), 1.0))
     return database_size
+
+
+def estimate_size(manifests: list[dict[str, Any]], database_size: int) -> int:
+    """Room a dump needs: its expected size with a 20 % margin once a backup gave a
+    compression ratio (the database size before that)."""
+    if not any(m.get("database_size") and m.get("size") for m in manifests):
+        return database_size
+    return int(expected_dump_size(manifests, database_size) * 1.2)
 
 
 def retention(
@@ -204,11 +214,12 @@ class Space:
     """Room for a backup of the database (and for a restored copy of it), measured once."""
 
     database_size: int
-    needed: int  # the backup's expected size
+    needed: int  # room for the backup: its expected size with a margin
     free: int  # in backup.dir
     dir: str
     host: str
     restore: str  # the restore-space finding, or "TOO SMALL: ..."
+    expected: int = 0  # the dump's likely size (no margin): what progress measures against
 
     @property
     def fits(self) -> bool:
@@ -238,7 +249,9 @@ def backup_space(
         manifests = list_manifests(env, remote)
     needed = estimate_size(manifests, size)
     free = free_bytes(remote, env.backup.dir)
-    space = Space(size, needed, free, env.backup.dir, remote.label, "")
+    space = Space(
+        size, needed, free, env.backup.dir, remote.label, "", expected_dump_size(manifests, size)
+    )
     if refuse and not space.fits:
         raise PreflightFailed(space.refusal())
     if not with_restore:
@@ -280,6 +293,23 @@ def restore_space(
     return f"{free / 1e9:.1f} GB free for a restore"
 
 
+def partial_path(final: str) -> str:
+    """Where a dump is written until it is verified and renamed to `final`."""
+    return posixpath.join(posixpath.dirname(final), "." + posixpath.basename(final) + ".partial")
+
+
+def bytes_written(remote: Remote, path: str) -> int | None:
+    """The size of the file (or the files of the folder) at `path` so far; None when it is
+    not there (yet, or any more) or the look failed."""
+    try:
+        attrs = remote.sftp.stat(path)
+        if stat.S_ISDIR(attrs.st_mode or 0):
+            return sum(a.st_size or 0 for a in remote.sftp.listdir_attr(path))
+        return attrs.st_size
+    except (OSError, EOFError, paramiko.SSHException):
+        return None
+
+
 def dump_script(
     env: Environment,
     final: str,
@@ -295,7 +325,7 @@ def dump_script(
     Then fsync, rename into place, fsync the directory.
     """
     directory = posixpath.dirname(final)
-    tmp = posixpath.join(directory, "." + posixpath.basename(final) + ".partial")
+    tmp = partial_path(final)
     db = env.db
     snap = f"--snapshot={q(snapshot)} " if snapshot else ""
     if env.backup.format == "directory":
@@ -403,8 +433,10 @@ def take_backup(
     app_name: str,
     snapshot: str | None = None,
     on_lost: Callable[[], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[str, str, int]:
-    """Dump, verify and checksum; returns (path, sha256, size). Failure → PreflightFailed."""
+    """Dump, verify and checksum; returns (path, sha256, size). Failure → PreflightFailed.
+    `progress` gets the bytes written so far, about twice a second."""
     final = posixpath.join(env.backup.dir, backup_id + backup_suffix(env))
     remote.mkdirs(job_dir, mode=0o700)
     passfile = posixpath.join(job_dir, "pgpass")
@@ -414,12 +446,17 @@ def take_backup(
     )
     script = dump_script(env, final, passfile, app_name, snapshot)
     job = RemoteJob.start(remote, job_dir, script)
-    code, output = job.wait(on_lost=on_lost)
+    on_poll = None
+    if progress is not None:
+        on_poll = throttled(0.5, lambda: bytes_written(remote, partial_path(final)), progress)
+    code, output = job.wait(on_lost=on_lost, on_poll=on_poll)
     match = re.search(r"seed-backup sha256=([0-9a-f]{64}) size=(\d+)", output)
     if code != 0 or not match:
         lines = [ln for ln in output.strip().splitlines() if ln.strip()]
         reason = " | ".join(lines[-2:]) or f"exit {code}"
         raise PreflightFailed(f"backup on {remote.label} failed: {reason}")
+    if progress is not None:
+        progress(int(match.group(2)))
     return final, match.group(1), int(match.group(2))
 
 

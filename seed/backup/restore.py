@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from seed.config.environment import Environment
 from seed.db.postgres import (
     ConnFactory,
     applied_migrations,
+    database_size,
     error_text,
     parallel_figures,
     recorded_algorithm,
@@ -34,6 +35,7 @@ from seed.db.postgres import (
 from seed.errors import SeedError, StepFailed
 from seed.remote.session import Session
 from seed.remote.ssh import Remote, RemoteJob, q
+from seed.run.report import throttled
 
 
 class RestoreFailed(StepFailed):
@@ -349,9 +351,11 @@ def run_pg_restore(
     on_lost: Callable[[], None] | None = None,
     options: str = "",
     analyze: bool = True,
+    on_poll: Callable[[], None] | None = None,
 ) -> None:
     """pg_restore --exit-on-error into the new database, as a remote job on the state host.
-    `options`: more pg_restore arguments (already quoted), e.g. `--section=data`."""
+    `options`: more pg_restore arguments (already quoted), e.g. `--section=data`;
+    `on_poll`: run while it works (size_meter)."""
     remote.mkdirs(job_dir, mode=0o700)
     passfile = f"{job_dir}/pgpass"
     remote.put_bytes(
@@ -381,10 +385,33 @@ echo "seed-restore loaded"
 {vacuum}echo "seed-restore ok"
 """
     job = RemoteJob.start(remote, job_dir, script)
-    code, output = job.wait(on_lost=on_lost)
+    code, output = job.wait(on_lost=on_lost, on_poll=on_poll)
     if code != 0 or "seed-restore ok" not in output:
         lines = [ln for ln in output.strip().splitlines() if ln.strip()]
         raise StepFailed(f"pg_restore failed: {' | '.join(lines[-2:]) or f'exit {code}'}")
+
+
+@contextlib.contextmanager
+def size_meter(
+    session: Session, dbname: str, app_name: str, progress: Callable[[int], None] | None
+) -> Iterator[Callable[[], None] | None]:
+    """A polling hook that hands `pg_database_size(dbname)` (a database being restored)
+    to `progress` about twice a second, on a connection of its own; None without progress."""
+    if progress is None:
+        yield None
+        return
+    conn = session.connect(admin=True, dbname="postgres", app_name=app_name)
+
+    def measure() -> int | None:
+        try:
+            return database_size(conn, dbname)
+        except psycopg.Error:
+            return None  # not created yet, or the link hiccuped: the next look says more
+
+    try:
+        yield throttled(0.5, measure, progress)
+    finally:
+        conn.close()
 
 
 def swap(conn: psycopg.Connection[Any], plan: RestorePlan, attempts: int = 5) -> None:
@@ -512,11 +539,13 @@ def restore_as_live(
     app_name: str,
     before_swap: Callable[[], None] = lambda: None,
     on_lost: Callable[[], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Restored:
     """The whole restore: verify the file, new database, pg_restore, properties, swap.
 
     Until the swap the live database is untouched (RestoreFailed.live_untouched);
-    `before_swap` lets the caller close its own sessions to the live database.
+    `before_swap` lets the caller close its own sessions to the live database;
+    `progress` gets the restored database's size as pg_restore fills it.
     """
     plan = plan_restore(env, backup_path, sha256, tag)
     try:
@@ -532,7 +561,10 @@ def restore_as_live(
             create_like(pg, plan.new, props)
             pg.close()
             try:
-                run_pg_restore(env, session.state, plan, job_dir, app_name, on_lost)
+                with size_meter(session, plan.new, app_name, progress) as on_poll:
+                    run_pg_restore(
+                        env, session.state, plan, job_dir, app_name, on_lost, on_poll=on_poll
+                    )
                 break
             except SeedError:
                 # the file was verified above: a failure is the server's or the network's

@@ -64,9 +64,10 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
         with self.step("backup") as s:
             started = time.monotonic()
             job = self.job_dir("backup")
-            path, sha, dump_size = backups.take_backup(
-                env, state, self.id, job, self.app_name, snapshot
-            )
+            with self.out.progress("dumped", space.expected) as progress:
+                path, sha, dump_size = backups.take_backup(
+                    env, state, self.id, job, self.app_name, snapshot, progress=progress
+                )
             record = backups.BackupRecord(
                 id=self.id,
                 path=path,
@@ -116,7 +117,11 @@ def verify_by_restoring(op: Operation, record: backups.BackupRecord) -> str:
     restorelib.create_like(pg, scratch, record.database_properties)
     try:
         job = op.job_dir("verify-restore")
-        restorelib.run_pg_restore(env, session.state, plan, job, op.app_name)
+        with (
+            op.out.progress("restored", record.database_size) as progress,
+            restorelib.size_meter(session, scratch, op.app_name, progress) as on_poll,
+        ):
+            restorelib.run_pg_restore(env, session.state, plan, job, op.app_name, on_poll=on_poll)
         conn = session.connect(admin=True, dbname=scratch, app_name=op.app_name)
         found = op.table_figures(conn, scratch)
         figures = {k: v.to_json() for k, v in found.items()}

@@ -105,6 +105,7 @@ class Upgrade(Operation):
         self.reverse_plan: reverselib.ReversePlan | None = None
         self.plan: deploy_plan.DeployPlan | None = None  # from pre-flight
         self.target: Target | None = None
+        self.dump_expected: int | None = None  # the backup's likely size (pre-flight)
         self.database_size = 0
         self.rolling_back = RollbackRecord("")  # the automatic rollback's record (after_failure)
 
@@ -354,6 +355,7 @@ class Upgrade(Operation):
             with self.step("backup pre-flight") as s:
                 text = self.pg_dump_text = backups.usable_pg_dump(env, session.state, server)
                 space = backups.backup_space(env, session.state, admin, size)
+                self.dump_expected = space.expected
                 s.detail = (
                     f"{text}; {space.free / 1e9:.1f} GB free in {env.backup.dir}; {space.restore}"
                 )
@@ -512,7 +514,7 @@ class Upgrade(Operation):
         with self.step("backup") as s:
             started = time.monotonic()
             backup_id = self.deploy_id
-            with self.hooked("backup", []):
+            with self.hooked("backup", []), self.out.progress("dumped", self.dump_expected) as p:
                 path, sha, size = backups.take_backup(
                     env,
                     session.state,
@@ -521,6 +523,7 @@ class Upgrade(Operation):
                     self.app_name,
                     snapshot,
                     on_lost=self.reconnect_all,
+                    progress=p,
                 )
             record = backups.BackupRecord(
                 id=backup_id,

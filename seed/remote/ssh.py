@@ -644,11 +644,13 @@ class RemoteJob:
         interval: float = 0.2,
         timeout: float | None = None,
         on_lost: Callable[[], None] | None = None,
+        on_poll: Callable[[], None] | None = None,
     ) -> tuple[int, str]:
         """Poll until the job ends; returns (exit code, whole output). Lost → RemoteError.
 
         The job runs detached: a dropped SSH connection does not touch it. With `on_lost`
-        (which must reconnect this remote), polling goes on after a drop, up to 3 times."""
+        (which must reconnect this remote), polling goes on after a drop, up to 3 times.
+        `on_poll` runs after every look while the job runs (progress measurements)."""
         output: list[str] = []
         started = time.monotonic()
         pause = 0.01
@@ -675,6 +677,8 @@ class RemoteJob:
                 )
             if timeout is not None and time.monotonic() - started > timeout:
                 raise RemoteError(f"job {self.dir} on {self.remote.label}: timed out")
+            if on_poll:
+                on_poll()
             # short jobs end within a few polls; long ones are polled every `interval`
             time.sleep(pause)
             pause = min(interval, pause * 2)

@@ -15,13 +15,21 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -48,6 +56,26 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def throttled(
+    seconds: float, measure: Callable[[], int | None], report: Callable[[int], None]
+) -> Callable[[], None]:
+    """A hook for a polling loop: at most every `seconds`, `report(measure())`. A measure
+    that has nothing to say (None: the file is not there yet, the link hiccuped) is
+    skipped: progress is never worth failing a step."""
+    last = [0.0]
+
+    def poll() -> None:
+        now = time.monotonic()
+        if now - last[0] < seconds:
+            return
+        last[0] = now
+        figure = measure()
+        if figure is not None:
+            report(figure)
+
+    return poll
 
 
 def who() -> str:
@@ -114,6 +142,7 @@ class Output:
         # whose log stays silent (GitLab, Travis: 10 min), a dump may take longer
         self.heartbeat = float(os.environ.get("SEED_HEARTBEAT_SECONDS") or HEARTBEAT_SECONDS)
         self._lock = threading.Lock()  # the heartbeat writes from its own thread
+        self._figure = ""  # the running step's latest progress figure, for the heartbeat
 
     def line(self, text: str, style: str = "") -> None:
         text = self.scrub(text)
@@ -127,7 +156,48 @@ class Output:
     def _beat(self, name: str, started: float, done: threading.Event) -> None:
         while not done.wait(self.heartbeat):
             elapsed = int(time.monotonic() - started)
-            self.line(f"… {name} still running ({elapsed // 60}m{elapsed % 60:02d}s)", "dim")
+            figure = f"; {self._figure}" if self._figure else ""
+            self.line(
+                f"… {name} still running ({elapsed // 60}m{elapsed % 60:02d}s{figure})", "dim"
+            )
+
+    @contextmanager
+    def progress(self, what: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """Bytes a long step has done (`what`: "dumped", "restored"), out of an expected
+        `total` (None: unknown): a live bar with rate and elapsed time on a TTY; in plain
+        mode the heartbeat line carries the figure. Yields the function that takes the
+        bytes done so far (called from any thread)."""
+        started = time.monotonic()
+        if self.plain:
+
+            def note(done: int) -> None:
+                rate = done / max(time.monotonic() - started, 1e-3)
+                of = f" of ~{human(total)}" if total and total >= done else ""
+                self._figure = f"{human(done)}{of} {what}, {human(rate)}/s"
+
+            try:
+                yield note
+            finally:
+                self._figure = ""
+            return
+        bar = Progress(
+            TextColumn(f"    {what}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        task = bar.add_task(what, total=total or None)
+
+        def advance(done: int) -> None:
+            if total and done > total:
+                bar.update(task, total=done)  # the estimate was low: a full bar, not 130 %
+            bar.update(task, completed=done)
+
+        with bar:
+            yield advance
 
     def detail(self, text: str) -> None:
         for part in self.scrub(text).rstrip().splitlines():

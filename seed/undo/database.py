@@ -310,18 +310,23 @@ def restore_dump(
     re-made, then swapped in for the live one (kept as `<db>_replaced_<tag>`). The run's own
     sessions to the live database are closed before the swap and opened again after."""
     try:
-        return restorelib.restore_as_live(
-            op.env,
-            op.session,
-            backup_path,
-            sha256,
-            props,
-            restorelib.db_tag(op.id),
-            op.job_dir("restore"),
-            op.app_name,
-            before_swap=op.close_sessions,
-            on_lost=op.reconnect_all,
-        )
+        size = None  # the live database's size: about what the restored copy will hold
+        with contextlib.suppress(psycopg.Error, AttributeError):
+            size = dblib.database_size(op.admin, op.env.db.name)
+        with op.out.progress("restored", size) as progress:
+            return restorelib.restore_as_live(
+                op.env,
+                op.session,
+                backup_path,
+                sha256,
+                props,
+                restorelib.db_tag(op.id),
+                op.job_dir("restore"),
+                op.app_name,
+                before_swap=op.close_sessions,
+                on_lost=op.reconnect_all,
+                progress=progress,
+            )
     finally:
         with contextlib.suppress(SeedError, psycopg.Error):  # the next step says it fails
             op.open_sessions()

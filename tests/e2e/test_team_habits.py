@@ -6,13 +6,15 @@ across releases; a project in a subfolder of its repository."""
 from __future__ import annotations
 
 import os
+import pty
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import FAB, REPO, Deployment
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +118,62 @@ def test_a_project_in_a_subfolder_deploys_with_app_root(at_v1: Deployment, tmp_p
     refused = at_v1.fab("local", "upgradedb", "--ref", "HEAD", envdir=wrong)
     assert refused.returncode == 4, refused.stdout + refused.stderr
     assert "app.root: api is not a folder of the app repository" in refused.stderr
+
+
+def on_a_terminal(dep: Deployment, *args: str) -> tuple[int, str]:
+    """`fab *args` with a pseudo-terminal as its stdin, stdout and stderr (a person at a
+    terminal: no CI variable); its exit code and the text it drew."""
+    env = dep.process_env()
+    env.pop("CI", None)
+    env.update(TERM="xterm-256color", COLUMNS="120")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [FAB, *args], cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave
+    )  # fmt: skip
+    os.close(slave)
+    drawn = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the last writer closed the terminal
+            break
+        if not data:
+            break
+        drawn.append(data)
+    os.close(master)
+    text = b"".join(drawn).decode(errors="replace")
+    return proc.wait(timeout=600), re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text)  # no colours
+
+
+def test_long_dumps_and_restores_show_their_progress(at_v1: Deployment) -> None:
+    """A database big enough for a dump and a restore that take seconds: on a terminal
+    a live bar with bytes done of the expected size and the rate; in a CI log the
+    heartbeat line carries the same figures."""
+    at_v1.reset()
+    at_v1.deploy("v1")
+    with at_v1.admin("shop") as conn:
+        conn.execute(
+            "create table seed_bulk as select g, "
+            + " || ".join(["md5(random()::text)"] * 8)
+            + " as payload from generate_series(1, 400000) g"
+        )
+    try:
+        res = at_v1.fab("local", "backup", extra_env={"SEED_HEARTBEAT_SECONDS": "0.5"})
+        assert res.returncode == 0, res.stdout + res.stderr
+        beats = [ln for ln in res.stderr.splitlines() if "… backup still running" in ln]
+        assert any(
+            re.search(r"; [\d.]+ [KMG]?B of ~[\d.]+ [KMG]?B dumped, [\d.]+ [KMG]?B/s\)", b)
+            for b in beats
+        ), res.stderr
+        code, drawn = on_a_terminal(at_v1, "local", "backup", "--label", "tty")
+        assert code == 0, drawn
+        # a bar with bytes done of the expected size, rising, with a rate
+        done = [float(d) for d in re.findall(r"dumped .*?(\d+\.\d)/[\d.]+ MB", drawn)]
+        assert len(set(done)) >= 3 and done == sorted(done), drawn
+        assert re.search(r"dumped .*[\d.]+/[\d.]+ MB .*[\d.]+ MB/s", drawn), drawn
+        code, drawn = on_a_terminal(at_v1, "local", "restore", "--yes")
+        assert code == 0, drawn
+        assert re.search(r"restored .*[\d.]+/[\d.]+ [kMG]B .*[\d.]+ [kMG]?B/s", drawn), drawn
+    finally:
+        with at_v1.admin("shop") as conn:
+            conn.execute("drop table if exists seed_bulk")

@@ -21,6 +21,8 @@ from sandbox.servers import SandboxInfo
 from seed.backup.dump import (
     BackupRecord,
     dump_script,
+    estimate_size,
+    expected_dump_size,
     free_bytes,
     pg_dump_version,
     pgpass_line,
@@ -317,3 +319,14 @@ def test_restore_space(
         message = restore_space(sandbox_env, remote, app, 10**18)
         assert "data_directory not readable" in message
         assert app.execute("select 1").fetchone() == (1,)  # the session is still usable
+
+
+def test_a_dumps_expected_size_follows_the_last_compression_ratio() -> None:
+    """Progress measures against the likely size; the space check adds a 20 % margin once
+    a backup gave a ratio, and takes the database size before that."""
+    assert expected_dump_size([], 1000) == 1000 == estimate_size([], 1000)
+    older = [{"database_size": 500, "size": 100}, {"database_size": 800, "size": 400}]
+    assert expected_dump_size(older, 1000) == 500
+    assert estimate_size(older, 1000) == 600
+    unknown = [{"database_size": 500, "size": 500}]  # no compression: ratio 1.0
+    assert estimate_size(unknown, 1000) == 1200

@@ -12,7 +12,7 @@ import pytest
 
 import seed
 from seed.journal.record import RunRecord
-from seed.run.report import Output, Scrubber, iso, write_json
+from seed.run.report import Output, Scrubber, iso, throttled, write_json
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
@@ -163,3 +163,33 @@ def test_a_long_step_says_it_is_still_running_and_stops_when_it_ends() -> None:
     assert (
         stream.getvalue().rstrip().endswith("✔ backup (0.23s)") or "✔ backup (" in stream.getvalue()
     )
+
+
+def test_progress_figures_ride_on_the_heartbeat_in_a_ci_log() -> None:
+    """Plain output has no bar: the heartbeat line says bytes done of the expected size and
+    the rate; the figure goes with the progress block."""
+    stream = io.StringIO()
+    out = Output("prod", Scrubber(), stream=stream, plain=True)
+    out.heartbeat = 0.05
+    report = RunRecord(environment="prod", command="t", deploy_id="x", kind="backup")
+    with out.step(report, "backup"):
+        with out.progress("dumped", 40_000_000) as progress:
+            progress(12_300_000)
+            time.sleep(0.12)
+        time.sleep(0.12)
+    lines = [ln for ln in stream.getvalue().splitlines() if "still running" in ln]
+    assert re.search(r"\(0m00s; 12\.3 MB of ~40\.0 MB dumped, [\d.]+ [KMG]B/s\)$", lines[0])
+    assert lines[-1].endswith("still running (0m00s)")
+
+
+def test_throttled_measures_at_most_so_often_and_skips_nothing_to_say() -> None:
+    figures = iter([None, 5, 7])
+    seen: list[int] = []
+    poll = throttled(0.05, lambda: next(figures), seen.append)
+    poll()  # None: nothing reported
+    poll()  # too soon: not even measured
+    time.sleep(0.06)
+    poll()
+    time.sleep(0.06)
+    poll()
+    assert seen == [5, 7]
