@@ -2,14 +2,15 @@
 host, in the environment of the release `current` serves (like `kamal app exec`).
 
 The output is streamed as it comes, scrubbed of the environment's secrets line by line;
-the command's exit code is the task's. It holds the environment's lock while it runs, so
-it never overlaps a deploy: a deploy in progress refuses it (exit 3), and a deploy started
-meanwhile waits or is refused. No stdin: `shell` and `dbshell` need a terminal on the
-host (`ssh` there)."""
+the command's exit code is the task's (141 when our reader goes away: `| head`). It
+holds the environment's lock while it runs, so it never overlaps a deploy: a deploy in
+progress refuses it (exit 3), and a deploy started meanwhile waits or is refused. No
+stdin: `shell` and `dbshell` need a terminal on the host (`ssh` there)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import sys
 from typing import TextIO
@@ -22,6 +23,11 @@ from seed.run.context import RunContext
 from seed.run.report import Scrubber
 
 INTERACTIVE = ("shell", "dbshell", "createsuperuser")  # they read a terminal
+CLOSED_PIPE = 141  # what a shell reports for a command whose reader went away (128 + SIGPIPE)
+
+
+class OutputClosed(Exception):
+    """The reader of our output went away (`seed … manage showmigrations | head`)."""
 
 
 class LineScrubber:
@@ -33,14 +39,23 @@ class LineScrubber:
     def feed(self, chunk: bytes) -> None:
         text = self.rest + chunk.decode(errors="replace")
         *lines, self.rest = text.split("\n")
-        for line in lines:
-            self.stream.write(self.scrub(line) + "\n")
-        self.stream.flush()
+        self._write("".join(self.scrub(line) + "\n" for line in lines))
 
     def close(self) -> None:
         if self.rest:
-            self.stream.write(self.scrub(self.rest) + "\n")
+            self._write(self.scrub(self.rest) + "\n")
             self.rest = ""
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            # not the connection's fault: stop reading (the remote command gets SIGPIPE
+            # as the channel closes) and end like any Unix command in a closed pipe
+            with contextlib.suppress(OSError):  # no second error when Python flushes it
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            raise OutputClosed from None
 
 
 def run_manage(
@@ -83,11 +98,14 @@ def run_manage(
             f".venv/bin/python manage.py {shlex.join(args)}"
         )
         out, err = LineScrubber(scrub, stdout), LineScrubber(scrub, stderr)
-        res = migrator.run(
-            command, on_data=lambda chunk, is_err: (err if is_err else out).feed(chunk)
-        )
-        out.close()
-        err.close()
+        try:
+            res = migrator.run(
+                command, on_data=lambda chunk, is_err: (err if is_err else out).feed(chunk)
+            )
+            out.close()
+            err.close()
+        except OutputClosed:
+            return CLOSED_PIPE
         return res.exit_code
     finally:
         if journal is not None:  # ours only: a record another run wrote stays

@@ -177,3 +177,18 @@ def test_long_dumps_and_restores_show_their_progress(at_v1: Deployment) -> None:
     finally:
         with at_v1.admin("shop") as conn:
             conn.execute("drop table if exists seed_bulk")
+
+
+def test_manage_into_a_closed_pipe_ends_like_a_unix_command(at_v1: Deployment) -> None:
+    """`seed local manage showmigrations | true`: the reader went away, not the connection;
+    exit 141 (as a shell reports SIGPIPE), nothing on stderr, the lock let go."""
+    at_v1.reset()
+    at_v1.deploy("v1")
+    script = f'{FAB} local manage --args showmigrations | true; echo "exit ${{PIPESTATUS[0]}}"'
+    res = subprocess.run(
+        ["bash", "-c", script], cwd=REPO, env=at_v1.process_env(), capture_output=True,
+        text=True, timeout=300, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert res.stdout == "exit 141\n" and res.stderr == "", res.stdout + res.stderr
+    shown = at_v1.fab("local", "manage", "--args", "showmigrations shop")
+    assert shown.returncode == 0 and "[X] 0001_initial" in shown.stdout, shown.stderr
