@@ -14,11 +14,11 @@ import sys
 from fabric import Config, Executor
 from fabric.main import Fab
 from invoke.collection import Collection
-from invoke.exceptions import Exit, ParseError
+from invoke.exceptions import Exit
 
 from seed import __version__
 from seed.cli import checks, copy, db, deploy, imports, init, overview
-from seed.cli.edge import environment_tasks, environments_here
+from seed.cli.edge import environment_tasks
 from seed.errors import ConfigError
 
 
@@ -54,23 +54,46 @@ def namespace() -> Collection:
     return ns
 
 
+# Fabric's and invoke's own core options drive Fabric connections and invoke's run(),
+# which Seed does not use: `seed --dry prod upgradedb` would deploy for real. They are
+# left out of `seed --help` and refused when given (`fab` in Seed's checkout keeps them).
+FABRIC_ONLY = (
+    "command-timeout", "config", "connect-timeout", "dry", "echo", "hide", "hosts",
+    "identity", "list-agent-keys", "prompt-for-login-password", "prompt-for-passphrase",
+    "prompt-for-sudo-password", "pty", "ssh-config", "warn-only", "write-pyc",
+)  # fmt: skip
+
+
 class SeedProgram(Fab):  # type: ignore[misc]  # fabric ships no type hints
     """Fabric's program; a first word that is neither an environment nor a task is a usage
-    error (exit 2) naming the environments this directory has, and the words after
-    `manage` are the manage.py command (not further tasks)."""
+    error (exit 2) naming the environments this directory has, the words after `manage`
+    are the manage.py command (not further tasks), Fabric's own options are refused."""
 
     def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
         super().run(manage_words(list(sys.argv if argv is None else argv)), exit)
 
-    def parse_tasks(self) -> None:
-        try:
-            super().parse_tasks()
-        except ParseError as exc:
-            unknown = re.match(r"No idea what '(.+)' is!", str(exc))
-            if not unknown:
-                raise
-            message = f"seed: {unknown.group(1)!r} is {environments_here()}"
-            raise Exit(message, ConfigError.code) from None
+    def parse_core_args(self) -> None:
+        super().parse_core_args()
+        given = [name for name in FABRIC_ONLY if self.args[name].got_value]
+        if given:
+            raise Exit(
+                f"seed: --{given[0]} is a Fabric option Seed does not use (see `seed --help`; "
+                "a dry run is `seed <env> plan`)",
+                ConfigError.code,
+            )
+
+    def print_help(self) -> None:
+        """invoke's core help, without Fabric's options."""
+        print(f"Usage: {self.binary} [--core-opts] [<environment>] <task> [--task-opts] ...")
+        print("\nCore options:\n")
+        self.print_columns(
+            [
+                (flags, text)
+                for flags, text in self.initial_context.help_tuples()
+                if not any(re.search(rf"--{name}\b(?!-)", flags) for name in FABRIC_ONLY)
+            ]
+        )
+        self.list_tasks()
 
 
 def manage_words(argv: list[str]) -> list[str]:

@@ -63,3 +63,22 @@ for name, task in namespace().tasks.items():
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout == ""
+
+
+def seed_command(*args: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        f"import sys; from seed.cli.main import main; sys.argv = ['seed', *{list(args)!r}]; main()"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
+def test_fabric_options_seed_does_not_use_are_not_offered_and_refused() -> None:
+    """`--dry` would look like a dry run and deploy for real: refused (exit 2), and no
+    Fabric-only option in `seed --help`."""
+    shown = seed_command("--help")
+    assert shown.returncode == 0 and "--list" in shown.stdout and "upgradedb" in shown.stdout
+    for flag in ("--dry", "--hosts", "--identity", "--ssh-config", "--warn-only", "--echo"):
+        assert flag not in shown.stdout, flag
+    for argv in (["-R", "prod", "upgradedb"], ["--hosts", "web1", "prod", "status"]):
+        res = seed_command(*argv)
+        assert res.returncode == 2 and "is a Fabric option Seed does not use" in res.stderr, argv
