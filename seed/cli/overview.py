@@ -107,7 +107,7 @@ def history(c: Context, json_: bool = False) -> None:
         secs = "" if r["duration_s"] is None else f"{r['duration_s']:.0f}"
         down = "" if r["downtime_seconds"] is None else f"{r['downtime_seconds']:.1f}"
         tail = r["rollback_method"] or ""
-        if r["outcome"] != "succeeded" and r["message"]:
+        if (r["outcome"] != "succeeded" or r["kind"] in ("freeze", "unfreeze")) and r["message"]:
             tail = (tail + " " if tail else "") + str(r["message"])[:80]
         print(
             f"{r['deploy_id'] or '?':<23} {r['kind'] or '?':<10} {r['outcome'] or '?':<10} "

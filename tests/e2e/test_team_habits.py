@@ -49,6 +49,11 @@ def test_a_freeze_stops_deploys_not_rollbacks(at_v1: Deployment) -> None:
     lifted = at_v1.fab("local", "unfreeze")
     assert lifted.returncode == 0 and "Black Friday" in lifted.stdout
     assert at_v1.fab("local", "unfreeze").stdout.strip() == "local was not frozen"
+    # the journal keeps who froze and lifted it, when and why (one record each)
+    shown = at_v1.fab("local", "history").stdout.splitlines()
+    kinds = [line.split()[1] for line in shown[1:]]
+    assert kinds[:4] == ["unfreeze", "rollback", "upgradedb", "freeze"], shown
+    assert "lifted the freeze since " in shown[1] and shown[4].endswith("Black Friday: no deploys")
     res = at_v1.fab("local", "upgradedb", "--ref", "v1")
     assert res.returncode == 0, res.stdout + res.stderr
 
