@@ -350,18 +350,24 @@ def applied_migrations(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
 
 
 _OTHER_SESSIONS = (
-    "select pid from pg_stat_activity where usename = %s and datname = %s "
-    "and pid <> pg_backend_pid() and application_name not like 'seed-%%'"
+    "select pid from pg_stat_activity where usename = %(user)s and datname = %(db)s "
+    "and pid <> pg_backend_pid() and application_name <> left(%(own)s, 63) "
+    "and not starts_with(application_name, %(own)s || '-')"
 )
 
 
-def drain_sessions(conn: psycopg.Connection[Any], user: str, dbname: str, timeout: float) -> int:
-    """Wait up to `timeout` s for `user`'s sessions on `dbname` (other than Seed's) to end,
-    terminate the rest and wait until they are gone (so their statistics are flushed).
-    Returns how many had to be terminated."""
+def drain_sessions(
+    conn: psycopg.Connection[Any], user: str, dbname: str, timeout: float, own: str
+) -> int:
+    """Wait up to `timeout` s for `user`'s sessions on `dbname` to end, terminate the rest
+    and wait until they are gone (so their statistics are flushed). Only this run's own
+    sessions stay (application_name `own`, or `own-…`: its migrate job, its watcher);
+    another Seed run's are the app's writers like any other. Returns how many had to be
+    terminated."""
+    args = {"user": user, "db": dbname, "own": own}
     deadline = time.monotonic() + timeout
     while True:
-        pids = [r[0] for r in conn.execute(_OTHER_SESSIONS, (user, dbname))]
+        pids = [r[0] for r in conn.execute(_OTHER_SESSIONS, args)]
         if not pids or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -369,7 +375,7 @@ def drain_sessions(conn: psycopg.Connection[Any], user: str, dbname: str, timeou
         conn.execute("select pg_terminate_backend(%s)", (pid,))
     gone_by = time.monotonic() + 10
     while pids and time.monotonic() < gone_by:
-        if not conn.execute(_OTHER_SESSIONS, (user, dbname)).fetchall():
+        if not conn.execute(_OTHER_SESSIONS, args).fetchall():
             break
         time.sleep(0.05)
     return len(pids)

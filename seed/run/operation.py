@@ -590,7 +590,9 @@ class Operation:
                 self.availability.out(*(r.label for r in self.running))
                 self.app_command("maintenance_on", on, self.running)
             self.admin = session.connect(admin=True, app_name=self.app_name)
-            ended = dblib.drain_sessions(self.admin, env.db.user, env.db.name, env.db.drain_timeout)
+            ended = dblib.drain_sessions(
+                self.admin, env.db.user, env.db.name, env.db.drain_timeout, self.app_name
+            )
             undo.record_reading(self, FREEZE)
             s.detail = f"app stopped on {len(self.running)} host(s), {ended} session(s) ended"
 

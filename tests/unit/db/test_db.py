@@ -21,6 +21,7 @@ from seed.db.postgres import (
     applied_migrations,
     connect,
     database_size,
+    drain_sessions,
     exported_snapshot,
     list_tables,
     parallel_figures,
@@ -358,3 +359,26 @@ def test_error_text_never_quotes_the_row(scratch_db: Any) -> None:
     assert "secret@example.com" in str(err.value)  # libpq's text quotes the row
     text = error_text(err.value)
     assert "violates check constraint" in text and "secret@example.com" not in text
+
+
+def test_draining_spares_only_this_runs_own_sessions(
+    sandbox: SandboxInfo, scratch_db: Scratch
+) -> None:
+    """The app's sessions and another Seed run's (`seed-…` is a prefix anyone can set) are
+    ended; this run's own (its name, or its name with a suffix) stay."""
+    name, control = scratch_db()
+    own = "seed-sb-20261204T120000Z-ab12"
+    names = ["gunicorn", "seed-sb-20261204T110000Z-ffff", own, f"{own}-rh"]
+    conns = {n: psycopg.connect(sandbox.admin_conninfo(name), application_name=n) for n in names}
+    try:
+        ended = drain_sessions(control, sandbox.spec.admin_user, name, 0.3, own)
+        assert ended == 2
+        left = control.execute(
+            "select application_name from pg_stat_activity where datname = %s "
+            "and pid <> pg_backend_pid() order by 1",
+            (name,),
+        ).fetchall()
+        assert [r[0] for r in left] == sorted([own, f"{own}-rh"])
+    finally:
+        for conn in conns.values():
+            conn.close()
