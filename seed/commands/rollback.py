@@ -522,18 +522,39 @@ class Rollback(Operation):
 
     def recover_restore(self, record: RunRecord) -> str:
         """A `restore` that died: the live database is either the old one (it died before the
-        swap, which is one transaction) or the restored backup; say which, start the app."""
+        swap, which is one transaction) or the restored backup. Which one is read from the
+        catalog (the swap renames the old one to `<db>_replaced_<tag>`), never guessed; a
+        half-restored copy is dropped. Then the app starts."""
         env, session = self.env, self.session
         backup_id = record.backup.id if record.backup else None
         self.freeze()
         with self.step("compare database") as s:
-            manifests = backups.list_manifests(env, session.state)
-            manifest = next((m for m in manifests if m["id"] == backup_id), None)
-            which = "the old database (the restore died before its swap)"
-            if manifest is not None:
-                found = undo.verify_database(self, backups.manifest_before_state(manifest))
-                if found["identical"]:
-                    which = f"backup {backup_id}, restored (verified identical)"
+            plan = restorelib.plan_restore(env, "", "", restorelib.db_tag(record.deploy_id))
+            pg = session.connect(admin=True, dbname="postgres", app_name=self.app_name)
+            try:
+                swapped = plan.replaced in restorelib.replaced_databases(pg, env.db.name)
+                if not swapped:
+                    restorelib.drop_if_exists(pg, plan.new)  # as much disk as the database
+            finally:
+                pg.close()
+            if not swapped:
+                which = (
+                    "the old database (the restore died before its swap; its half-restored "
+                    "copy is dropped)"
+                )
+            else:
+                which = (
+                    f"backup {backup_id}, restored (the old database is kept as {plan.replaced})"
+                )
+                manifests = backups.list_manifests(env, session.state)
+                manifest = next((m for m in manifests if m["id"] == backup_id), None)
+                if manifest is not None:
+                    found = undo.verify_database(self, backups.manifest_before_state(manifest))
+                    which += (
+                        ", verified identical"
+                        if found["identical"]
+                        else f", written since the swap: {'; '.join(found['problems'])}"
+                    )
             s.detail = self.state["database"] = which
         with self.step("start app") as s:
             s.detail = self.state["app"] = self.start_app(self.running)

@@ -32,3 +32,47 @@ def test_a_deploy_ends_app_sessions_that_call_themselves_seed(at_v1: Deployment)
             impostor.execute("select 1")
     finally:
         impostor.close()
+
+
+def restore_killed_at(dep: Deployment, point: str) -> None:
+    """`restore` of a backup of v1's database, killed (-9) at `point`."""
+    taken = dep.fab("local", "backup")
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    res = dep.fab("local", "restore", "--yes", extra_env={"SEED_FAULT": f"kill@{point}"})
+    assert res.returncode == -9, res.stdout + res.stderr
+
+
+def scratch(dep: Deployment, kind: str) -> list[str]:
+    with dep.admin() as conn:
+        rows = conn.execute(
+            "select datname from pg_database where datname like %s", (f"shop_{kind}_%",)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_a_restore_killed_after_its_swap_is_recovered_as_restored(at_v1: Deployment) -> None:
+    """The swap happened, then a job outside the app wrote a row: recovery reads the
+    catalog (the old database renamed to shop_replaced_…) and says the backup is live,
+    written since — not "the old database" because the figures differ."""
+    replaced = scratch(at_v1, "replaced")
+    restore_killed_at(at_v1, "after database")
+    assert len(scratch(at_v1, "replaced")) == len(replaced) + 1
+    with at_v1.admin("shop") as conn:
+        conn.execute("insert into django_migrations (app, name, applied) values ('x', 'y', now())")
+    res = at_v1.fab("local", "rollback")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "database is backup " in res.stdout + res.stderr
+    assert "restored (the old database is kept as shop_replaced_" in res.stdout + res.stderr
+    assert "written since the swap" in res.stdout + res.stderr
+    with at_v1.admin("shop") as conn:
+        conn.execute("delete from django_migrations where app = 'x'")
+
+
+def test_a_restore_killed_before_its_swap_drops_its_half_copy(at_v1: Deployment) -> None:
+    restore_killed_at(at_v1, "restore job started")
+    res = at_v1.fab("local", "rollback")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "database is the old database (the restore died before its swap" in (
+        res.stdout + res.stderr
+    )
+    assert scratch(at_v1, "restore") == []
