@@ -15,6 +15,7 @@ import shlex
 import sys
 from typing import TextIO
 
+from seed.db.postgres import LOCK_SESSION_OPTIONS
 from seed.deploy import release as rel
 from seed.errors import LockHeld, PreflightFailed
 from seed.journal.store import Journal, holder_text, new_deploy_id, try_advisory_lock
@@ -75,9 +76,16 @@ def run_manage(
     run_id = new_deploy_id()
     try:
         session.open()
-        admin = session.connect(admin=True, app_name=f"seed-{env.name}-{run_id}")
+        # the lock's own session in `postgres`, where every run takes it (advisory locks
+        # are per database: taken in the app's database it would exclude nothing)
+        lock = session.connect(
+            admin=True,
+            dbname="postgres",
+            app_name=f"seed-{env.name}-{run_id}",
+            options=LOCK_SESSION_OPTIONS,
+        )
         holder = Journal(env, session.state, ctx.local_root, scrub)
-        if not try_advisory_lock(admin, env):
+        if not try_advisory_lock(lock, env):
             raise LockHeld(
                 f"{env.name} is locked by {holder_text(holder.read_lock())}: try again after it"
             )

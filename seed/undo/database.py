@@ -303,12 +303,21 @@ def verify_database(
     return restorelib.verify_like_before(op.env, op.admin, before, op.admin_factory(), skip)
 
 
+def before_swap(op: Operation) -> None:
+    """Right before a swap: the lock confirmed (a run that lost it must not swap), the
+    run's own sessions to the live database closed."""
+    op.ensure_lock()
+    op.close_sessions()
+
+
 def restore_dump(
     op: Operation, backup_path: str, sha256: str, props: dict[str, Any]
 ) -> restorelib.Restored:
     """The backup restored as a new database created like the original, its properties
-    re-made, then swapped in for the live one (kept as `<db>_replaced_<tag>`). The run's own
-    sessions to the live database are closed before the swap and opened again after."""
+    re-made, then swapped in for the live one (kept as `<db>_replaced_<tag>`). Right before
+    the swap the run's lock is confirmed (a restore takes minutes: a run that lost its lock
+    meanwhile leaves the live database alone), its own sessions to the live database are
+    closed, and opened again after."""
     try:
         size = None  # the live database's size: about what the restored copy will hold
         with contextlib.suppress(psycopg.Error, AttributeError):
@@ -323,7 +332,7 @@ def restore_dump(
                 restorelib.db_tag(op.id),
                 op.job_dir("restore"),
                 op.app_name,
-                before_swap=op.close_sessions,
+                before_swap=lambda: before_swap(op),
                 on_lost=op.reconnect_all,
                 progress=progress,
             )
@@ -352,7 +361,7 @@ def swap_snapshot(op: Operation, snapshot_db: str) -> tuple[str, list[str]]:
             plan.new,
             restorelib.sequence_values(op.admin),
         )
-        op.close_sessions()
+        before_swap(op)
         restorelib.swap(pg, plan)
     finally:
         pg.close()
@@ -363,7 +372,7 @@ def swap_snapshot(op: Operation, snapshot_db: str) -> tuple[str, list[str]]:
 def swap_in(op: Operation, plan: restorelib.RestorePlan) -> None:
     """A database made elsewhere (a masked copy) swapped in for the live one, in one
     transaction connected to `postgres`; the live one kept as `plan.replaced`."""
-    op.close_sessions()
+    before_swap(op)
     pg = op.session.connect(admin=True, dbname="postgres", app_name=op.app_name)
     try:
         restorelib.swap(pg, plan)

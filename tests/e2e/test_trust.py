@@ -3,10 +3,14 @@ another program calling itself `seed-…`, a restore interrupted at its swap."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import psycopg
 import pytest
 
-from tests.e2e.conftest import Deployment
+from seed.journal.store import lock_key_sql
+from tests.e2e.conftest import FAB, REPO, Deployment
 
 
 @pytest.fixture()
@@ -76,3 +80,44 @@ def test_a_restore_killed_before_its_swap_drops_its_half_copy(at_v1: Deployment)
         res.stdout + res.stderr
     )
     assert scratch(at_v1, "restore") == []
+
+
+def test_a_restore_that_lost_its_lock_does_not_swap(at_v1: Deployment) -> None:
+    """While pg_restore works, the lock's session dies and another run takes the lock: the
+    restore must not swap its copy in (it used to, checking the lock only between steps).
+    It stops, the live database untouched, saying the lock was lost."""
+    taken = at_v1.fab("local", "backup")
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    before = at_v1.figures()
+    replaced = scratch(at_v1, "replaced")
+    proc = subprocess.Popen(
+        [FAB, "local", "restore", "--yes"], cwd=REPO, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=at_v1.process_env(extra_env={"SEED_FAULT": "stall@restore job started"}),
+    )  # fmt: skip
+    other = at_v1.admin("shop")
+    try:
+        holder = None
+        deadline = time.monotonic() + 60
+        while holder is None and time.monotonic() < deadline:
+            row = other.execute(
+                "select l.pid from pg_locks l join pg_stat_activity a using (pid) "
+                "where l.locktype = 'advisory' and l.granted "
+                "and a.application_name like 'seed-local-%'"
+            ).fetchone()
+            if row and scratch(at_v1, "restore"):  # the lock held, the restore under way
+                holder = row[0]
+            time.sleep(0.1)
+        assert holder is not None, "the restore never started"
+        other.execute("select pg_terminate_backend(%s)", (holder,))
+        with at_v1.admin() as taker:  # another run takes the lock (in `postgres`)
+            taker.execute(f"select pg_advisory_lock({lock_key_sql()})", ("shop",))
+            out, err = proc.communicate(timeout=300)
+    finally:
+        other.close()
+        proc.kill()
+    assert proc.returncode not in (0, -9), out + err
+    assert "lost the lock of local" in err, out + err
+    assert scratch(at_v1, "replaced") == replaced  # no swap
+    assert scratch(at_v1, "restore") == []  # its copy dropped
+    assert at_v1.figures() == before
