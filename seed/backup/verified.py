@@ -106,6 +106,25 @@ def current_code_sha(op: Operation) -> str | None:
     return release_revision(migrator, op.at(migrator), current) if current else None
 
 
+def table_differences(
+    snapshot: dict[str, dict[str, Any]], restored: dict[str, dict[str, Any]]
+) -> list[str]:
+    """What differs between a snapshot's table figures and a restored copy's: tables one
+    side lacks, and tables whose rows or checksum differ (empty: identical)."""
+    out = []
+    missing = sorted(set(snapshot) - set(restored))
+    extra = sorted(set(restored) - set(snapshot))
+    changed = sorted(t for t in set(snapshot) & set(restored) if snapshot[t] != restored[t])
+    for label, tables in (
+        ("missing from the restored copy", missing),
+        ("not in the snapshot", extra),
+        ("different rows or checksum", changed),
+    ):
+        if tables:
+            out.append(f"{label}: {', '.join(tables)}")
+    return out
+
+
 def verify_by_restoring(op: Operation, record: backups.BackupRecord) -> str:
     """Restore into a scratch database and compare every table with the snapshot figures."""
     env, session = op.env, op.session
@@ -128,9 +147,7 @@ def verify_by_restoring(op: Operation, record: backups.BackupRecord) -> str:
         conn.close()
     finally:
         restorelib.drop_if_exists(pg, scratch)
-    differ = sorted(
-        t for t in set(figures) | set(record.tables) if figures[t] != record.tables.get(t)
-    )
+    differ = table_differences(record.tables, figures)
     if differ:
-        raise HumanNeeded(f"backup {record.id} restores DIFFERENT data: {', '.join(differ)}")
+        raise HumanNeeded(f"backup {record.id} restores DIFFERENT data: {'; '.join(differ)}")
     return f"restored into a scratch database: {len(figures)} tables equal to the snapshot"

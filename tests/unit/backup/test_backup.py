@@ -31,6 +31,7 @@ from seed.backup.dump import (
     verify_file,
     write_manifest,
 )
+from seed.backup.verified import table_differences
 from seed.config.environment import Environment, Secret, lookup_pgpass
 from seed.db.postgres import exported_snapshot
 from seed.errors import PreflightFailed
@@ -330,3 +331,16 @@ def test_a_dumps_expected_size_follows_the_last_compression_ratio() -> None:
     assert estimate_size(older, 1000) == 600
     unknown = [{"database_size": 500, "size": 500}]  # no compression: ratio 1.0
     assert estimate_size(unknown, 1000) == 1200
+
+
+def test_a_restored_copy_lacking_a_table_is_a_finding_not_a_crash() -> None:
+    """verify_by_restoring compared `figures[t]` for every table of either side: a table
+    the restored copy lacks was a KeyError (exit 1); now it is named."""
+    snap = {"public.a": {"rows": 1, "sha": "x"}, "public.b": {"rows": 2, "sha": "y"}}
+    assert table_differences(snap, dict(snap)) == []
+    copy = {"public.a": {"rows": 1, "sha": "z"}, "public.c": {"rows": 0, "sha": ""}}
+    assert table_differences(snap, copy) == [
+        "missing from the restored copy: public.b",
+        "not in the snapshot: public.c",
+        "different rows or checksum: public.a",
+    ]
