@@ -86,7 +86,7 @@ def project_root() -> Path:
 def default_sandbox_dir() -> str:
     """Root's sandbox is /var/tmp/seed-sandbox; other users get their own, so they never
     collide with a directory another user owns."""
-    user = local_user()
+    user = local_user() or f"uid{os.getuid()}"
     return "/var/tmp/seed-sandbox" if user == "root" else f"/var/tmp/seed-sandbox-{user}"
 
 

@@ -327,9 +327,13 @@ class Environment:
         return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 
-def local_user() -> str:
-    """The control machine's user name from the uid (not $USER, which CI may not set)."""
-    return pwd.getpwuid(os.getuid()).pw_name
+def local_user() -> str | None:
+    """The control machine's user name from the uid (not $USER, which CI may not set);
+    None for a uid without a passwd entry (a container run with an arbitrary uid)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return None
 
 
 def environments_dir(root: Path | None = None) -> Path:
@@ -801,6 +805,12 @@ class _Parser:
     def ssh(self, raw: dict[str, Any]) -> SshConfig:
         s = self._section(raw, "ssh", schema.keys("ssh"))
         user = self.field(s, "ssh.user") or local_user()
+        if not user:
+            self.errors.append(
+                f"ssh.user: not set, and the local uid {os.getuid()} has no user name (no "
+                "passwd entry, as in a container): set ssh.user"
+            )
+            user = ""
         key = self.field(s, "ssh.key")
         known = self.field(s, "ssh.known_hosts")
         config = self.field(s, "ssh.config")
@@ -1057,7 +1067,13 @@ def lookup_pgpass(
     """
     if passfile is None:
         env_file = os.environ.get("PGPASSFILE")
-        passfile = Path(env_file) if env_file else Path.home() / ".pgpass"
+        if env_file:
+            passfile = Path(env_file)
+        else:
+            try:
+                passfile = Path.home() / ".pgpass"
+            except RuntimeError:  # no HOME and no passwd entry: no ~/.pgpass to read
+                return None
     try:
         lines = passfile.read_text(encoding="utf-8").splitlines()
     except OSError:

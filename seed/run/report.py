@@ -79,7 +79,13 @@ def throttled(
 
 
 def who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+    """`user@host` for records and locks; `uid1000@host` for a uid without a name (a
+    container run with an arbitrary uid and no USER)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no LOGNAME/USER and no passwd entry
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 class Scrubber:

@@ -3,7 +3,10 @@ another program calling itself `seed-…`, a restore interrupted at its swap."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
+import sys
 import time
 
 import psycopg
@@ -121,3 +124,36 @@ def test_a_restore_that_lost_its_lock_does_not_swap(at_v1: Deployment) -> None:
     assert scratch(at_v1, "replaced") == replaced  # no swap
     assert scratch(at_v1, "restore") == []  # its copy dropped
     assert at_v1.figures() == before
+
+
+NAMELESS = ["env", "-i", "PATH=/usr/bin:/bin", "setpriv", "--reuid", "54321", "--regid", "54321",
+            "--clear-groups"]  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another uid needs root")
+def test_a_uid_without_a_passwd_entry_gets_one_line() -> None:
+    """A container with an arbitrary uid, no passwd entry, no USER or HOME: the environment
+    without ssh.user says to set it (exit 2, one line); the records name `uid54321@host`;
+    no ~/.pgpass is looked for where there is no home."""
+    res = subprocess.run(
+        [*NAMELESS, FAB, "local", "config"], cwd=REPO, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert (
+        res.stderr.strip().endswith(
+            "ssh.user: not set, and the local uid 54321 has no user name (no passwd entry, as in "
+            "a container): set ssh.user"
+        )
+        and len(res.stderr.strip().splitlines()) == 1
+    ), res.stderr
+    code = (
+        "from seed.run.report import who; from seed.config.environment import lookup_pgpass; "
+        "print(who(), lookup_pgpass('h', 5432, 'd', 'u'))"
+    )
+    res = subprocess.run(
+        [*NAMELESS, sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"uid54321@{socket.gethostname()} None\n"
