@@ -360,7 +360,7 @@ DEFAULTS_FILE = "_defaults.yml"
 
 def read_mapping(path: Path, what: str = "environment file") -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what}") from None
     except OSError as exc:
@@ -1078,6 +1078,8 @@ def lookup_pgpass(
         lines = passfile.read_text(encoding="utf-8").splitlines()
     except OSError:
         return None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{passfile}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
     wanted = [host, str(port), dbname, user]
     for line in lines:
         if not line.strip() or line.lstrip().startswith("#"):

@@ -84,8 +84,23 @@ def line_of(data: Any, path: str) -> tuple[int, str] | None:
     return found
 
 
+def utf8(data: bytes) -> str:
+    """`data` as UTF-8 text (a BOM dropped); YamlError naming the line of the first byte
+    that is not UTF-8 (a file saved as Latin-1 or cp1252 by an editor)."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise YamlError(
+            f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02X}); save the file as UTF-8"
+        ) from None
+
+
 def load_yaml12(text: str | bytes) -> Any:
-    """Parse `text` with YAML 1.2 scalars; raises YamlError with the position."""
+    """Parse `text` with YAML 1.2 scalars (bytes must be UTF-8); raises YamlError with the
+    position."""
+    if isinstance(text, bytes):
+        text = utf8(text)
     try:
         return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:

@@ -179,7 +179,7 @@ def repo_waivers(text: bytes | None, source: str) -> list[Waiver]:
     if text is None:
         return []
     try:
-        raw = load_yaml12(text.decode("utf-8", errors="replace"))
+        raw = load_yaml12(text)
     except YamlError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     items = raw.get("waivers") if isinstance(raw, dict) else None

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -157,3 +158,42 @@ def test_a_uid_without_a_passwd_entry_gets_one_line() -> None:
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert res.stdout == f"uid54321@{socket.gethostname()} None\n"
+
+
+def test_files_not_in_utf8_are_one_line_naming_file_and_line(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """An environment file, a masking rules file and an import mapping saved as Latin-1
+    by an editor: exit 2, one line naming the file, the line and what to do — not an
+    internal error."""
+    latin1 = "# Café du Nord: the shop's first customer\n".encode("latin-1")
+    envdir = tmp_path / "envs"
+    envdir.mkdir()
+    local = (deployment.variant("utf8") / "local.yml").read_bytes()
+    (envdir / "local.yml").write_bytes(local + latin1)
+    lines = local.count(b"\n") + 1
+    res = deployment.fab("local", "config", envdir=envdir)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.strip() == (
+        f"seed: {envdir / 'local.yml'}: line {lines}: not UTF-8 text (byte 0xE9); save the "
+        "file as UTF-8"
+    )
+
+    rules = tmp_path / "rules.yml"
+    rules.write_bytes(latin1 + (REPO / "masking" / "shop.yml").read_bytes())
+    with_rules = deployment.variant("utf8-rules", {"copy.rules": str(rules)})
+    res = deployment.fab("local", "copy-rules", "--check", envdir=with_rules)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"{rules}: line 1: not UTF-8 text (byte 0xE9)" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+    mapping = tmp_path / "mapping.yml"
+    mapping.write_bytes(latin1 + b"table: shop_customer\n")
+    source = tmp_path / "export.csv"
+    source.write_text("email;name\na@example.com;A\n")
+    res = deployment.fab(
+        "local", "import-legacy", "--source", str(source), "--mapping", str(mapping),
+        "--dry-run",
+    )  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"{mapping}: line 1: not UTF-8 text (byte 0xE9)" in res.stderr, res.stderr
