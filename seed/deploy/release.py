@@ -26,11 +26,20 @@ from seed.remote.ssh import Remote, RemoteError, RemoteJob, Result, q
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
 
 
+NO_GIT = (
+    "git is not installed on this machine (Seed builds releases from the app's repository "
+    "with it): install git"
+)
+
+
 def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **_GIT_ENV}
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise PreflightFailed(NO_GIT) from None
 
 
 def repo_cache(repo: str, cache_root: Path) -> Path:
@@ -80,9 +89,12 @@ def build_archive(mirror: Path, sha: str, out_dir: Path, root: str = "") -> Path
 
 
 def file_at(mirror: Path, sha: str, path: str) -> bytes | None:
-    res = subprocess.run(
-        ["git", "show", f"{sha}:{path}"], cwd=mirror, capture_output=True, check=False
-    )
+    try:
+        res = subprocess.run(
+            ["git", "show", f"{sha}:{path}"], cwd=mirror, capture_output=True, check=False
+        )
+    except FileNotFoundError:
+        raise PreflightFailed(NO_GIT) from None
     return res.stdout if res.returncode == 0 else None
 
 

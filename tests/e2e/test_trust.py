@@ -197,3 +197,16 @@ def test_files_not_in_utf8_are_one_line_naming_file_and_line(
     )  # fmt: skip
     assert res.returncode == 2, res.stdout + res.stderr
     assert f"{mapping}: line 1: not UTF-8 text (byte 0xE9)" in res.stderr, res.stderr
+
+
+def test_without_git_a_deploy_is_one_line_and_changes_nothing(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    before = (deployment.figures(), deployment.current(), deployment.releases())
+    res = deployment.fab("local", "upgradedb", "--ref", "v2", extra_env={"PATH": str(tmp_path)})
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        "seed: git is not installed on this machine (Seed builds releases from the app's "
+        "repository with it): install git"
+    )
+    assert (deployment.figures(), deployment.current(), deployment.releases()) == before
