@@ -399,6 +399,13 @@ def _mkdir(path: Path, mode: int, owner: pwd.struct_passwd | None = None) -> Non
         os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _makedirs_0755(path: Path) -> None:
     """Create `path` and any missing parents, each 0755 whatever the umask."""
     missing = []
@@ -1158,6 +1165,15 @@ def _prepare_root(spec: SandboxSpec, paths: _Paths) -> None:
         raise ConfigError(
             f"sandbox root {paths.root} exists and is not a directory: choose another"
         )
+    # /var/tmp is writable by everyone: a root another user made (or a link they planted)
+    # would let them read the sandbox's keys and passwords, or swap its files
+    for st in (os.lstat(paths.root), os.stat(paths.root)) if paths.root.exists() else ():
+        if st.st_uid != os.geteuid():
+            owner = _user_name(st.st_uid)
+            raise ConfigError(
+                f"sandbox root {paths.root} belongs to {owner}, not to you: remove it or "
+                "choose another root (SEED_SANDBOX_DIR)"
+            )
     if paths.root.is_dir() and any(paths.root.iterdir()) and not paths.marker.exists():
         raise ConfigError(
             f"sandbox root {paths.root} is a non-empty directory that is not a Seed sandbox: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -465,3 +466,35 @@ def test_a_config_haproxy_refuses_is_one_line_naming_the_file(tmp_path: Path) ->
         balancer.check_config(balancer.haproxy_path(), config)
     message = str(info.value)
     assert f"config {config}: " in message and "\n" not in message and "[" not in message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a directory another user owns needs root")
+def test_a_sandbox_root_another_user_owns_is_refused() -> None:
+    """/var/tmp is writable by everyone: a root someone else created (or a link they
+    planted to their own directory) is refused before anything is written into it."""
+    short = Path(tempfile.mkdtemp(prefix="sb-", dir="/var/tmp"))  # socket paths stay short
+    short.chmod(0o755)
+    try:
+        refused_in(short)
+    finally:
+        shutil.rmtree(short)
+
+
+def refused_in(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 54321, 54321)
+    planted = tmp_path / "planted"
+    planted.symlink_to(theirs)
+    fab = str(Path(sys.executable).parent / "fab")
+    for root in (theirs, planted):
+        res = subprocess.run(
+            [fab, "sandbox.up"], cwd=Path(__file__).parents[3], capture_output=True, text=True,
+            env={**os.environ, "SEED_SANDBOX_DIR": str(root)}, timeout=120, check=False,
+        )  # fmt: skip
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert res.stderr.strip() == (
+            f"seed: sandbox root {root} belongs to uid 54321, not to you: remove it or choose "
+            "another root (SEED_SANDBOX_DIR)"
+        )
+        assert list(theirs.iterdir()) == []
