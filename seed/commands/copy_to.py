@@ -177,6 +177,7 @@ class CopyTo(Operation):
         with self.step("source") as s:
             self.src.open()
             s.detail = f"{source.name}: " + ", ".join(r.label for r in self.src.remotes.values())
+            self.refuse_same_database()
         with self.step("backup") as s:
             manifests = backups.list_manifests(source, self.src.state)
             if not manifests:
@@ -226,6 +227,26 @@ class CopyTo(Operation):
                 conn.close()
             s.detail = f"{target.name}: {space}"
         return manifest
+
+    def refuse_same_database(self) -> None:
+        """The target reached under another name (an alias, an IP, a tunnel) may still be the
+        source's database: the clusters' identities and the database names say, not the
+        host strings check_pair compared."""
+        source, target = self.source, self.env
+        if source.db.name != target.db.name:
+            return
+        src, dst = self.src_admin("postgres"), self.dst_admin("postgres")
+        try:
+            same = dblib.same_cluster(src, dst)
+        finally:
+            src.close()
+            dst.close()
+        if same:
+            raise ConfigError(
+                f"copy-to {target.name}: {target.db.host}:{target.db.port} is the same "
+                f"PostgreSQL cluster as {source.name}'s {source.db.host}:{source.db.port}, "
+                f"and both name database {target.db.name}: the copy would overwrite the source"
+            )
 
     def refuse_if_blocked(self, gate: masking.Gate, what: str) -> None:
         if gate.blocking:

@@ -356,6 +356,25 @@ _OTHER_SESSIONS = (
 )
 
 
+def same_cluster(a: psycopg.Connection[Any], b: psycopg.Connection[Any]) -> bool:
+    """Whether two sessions are on one PostgreSQL cluster, whatever names reached them:
+    its system identifier (pg_control_system: superusers and pg_read_all_settings), else
+    whether `b` sees `a`'s own backend (its pid and start time) in pg_stat_activity."""
+    query = "select system_identifier from pg_control_system()"
+    try:
+        ids = [c.execute(query).fetchone() for c in (a, b)]
+        return ids[0] == ids[1]
+    except psycopg.errors.InsufficientPrivilege:
+        pass
+    me = a.execute(
+        "select pid, backend_start from pg_stat_activity where pid = pg_backend_pid()"
+    ).fetchone()
+    seen = b.execute(
+        "select 1 from pg_stat_activity where pid = %s and backend_start = %s", me
+    ).fetchone()
+    return seen is not None
+
+
 def drain_sessions(
     conn: psycopg.Connection[Any], user: str, dbname: str, timeout: float, own: str
 ) -> int:

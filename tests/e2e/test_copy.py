@@ -382,3 +382,29 @@ def test_broken_rules_file_names_file_and_line(copy_env: Any) -> None:
     assert f"{broken}: line 5: tables.shop_customer.columns.email: fake: expected one of" in (
         res.stderr
     )
+
+
+def test_a_target_that_is_the_source_under_another_name_is_refused(copy_env: Any) -> None:
+    """`alias` reaches the source's own database as localhost instead of 127.0.0.1: the
+    host strings differ, the cluster (its system identifier) and the database do not.
+    Exit 2, one line, nothing touched."""
+    dep, envdir = copy_env
+    sandbox = dep.sandbox
+    db = {
+        "host": "localhost",  # the pgpass lines name 127.0.0.1: the passwords given here
+        "password": sandbox.password(sandbox.spec.app_user),
+        "admin_password": sandbox.password(sandbox.spec.admin_user),
+    }
+    (envdir / "alias.yml").write_text(
+        yaml.safe_dump({"extends": "local", "description": "the source, by another name", "db": db})
+    )
+    try:
+        before = dep.figures()
+        res = fab(dep, envdir, "local", "copy-to", "alias", "--yes")
+        assert res.returncode == 2, res.stdout + res.stderr
+        last = res.stderr.strip().splitlines()[-1]
+        assert "copy-to alias: localhost:" in last and "is the same PostgreSQL cluster as" in last
+        assert last.endswith("both name database shop: the copy would overwrite the source")
+        assert dep.figures() == before
+    finally:
+        (envdir / "alias.yml").unlink()
