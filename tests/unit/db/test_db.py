@@ -26,6 +26,7 @@ from seed.db.postgres import (
     list_tables,
     parallel_figures,
     recorded_algorithm,
+    same_cluster,
     same_figures,
     server_version,
     snapshot_figures,
@@ -382,3 +383,13 @@ def test_draining_spares_only_this_runs_own_sessions(
     finally:
         for conn in conns.values():
             conn.close()
+
+
+def test_same_cluster_whatever_the_role_or_database(sandbox: SandboxInfo) -> None:
+    """The app role (no superuser: the pg_stat_activity way if pg_control_system is not
+    granted) and the admin, on different databases of one cluster: the same cluster."""
+    with (
+        psycopg.connect(sandbox.app_conninfo(), autocommit=True) as app,
+        psycopg.connect(sandbox.admin_conninfo("postgres"), autocommit=True) as admin,
+    ):
+        assert same_cluster(app, admin) and same_cluster(admin, app)
