@@ -121,7 +121,8 @@ def _query(opts: dict[str, Any], source: str) -> str:
 def _from_sqlite(path: Path, opts: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     query = _query(opts, str(path))
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        # a URI, so read-only; the path percent-encoded (`?`, `#`, `%` are URI syntax)
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
             cur = conn.execute(query)
             names = [d[0] for d in cur.description]
             rows = [["" if v is None else str(v) for v in r] for r in cur.fetchall()]

@@ -145,15 +145,20 @@ def test_xlsx_and_cp1252_csv_read_identically(tmp_path: Path, mapping: Mapping) 
     assert run(legacy, mapping)[2]["delimiter"] == ","
 
 
-def test_a_legacy_sqlite_database(tmp_path: Path, mapping: Mapping) -> None:
+@pytest.mark.parametrize("name", ["old.sqlite", "old?v=2 #1 100%.sqlite"])
+def test_a_legacy_sqlite_database(tmp_path: Path, mapping: Mapping, name: str) -> None:
+    """Read-only through a file: URI, whatever the name holds (`?`, `#`, `%` are URI syntax:
+    unquoted they opened another, empty file)."""
     frame = pd.read_csv(__import__("io").StringIO(MESSY), sep=";", dtype=str, keep_default_na=False)
-    db = tmp_path / "old.sqlite"
+    before = {p.name for p in tmp_path.iterdir()}
+    db = tmp_path / name
     with sqlite3.connect(db) as conn:
         frame.to_sql("klanten", conn, index=False)
     path = tmp_path / "m.yml"
     path.write_text(MAPPING + "source: {query: select * from klanten order by Klantnr}\n")
     deduped, cleaned, how = run(db, load_mapping(path))
     assert how["format"] == "sqlite" and len(deduped.frame) == 4 and len(cleaned.rejects) == 3
+    assert {p.name for p in tmp_path.iterdir()} - before == {name, "m.yml"}  # no other file
 
 
 def test_a_header_the_source_lacks_is_one_clear_error(tmp_path: Path, mapping: Mapping) -> None:
