@@ -14,11 +14,11 @@ import sys
 from fabric import Config, Executor
 from fabric.main import Fab
 from invoke.collection import Collection
-from invoke.exceptions import Exit
+from invoke.exceptions import Exit, ParseError
 
 from seed import __version__
 from seed.cli import checks, copy, db, deploy, imports, init, overview
-from seed.cli.edge import environment_tasks
+from seed.cli.edge import environment_tasks, environments_here
 from seed.errors import ConfigError
 
 
@@ -94,6 +94,16 @@ class SeedProgram(Fab):  # type: ignore[misc]  # fabric ships no type hints
             ]
         )
         self.list_tasks()
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as exc:
+            unknown = re.match(r"No idea what '(.+)' is!", str(exc))
+            if not unknown:
+                raise
+            message = f"seed: {unknown.group(1)!r} is {environments_here()}"
+            raise Exit(message, ConfigError.code) from None
 
 
 def manage_words(argv: list[str]) -> list[str]:
