@@ -33,7 +33,7 @@ from seed.config.environment import (
 from seed.errors import ConfigError, Interrupted, Refused, SeedError
 from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import Output, Scrubber, utcnow
+from seed.run.report import Output, Scrubber, redact_credentials, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -192,8 +192,9 @@ def output_for(env: Environment) -> Output:
 
 
 def command_line() -> str:
-    """The command line as typed (recorded in the journal and the report)."""
-    return "fab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The command line as typed (recorded in the lock, the journal and the report), a
+    password written into a URL or `password=` in it as `***`."""
+    return redact_credentials("fab " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
 
 def report_path(report: str) -> Path | None:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -49,7 +50,7 @@ from seed.legacy.compare import (
     write_keys,
     write_record,
 )
-from seed.legacy.extract import read_source
+from seed.legacy.extract import parse_source, read_source
 from seed.legacy.load import load_rows
 from seed.legacy.mapping import Mapping, load_mapping
 from seed.remote.ssh import q
@@ -72,7 +73,16 @@ class ImportLegacy(Operation):
     ) -> None:
         super().__init__(ctx)
         env = ctx.env
-        self.source = source
+        self.source = parse_source(source)
+        if self.source.password:  # and as a ${VAR} put it into the URL
+            self.out.scrub.add(self.source.password, quote(self.source.password, safe=""))
+        if self.source.typed_password:
+            self.out.line(
+                "warning: --source has its password written in it, which `ps` and the shell's "
+                "history show: leave it out (PGPASSWORD or ~/.pgpass, as for psql) or write "
+                "'${VARIABLE}' in single quotes",
+                style="yellow",
+            )
         self.mapping: Mapping = load_mapping(mapping)  # before anything is read
         self.mapping_digest = file_digest(self.mapping.path)
         # an earlier run (staging's) this one is compared with before it loads
@@ -106,7 +116,7 @@ class ImportLegacy(Operation):
             frame, how = read_source(self.source, mapping)
             self.rows_in = len(frame)
             digest = frame_digest(frame.drop(columns=["row"]))
-            self.summary["source"] = {"path": self.source, **how, "digest": digest}
+            self.summary["source"] = {"path": self.source.shown, **how, "digest": digest}
             self.counted("extract", started, rows=self.rows_in)
             s.detail = f"{self.rows_in} rows ({how['format']}" + (
                 f", {how['encoding']}, {how['delimiter']!r})" if how["format"] == "csv" else ")"
@@ -146,7 +156,8 @@ class ImportLegacy(Operation):
             self.keep_record("dry run")
             self.counts_table()
             return (
-                f"dry run of {self.source}: {self.rows_in} rows in, {len(values)} would load, "
+                f"dry run of {self.source.shown}: {self.rows_in} rows in, "
+                f"{len(values)} would load, "
                 f"{len(self.rejects)} rejected, {len(self.merges)} merged (see {self.folder}); "
                 "nothing was written"
             )
@@ -156,7 +167,7 @@ class ImportLegacy(Operation):
         self.keep_record("loaded")
         self.counts_table()
         return (
-            f"imported {self.source} into {self.mapping.table}: {loaded['inserted']} new, "
+            f"imported {self.source.shown} into {self.mapping.table}: {loaded['inserted']} new, "
             f"{loaded['updated']} updated, {loaded['unchanged']} unchanged, "
             f"{len(self.rejects)} rejected, {len(self.merges)} "
             f"merged, out of {self.rows_in} rows; verified (count, checksum, sample)"

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import codecs
 import csv
+import os
 import sqlite3
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
+from seed.config.environment import interpolate
 from seed.errors import ConfigError, PreflightFailed
 from seed.legacy.mapping import Mapping
+from seed.run.report import redact_credentials
 
 ENCODINGS = ("utf-8", "cp1252", "latin-1")
 BOMS = (
@@ -49,13 +55,59 @@ def detect_delimiter(sample: str) -> str:
         return ","
 
 
-def read_source(source: str, mapping: Mapping) -> tuple[pd.DataFrame, dict[str, Any]]:
+@dataclass(frozen=True)
+class Source:
+    """`--source` as given: what is read, what is shown and recorded, what is secret."""
+
+    value: str  # the path, or the DSN with its ${VAR}s resolved
+    shown: str  # as typed, a password written into it as ***
+    password: str | None  # the DSN's password (a secret for the scrubber)
+    typed_password: bool  # written literally on the command line (visible in ps)
+
+
+def is_dsn(source: str) -> bool:
+    return source.startswith(("postgresql://", "postgres://")) or "dbname=" in source
+
+
+def parse_source(source: str) -> Source:
+    """A path, or a PostgreSQL DSN whose password comes from libpq's usual places
+    (PGPASSWORD, ~/.pgpass: leave it out of the DSN) or a `${VAR}` resolved here (quote it
+    so the shell does not); one written literally works but shows in `ps`."""
+    if not is_dsn(source):
+        return Source(source, source, None, False)
+    uri = source.startswith(("postgresql://", "postgres://"))
+
+    def lookup(name: str) -> str | None:
+        found = os.environ.get(name)
+        # into a URI percent-encoded: a password with `@`, `:` or `/` stays one password
+        return urllib.parse.quote(found, safe="") if found is not None and uri else found
+
+    try:
+        value = interpolate(source, lookup)
+    except KeyError as exc:
+        raise ConfigError(
+            f"--source: ${{{exc.args[0]}}} is not set (export it, or leave the password out "
+            "of the DSN: PGPASSWORD and ~/.pgpass work as for psql)"
+        ) from None
+    try:
+        password = str(conninfo_to_dict(value).get("password") or "")
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"--source: not a valid PostgreSQL DSN ({exc})") from None
+    # the password typed out (rather than from a ${VAR}): what is left with every
+    # variable blank
+    literal = bool(conninfo_to_dict(interpolate(source, lambda _: "")).get("password"))
+    return Source(value, redact_credentials(source), password or None, literal)
+
+
+def read_source(given: str | Source, mapping: Mapping) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The source as text columns, checked against the mapping's headers; and how it was read."""
     opts = mapping.source
-    if source.startswith(("postgresql://", "postgres://")) or "dbname=" in source:
-        frame, how = _from_postgres(source, opts)
+    src = given if isinstance(given, Source) else parse_source(given)
+    source = src.shown  # in messages
+    if is_dsn(src.value):
+        frame, how = _from_postgres(src.value, opts)
     else:
-        path = Path(source)
+        path = Path(src.value)
         if not path.is_file():
             raise ConfigError(f"--source {source}: no such file")
         suffix = path.suffix.lower()

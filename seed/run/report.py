@@ -10,6 +10,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -88,16 +89,32 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+# a password written into a URL (postgresql://u:PW@h/db, https://ci:TOKEN@git.example.com)
+# or a libpq key=value string (password=PW): never recorded, whoever typed it
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']+)")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the passwords of URLs and libpq key=value strings as `***`."""
+    return _KV_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
 class Scrubber:
-    """Replaces known secret values by `***` in any text."""
+    """Replaces known secret values, and passwords written into URLs or `password=`
+    settings, by `***` in any text."""
 
     def __init__(self, secrets: list[str] | None = None) -> None:
         self.secrets = sorted(set(secrets or []), key=len, reverse=True)
 
+    def add(self, *secrets: str) -> None:
+        """More secrets (one a run learns: a password in a source DSN)."""
+        self.secrets = sorted({*self.secrets, *(s for s in secrets if s)}, key=len, reverse=True)
+
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
-        return text
+        return redact_credentials(text)
 
     def data(self, value: Any) -> Any:
         if isinstance(value, str):

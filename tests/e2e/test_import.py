@@ -11,10 +11,13 @@ import pty
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
+from psycopg import sql
 
 from sandbox.messy import generate, write_csv
 from tests.e2e.conftest import FAB, REPO, Deployment
@@ -424,3 +427,68 @@ def test_a_rollback_after_an_import_does_not_lose_it_silently(at_v4: Any) -> Non
     assert "writes happened since" in last and "shop_customer" in last, last
     assert "(among them import " in last and "--discard-writes" in last, last
     assert dep.figures() == before
+
+
+def every_file_under(*roots: Path) -> Iterator[Path]:
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                yield path
+
+
+def test_a_legacy_database_password_is_never_recorded(at_v4: Any, tmp_path: Path) -> None:
+    """The old CRM's PostgreSQL database as the source: its password written in the DSN
+    (warned: `ps` shows it), as a '${VAR}', or left to PGPASSWORD as for psql. Never in
+    the output, the report, the import record, the journal (here and on the state host)
+    or the lock record — neither as typed nor URL-encoded."""
+    dep, _, _ = at_v4
+    password = f"Leg@cy:pw/{token_hex(4)}%"
+    with dep.admin() as conn:
+        conn.execute("drop database if exists legacy_crm")
+        conn.execute("drop role if exists legacy_reader")
+        conn.execute(sql.SQL("create role legacy_reader login password {}").format(password))
+        conn.execute("create database legacy_crm owner legacy_reader")
+    header, *rows = [line.split(";") for line in EXPORT.strip().splitlines()]
+    with dep.admin("legacy_crm") as conn:
+        columns = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(h)) for h in header)
+        conn.execute(sql.SQL("create table klanten ({})").format(columns))
+        conn.execute("grant select on klanten to legacy_reader")
+        with conn.cursor().copy("copy klanten from stdin") as copy:
+            for row in rows:
+                copy.write_row(row)
+    mapping = yaml.safe_load(Path(MAPPING).read_text())
+    mapping["source"] = {"query": 'select * from klanten order by "Klantnr"'}
+    mapping_file = tmp_path / "crm.yml"
+    mapping_file.write_text(yaml.safe_dump(mapping))
+    port = dep.sandbox.spec.pg_port
+    where = f"127.0.0.1:{port}/legacy_crm"
+    forms = [
+        (f"postgresql://legacy_reader:{quote(password, safe='')}@{where}", {}, True),
+        ("postgresql://legacy_reader:${CRM_PASSWORD}@" + where, {"CRM_PASSWORD": password}, False),
+        (f"postgresql://legacy_reader@{where}", {"PGPASSWORD": password}, False),
+    ]
+    outputs = []
+    for source, env, warned in forms:
+        res = dep.fab(
+            "local", "import-legacy", "--source", source, "--mapping", str(mapping_file),
+            "--dry-run", extra_env=env,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert ("warning: --source has its password written in it" in res.stderr) is warned
+        assert last_import(dep)["source"]["path"].startswith("postgresql://legacy_reader")
+        outputs.append(res.stdout + res.stderr)
+    # one real import (journal, lock record and backup on the state host)
+    source, env, _ = forms[1]
+    res = dep.fab(
+        "local", "import-legacy", "--source", source, "--mapping", str(mapping_file),
+        extra_env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    outputs.append(res.stdout + res.stderr)
+    secrets = (password, quote(password, safe=""), quote(password))
+    for text in outputs:
+        assert not any(s in text for s in secrets), text
+    state = dep.root / "server" / "var" / "lib" / "seed" / "local"
+    for path in every_file_under(dep.home, state):
+        data = path.read_bytes()
+        assert not any(s.encode() in data for s in secrets), path

@@ -193,3 +193,21 @@ def test_throttled_measures_at_most_so_often_and_skips_nothing_to_say() -> None:
     time.sleep(0.06)
     poll()
     assert seen == [5, 7]
+
+
+def test_passwords_written_into_urls_or_settings_are_redacted() -> None:
+    scrub = Scrubber(["known-secret"])
+    assert scrub(
+        "fab local import-legacy --source postgresql://crm:p%40ss@db:5432/old "
+        "and https://ci:ghp_token123@github.com/acme/shop.git, host=x password='a b' user=y, "
+        "password=plain known-secret"
+    ) == (
+        "fab local import-legacy --source postgresql://crm:***@db:5432/old "
+        "and https://ci:***@github.com/acme/shop.git, host=x password=*** user=y, "
+        "password=*** ***"
+    )
+    # no password: left as it is (a user name, a port, an address)
+    plain = "postgresql://crm@db:5432/old ssh://git@github.com:22/x mailto:a@b.example"
+    assert scrub(plain) == plain
+    scrub.add("learned")
+    assert scrub("a learned thing") == "a *** thing"
