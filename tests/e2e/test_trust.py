@@ -17,8 +17,10 @@ from seed.journal.store import lock_key_sql
 from tests.e2e.conftest import FAB, REPO, Deployment
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def at_v1(deployment: Deployment) -> Deployment:
+    """Something deployed, once for the module: the restore tests take their own backup
+    and work whatever the release; the drain test needs v1 exactly and makes sure of it."""
     deployment.reset()
     deployment.deploy("v1")
     return deployment
@@ -27,6 +29,9 @@ def at_v1(deployment: Deployment) -> Deployment:
 def test_a_deploy_ends_app_sessions_that_call_themselves_seed(at_v1: Deployment) -> None:
     """A writer of the app role named `seed-worker` is the app's like any other: the
     maintenance deploy's drain ends it (only the run's own sessions are spared)."""
+    if not (at_v1.current() or "").endswith(at_v1.releases()[0]) or len(at_v1.releases()) > 1:
+        at_v1.reset()
+        at_v1.deploy("v1")
     impostor = psycopg.connect(
         at_v1.sandbox.app_conninfo(), application_name="seed-worker", autocommit=True
     )
