@@ -119,7 +119,9 @@ class ImportLegacy(Operation):
             self.summary["source"] = {"path": self.source.shown, **how, "digest": digest}
             self.counted("extract", started, rows=self.rows_in)
             s.detail = f"{self.rows_in} rows ({how['format']}" + (
-                f", {how['encoding']}, {how['delimiter']!r})" if how["format"] == "csv" else ")"
+                f", {how['encoding']} ({how['encoding_basis']}), {how['delimiter']!r})"
+                if how["format"] == "csv"
+                else ")"
             )
         with self.step("clean") as s:
             started = time.monotonic()

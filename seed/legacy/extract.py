@@ -1,14 +1,13 @@
 """Extract: a legacy export into a DataFrame of text, whatever it came as.
 
-CSV (encoding and delimiter detected, a BOM handled), Excel `.xlsx`, a SQLite file or a
-PostgreSQL DSN with a query. Every cell is read as text (`dtype=str`), so leading
-zeros and `+` survive; empty cells are "". A `row` column numbers the records as a
-spreadsheet would (the header is row 1), for rejects and merges.
+CSV (encoding detected by seed.legacy.encoding, delimiter detected, a BOM handled), Excel
+`.xlsx`, a SQLite file or a PostgreSQL DSN with a query. Every cell is read as text
+(`dtype=str`), so leading zeros and `+` survive; empty cells are "". A `row` column numbers
+the records as a spreadsheet would (the header is row 1), for rejects and merges.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import os
 import sqlite3
@@ -23,29 +22,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from seed.config.environment import interpolate
 from seed.errors import ConfigError, PreflightFailed
+from seed.legacy.encoding import detect_encoding
 from seed.legacy.mapping import Mapping
 from seed.run.report import redact_credentials
-
-ENCODINGS = ("utf-8", "cp1252", "latin-1")
-BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-
-
-def detect_encoding(head: bytes) -> str:
-    """BOM first; else the first of utf-8, cp1252 that decodes the sample (latin-1 always does)."""
-    for bom, name in BOMS:
-        if head.startswith(bom):
-            return name
-    for name in ENCODINGS:
-        try:
-            head.decode(name)
-            return name
-        except UnicodeDecodeError:
-            continue
-    return "latin-1"
 
 
 def detect_delimiter(sample: str) -> str:
@@ -116,7 +95,7 @@ def read_source(given: str | Source, mapping: Mapping) -> tuple[pd.DataFrame, di
         elif suffix in (".sqlite", ".sqlite3", ".db"):
             frame, how = _from_sqlite(path, opts)
         else:
-            frame, how = _from_csv(path, opts)
+            frame, how = _from_csv(path, opts, mapping.region)
     frame.columns = [str(c).strip() for c in frame.columns]
     mapping.check_headers(list(frame.columns), source)
     frame = frame.fillna("").astype(str)
@@ -125,11 +104,13 @@ def read_source(given: str | Source, mapping: Mapping) -> tuple[pd.DataFrame, di
     return frame, how
 
 
-def _from_csv(path: Path, opts: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _from_csv(path: Path, opts: dict[str, Any], region: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     raw = path.read_bytes()
     encoding = opts.get("encoding") or "auto"
+    basis = "source.encoding"
     if encoding == "auto":
-        encoding = detect_encoding(raw[: 1 << 20] if len(raw) > 1 << 20 else raw)
+        found = detect_encoding(raw, region)
+        encoding, basis = found.encoding, found.basis
     try:
         text = raw.decode(encoding)
     except (UnicodeDecodeError, LookupError) as exc:
@@ -151,7 +132,8 @@ def _from_csv(path: Path, opts: dict[str, Any]) -> tuple[pd.DataFrame, dict[str,
         )
     except (pd.errors.ParserError, ValueError) as exc:
         raise PreflightFailed(f"{path}: not readable as CSV ({exc})") from None
-    return frame, {"format": "csv", "encoding": encoding, "delimiter": delimiter}
+    how = {"format": "csv", "encoding": encoding, "encoding_basis": basis}
+    return frame, {**how, "delimiter": delimiter}
 
 
 def _from_excel(path: Path, opts: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:

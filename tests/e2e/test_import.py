@@ -492,3 +492,22 @@ def test_a_legacy_database_password_is_never_recorded(at_v4: Any, tmp_path: Path
     for path in every_file_under(dep.home, state):
         data = path.read_bytes()
         assert not any(s.encode() in data for s in secrets), path
+
+
+def test_a_central_european_export_is_read_in_its_code_page(at_v4: Any, tmp_path: Path) -> None:
+    """An export from a Polish Windows machine (cp1250), for a Dutch shop: its text reads
+    as written — it used to be read as cp1252 without a word ("Wyspa £¹kowa")."""
+    dep, _, _ = at_v4
+    polish = EXPORT.replace("de Boer", "Wróbel").replace("Vaak", "Dąbrowski")
+    polish = polish.replace("curie", "ścisło").replace("Atlantis", "Wyspa Łąkowa")
+    source = tmp_path / "eksport.csv"
+    source.write_bytes(polish.replace("\n", "\r\n").encode("cp1250"))
+    res = dep.fab(
+        "local", "import-legacy", "--source", str(source), "--mapping", MAPPING, "--dry-run"
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = last_import(dep)
+    assert summary["source"]["encoding"] == "cp1250", summary["source"]
+    assert "rows (csv, cp1250 (letters), ';')" in res.stderr, res.stderr
+    rejects = Path(summary["files"]["rejects"]).read_text(encoding="utf-8")
+    assert "country: not a country: 'Wyspa Łąkowa'" in rejects, rejects

@@ -67,7 +67,13 @@ def test_messy_export_gives_exactly_the_expected_rows(tmp_path: Path, mapping: M
     source = tmp_path / "export.csv"
     source.write_text(MESSY, encoding="utf-8")
     deduped, cleaned, how = run(source, mapping)
-    assert how == {"format": "csv", "encoding": "utf-8", "delimiter": ";", "rows": 9}
+    assert how == {
+        "format": "csv",
+        "encoding": "utf-8",
+        "encoding_basis": "UTF-8",
+        "delimiter": ";",
+        "rows": 9,
+    }
     assert cleaned.rejects == [
         {"row": 4, "reason": "email: not an email address: 'not-an-email'"},
         {"row": 6, "reason": "email: required, but empty"},
