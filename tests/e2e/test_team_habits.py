@@ -159,7 +159,7 @@ def test_long_dumps_and_restores_show_their_progress(at_v1: Deployment) -> None:
         conn.execute(
             "create table seed_bulk as select g, "
             + " || ".join(["md5(random()::text)"] * 8)
-            + " as payload from generate_series(1, 400000) g"
+            + " as payload from generate_series(1, 300000) g"
         )
     try:
         res = at_v1.fab("local", "backup", extra_env={"SEED_HEARTBEAT_SECONDS": "0.5"})
