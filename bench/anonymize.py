@@ -96,8 +96,9 @@ def main() -> int:
             def ours() -> None:
                 fresh()
                 columns = masking.catalog(conn)["public.people"]
+                masking.load_key(conn, key)
                 statement = masking.update_sql(
-                    "public.people", rules.tables["public.people"], columns, key
+                    "public.people", rules.tables["public.people"], columns
                 )
                 assert statement is not None
                 with stopwatch() as w:

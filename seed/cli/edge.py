@@ -6,6 +6,7 @@ Anything else is a bug: one line plus the path of the full traceback (exit 1).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -122,7 +123,8 @@ def user_errors(func: F) -> F:
             name = type(exc).__name__
             path = local_root() / "logs" / f"crash-{utcnow():%Y%m%dT%H%M%S%f}.log"
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path.touch(mode=0o600)
                 path.write_text(traceback.format_exc())
             except OSError as why:  # e.g. the disk is full: still one line, no traceback
                 raise Exit(
@@ -177,8 +179,22 @@ def selected_name(c: Context) -> str:
     return str(name)
 
 
+def private_files() -> None:
+    """What a command writes on this machine is its user's alone (files 0600, folders
+    0700), as on the state host: reports hold check baselines, the journal mirror
+    command lines, imports rejected rows with e-mail addresses, the repository cache a
+    fetched URL. `.seed/` made by an older Seed is closed too."""
+    os.umask(0o077)
+    root = local_root()
+    with contextlib.suppress(OSError):
+        if root.is_dir() and root.stat().st_uid == os.geteuid():
+            root.chmod(0o700)
+
+
 def selected_environment(c: Context) -> Environment:
-    """Load the environment chosen by a preceding `seed <env>`; none → exit 2."""
+    """Load the environment chosen by a preceding `seed <env>`; none → exit 2. From here
+    on the command's files are private (private_files)."""
+    private_files()
     name = selected_name(c)
     env = load_named(str(name))
     if c.config.get("seed_accept_new_host_keys"):

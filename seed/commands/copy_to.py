@@ -386,9 +386,10 @@ class CopyTo(Operation):
         self, conn: Any, tables: dict[str, list[masking.Column]], found: dict[str, Any]
     ) -> dict[str, Any]:
         summary: dict[str, Any] = {}
+        masking.load_key(conn, self.key)
         for table, columns in tables.items():
             rule = self.rules.tables[table]
-            statement = masking.update_sql(table, rule, columns, self.key)
+            statement = masking.update_sql(table, rule, columns)
             started = time.monotonic()
             if statement is not None:
                 conn.execute(statement)

@@ -379,10 +379,35 @@ class Key:
         return "Key(***)"
 
 
-def hmac_sql(value: sql.Composable, key: Key) -> sql.Composable:
-    """HMAC-SHA256(key, utf8(value)) as a bytea expression."""
+# The key reaches the session by COPY into a temporary table, never as a literal or a bind
+# parameter: statements (with their literals) are visible in pg_stat_activity to monitoring
+# roles and written to the server log on an error or with log_min_duration_statement,
+# bind parameters too; COPY's data is in neither. The pads give the key back (pad XOR
+# 0x36/0x5c), so they are as secret as the key.
+KEY_TABLE = sql.SQL("pg_temp.seed_mask_key")
+
+
+def load_key(conn: psycopg.Connection[Any], key: Key) -> None:
+    """The key into this session's temporary table (what the masking SQL reads)."""
+    conn.execute(
+        sql.SQL(
+            "create temporary table if not exists seed_mask_key "
+            "(inner_pad bytea, outer_pad bytea, shift_seed bigint)"
+        )
+    )
+    conn.execute(sql.SQL("truncate {}").format(KEY_TABLE))
+    with conn.cursor().copy(sql.SQL("copy {} from stdin").format(KEY_TABLE)) as copy:
+        copy.write_row((key.inner, key.outer, key.shift_seed))
+
+
+def _key_part(name: str) -> sql.Composable:
+    return sql.SQL("(select {} from {})").format(sql.Identifier(name), KEY_TABLE)
+
+
+def hmac_sql(value: sql.Composable) -> sql.Composable:
+    """HMAC-SHA256(key, utf8(value)) as a bytea expression (the key: load_key's table)."""
     return sql.SQL("sha256({} || sha256({} || convert_to({}, 'UTF8')))").format(
-        sql.Literal(key.outer), sql.Literal(key.inner), value
+        _key_part("outer_pad"), _key_part("inner_pad"), value
     )
 
 
@@ -464,7 +489,7 @@ def fake_sql(kind: str, locale: Locale, h: sql.Composable, value: sql.Composable
     raise ValueError(f"unknown fake kind {kind}")
 
 
-def column_sql(rule: ColumnRule, column: Column, key: Key) -> sql.Composable:
+def column_sql(rule: ColumnRule, column: Column) -> sql.Composable:
     """The new value of `column` under `rule` (an expression over the row being updated)."""
     v = sql.Identifier(column.name)
     if rule.kind == "null":
@@ -475,7 +500,7 @@ def column_sql(rule: ColumnRule, column: Column, key: Key) -> sql.Composable:
         return sql.SQL("cast({} as {})").format(sql.Literal(rule.value), sql.SQL(column.type))
     if rule.kind == "date_shift":
         x = sql.SQL("hashtextextended({}::text || ctid::text, {})").format(
-            v, sql.Literal(key.shift_seed)
+            v, _key_part("shift_seed")
         )
         span = 2 * rule.days
         # m in 0..2N-1 → -N..-1, 1..N: never 0, so every value moves
@@ -500,18 +525,17 @@ def column_sql(rule: ColumnRule, column: Column, key: Key) -> sql.Composable:
     return sql.SQL(
         "case when {v} is null or {v}::text = '' then {v} "
         "else (select {expr} from (select {hm} as h offset 0) s) end"
-    ).format(v=v, expr=expr, hm=hmac_sql(sql.SQL("{}::text").format(v), key))
+    ).format(v=v, expr=expr, hm=hmac_sql(sql.SQL("{}::text").format(v)))
 
 
-def update_sql(
-    table: str, rule: TableRule, columns: list[Column], key: Key
-) -> sql.Composable | None:
-    """One UPDATE for every masked column of `table`, or TRUNCATE; None: nothing to do."""
+def update_sql(table: str, rule: TableRule, columns: list[Column]) -> sql.Composable | None:
+    """One UPDATE for every masked column of `table`, or TRUNCATE; None: nothing to do.
+    Run it in a session that load_key gave the key."""
     ident = sql.Identifier(*table.split(".", 1))
     if rule.truncate:
         return sql.SQL("truncate {}").format(ident)
     sets = [
-        sql.SQL("{} = {}").format(sql.Identifier(c.name), column_sql(rule.columns[c.name], c, key))
+        sql.SQL("{} = {}").format(sql.Identifier(c.name), column_sql(rule.columns[c.name], c))
         for c in columns
         if c.name in rule.columns and rule.columns[c.name].masks
     ]

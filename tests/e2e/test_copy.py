@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from sandbox.servers import free_port
+from seed.copy import masking
 from tests.e2e.conftest import REPO, Deployment
 from tests.e2e.test_rollback import bring_to_v2
 
@@ -242,20 +243,39 @@ def test_same_email_masks_the_same_in_two_tables(copy_env: Any) -> None:
 
 
 def test_secret_and_originals_never_appear_in_output(copy_env: Any) -> None:
+    """Nor in the server's log with every statement logged: the key reaches the masking
+    session by COPY, not as literals (the HMAC pads give the key back)."""
     dep, envdir = copy_env
     backups = len(dep.backups())
-    res = fab(
-        dep,
-        envdir,
-        "local",
-        "copy-to",
-        "stage",
-        "--yes",
-        "--fresh",
-        "--report",
-        str(dep.home / "r.json"),
-    )
+    log = dep.root / "pg" / "log" / "postgresql.log"
+    logged_before = log.stat().st_size
+    with dep.admin() as conn:
+        conn.execute("alter system set log_min_duration_statement = 0")
+        conn.execute("select pg_reload_conf()")
+    try:
+        res = fab(
+            dep,
+            envdir,
+            "local",
+            "copy-to",
+            "stage",
+            "--yes",
+            "--fresh",
+            "--report",
+            str(dep.home / "r.json"),
+        )
+    finally:
+        with dep.admin() as conn:
+            conn.execute("alter system reset log_min_duration_statement")
+            conn.execute("select pg_reload_conf()")
     assert res.returncode == 0, res.stderr
+    with open(log, "rb") as f:
+        f.seek(logged_before)
+        logged = f.read().decode(errors="replace")
+    key = masking.Key.from_secret(SECRET)
+    assert "update " in logged.lower()  # the masking statements were logged
+    for part in (key.inner.hex(), key.outer.hex(), SECRET):
+        assert part not in logged
     assert len(dep.backups()) == backups + 1  # --fresh: a new backup of the source first
     report = json.loads((dep.home / "r.json").read_text())
     assert report["backup"]["id"] == dep.backups()[-1].removesuffix(".dump")

@@ -492,6 +492,16 @@ def test_a_legacy_database_password_is_never_recorded(at_v4: Any, tmp_path: Path
     for path in every_file_under(dep.home, state):
         data = path.read_bytes()
         assert not any(s.encode() in data for s in secrets), path
+    # what Seed wrote here is as private as on the state host: reports, the journal
+    # mirror, the import's rejects (e-mail addresses), the caches
+    written = [p for p in dep.home.rglob("*") if "envs" not in p.relative_to(dep.home).parts]
+    assert any(p.name == "rejects.csv" for p in written)
+    for path in [dep.home, *written]:
+        st = path.lstat()
+        # git's local clone hard-links the origin's objects: their mode is the origin's
+        # (the 0700 folders above keep them private)
+        if not path.is_symlink() and (path.is_dir() or st.st_nlink == 1):
+            assert st.st_mode & 0o077 == 0, (path, oct(st.st_mode))
 
 
 def test_a_central_european_export_is_read_in_its_code_page(at_v4: Any, tmp_path: Path) -> None:

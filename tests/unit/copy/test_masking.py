@@ -79,8 +79,9 @@ def make_tables(conn: psycopg.Connection[Any], rows: int = 2000) -> None:
 
 def mask_all(conn: psycopg.Connection[Any], rules: masking.Rules, key: masking.Key) -> None:
     tables = masking.catalog(conn)
+    masking.load_key(conn, key)
     for table, columns in tables.items():
-        statement = masking.update_sql(table, rules.tables[table], columns, key)
+        statement = masking.update_sql(table, rules.tables[table], columns)
         if statement is not None:
             conn.execute(statement)
 
@@ -89,9 +90,10 @@ def test_the_sql_hmac_is_rfc_2104_hmac_sha256(scratch_db: Scratch) -> None:
     _, conn = scratch_db()
     for secret in ("k", "a much longer key " * 8):  # short and > 64 bytes (hashed first)
         key = masking.Key.from_secret(secret)
+        masking.load_key(conn, key)
         for value in ("customer7@example.com", "Zoë O'Brien", ""):
             got = conn.execute(
-                sql.SQL("select {}").format(masking.hmac_sql(sql.Literal(value), key))
+                sql.SQL("select {}").format(masking.hmac_sql(sql.Literal(value)))
             ).fetchone()
             assert got is not None
             want = hmac.new(secret.encode(), value.encode(), hashlib.sha256).digest()
