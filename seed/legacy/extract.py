@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from seed.config.environment import interpolate
 from seed.errors import ConfigError, PreflightFailed
-from seed.legacy.encoding import detect_encoding
+from seed.legacy.encoding import AmbiguousEncoding, detect_encoding
 from seed.legacy.mapping import Mapping
 from seed.run.report import redact_credentials
 
@@ -95,7 +95,7 @@ def read_source(given: str | Source, mapping: Mapping) -> tuple[pd.DataFrame, di
         elif suffix in (".sqlite", ".sqlite3", ".db"):
             frame, how = _from_sqlite(path, opts)
         else:
-            frame, how = _from_csv(path, opts, mapping.region)
+            frame, how = _from_csv(path, opts, mapping.region if mapping.region_given else None)
     frame.columns = [str(c).strip() for c in frame.columns]
     mapping.check_headers(list(frame.columns), source)
     frame = frame.fillna("").astype(str)
@@ -104,12 +104,17 @@ def read_source(given: str | Source, mapping: Mapping) -> tuple[pd.DataFrame, di
     return frame, how
 
 
-def _from_csv(path: Path, opts: dict[str, Any], region: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _from_csv(
+    path: Path, opts: dict[str, Any], region: str | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     raw = path.read_bytes()
     encoding = opts.get("encoding") or "auto"
     basis = "source.encoding"
     if encoding == "auto":
-        found = detect_encoding(raw, region)
+        try:
+            found = detect_encoding(raw, region)
+        except AmbiguousEncoding as exc:
+            raise AmbiguousEncoding(f"{path}: {exc}") from None
         encoding, basis = found.encoding, found.basis
     try:
         text = raw.decode(encoding)

@@ -51,6 +51,7 @@ class Mapping:
     key: tuple[str, ...]
     columns: tuple[ColumnMap, ...]
     region: str = "US"
+    region_given: bool = False  # defaults.region written (the export's locale is known)
     country: str | None = None
     dedup_keys: tuple[tuple[str, ...], ...] = ()
     keep: str = "most_complete"  # or most_recent
@@ -134,6 +135,7 @@ def load_mapping(path: Path) -> Mapping:
         key=key,
         columns=tuple(columns),
         region=region,
+        region_given=isinstance(defaults, dict) and "region" in defaults,
         country=str(country).upper() if country else None,
         dedup_keys=tuple(dedup_keys),
         keep=keep,

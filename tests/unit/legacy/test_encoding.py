@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from seed.legacy.encoding import detect_encoding
+from seed.legacy.encoding import AmbiguousEncoding, detect_encoding
 
 NAMES = {
     "pl": ("cp1250", "PL", ["Łukasz Wójcik", "Małgorzata Żółkiewska", "Paweł Dąbrowski",
@@ -73,3 +73,20 @@ def test_bom_and_utf8_first() -> None:
     assert detect_encoding("\ufeffŁódź".encode()).encoding == "utf-8-sig"
     assert detect_encoding("Łódź".encode("utf-16")).encoding == "utf-16"
     assert detect_encoding(b"plain ascii").basis == "UTF-8"
+
+
+def test_only_a_region_could_decide_and_the_mapping_names_none() -> None:
+    """One Polish name among plain ones: `ń` (cp1250) or `ñ` (cp1252) are both letters of
+    one alphabet. With defaults.region the region's code page, said with both readings;
+    without one, refused (exit 2) naming both — never a silent guess."""
+    raw = "Klantnr;Naam\r\n1;John Smith\r\n2;Anna Szymańska\r\n3;Peter Jansen\r\n".encode("cp1250")
+    found = detect_encoding(raw, "PL")
+    assert found.encoding == "cp1250"
+    assert found.basis == "defaults.region PL: 'Szymańska', not 'Szymañska'"
+    with pytest.raises(AmbiguousEncoding) as refused:
+        detect_encoding(raw, None)
+    assert refused.value.code == 2
+    assert str(refused.value) == (
+        "cannot tell whether it is cp1252 ('Szymañska') or cp1250 ('Szymańska'): set "
+        "source.encoding, or defaults.region (the exporting machine's country), in the mapping"
+    )
