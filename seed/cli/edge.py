@@ -34,7 +34,7 @@ from seed.config.environment import (
 from seed.errors import ConfigError, Interrupted, Refused, SeedError
 from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import Output, Scrubber, redact_credentials, utcnow
+from seed.run.report import Output, Scrubber, redact_credentials, scrub_known, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,9 +114,9 @@ def user_errors(func: F) -> F:
         except Exit:  # a task's own exit code (manage passes the command's through)
             raise
         except SeedError as exc:
-            raise Exit(f"seed: {exc}", exc.code) from None
+            raise Exit(scrub_known(f"seed: {exc}"), exc.code) from None
         except Interrupted as exc:
-            raise Exit(f"seed: {exc.detail or exc}", exc.code) from None
+            raise Exit(scrub_known(f"seed: {exc.detail or exc}"), exc.code) from None
         except KeyboardInterrupt:
             raise Exit("seed: interrupted", 130) from None
         except Exception as exc:
@@ -125,11 +125,13 @@ def user_errors(func: F) -> F:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 path.touch(mode=0o600)
-                path.write_text(traceback.format_exc())
+                path.write_text(scrub_known(traceback.format_exc()))
             except OSError as why:  # e.g. the disk is full: still one line, no traceback
                 raise Exit(
-                    f"seed: internal error ({name}: {exc}); the log could not be written to "
-                    f"{path}: {why.strerror}",
+                    scrub_known(
+                        f"seed: internal error ({name}: {exc}); the log could not be written "
+                        f"to {path}: {why.strerror}"
+                    ),
                     1,
                 ) from None
             raise Exit(f"seed: internal error ({name}); full log: {path}", 1) from None

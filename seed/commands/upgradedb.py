@@ -614,6 +614,7 @@ class Upgrade(Operation):
                 f"PATH={q(path)}/.venv/bin:$PATH {command}",
                 f"app.build {command!r}",
                 timeout=1800,
+                private_env=self.env.command_values(),
             )
 
         self.on_hosts(self.uploaded, one, "build")

@@ -13,6 +13,7 @@ import os
 import posixpath
 import pwd
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,6 +295,11 @@ class Environment:
     lint: LintConfig = field(default_factory=LintConfig)
     rehearse: RehearseConfig = field(default_factory=RehearseConfig)
     imports: ImportsConfig = field(default_factory=ImportsConfig)
+    # the `${VAR}`s that commands (hooks, app.restart, ...) refer to, with their values
+    # here: passed to the command's shell on its host privately (Remote.run `private_env`)
+    command_env: Mapping[str, Secret | None] = field(default_factory=dict)
+    # values the process environment gave that are secrets (see `is_secret`)
+    env_secrets: tuple[Secret, ...] = ()
 
     @property
     def state_host(self) -> Host:
@@ -312,6 +318,11 @@ class Environment:
         assert self.app.health is not None
         return host.health_url or self.app.health.url
 
+    def command_values(self) -> dict[str, str | None]:
+        """The variables commands refer to, with their values, None for one unset here
+        (for `Remote.run(private_env=...)`)."""
+        return {k: None if v is None else v.reveal() for k, v in self.command_env.items()}
+
     def secrets(self) -> list[str]:
         """Every secret value, for scrubbing output (longest first).
 
@@ -320,11 +331,52 @@ class Environment:
         """
         envs = [self.app.env, *(h.env for h in self.roles.app)]
         values = [v.reveal() for e in envs for k, v in e.items() if SECRET_NAME_RE.search(k)]
-        for secret in (self.db.password, self.db.admin_password, self.copy.secret):
+        given = (self.db.password, self.db.admin_password, self.copy.secret, *self.env_secrets)
+        for secret in given:
             if secret is not None:
                 values.append(secret.reveal())
                 values.append(quote(secret.reveal(), safe=""))  # as in DATABASE_URL
+                values.append(shlex.quote(secret.reveal()))  # as in a shell line
         return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+
+
+# settings whose text is a shell command run on a host (hooks are too: `hooks.…`)
+COMMAND_SETTINGS = frozenset(
+    {
+        "app.restart",
+        "app.reload",
+        "app.build",
+        "app.drain",
+        "app.undrain",
+        "app.maintenance.on",
+        "app.maintenance.off",
+    }
+)
+# settings that name places and people (hosts, ports, users, paths, names): a value the
+# process environment gave them is shown, as scrubbing it would blank every message
+_PLACE_RE = re.compile(
+    r"^(ssh\.|roles\.(?!.*\.env\.)|db\.(host|port|name|user|admin_user|access)$|state_dir$|"
+    r"backup\.dir$|app\.(deploy_to|python|settings|ref|root|shared_dirs|pip_args|parallel)$|"
+    r"description$)"
+)
+
+
+def is_command_setting(where: str) -> bool:
+    return where in COMMAND_SETTINGS or (
+        where.startswith("hooks.") and where.endswith(("]", "].run"))
+    )
+
+
+def is_secret(where: str, var: str, value: str) -> bool:
+    """Whether a value the process environment gave a setting is a secret to the scrubber:
+    every one (a token in a hook or in app.repo, a password, an app.env value), except
+    what names a place — a host, port, user or path setting, or a number or absolute
+    path anywhere — unless its variable's name says secret (…_TOKEN, …_PASSWORD)."""
+    if SECRET_NAME_RE.search(var):
+        return True
+    if _PLACE_RE.match(where):
+        return False
+    return not (value.isdigit() or value.startswith("/"))
 
 
 def local_user() -> str | None:
@@ -472,6 +524,11 @@ class _Parser:
         self.path = path
         self.errors: list[str] = []
         self.unset_ok = unset_ok
+        # (setting, variable, value) of every `${VAR}` the process environment filled
+        self.from_env: list[tuple[str, str, str]] = []
+        # the variables commands refer to, and their values (None: unset): they reach the
+        # command's shell privately (never pasted into its text, which is argv on the host)
+        self.command_vars: dict[str, str | None] = {}
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -542,13 +599,30 @@ class _Parser:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             self.errors.append(f"{where}: expected a string")
             return ""
+        if is_command_setting(where):
+            return self._command(str(value), where)
         return self._interp(str(value), where)
 
+    def _command(self, value: str, where: str) -> str:
+        """A shell command setting: its `${VAR}`s checked (an unset one without a default is
+        a problem) and left for the host's shell to expand from the values passed with
+        the command, `$$` made `$`. Pasted in, a token would be part of the command line,
+        which `ps` shows on the host."""
+        self._interp(value, where)
+        for match in _VAR_RE.finditer(value):
+            if match.group(1):  # unset here: unset there too (the host's own is not meant)
+                self.command_vars[match.group(1)] = os.environ.get(match.group(1))
+        return _VAR_RE.sub(lambda m: "$" if m.group(0) == "$$" else m.group(0), value)
+
     def _interp(self, value: str, where: str) -> str:
+        def lookup(name: str) -> str | None:
+            found = os.environ.get(name)
+            if found:
+                self.from_env.append((where, name, found))
+            return "" if found is None and self.unset_ok else found
+
         try:
-            if self.unset_ok:
-                return interpolate(value, lambda name: os.environ.get(name, ""))
-            return interpolate(value)
+            return interpolate(value, lookup)
         except KeyError as exc:
             self.errors.append(
                 f"{where}: environment variable {exc.args[0]} is not set "
@@ -675,6 +749,10 @@ class _Parser:
             lint=lint,
             rehearse=rehearse,
             imports=imports,
+            command_env={k: None if v is None else Secret(v) for k, v in self.command_vars.items()},
+            env_secrets=tuple(
+                Secret(value) for where, var, value in self.from_env if is_secret(where, var, value)
+            ),
         )
 
     def imports(self, raw: dict[str, Any], name: str) -> ImportsConfig:
@@ -786,7 +864,7 @@ class _Parser:
         for i, item in enumerate(value):
             at = f"{where}[{i}]"
             if isinstance(item, str):
-                out.append(Hook(self._interp(item, at), timeout, place))
+                out.append(Hook(self._command(item, at), timeout, place))
                 continue
             if not isinstance(item, dict) or "run" not in item:
                 self.errors.append(f"{at}: expected a command, or a mapping with `run:`")

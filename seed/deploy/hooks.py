@@ -12,6 +12,11 @@ SEED_HOOK (e.g. before_switch), SEED_DIRECTION (deploy | rollback), SEED_REF,
 SEED_SHA, SEED_RELEASE (what `current` points at after the step) and
 SEED_PREVIOUS_RELEASE. Remote hooks run with cwd = deploy_to (when it exists)
 under `timeout`, so a hung hook is killed on its host, not just abandoned.
+
+A `${VAR}` in a hook (or any command setting) is not pasted into its text: the host's
+shell expands it from the control machine's value, sent on the command's stdin
+(`Remote.run(private_env=...)`), so a token never shows in `ps` on the host, in the
+hook's error message or in a report (seed.config.environment: `_Parser._command`).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def remote_command(
 
 def run_remote(env: Environment, remote: Remote, hook: Hook, names: Mapping[str, str]) -> str:
     command = remote_command(env, hook, names, env.deploy_to_of(remote.host))
-    res = remote.run(command, timeout=hook.timeout + 30)
+    res = remote.run(command, timeout=hook.timeout + 30, private_env=env.command_values())
     if res.exit_code in (124, 137):
         raise HookFailed(
             f"hook {names['SEED_HOOK']} {hook.run!r} on {remote.label} timed out after "

@@ -18,6 +18,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from seed.config.environment import Environment, Host
 from seed.errors import ConfigError, PreflightFailed
@@ -32,8 +33,10 @@ NO_GIT = (
 )
 
 
-def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **_GIT_ENV}
+def _git(
+    *args: str, cwd: Path | None = None, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **_GIT_ENV, **(extra or {})}
     try:
         return subprocess.run(
             ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
@@ -42,18 +45,65 @@ def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
         raise PreflightFailed(NO_GIT) from None
 
 
+@dataclass(frozen=True)
+class RepoUrl:
+    """app.repo split for git: `url` without its credentials (what goes on git's command
+    line, into the mirror's config, the cache's name and messages), and the credentials
+    (`https://ci:TOKEN@host/app.git`), which reach git only through its environment."""
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+
+    def git_env(self) -> dict[str, str]:
+        """Environment giving git the credentials: a credential helper that answers from
+        two variables (git 2.31+ reads config from GIT_CONFIG_COUNT/KEY/VALUE), after an
+        empty one that drops the user's own helpers (`store` would write the token to
+        ~/.git-credentials)."""
+        if self.username is None and self.password is None:
+            return {}
+        helper = (
+            '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" '
+            '"$SEED_GIT_USERNAME" "$SEED_GIT_PASSWORD"; }; f'
+        )
+        return {
+            "GIT_CONFIG_COUNT": "2",
+            "GIT_CONFIG_KEY_0": "credential.helper",
+            "GIT_CONFIG_VALUE_0": "",
+            "GIT_CONFIG_KEY_1": "credential.helper",
+            "GIT_CONFIG_VALUE_1": helper,
+            "SEED_GIT_USERNAME": self.username or "",
+            "SEED_GIT_PASSWORD": self.password or "",
+        }
+
+
+def split_repo(repo: str) -> RepoUrl:
+    """`https://user:token@host/x.git` → RepoUrl(`https://host/x.git`, user, token); any
+    other URL or path as it is (ssh authenticates with keys, not the URL)."""
+    parts = urlsplit(repo)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return RepoUrl(repo)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    clean = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    return RepoUrl(clean, unquote(user), unquote(password) if colon else None)
+
+
 def repo_cache(repo: str, cache_root: Path) -> Path:
-    """A bare mirror of `repo` on the control machine, fetched fresh."""
-    key = hashlib.sha256(repo.encode()).hexdigest()[:16]
+    """A bare mirror of `repo` on the control machine, fetched fresh. Credentials in the
+    URL stay out of git's command line and the mirror's config (see RepoUrl)."""
+    split = split_repo(repo)
+    key = hashlib.sha256(split.url.encode()).hexdigest()[:16]
     path = cache_root / f"{key}.git"
+    creds = split.git_env()
     if not path.exists():
         cache_root.mkdir(parents=True, exist_ok=True)
-        res = _git("clone", "--quiet", "--mirror", repo, str(path))
+        res = _git("clone", "--quiet", "--mirror", split.url, str(path), extra=creds)
     else:
-        res = _git("fetch", "--quiet", "--prune", "--tags", "origin", cwd=path)
+        res = _git("fetch", "--quiet", "--prune", "--tags", "origin", cwd=path, extra=creds)
     if res.returncode != 0:
         reason = (res.stderr.strip().splitlines() or ["git failed"])[-1]
-        raise PreflightFailed(f"git repository {repo}: cannot fetch ({reason})")
+        raise PreflightFailed(f"git repository {split.url}: cannot fetch ({reason})")
     return path
 
 
@@ -381,7 +431,12 @@ def run_hook(
 ) -> None:
     """Run a user hook (restart, maintenance, drain) with cwd = deploy_to and `names`
     exported (SEED_HOST...)."""
-    remote.check(f"cd {q(layout.deploy_to)} && {exports(names or {})}{command}", what, timeout=300)
+    remote.check(
+        f"cd {q(layout.deploy_to)} && {exports(names or {})}{command}",
+        what,
+        timeout=300,
+        private_env=remote.env.command_values(),
+    )
 
 
 def exports(names: dict[str, str]) -> str:

@@ -18,7 +18,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,14 @@ from seed.config.environment import Environment, Host
 from seed.errors import PreflightFailed, SeedError, StepFailed
 
 q = shlex.quote
+
+
+def exports_text(names: Mapping[str, str | None]) -> str:
+    """Shell lines exporting `names`, unsetting those that are None (read by `eval` on
+    the host, never a command line)."""
+    return "".join(
+        f"unset {k}\n" if v is None else f"export {k}={q(v)}\n" for k, v in sorted(names.items())
+    )
 
 
 class RemoteError(StepFailed):
@@ -234,10 +242,14 @@ class Remote:
         *,
         timeout: float | None = None,
         on_data: Callable[[bytes, bool], None] | None = None,
+        private_env: Mapping[str, str | None] | None = None,
     ) -> Result:
         """Run `command` through the login shell; never raises for a non-zero exit.
         A `timeout` that expires raises RemoteError (the channel is closed: sshd hangs
         the command up). `on_data(chunk, is_stderr)` sees the output as it arrives.
+        `private_env`: variables exported to the command, sent on its stdin (the command
+        line is every local user's to read in `ps`; the stdin is not), `Result.command`
+        stays the command as given.
 
         A plain SSH channel, read in this thread: no stdin, no pty, no helper threads
         (Fabric's runner starts three per command, which adds up over many hosts).
@@ -251,7 +263,11 @@ class Remote:
                 raise EOFError("the SSH transport is closed")
             chan = transport.open_session(timeout=self.env.ssh.connect_timeout)
             try:
-                chan.exec_command(command)
+                if private_env:
+                    chan.exec_command(f'eval "$(cat)" && {{ {command}\n}}')
+                    chan.sendall(exports_text(private_env).encode())
+                else:
+                    chan.exec_command(command)
                 chan.shutdown_write()
                 while True:
                     got = False
@@ -291,9 +307,16 @@ class Remote:
             b"".join(err).decode(errors="replace"),
         )
 
-    def check(self, command: str, what: str, *, timeout: float | None = None) -> Result:
+    def check(
+        self,
+        command: str,
+        what: str,
+        *,
+        timeout: float | None = None,
+        private_env: Mapping[str, str | None] | None = None,
+    ) -> Result:
         """Run `command`; a non-zero exit raises RemoteError naming `what` and the host."""
-        res = self.run(command, timeout=timeout)
+        res = self.run(command, timeout=timeout, private_env=private_env)
         if not res.ok:
             raise RemoteError(f"{what} on {self.label} failed (exit {res.exit_code}): {res.tail()}")
         return res

@@ -100,16 +100,28 @@ def redact_credentials(text: str) -> str:
     return _KV_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
+# every secret any Scrubber of this process was given: the command's last line, written
+# where no run's Scrubber is at hand (seed.cli.edge.user_errors), is scrubbed with them
+_KNOWN: set[str] = set()
+
+
+def scrub_known(text: str) -> str:
+    """`text` with every secret this process has learned replaced by `***`."""
+    return Scrubber(list(_KNOWN))(text)
+
+
 class Scrubber:
     """Replaces known secret values, and passwords written into URLs or `password=`
     settings, by `***` in any text."""
 
     def __init__(self, secrets: list[str] | None = None) -> None:
         self.secrets = sorted(set(secrets or []), key=len, reverse=True)
+        _KNOWN.update(self.secrets)
 
     def add(self, *secrets: str) -> None:
         """More secrets (one a run learns: a password in a source DSN)."""
         self.secrets = sorted({*self.secrets, *(s for s in secrets if s)}, key=len, reverse=True)
+        _KNOWN.update(self.secrets)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,14 @@ from seed.config.environment import (
     Host,
     Secret,
     interpolate,
+    is_secret,
     list_environments,
     load_environment,
     local_user,
     lookup_pgpass,
 )
 from seed.errors import ConfigError
+from seed.remote.ssh import exports_text
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "environments"
@@ -91,8 +95,12 @@ def test_shipped_local_loads_with_sandbox_defaults(tmp_path: Path) -> None:
     assert env.deploy_to_of(second) == "/var/tmp/seed-sandbox/server/host2/srv/shop"
     assert env.app_env_of(second)["APP_BIND"].reveal() == "127.0.0.2:8765"
     assert env.health_url_of(second) == "http://127.0.0.2:8765/health/"
-    assert env.app.drain == '/var/tmp/seed-sandbox/lb/lbctl drain "$SEED_HOST"'
-    assert env.app.undrain == '/var/tmp/seed-sandbox/lb/lbctl undrain "$SEED_HOST"'
+    # commands keep their ${VAR}s for the host's shell, which gets the values privately
+    assert env.app.drain == '${SEED_SANDBOX_DIR:-/var/tmp/seed-sandbox}/lb/lbctl drain "$SEED_HOST"'
+    assert env.app.undrain == (
+        '${SEED_SANDBOX_DIR:-/var/tmp/seed-sandbox}/lb/lbctl undrain "$SEED_HOST"'
+    )
+    assert env.command_values() == {"SEED_SANDBOX_DIR": None}
     assert env.db.port == 54329
     assert (env.db.name, env.db.user, env.db.admin_user) == ("shop", "shop", "postgres")
     assert env.app.ref == "main"
@@ -250,7 +258,55 @@ def test_double_dollar_is_a_literal_dollar(tmp_path: Path, monkeypatch: pytest.M
         "restart: current/deploy/appctl restart",
         "restart: echo $$HOME $${SEED_UNIT_X} ${SEED_UNIT_X} costs 5$$",
     )
-    assert load(tmp_path, text).app.restart == "echo $HOME ${SEED_UNIT_X} expanded costs 5$"
+    env = load(tmp_path, text)
+    assert env.app.restart == "echo $HOME ${SEED_UNIT_X} ${SEED_UNIT_X} costs 5$"
+    assert env.command_values()["SEED_UNIT_X"] == "expanded"
+    # as the host's shell runs it: the values arrive by `eval` of exports_text on stdin
+    script = exports_text(env.command_values()) + env.app.restart
+    ran = subprocess.run(
+        ["bash", "-c", script], env={"HOME": "/h"}, capture_output=True, text=True, check=True
+    )
+    assert ran.stdout == "/h expanded expanded costs 5$\n"
+
+
+def test_a_variable_in_a_command_stays_out_of_its_text_and_is_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token pasted into a hook would be on the host's command line (`ps`): the hook
+    keeps `${VAR}`, the value travels apart and is scrubbed from output. A variable unset
+    here is unset there, whatever the host has."""
+    monkeypatch.setenv("SEED_UNIT_TOKEN", "t0k'en value")
+    monkeypatch.setenv("SEED_UNIT_WEBHOOK", "https://hooks.example/T1/B2/xyz")
+    monkeypatch.delenv("SEED_UNIT_UNSET", raising=False)
+    text = LOCAL + (
+        "hooks:\n"
+        "  switch:\n"
+        "    after: ['curl -H \"X-Token: ${SEED_UNIT_TOKEN}\" ${SEED_UNIT_UNSET:-x}']\n"
+        "  notify: [{run: 'curl -d ok ${SEED_UNIT_WEBHOOK}', timeout: 5}]\n"
+    )
+    env = load(tmp_path, text)
+    (hook,) = env.hooks.of("after", "switch")
+    assert hook.run == 'curl -H "X-Token: ${SEED_UNIT_TOKEN}" ${SEED_UNIT_UNSET:-x}'
+    assert env.hooks.notify[0].run == "curl -d ok ${SEED_UNIT_WEBHOOK}"
+    values = env.command_values()
+    assert values["SEED_UNIT_TOKEN"] == "t0k'en value"  # noqa: S105 - a test's token
+    assert values["SEED_UNIT_UNSET"] is None
+    secrets = env.secrets()
+    assert "t0k'en value" in secrets and shlex.quote("t0k'en value") in secrets
+    assert "https://hooks.example/T1/B2/xyz" in secrets  # any value a command was given
+    # a port or a path the environment gave is a place, not a secret
+    assert not any(s in ("/var/tmp/seed-sandbox", "54329") for s in secrets)
+
+
+def test_what_counts_as_a_secret_from_the_environment() -> None:
+    assert is_secret("app.repo", "GIT_TOKEN", "ghp_x")
+    assert is_secret("app.repo", "CI_JOB_JWT", "eyJhbGciOi")  # in the repo URL: a credential
+    assert is_secret("app.env.SENTRY_DSN", "SENTRY", "https://k@o1.ingest/2")
+    assert is_secret("ssh.port", "DEPLOY_PASSWORD", "2222")  # the name says so
+    assert not is_secret("roles.app[0]", "APP_HOST", "app1.example.com")
+    assert not is_secret("db.port", "PGPORT", "5432")
+    assert not is_secret("backup.dir", "BACKUPS", "/srv/backups")
+    assert is_secret("roles.app[0].env.API_KEY", "K", "abcd")
 
 
 def test_interpolate_directly() -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 import pytest
@@ -26,6 +26,7 @@ from seed.deploy import release as rel
 from seed.deploy.release import (
     HEALTH_SCRIPT,
     Layout,
+    RepoUrl,
     build_archive,
     current_release,
     db_env,
@@ -41,6 +42,7 @@ from seed.deploy.release import (
     repo_cache,
     resolve_ref,
     run_hook,
+    split_repo,
     switch_current,
     upload_release,
     upload_release_and_python,
@@ -49,6 +51,7 @@ from seed.deploy.release import (
 )
 from seed.errors import ConfigError, PreflightFailed
 from seed.remote.ssh import Remote, RemoteError
+from tests.gitserver import serve_git
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Seed Test",
@@ -263,6 +266,37 @@ def test_repo_cache_is_a_bare_mirror_fetched_fresh(tmp_path: Path) -> None:
     assert resolve_ref(mirror, "v3") == v3
     with pytest.raises(ConfigError):
         resolve_ref(mirror, "feature")
+
+
+def test_repo_credentials_reach_git_only_through_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`https://ci:TOKEN@host/app.git`: git gets the token from a credential helper fed
+    by environment variables; the URL on its command line, in the mirror's config and in
+    messages has none; a user's own `credential.helper store` never sees it."""
+    origin = make_origin(tmp_path / "srv" / "origin")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[credential]\n\thelper = store\n")
+    monkeypatch.setenv("HOME", str(home))
+    token = "t0k@n/with:odd"  # noqa: S105 - a test's token
+    with serve_git(origin.path.parent, "ci", token) as server:
+        base = f"127.0.0.1:{server.server_port}/origin"
+        url = f"http://ci:{quote(token, safe='')}@{base}"
+        mirror = repo_cache(url, tmp_path / "cache")
+        assert resolve_ref(mirror, "v1") == origin.v1
+        assert server.refused >= 1  # asked, then answered by the helper
+        config = (mirror / "config").read_text()
+        assert f"url = http://{base}\n" in config and token not in config
+        assert not (home / ".git-credentials").exists()
+        assert repo_cache(url, tmp_path / "cache") == mirror  # a fetch, same credentials
+        with pytest.raises(PreflightFailed) as info:
+            repo_cache(f"http://ci:wrong@{base}", tmp_path / "cache2")
+    assert "wrong" not in str(info.value) and f"http://{base}" in str(info.value)
+    assert split_repo("https://TOKEN@github.com/a/b.git") == RepoUrl(
+        "https://github.com/a/b.git", "TOKEN", None
+    )
+    assert split_repo("git@github.com:a/b.git") == RepoUrl("git@github.com:a/b.git")
 
 
 def test_repo_cache_unreachable_repo(tmp_path: Path) -> None:

@@ -1,0 +1,228 @@
+"""Secrets a real team puts in its files, looked for everywhere (issue 22): the database
+passwords, an app.env value, a token in a hook, a token in the app.repo URL — each from
+`${VAR}`. A deploy, a deploy whose hook fails and prints its token, a rollback.
+
+Every command run is logged: on the hosts by an sshd whose `ForceCommand` records
+`$SSH_ORIGINAL_COMMAND` before running it, on the control machine by shims in front of
+`git` and `bash` on PATH (sampling /proc would miss short-lived processes). Every file
+written here and on the hosts is searched for the secrets and their derived forms
+(URL-encoded, shell-quoted): only the files meant to hold secrets (the app's env file,
+pgpass; 0600) may.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from sandbox.servers import free_port
+from tests.e2e.conftest import Deployment
+from tests.gitserver import serve_git
+
+# each with characters that quoting and URL-encoding change
+SECRETS = {
+    "SEED_SCAN_SECRET_KEY": "sk-'scan' $(x) 7Qh2-vN3pL8wR5tY1uI6oE4aS9dF0gJ2kZ7xC",
+    "SEED_SCAN_HOOK_TOKEN": "hook tok'en$HOME 9Zx4",
+    "SEED_SCAN_GIT_TOKEN": "ghp_Scan7Token9Value",
+}
+WRAPPER = """#!/bin/bash
+printf '%s\\0' "$SSH_ORIGINAL_COMMAND" >> {log}
+case "$SSH_ORIGINAL_COMMAND" in
+  /usr/lib/openssh/sftp-server) exec /usr/lib/openssh/sftp-server ;;
+esac
+exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"
+"""
+SHIM = """#!/bin/bash
+printf '%s ' {name} "$@" >> {log}
+printf '\\0' >> {log}
+exec {real} "$@"
+"""
+# the files whose purpose is to hold secrets (0600): the app's settings, libpq's passwords
+ALLOWED = ("shared/env", ".seed-env", "pgpass")
+
+
+@dataclass
+class Watched:
+    dep: Deployment
+    envdir: Path
+    env: dict[str, str]
+    host_log: Path
+    local_log: Path
+    proofs: Path
+    outputs: list[str]
+
+    def fab(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        res = self.dep.fab("local", *args, envdir=self.envdir, extra_env={**self.env, **extra})
+        self.outputs.append(res.stdout + res.stderr)
+        return res
+
+
+def logging_sshd(dep: Deployment, where: Path) -> tuple[int, Path, Path, subprocess.Popen[bytes]]:
+    """A second sshd of the sandbox (same keys and user) that logs every command."""
+    port = free_port()
+    log = where / "host-commands.log"
+    wrapper = where / "log-command"
+    wrapper.write_text(WRAPPER.format(log=shlex.quote(str(log))))
+    wrapper.chmod(0o755)
+    lines = []
+    for line in dep.sandbox.sshd_config.read_text().splitlines():
+        if line.startswith(("Port ", "PidFile ", "Subsystem ")):
+            continue
+        lines.append(line)
+    lines += [
+        f"Port {port}",
+        f"PidFile {where / 'sshd.pid'}",
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
+        f"ForceCommand {wrapper}",
+    ]
+    config = where / "sshd_config"
+    config.write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(where / "sshd.log")],
+        stdin=subprocess.DEVNULL,
+    )
+    host_key = next(ln.split()[1] for ln in lines if ln.startswith("HostKey "))
+    host_pub = Path(f"{host_key}.pub").read_text().split()
+    known = where / "known_hosts"
+    known.write_text(
+        "".join(f"[{a}]:{port} {host_pub[0]} {host_pub[1]}\n" for a in ("127.0.0.1", "127.0.0.2"))
+    )
+    deadline = time.monotonic() + 10
+    sshd_log = where / "sshd.log"
+    while not sshd_log.exists() or "Server listening" not in sshd_log.read_text(errors="replace"):
+        assert proc.poll() is None and time.monotonic() < deadline, "the logging sshd did not start"
+        time.sleep(0.05)
+    return port, known, log, proc
+
+
+def shims(where: Path) -> tuple[Path, Path]:
+    """A PATH folder in front of git and bash that logs each call's arguments."""
+    folder = where / "shims"
+    folder.mkdir()
+    log = where / "local-commands.log"
+    for name in ("git", "bash"):
+        real = shutil.which(name)
+        assert real is not None
+        shim = folder / name
+        shim.write_text(SHIM.format(name=name, log=shlex.quote(str(log)), real=real))
+        shim.chmod(0o755)
+    return folder, log
+
+
+@pytest.fixture(scope="module")
+def watched(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
+    deployment.reset()  # deploys v1 then v2, whatever another module left
+    where = tmp_path_factory.mktemp("watched")
+    where.chmod(0o755)  # sshd runs the wrapper as the sandbox's user (this one)
+    port, known, host_log, sshd = logging_sshd(deployment, where)
+    folder, local_log = shims(where)
+    proofs = where / "proofs"
+    proofs.mkdir()
+    sb = deployment.sandbox
+    env = {
+        **SECRETS,
+        "SEED_SCAN_DB_PASSWORD": sb.password("shop"),
+        "SEED_SCAN_ADMIN_PASSWORD": sb.password("postgres"),
+        "PATH": f"{folder}:{os.environ['PATH']}",
+    }
+    prove = f'printf %s "${{SEED_SCAN_HOOK_TOKEN}}" | sha256sum > {proofs}'
+    fail = (
+        'if [ -n "${SEED_SCAN_FAIL:-}" ]; then '
+        'echo "refused: ${SEED_SCAN_HOOK_TOKEN}" >&2; exit 3; fi'
+    )
+    with serve_git(sb.root, "ci", SECRETS["SEED_SCAN_GIT_TOKEN"]) as git:
+        envdir = deployment.variant(
+            "watched",
+            {
+                "ssh.port": port,
+                "ssh.known_hosts": str(known),
+                "app.repo": f"http://ci:${{SEED_SCAN_GIT_TOKEN}}@127.0.0.1:{git.server_port}"
+                "/origin.git",
+                "app.env.SECRET_KEY": "${SEED_SCAN_SECRET_KEY}",
+                "db.password": "${SEED_SCAN_DB_PASSWORD}",
+                "db.admin_password": "${SEED_SCAN_ADMIN_PASSWORD}",
+                "hooks.switch.after": [{"run": f"{prove}/remote; {fail}", "timeout": 30}],
+                "hooks.notify": [f"{prove}/local"],
+            },
+        )
+        try:
+            yield Watched(deployment, envdir, env, host_log, local_log, proofs, [])
+        finally:
+            sshd.terminate()
+            sshd.wait(10)
+
+
+def forms(secret: str) -> set[str]:
+    return {secret, quote(secret, safe=""), shlex.quote(secret)}
+
+
+def scanned_files(dep: Deployment) -> Iterator[Path]:
+    """Every file Seed wrote: the control machine's state and the hosts' (deploy_to, state
+    folder, backups), the virtualenvs' packages aside."""
+    for top in (dep.home, dep.root / "server"):
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if d not in ("site-packages", "__pycache__")]
+            for name in files:
+                path = Path(folder) / name
+                if path.is_file() and not path.is_symlink():
+                    yield path
+
+
+def test_secrets_from_variables_reach_no_command_line_file_or_output(watched: Watched) -> None:
+    secrets = {**SECRETS, "db": watched.env["SEED_SCAN_DB_PASSWORD"]}
+    secrets["admin"] = watched.env["SEED_SCAN_ADMIN_PASSWORD"]
+    for ref in ("v1", "v2"):
+        res = watched.fab("upgradedb", "--ref", ref)
+        assert res.returncode == 0, res.stdout + res.stderr
+    res = watched.fab("rollback")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = watched.fab("upgradedb", "--ref", "v2", SEED_SCAN_FAIL="1")
+    assert res.returncode != 0, res.stdout + res.stderr
+    said = res.stdout + res.stderr
+    assert "refused: ***" in said, said  # the hook's own words, its token scrubbed
+
+    # the hooks had the token, on the host and on the control machine
+    digest = hashlib.sha256(SECRETS["SEED_SCAN_HOOK_TOKEN"].encode()).hexdigest()
+    for side in ("remote", "local"):
+        assert (watched.proofs / side).read_text().split()[0] == digest
+
+    host_commands = watched.host_log.read_bytes().decode(errors="replace")
+    local_commands = watched.local_log.read_bytes().decode(errors="replace")
+    assert "git clone" in local_commands or "git fetch" in local_commands, local_commands
+    assert host_commands.count("\0") > 20, host_commands[:500]
+    hits = []
+    for name, secret in secrets.items():
+        for form in forms(secret):
+            for what, text in (
+                ("a host's command line", host_commands),
+                ("a control-machine command line", local_commands),
+                *((f"fab's output {i}", out) for i, out in enumerate(watched.outputs)),
+            ):
+                if form in text:
+                    at = text.index(form)
+                    line = text[text.rfind("\n", 0, at) + 1 : text.find("\n", at)]
+                    hits.append(f"{name} in {what}: {line}")
+    allowed: list[str] = []
+    for path in scanned_files(watched.dep):
+        data = path.read_bytes()
+        found = [n for n, s in secrets.items() for f in forms(s) if f.encode() in data]
+        if not found:
+            continue
+        rel = str(path)
+        if rel.endswith(ALLOWED) and stat.S_IMODE(path.stat().st_mode) == 0o600:
+            allowed.append(rel)
+            continue
+        hits.append(f"{sorted(set(found))} in {path} ({stat.S_IMODE(path.stat().st_mode):o})")
+    assert not hits, "\n".join(hits)
+    assert any(a.endswith(".seed-env") for a in allowed), allowed  # the app got its settings
