@@ -274,11 +274,14 @@ ENVIRONMENT = _obj(
                 "known_hosts": _s(
                     "host keys are checked against this file", default="~/.ssh/known_hosts"
                 ),
-                "gateway": _s("bastion: [user@]host[:port]"),
+                "gateway": _s(
+                    "bastion: [user@]host[:port], or a chain `a,b` as in ProxyJump (each "
+                    "hop looked up in ssh.config); wins over the config's ProxyJump"
+                ),
                 "connect_timeout": _n("seconds", default=10),
                 "config": _s(
                     "OpenSSH client config read per host (HostName, Port, User, IdentityFile, "
-                    "ProxyJump), if present; `none` to ignore it",
+                    "ProxyJump, ProxyCommand), if present; `none` to ignore it",
                     default="~/.ssh/config",
                 ),
             },

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import io
+import logging
 import posixpath
 import select
 import shlex
@@ -29,8 +30,16 @@ from fabric import Config, Connection
 from seed import faults
 from seed.config.environment import Environment, Host
 from seed.errors import PreflightFailed, SeedError, StepFailed
+from seed.remote.proxy import ShellProxy
+from seed.remote.route import Hop, Route
+from seed.remote.route import resolve as route_to
 
 q = shlex.quote
+
+# paramiko logs a failed handshake with its traceback at ERROR; with no logging set up,
+# Python's last-resort handler prints that to stderr, under Seed's one line. Seed says
+# what failed itself (Remote._failure): paramiko's log goes nowhere unless configured.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def exports_text(names: Mapping[str, str | None]) -> str:
@@ -75,6 +84,8 @@ class Remote:
         self.host = host
         self._conn: Connection | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        # the gateways' connections and the ProxyCommand this connection goes through
+        self._route: list[paramiko.SSHClient | ShellProxy] = []
         self.accepted_keys: list[str] = []  # host keys added on first contact (accept_new)
 
     @property
@@ -105,106 +116,232 @@ class Remote:
                 f"ssh {self.label}: known_hosts file {known} not found "
                 f"(set ssh.known_hosts in {self.env.path.name}, or ssh-keyscan the host into it)"
             )
-        connect_kwargs: dict[str, object] = {
+        if ssh.key is not None and not ssh.key.is_file():
+            raise PreflightFailed(f"ssh {self.label}: key file {ssh.key} not found")
+        route = self._resolve()
+        target = route.target
+        connect_kwargs = self._connect_kwargs(target)
+        sock = self._open_route(route)
+        if sock is not None:
+            connect_kwargs["sock"] = sock
+        config = Config(overrides={"load_ssh_configs": False})
+        conn = Connection(
+            target.hostname,
+            user=target.user,
+            port=target.port,
+            config=config,
+            connect_timeout=int(ssh.connect_timeout),
+            connect_kwargs=connect_kwargs,
+        )
+        _strict_host_keys(conn.client, known, ssh.accept_new, self.accepted_keys)
+        try:
+            conn.open()
+        except Exception as exc:
+            failure = self._failure(exc, route, target)
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._close_route()
+            if failure is None:
+                raise
+            raise failure from None
+        try:
+            self._sftp = self._start_sftp(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._close_route()
+            raise
+        self._conn = conn
+        return self
+
+    def _resolve(self) -> Route:
+        """The target's host name, user, port and identity files after the OpenSSH client
+        config (ssh.config, default ~/.ssh/config), and the gateways in front of it
+        (ssh.gateway, else the config's ProxyJump chain or ProxyCommand): seed.remote.route.
+        The environment file wins for anything it states."""
+        ssh = self.env.ssh
+        return route_to(self.host, ssh.config_file, ssh.gateway)
+
+    def _connect_kwargs(self, hop: Hop) -> dict[str, object]:
+        """paramiko's connect() settings for one hop: ssh.key for every hop when set, else
+        the hop's own IdentityFile, the agent and ~/.ssh/id_*; every wait bounded by
+        ssh.connect_timeout."""
+        ssh = self.env.ssh
+        kwargs: dict[str, object] = {
             "look_for_keys": ssh.key is None,
             "allow_agent": ssh.key is None,
             "banner_timeout": ssh.connect_timeout,
             "auth_timeout": ssh.connect_timeout,
         }
-        name, user, port, key_files, jump = self._resolve()
         if ssh.key is not None:
-            if not ssh.key.is_file():
-                raise PreflightFailed(f"ssh {self.label}: key file {ssh.key} not found")
-            connect_kwargs["key_filename"] = str(ssh.key)
-        elif key_files:
-            connect_kwargs["key_filename"] = key_files
-        config = Config(overrides={"load_ssh_configs": False})
-        gateway = None
-        if ssh.gateway or jump:
-            spec = ssh.gateway or jump
-            gateway = Connection(spec, config=config, connect_kwargs=dict(connect_kwargs))
-            _strict_host_keys(gateway.client, known, ssh.accept_new, self.accepted_keys)
-        conn = Connection(
-            name,
-            user=user,
-            port=port,
-            config=config,
-            connect_timeout=int(ssh.connect_timeout),
-            connect_kwargs=connect_kwargs,
-            gateway=gateway,
-        )
-        _strict_host_keys(conn.client, known, ssh.accept_new, self.accepted_keys)
-        try:
-            conn.open()
-        except paramiko.BadHostKeyException as exc:
-            raise PreflightFailed(
-                f"ssh {self.label}: host key CHANGED: offered {fingerprint(exc.key)}, "
-                f"{known} has {fingerprint(exc.expected_key)}; refusing to connect. Verify "
-                "the server's key out of band, then update known_hosts"
-            ) from None
-        except UnknownHostKey as exc:
-            raise PreflightFailed(
-                f"ssh {self.label}: host key unknown (not in {known}); it offered "
-                f"{exc.fingerprint}. Check that fingerprint out of band, then add the key "
-                "(ssh-keyscan) or run once with `fab <env> --accept-new-host-keys <task>`"
-            ) from None
-        except paramiko.SSHException as exc:
+            kwargs["key_filename"] = str(ssh.key)
+        elif hop.key_files:
+            kwargs["key_filename"] = list(hop.key_files)
+        return kwargs
+
+    def _open_route(self, route: Route) -> paramiko.Channel | ShellProxy | None:
+        """Connect the gateways in order, each through the one before (the first through
+        its ProxyCommand, if any), each with its own connect timeout, host-key check and
+        one-line failure naming it. Returns what the target is reached through: a
+        direct-tcpip channel through the last gateway, the ProxyCommand, or None (direct).
+        What it opened is kept in `_route` and closed with the connection."""
+        ssh = self.env.ssh
+        timeout = ssh.connect_timeout
+        sock: paramiko.Channel | ShellProxy | None = None
+        if route.proxy_command is not None:
+            sock = ShellProxy(route.proxy_command)
+            self._route.append(sock)
+        for i, hop in enumerate(route.gateways):
+            after = route.gateways[i + 1] if i + 1 < len(route.gateways) else route.target
+            client = paramiko.SSHClient()
+            self._route.append(client)
+            _strict_host_keys(client, ssh.known_hosts, ssh.accept_new, self.accepted_keys)
+            try:
+                client.connect(
+                    hop.hostname,
+                    port=hop.port,
+                    username=hop.user,
+                    timeout=timeout,
+                    sock=sock,  # a Channel or a ProxyCommand
+                    **self._connect_kwargs(hop),  # type: ignore[arg-type]
+                )
+                transport = client.get_transport()
+                assert transport is not None
+                sock = transport.open_channel(
+                    "direct-tcpip", (after.hostname, after.port), ("", 0), timeout=timeout
+                )
+            except Exception as exc:
+                failure = self._failure(exc, route, hop, reaching=after)
+                self._close_route()
+                if failure is None:
+                    raise
+                raise failure from None
+        return sock
+
+    def _close_route(self) -> None:
+        """Close the gateways and the ProxyCommand, last first; never raises."""
+        parts, self._route = self._route, []
+        for part in reversed(parts):
+            with contextlib.suppress(Exception):
+                part.close()
+
+    def _failure(
+        self, exc: BaseException, route: Route, hop: Hop, reaching: Hop | None = None
+    ) -> SeedError | _Transient | None:
+        """The one line for a failure to connect to `hop` (the target or a gateway, while
+        it opened a channel to `reaching`); None for an error this does not know."""
+        ssh = self.env.ssh
+        timeout = ssh.connect_timeout
+        gateway = hop is not route.target
+        who = f"ssh gateway {hop.label} (for {self.label})" if gateway else f"ssh {self.label}"
+        its = "the gateway's" if gateway else "the host's"
+        if hop is route.first and (said := self._proxy_failure(exc, hop)):
+            return _Transient(f"{who}: {said}")
+        if reaching is not None and isinstance(exc, paramiko.ChannelException):
+            return PreflightFailed(
+                f"{who}: it refused to connect on to {reaching.hostname}:{reaching.port} "
+                f"({exc.text}); check that host and port, and that the gateway's sshd "
+                "allows forwarding there (AllowTcpForwarding, PermitOpen)"
+            )
+        if reaching is not None and "Timeout opening channel" in str(exc):
+            return _Transient(
+                f"{who}: it did not connect on to {reaching.hostname}:{reaching.port} within "
+                f"{timeout:g}s; is that host up, and reachable from the gateway?"
+            )
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return PreflightFailed(
+                f"{who}: host key CHANGED: offered {fingerprint(exc.key)}, "
+                f"{ssh.known_hosts} has {fingerprint(exc.expected_key)}; refusing to connect. "
+                f"Verify {its} key out of band, then update known_hosts"
+            )
+        if isinstance(exc, UnknownHostKey):
+            return PreflightFailed(
+                f"{who}: host key unknown (not in {ssh.known_hosts}); it offered "
+                f"{exc.fingerprint}. Check that fingerprint out of band, then add {its} key "
+                f"(ssh-keyscan -p {hop.port} {hop.hostname}) or run once with "
+                "`fab <env> --accept-new-host-keys <task>`"
+            )
+        if isinstance(exc, paramiko.AuthenticationException):
+            where = (
+                "the gateway's user (ssh.gateway or ProxyJump) and ssh.key or its IdentityFile"
+                if gateway
+                else "ssh.user and ssh.key"
+            )
+            return PreflightFailed(
+                f"{who}: authentication failed for user {hop.user} "
+                f"(check {where} in {self.env.path.name})"
+            )
+        if isinstance(exc, paramiko.SSHException):
             text = str(exc)
-            if isinstance(exc, paramiko.AuthenticationException):
-                raise PreflightFailed(
-                    f"ssh {self.label}: authentication failed for user {self.host.user} "
-                    f"(check ssh.user and ssh.key in {self.env.path.name})"
-                ) from None
-            raise PreflightFailed(f"ssh {self.label}: {text}") from None
-        except socket.gaierror as exc:
-            raise PreflightFailed(
-                f"ssh {self.label}: cannot connect: DNS lookup of {self.host.name!r} failed "
-                f"({exc.strerror or exc}); check the host name in roles"
-            ) from None
-        except TimeoutError:
-            raise _Transient(
-                f"ssh {self.label}: cannot connect: timed out after {ssh.connect_timeout:g}s; "
+            if _stalled(exc):
+                return _Transient(
+                    f"{who}: cannot connect: no SSH banner within {timeout:g}s (the port "
+                    "answers but no sshd speaks: a stuck server, or another service there?)"
+                )
+            return PreflightFailed(f"{who}: {text}")
+        if isinstance(exc, socket.gaierror):
+            fix = "check ssh.gateway or ProxyJump" if gateway else "check the host name in roles"
+            return PreflightFailed(
+                f"{who}: cannot connect: DNS lookup of {hop.hostname!r} failed "
+                f"({exc.strerror or exc}); {fix}"
+            )
+        if isinstance(exc, TimeoutError):
+            return _Transient(
+                f"{who}: cannot connect: timed out after {timeout:g}s; "
                 "is the host up, and reachable through the firewall?"
-            ) from None
-        except OSError as exc:
+            )
+        if isinstance(exc, OSError):
             # paramiko reports a refused port as NoValidConnectionsError (errno None)
             inner = getattr(exc, "errors", {}) or {}
             codes = {exc.errno, *(getattr(e, "errno", None) for e in inner.values())}
             if errno.ECONNREFUSED in codes:
-                raise _Transient(
-                    f"ssh {self.label}: cannot connect: connection refused (nothing listens "
-                    f"on port {self.host.port}); is sshd running and the port right?"
-                ) from None
+                return _Transient(
+                    f"{who}: cannot connect: connection refused (nothing listens "
+                    f"on port {hop.port}); is sshd running and the port right?"
+                )
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise _Transient(
-                f"ssh {self.label}: cannot connect ({reason}); is the host up and the port right?"
-            ) from None
-        self._conn = conn
-        return self
+            return _Transient(
+                f"{who}: cannot connect ({reason}); is the host up and the port right?"
+            )
+        if isinstance(exc, EOFError):
+            return _Transient(f"{who}: cannot connect: the connection was closed at once")
+        return None
 
-    def _resolve(self) -> tuple[str, str, int, list[str], str | None]:
-        """(host name, user, port, identity files, jump host) after the OpenSSH client
-        config (ssh.config, default ~/.ssh/config): its HostName, IdentityFile and
-        ProxyJump apply; its User and Port only where the environment file left them to
-        the defaults. The environment file wins for anything it states."""
-        host, ssh = self.host, self.env.ssh
-        if ssh.config_file is None:
-            return host.name, host.user, host.port, [], None
-        try:
-            found = paramiko.SSHConfig.from_path(str(ssh.config_file)).lookup(host.name)
-        except (OSError, ValueError, paramiko.SSHException) as exc:
-            raise PreflightFailed(f"ssh {self.label}: reading {ssh.config_file}: {exc}") from None
-        user = found.get("user", host.user) if host.user_default else host.user
-        port = int(found.get("port", host.port)) if host.port_default else host.port
-        keys = [str(Path(k).expanduser()) for k in found.get("identityfile", [])]
-        jump = found.get("proxyjump")
+    def _proxy_failure(self, exc: BaseException, hop: Hop) -> str | None:
+        """What the ProxyCommand `hop` is reached through says, if it is what failed (it
+        ended, or gave no banner in time)."""
+        proxy = next((p for p in self._route if isinstance(p, ShellProxy)), None)
+        if proxy is None:
+            return None
+        status = proxy.ended()
+        if status is None and not (isinstance(exc, (EOFError, TimeoutError)) or _stalled(exc)):
+            return None
+        timeout = self.env.ssh.connect_timeout
+        ending = f"exited {status}" if status is not None else f"gave no SSH banner in {timeout:g}s"
+        said = proxy.stderr_tail()
+        where = self.env.ssh.config_file or "the ssh config"
         return (
-            found.get("hostname", host.name),
-            user,
-            port,
-            [k for k in keys if Path(k).is_file()],
-            (None if jump in (None, "none") else str(jump).split(",")[0]),
+            f"ProxyCommand of {hop.alias!r} in {where} {ending}"
+            + (f": {said}" if said else "")
+            + f" (command: {proxy.command})"
         )
+
+    def _start_sftp(self, conn: Connection) -> paramiko.SFTPClient:
+        """The connection's SFTP session, opened once when it connects: every file Seed
+        copies goes over it, so a host without the SFTP subsystem is a pre-flight failure
+        naming it, not "Channel closed" in the middle of a step."""
+        try:
+            sftp: paramiko.SFTPClient = conn.sftp()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport = conn.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise
+            raise PreflightFailed(
+                f"ssh {self.label}: the SFTP subsystem is not available "
+                f"({str(exc).strip() or type(exc).__name__}); Seed copies files over SFTP: "
+                "enable it in that host's sshd_config (`Subsystem sftp internal-sftp`)"
+            ) from None
+        return sftp
 
     def reconnect(self, attempts: int = 6, delay: float = 1.0) -> None:
         """Drop this connection and open a new one, retrying with a growing delay."""
@@ -235,6 +372,7 @@ class Remote:
         with contextlib.suppress(Exception):
             if conn is not None:
                 conn.close()
+        self._close_route()
 
     def run(
         self,
@@ -324,7 +462,7 @@ class Remote:
     @property
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
-            self._sftp = self.conn.sftp()
+            self._sftp = self._start_sftp(self.conn)
         return self._sftp
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o600) -> None:
@@ -535,6 +673,14 @@ def _strict_host_keys(
         _AcceptNew(known_hosts, accepted) if accept_new else _RejectNew()
     )
     client.set_missing_host_key_policy(policy)
+
+
+def _stalled(exc: BaseException) -> bool:
+    """paramiko's ways of saying the SSH handshake did not finish in time: no banner
+    within banner_timeout, or connect()'s timeout over before the handshake (it then
+    goes on to authenticate and finds "No existing session")."""
+    text = str(exc)
+    return any(s in text for s in ("banner", "No existing session", "Negotiation timed out"))
 
 
 def _short(command: str, limit: int = 60) -> str:
