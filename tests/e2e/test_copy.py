@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from sandbox.servers import free_port
 from seed.copy import masking
 from tests.e2e.conftest import REPO, Deployment
 from tests.e2e.test_rollback import bring_to_v2
+from tests.e2e.watch import watching
 
 STAGE_PORT: dict[str, int] = {}
 SECRET = "copy-test-key-7d1f0b9e5a"  # noqa: S105 - the masking key under test
@@ -242,9 +244,10 @@ def test_same_email_masks_the_same_in_two_tables(copy_env: Any) -> None:
     assert not any("subscribed by" in n for (n,) in notes)
 
 
-def test_secret_and_originals_never_appear_in_output(copy_env: Any) -> None:
+def test_secret_and_originals_never_appear_in_output(copy_env: Any, tmp_path: Path) -> None:
     """Nor in the server's log with every statement logged: the key reaches the masking
-    session by COPY, not as literals (the HMAC pads give the key back)."""
+    session by COPY, not as literals (the HMAC pads give the key back). Nor on any
+    command line, on the hosts or here."""
     dep, envdir = copy_env
     backups = len(dep.backups())
     log = dep.root / "pg" / "log" / "postgresql.log"
@@ -252,23 +255,34 @@ def test_secret_and_originals_never_appear_in_output(copy_env: Any) -> None:
     with dep.admin() as conn:
         conn.execute("alter system set log_min_duration_statement = 0")
         conn.execute("select pg_reload_conf()")
+    source = envdir / "local.yml"
+    kept = source.read_text()
     try:
-        res = fab(
-            dep,
-            envdir,
-            "local",
-            "copy-to",
-            "stage",
-            "--yes",
-            "--fresh",
-            "--report",
-            str(dep.home / "r.json"),
-        )
+        # every command on the hosts and here recorded (tests/e2e/watch.py)
+        with watching(dep, tmp_path / "watch", os.environ["PATH"]) as watch:
+            data = yaml.safe_load(kept)
+            watch.ssh_settings(data)
+            source.write_text(yaml.safe_dump(data, sort_keys=False))
+            res = fab(
+                dep,
+                envdir,
+                "local",
+                "copy-to",
+                "stage",
+                "--yes",
+                "--fresh",
+                "--report",
+                str(dep.home / "r.json"),
+                PATH=watch.path,
+            )
+            commands = watch.commands()
     finally:
+        source.write_text(kept)
         with dep.admin() as conn:
             conn.execute("alter system reset log_min_duration_statement")
             conn.execute("select pg_reload_conf()")
     assert res.returncode == 0, res.stderr
+    assert "pg_dump" in commands or "pg_restore" in commands, commands[:300]
     with open(log, "rb") as f:
         f.seek(logged_before)
         logged = f.read().decode(errors="replace")
@@ -276,6 +290,7 @@ def test_secret_and_originals_never_appear_in_output(copy_env: Any) -> None:
     assert "update " in logged.lower()  # the masking statements were logged
     for part in (key.inner.hex(), key.outer.hex(), SECRET):
         assert part not in logged
+        assert part not in commands
     assert len(dep.backups()) == backups + 1  # --fresh: a new backup of the source first
     report = json.loads((dep.home / "r.json").read_text())
     assert report["backup"]["id"] == dep.backups()[-1].removesuffix(".dump")

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import pty
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from psycopg import sql
 from sandbox.messy import generate, write_csv
 from tests.e2e.conftest import FAB, REPO, Deployment
 from tests.e2e.test_rollback import bring_to_v2
+from tests.e2e.watch import watching
 from tests.unit.legacy.test_legacy import MESSY
 
 MAPPING = str(REPO / "import" / "customers.yml")
@@ -477,15 +479,23 @@ def test_a_legacy_database_password_is_never_recorded(at_v4: Any, tmp_path: Path
         assert ("warning: --source has its password written in it" in res.stderr) is warned
         assert last_import(dep)["source"]["path"].startswith("postgresql://legacy_reader")
         outputs.append(res.stdout + res.stderr)
-    # one real import (journal, lock record and backup on the state host)
+    # one real import (journal, lock record and backup on the state host), every command
+    # on the hosts and here recorded (tests/e2e/watch.py)
     source, env, _ = forms[1]
-    res = dep.fab(
-        "local", "import-legacy", "--source", source, "--mapping", str(mapping_file),
-        extra_env=env,
-    )  # fmt: skip
+    with watching(dep, tmp_path / "watch", os.environ["PATH"]) as watch:
+        watched = dep.variant("import-watched")
+        data = yaml.safe_load((watched / "local.yml").read_text())
+        watch.ssh_settings(data)
+        (watched / "local.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+        res = dep.fab(
+            "local", "import-legacy", "--source", source, "--mapping", str(mapping_file),
+            extra_env={**env, "PATH": watch.path}, envdir=watched,
+        )  # fmt: skip
+        outputs.append(watch.commands())
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "pg_dump" in outputs[-1], outputs[-1][:300]  # the backup before the import
     outputs.append(res.stdout + res.stderr)
-    secrets = (password, quote(password, safe=""), quote(password))
+    secrets = (password, quote(password, safe=""), quote(password), shlex.quote(password))
     for text in outputs:
         assert not any(s in text for s in secrets), text
     state = dep.root / "server" / "var" / "lib" / "seed" / "local"

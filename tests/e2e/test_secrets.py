@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import shutil
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +24,8 @@ from urllib.parse import quote
 
 import pytest
 
-from sandbox.servers import free_port
 from tests.e2e.conftest import Deployment
+from tests.e2e.watch import watching
 from tests.gitserver import serve_git
 
 # each with characters that quoting and URL-encoding change
@@ -36,18 +34,6 @@ SECRETS = {
     "SEED_SCAN_HOOK_TOKEN": "hook tok'en$HOME 9Zx4",
     "SEED_SCAN_GIT_TOKEN": "ghp_Scan7Token9Value",
 }
-WRAPPER = """#!/bin/bash
-printf '%s\\0' "$SSH_ORIGINAL_COMMAND" >> {log}
-case "$SSH_ORIGINAL_COMMAND" in
-  /usr/lib/openssh/sftp-server) exec /usr/lib/openssh/sftp-server ;;
-esac
-exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"
-"""
-SHIM = """#!/bin/bash
-printf '%s ' {name} "$@" >> {log}
-printf '\\0' >> {log}
-exec {real} "$@"
-"""
 # the files whose purpose is to hold secrets (0600): the app's settings, libpq's passwords
 ALLOWED = ("shared/env", ".seed-env", "pgpass")
 
@@ -68,85 +54,33 @@ class Watched:
         return res
 
 
-def logging_sshd(dep: Deployment, where: Path) -> tuple[int, Path, Path, subprocess.Popen[bytes]]:
-    """A second sshd of the sandbox (same keys and user) that logs every command."""
-    port = free_port()
-    log = where / "host-commands.log"
-    wrapper = where / "log-command"
-    wrapper.write_text(WRAPPER.format(log=shlex.quote(str(log))))
-    wrapper.chmod(0o755)
-    lines = []
-    for line in dep.sandbox.sshd_config.read_text().splitlines():
-        if line.startswith(("Port ", "PidFile ", "Subsystem ")):
-            continue
-        lines.append(line)
-    lines += [
-        f"Port {port}",
-        f"PidFile {where / 'sshd.pid'}",
-        "Subsystem sftp /usr/lib/openssh/sftp-server",
-        f"ForceCommand {wrapper}",
-    ]
-    config = where / "sshd_config"
-    config.write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen(
-        ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(where / "sshd.log")],
-        stdin=subprocess.DEVNULL,
-    )
-    host_key = next(ln.split()[1] for ln in lines if ln.startswith("HostKey "))
-    host_pub = Path(f"{host_key}.pub").read_text().split()
-    known = where / "known_hosts"
-    known.write_text(
-        "".join(f"[{a}]:{port} {host_pub[0]} {host_pub[1]}\n" for a in ("127.0.0.1", "127.0.0.2"))
-    )
-    deadline = time.monotonic() + 10
-    sshd_log = where / "sshd.log"
-    while not sshd_log.exists() or "Server listening" not in sshd_log.read_text(errors="replace"):
-        assert proc.poll() is None and time.monotonic() < deadline, "the logging sshd did not start"
-        time.sleep(0.05)
-    return port, known, log, proc
-
-
-def shims(where: Path) -> tuple[Path, Path]:
-    """A PATH folder in front of git and bash that logs each call's arguments."""
-    folder = where / "shims"
-    folder.mkdir()
-    log = where / "local-commands.log"
-    for name in ("git", "bash"):
-        real = shutil.which(name)
-        assert real is not None
-        shim = folder / name
-        shim.write_text(SHIM.format(name=name, log=shlex.quote(str(log)), real=real))
-        shim.chmod(0o755)
-    return folder, log
-
-
 @pytest.fixture(scope="module")
 def watched(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
     deployment.reset()  # deploys v1 then v2, whatever another module left
     where = tmp_path_factory.mktemp("watched")
-    where.chmod(0o755)  # sshd runs the wrapper as the sandbox's user (this one)
-    port, known, host_log, sshd = logging_sshd(deployment, where)
-    folder, local_log = shims(where)
     proofs = where / "proofs"
-    proofs.mkdir()
     sb = deployment.sandbox
-    env = {
-        **SECRETS,
-        "SEED_SCAN_DB_PASSWORD": sb.password("shop"),
-        "SEED_SCAN_ADMIN_PASSWORD": sb.password("postgres"),
-        "PATH": f"{folder}:{os.environ['PATH']}",
-    }
     prove = f'printf %s "${{SEED_SCAN_HOOK_TOKEN}}" | sha256sum > {proofs}'
     fail = (
         'if [ -n "${SEED_SCAN_FAIL:-}" ]; then '
         'echo "refused: ${SEED_SCAN_HOOK_TOKEN}" >&2; exit 3; fi'
     )
-    with serve_git(sb.root, "ci", SECRETS["SEED_SCAN_GIT_TOKEN"]) as git:
+    with (
+        watching(deployment, where / "log", os.environ["PATH"]) as watch,
+        serve_git(sb.root, "ci", SECRETS["SEED_SCAN_GIT_TOKEN"]) as git,
+    ):
+        proofs.mkdir()
+        env = {
+            **SECRETS,
+            "SEED_SCAN_DB_PASSWORD": sb.password("shop"),
+            "SEED_SCAN_ADMIN_PASSWORD": sb.password("postgres"),
+            "PATH": watch.path,
+        }
         envdir = deployment.variant(
             "watched",
             {
-                "ssh.port": port,
-                "ssh.known_hosts": str(known),
+                "ssh.port": watch.port,
+                "ssh.known_hosts": str(watch.known_hosts),
                 "app.repo": f"http://ci:${{SEED_SCAN_GIT_TOKEN}}@127.0.0.1:{git.server_port}"
                 "/origin.git",
                 "app.env.SECRET_KEY": "${SEED_SCAN_SECRET_KEY}",
@@ -156,11 +90,7 @@ def watched(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) ->
                 "hooks.notify": [f"{prove}/local"],
             },
         )
-        try:
-            yield Watched(deployment, envdir, env, host_log, local_log, proofs, [])
-        finally:
-            sshd.terminate()
-            sshd.wait(10)
+        yield Watched(deployment, envdir, env, watch.host_log, watch.local_log, proofs, [])
 
 
 def forms(secret: str) -> set[str]:
