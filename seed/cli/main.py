@@ -64,6 +64,32 @@ FABRIC_ONLY = (
 )  # fmt: skip
 
 
+FABRIC_SHORT = {
+    "e": "echo", "f": "config", "H": "hosts", "i": "identity", "p": "pty", "R": "dry",
+    "S": "ssh-config", "t": "connect-timeout", "T": "command-timeout", "w": "warn-only",
+}  # fmt: skip
+
+
+def refused_fabric_option(argv: list[str]) -> str | None:
+    """The message for a Fabric-only core option among the words before the first task
+    (`fab --dry production upgradedb` would deploy for real), else None. For the
+    checkout's `fab`, whose core options Fabric parses before the fabfile loads."""
+    for word in argv:
+        if not word.startswith("-") or word == "--":
+            return None
+        if word.startswith("--"):
+            names = [word[2:].split("=", 1)[0]]
+        else:
+            names = [FABRIC_SHORT.get(c, "") for c in word[1:]]
+        for name in names:
+            if name in FABRIC_ONLY:
+                return (
+                    f"seed: --{name} is a Fabric option Seed does not use (see `seed --help`; "
+                    "a dry run is `seed <env> plan`)"
+                )
+    return None
+
+
 class SeedProgram(Fab):  # type: ignore[misc]  # fabric ships no type hints
     """Fabric's program; a first word that is neither an environment nor a task is a usage
     error (exit 2) naming the environments this directory has, the words after `manage`
@@ -76,11 +102,8 @@ class SeedProgram(Fab):  # type: ignore[misc]  # fabric ships no type hints
         super().parse_core_args()
         given = [name for name in FABRIC_ONLY if self.args[name].got_value]
         if given:
-            raise Exit(
-                f"seed: --{given[0]} is a Fabric option Seed does not use (see `seed --help`; "
-                "a dry run is `seed <env> plan`)",
-                ConfigError.code,
-            )
+            message = refused_fabric_option([f"--{given[0]}"])
+            raise Exit(message, ConfigError.code)
 
     def print_help(self) -> None:
         """invoke's core help, without Fabric's options."""

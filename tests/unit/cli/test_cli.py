@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from seed import __version__
 from seed.cli.edge import SHORT_FLAGS
-from seed.cli.main import manage_words, namespace
+from seed.cli.main import manage_words, namespace, refused_fabric_option
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_short_flags_are_the_same_in_every_task_and_none_is_h() -> None:
@@ -82,3 +85,10 @@ def test_fabric_options_seed_does_not_use_are_not_offered_and_refused() -> None:
     for argv in (["-R", "prod", "upgradedb"], ["--hosts", "web1", "prod", "status"]):
         res = seed_command(*argv)
         assert res.returncode == 2 and "is a Fabric option Seed does not use" in res.stderr, argv
+    # the checkout's `fab` too: Fabric parses them before the fabfile loads
+    fab = str(Path(sys.executable).parent / "fab")
+    for argv in (["--dry", "local", "upgradedb"], ["-eR", "local", "status"]):
+        res = subprocess.run([fab, *argv], cwd=REPO, capture_output=True, text=True, check=False)
+        assert res.returncode == 2, (argv, res.stdout, res.stderr)
+        assert "is a Fabric option Seed does not use" in res.stderr, res.stderr
+    assert refused_fabric_option(["-d", "local", "--dry"]) is None  # a task's own option
