@@ -18,7 +18,7 @@ from tests.e2e.conftest import FAB, REPO, Deployment
 
 
 @pytest.fixture(scope="module")
-def at_v1(deployment: Deployment) -> Deployment:
+def deployed(deployment: Deployment) -> Deployment:
     """Some release deployed (whichever the previous module left; v1 when none): every
     test here takes the backup it restores, none needs a particular release."""
     if deployment.current() is None:
@@ -28,18 +28,18 @@ def at_v1(deployment: Deployment) -> Deployment:
 
 
 def test_writes_are_stopped_also_for_app_sessions_that_call_themselves_seed(
-    at_v1: Deployment,
+    deployed: Deployment,
 ) -> None:
     """A writer of the app role named `seed-worker` is the app's like any other: the drain
     before a restore (as before a maintenance deploy) ends it; only the run's own
     sessions are spared."""
-    taken = at_v1.fab("local", "backup")
+    taken = deployed.fab("local", "backup")
     assert taken.returncode == 0, taken.stdout + taken.stderr
     impostor = psycopg.connect(
-        at_v1.sandbox.app_conninfo(), application_name="seed-worker", autocommit=True
+        deployed.sandbox.app_conninfo(), application_name="seed-worker", autocommit=True
     )
     try:
-        res = at_v1.fab("local", "restore", "--yes")
+        res = deployed.fab("local", "restore", "--yes")
         assert res.returncode == 0, res.stdout + res.stderr
         assert "1 session(s) ended" in res.stderr, res.stderr
         with pytest.raises(psycopg.OperationalError):
@@ -64,48 +64,48 @@ def scratch(dep: Deployment, kind: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def test_a_restore_killed_after_its_swap_is_recovered_as_restored(at_v1: Deployment) -> None:
+def test_a_restore_killed_after_its_swap_is_recovered_as_restored(deployed: Deployment) -> None:
     """The swap happened, then a job outside the app wrote a row: recovery reads the
     catalog (the old database renamed to shop_replaced_…) and says the backup is live,
     written since — not "the old database" because the figures differ."""
-    replaced = scratch(at_v1, "replaced")
-    restore_killed_at(at_v1, "after database")
-    assert len(scratch(at_v1, "replaced")) == len(replaced) + 1
-    with at_v1.admin("shop") as conn:
+    replaced = scratch(deployed, "replaced")
+    restore_killed_at(deployed, "after database")
+    assert len(scratch(deployed, "replaced")) == len(replaced) + 1
+    with deployed.admin("shop") as conn:
         conn.execute("insert into django_migrations (app, name, applied) values ('x', 'y', now())")
-    res = at_v1.fab("local", "rollback")
+    res = deployed.fab("local", "rollback")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "database is backup " in res.stdout + res.stderr
     assert "restored (the old database is kept as shop_replaced_" in res.stdout + res.stderr
     assert "written since the swap" in res.stdout + res.stderr
-    with at_v1.admin("shop") as conn:
+    with deployed.admin("shop") as conn:
         conn.execute("delete from django_migrations where app = 'x'")
 
 
-def test_a_restore_killed_before_its_swap_drops_its_half_copy(at_v1: Deployment) -> None:
-    restore_killed_at(at_v1, "restore job started")
-    res = at_v1.fab("local", "rollback")
+def test_a_restore_killed_before_its_swap_drops_its_half_copy(deployed: Deployment) -> None:
+    restore_killed_at(deployed, "restore job started")
+    res = deployed.fab("local", "rollback")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "database is the old database (the restore died before its swap" in (
         res.stdout + res.stderr
     )
-    assert scratch(at_v1, "restore") == []
+    assert scratch(deployed, "restore") == []
 
 
-def test_a_restore_that_lost_its_lock_does_not_swap(at_v1: Deployment) -> None:
+def test_a_restore_that_lost_its_lock_does_not_swap(deployed: Deployment) -> None:
     """While pg_restore works, the lock's session dies and another run takes the lock: the
     restore must not swap its copy in (it used to, checking the lock only between steps).
     It stops, the live database untouched, saying the lock was lost."""
-    taken = at_v1.fab("local", "backup")
+    taken = deployed.fab("local", "backup")
     assert taken.returncode == 0, taken.stdout + taken.stderr
-    before = at_v1.figures()
-    replaced = scratch(at_v1, "replaced")
+    before = deployed.figures()
+    replaced = scratch(deployed, "replaced")
     proc = subprocess.Popen(
         [FAB, "local", "restore", "--yes"], cwd=REPO, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=at_v1.process_env(extra_env={"SEED_FAULT": "stall@restore job started"}),
+        env=deployed.process_env(extra_env={"SEED_FAULT": "stall@restore job started"}),
     )  # fmt: skip
-    other = at_v1.admin("shop")
+    other = deployed.admin("shop")
     try:
         holder = None
         deadline = time.monotonic() + 60
@@ -115,12 +115,12 @@ def test_a_restore_that_lost_its_lock_does_not_swap(at_v1: Deployment) -> None:
                 "where l.locktype = 'advisory' and l.granted "
                 "and a.application_name like 'seed-local-%'"
             ).fetchone()
-            if row and scratch(at_v1, "restore"):  # the lock held, the restore under way
+            if row and scratch(deployed, "restore"):  # the lock held, the restore under way
                 holder = row[0]
             time.sleep(0.1)
         assert holder is not None, "the restore never started"
         other.execute("select pg_terminate_backend(%s)", (holder,))
-        with at_v1.admin() as taker:  # another run takes the lock (in `postgres`)
+        with deployed.admin() as taker:  # another run takes the lock (in `postgres`)
             taker.execute(f"select pg_advisory_lock({lock_key_sql()})", ("shop",))
             out, err = proc.communicate(timeout=300)
     finally:
@@ -128,9 +128,9 @@ def test_a_restore_that_lost_its_lock_does_not_swap(at_v1: Deployment) -> None:
         proc.kill()
     assert proc.returncode not in (0, -9), out + err
     assert "lost the lock of local" in err, out + err
-    assert scratch(at_v1, "replaced") == replaced  # no swap
-    assert scratch(at_v1, "restore") == []  # its copy dropped
-    assert at_v1.figures() == before
+    assert scratch(deployed, "replaced") == replaced  # no swap
+    assert scratch(deployed, "restore") == []  # its copy dropped
+    assert deployed.figures() == before
 
 
 NAMELESS = ["env", "-i", "PATH=/usr/bin:/bin", "setpriv", "--reuid", "54321", "--regid", "54321",
