@@ -503,10 +503,7 @@ class Upgrade(Operation):
 
     def drain_sessions(self) -> str:
         """No other session of the app role may remain once writes are stopped."""
-        env = self.env
-        n = dblib.drain_sessions(
-            self.admin, env.db.user, env.db.name, env.db.drain_timeout, self.app_name
-        )
+        n = self.end_app_sessions()
         return f"terminated {n} remaining app session(s)" if n else "no app sessions left"
 
     def take_backup(

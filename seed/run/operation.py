@@ -590,11 +590,17 @@ class Operation:
                 self.availability.out(*(r.label for r in self.running))
                 self.app_command("maintenance_on", on, self.running)
             self.admin = session.connect(admin=True, app_name=self.app_name)
-            ended = dblib.drain_sessions(
-                self.admin, env.db.user, env.db.name, env.db.drain_timeout, self.app_name
-            )
+            ended = self.end_app_sessions()
             undo.record_reading(self, FREEZE)
             s.detail = f"app stopped on {len(self.running)} host(s), {ended} session(s) ended"
+
+    def end_app_sessions(self) -> int:
+        """End every session of the app role but this run's own (after drain_timeout for
+        them to finish); how many were ended."""
+        env = self.env
+        return dblib.drain_sessions(
+            self.admin, env.db.user, env.db.name, env.db.drain_timeout, self.app_name
+        )
 
     # -- the writes rule's readings (seed.undo.database) -------------------------------------
 
