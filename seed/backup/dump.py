@@ -94,6 +94,17 @@ def list_manifests(env: Environment, remote: Remote) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: str(m.get("created_at", "")) + str(m["id"]))
 
 
+def read_manifest(env: Environment, remote: Remote, backup_id: str | None) -> dict[str, Any] | None:
+    """Backup `backup_id`'s manifest (`<backup.dir>/<id>.json`), None when it is not there."""
+    if not backup_id:
+        return None
+    try:
+        data = json.loads(remote.get_bytes(posixpath.join(env.backup.dir, f"{backup_id}.json")))
+    except (json.JSONDecodeError, OSError):
+        return None
+    return data if isinstance(data, dict) and data.get("id") == backup_id else None
+
+
 def expected_dump_size(manifests: list[dict[str, Any]], database_size: int) -> int:
     """The dump's likely size: the database size times the last backup's compression
     ratio (the database size when there is no earlier backup)."""

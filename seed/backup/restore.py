@@ -332,7 +332,10 @@ class RestorePlan:
     backup_sha256: str
 
 
-def plan_restore(env: Environment, backup_path: str, sha256: str, tag: str) -> RestorePlan:
+def plan_restore(
+    env: Environment, tag: str, backup_path: str = "", sha256: str = ""
+) -> RestorePlan:
+    """The names of run `tag`'s restore (and the backup it restores, when known)."""
     return RestorePlan(
         live=env.db.name,
         new=scratch_name(env.db.name, f"restore_{tag}"),
@@ -547,7 +550,7 @@ def restore_as_live(
     `before_swap` lets the caller close its own sessions to the live database;
     `progress` gets the restored database's size as pg_restore fills it.
     """
-    plan = plan_restore(env, backup_path, sha256, tag)
+    plan = plan_restore(env, tag, backup_path, sha256)
     try:
         # sha256 only: pg_restore -e below reads every byte before the swap, and the
         # callers that can afford it verified with a full read before stopping the app

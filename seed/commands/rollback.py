@@ -529,7 +529,7 @@ class Rollback(Operation):
         backup_id = record.backup.id if record.backup else None
         self.freeze()
         with self.step("compare database") as s:
-            plan = restorelib.plan_restore(env, "", "", restorelib.db_tag(record.deploy_id))
+            plan = restorelib.plan_restore(env, restorelib.db_tag(record.deploy_id))
             pg = session.connect(admin=True, dbname="postgres", app_name=self.app_name)
             try:
                 swapped = plan.replaced in restorelib.replaced_databases(pg, env.db.name)
@@ -546,8 +546,7 @@ class Rollback(Operation):
                 which = (
                     f"backup {backup_id}, restored (the old database is kept as {plan.replaced})"
                 )
-                manifests = backups.list_manifests(env, session.state)
-                manifest = next((m for m in manifests if m["id"] == backup_id), None)
+                manifest = backups.read_manifest(env, session.state, backup_id)
                 if manifest is not None:
                     found = undo.verify_database(self, backups.manifest_before_state(manifest))
                     which += (
