@@ -265,6 +265,14 @@ class ImportsConfig:
 
 
 @dataclass(frozen=True)
+class DigestsConfig:
+    """`digests:` — the key of the digests reports and import records hold instead of
+    values read from the app's rows (seed/run/digests.py)."""
+
+    secret: Secret | None = None  # unset: a random key kept on the state host
+
+
+@dataclass(frozen=True)
 class CopyConfig:
     """`copy:` of a source environment: how copies of its database are masked."""
 
@@ -294,6 +302,7 @@ class Environment:
     lint: LintConfig = field(default_factory=LintConfig)
     rehearse: RehearseConfig = field(default_factory=RehearseConfig)
     imports: ImportsConfig = field(default_factory=ImportsConfig)
+    digests: DigestsConfig = field(default_factory=DigestsConfig)
 
     @property
     def state_host(self) -> Host:
@@ -320,7 +329,12 @@ class Environment:
         """
         envs = [self.app.env, *(h.env for h in self.roles.app)]
         values = [v.reveal() for e in envs for k, v in e.items() if SECRET_NAME_RE.search(k)]
-        for secret in (self.db.password, self.db.admin_password, self.copy.secret):
+        for secret in (
+            self.db.password,
+            self.db.admin_password,
+            self.copy.secret,
+            self.digests.secret,
+        ):
             if secret is not None:
                 values.append(secret.reveal())
                 values.append(quote(secret.reveal(), safe=""))  # as in DATABASE_URL
@@ -650,6 +664,8 @@ class _Parser:
         lint = self.lint(raw)
         rehearse = self.rehearse(raw)
         imports = self.imports(raw, name)
+        digests = self._section(raw, "digests", schema.keys("digests"))
+        digest_secret = self.field(digests, "digests.secret")
         state_dir = self.field(raw, "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
             self.errors.append("state_dir: must be an absolute path on the state host")
@@ -675,6 +691,7 @@ class _Parser:
             lint=lint,
             rehearse=rehearse,
             imports=imports,
+            digests=DigestsConfig(Secret(str(digest_secret)) if digest_secret else None),
         )
 
     def imports(self, raw: dict[str, Any], name: str) -> ImportsConfig:
