@@ -135,7 +135,7 @@ def private(value: Any, digester: Digester | None) -> Any:
     shown = jsonable(value)
     if isinstance(shown, str) and _num(shown) is None and not is_digest(shown):
         return (digester or _THIS_PROCESS)(shown)
-    return shown
+    return value
 
 
 def recorded(check: Check, value: Any, digester: Digester | None) -> Any:
@@ -143,7 +143,7 @@ def recorded(check: Check, value: Any, digester: Digester | None) -> Any:
     samples are already free of row values; other checks' text becomes digests."""
     if check.kind in ("checksum", "sample"):
         return jsonable_deep(value)
-    return private(value, digester)
+    return jsonable_deep(private(value, digester))
 
 
 def jsonable_deep(value: Any) -> Any:
@@ -495,7 +495,7 @@ def expected_text(expect: Expectation, before: Any, digester: Digester | None = 
             return f"{before['rows']} rows, checksum {before['checksum']}"
         return f"{len(before['rows'])} sampled rows as before"
     if expect.kind == "equals_before" and before is not None and not expect.tolerance_pct:
-        return str(private(before, digester))
+        return str(jsonable(private(before, digester)))
     if expect.kind == "delta" and before is not None:
         b = _num(before)
         if b is not None:
