@@ -9,6 +9,12 @@ Every query runs in a read-only transaction with the checksum session settings
 a value. Checksum and sample checks build their SQL from the catalog: a checksum
 over the primary key and the chosen columns; a sample reads `size` random rows
 before and the same keys after, through the before→after column mapping.
+
+Values read from the app's rows never reach a report or the journal as they are: a
+sample keeps its rows' values as keyed digests (seed/run/digests.py; same value, same
+digest, under the same key) and says which key; the text a custom SQL check returns is
+shown and recorded as a digest too (numbers as they are). Sample keys are kept (the rows
+are found again by them), so a sample's key must be an integer or uuid column.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from seed.db.postgres import (
     row_hash_sql,
     same_figures,
 )
+from seed.run.digests import Digester, is_digest
 
 
 class CheckQueryError(Exception):
@@ -46,6 +53,12 @@ class CheckQueryError(Exception):
         """The query names a table or column that does not exist (yet)."""
         return self.sqlstate in ("42P01", "42703")
 
+
+# the digester of a run given none: digests compare within this process only
+_THIS_PROCESS = Digester.ephemeral()
+# sample keys are kept as they are (the after-state finds the rows by them): a surrogate
+# key, never a name or an address
+KEY_TYPES = ("smallint", "integer", "bigint", "uuid")
 
 # one output mark per CheckResult.outcome
 MARKS = {"passed": "ok   ", "failed": "FAIL ", "skipped": "skip ", "error": "ERROR "}
@@ -112,6 +125,27 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def private(value: Any, digester: Digester | None) -> Any:
+    """`value` (a custom SQL check's, read from the app's rows) as a report or record holds
+    it: numbers, booleans and NULL as they are, any other text as its keyed digest."""
+    if isinstance(value, dict):
+        return {str(k): private(v, digester) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [private(v, digester) for v in value]
+    shown = jsonable(value)
+    if isinstance(shown, str) and _num(shown) is None and not is_digest(shown):
+        return (digester or _THIS_PROCESS)(shown)
+    return value
+
+
+def recorded(check: Check, value: Any, digester: Digester | None) -> Any:
+    """A measured value as the journal keeps it (a later run's baseline): checksums and
+    samples are already free of row values; other checks' text becomes digests."""
+    if check.kind in ("checksum", "sample"):
+        return jsonable_deep(value)
+    return jsonable_deep(private(value, digester))
+
+
 def jsonable_deep(value: Any) -> Any:
     """`jsonable` through lists and dicts (checksum and sample values)."""
     if isinstance(value, dict):
@@ -172,9 +206,11 @@ def measure(
     statement_timeout: str,
     snapshot: str | None = None,
     before: Any = None,
+    digester: Digester | None = None,
 ) -> Any:
     """The check's value (see the kinds in seed.checks.spec); `before` is the before-state
-    value of checksum and sample checks (None: this is the before-state)."""
+    value of checksum and sample checks (None: this is the before-state). A sample's
+    values are `digester`'s digests (default: a key of this process alone)."""
     with read_only(conn, statement_timeout, snapshot):
         if check.kind == "checksum":
             columns, hashable, algorithm = _checksum_plan(conn, check, before)
@@ -189,7 +225,13 @@ def measure(
             ((query, params),) = _queries(conn, check, before)
             rows = _query(conn, query, params)
             side = "after" if before else "before"
-            return {"side": side, "rows": {str(r[0]): [*r[1:]] for r in rows}}
+            digest = digester or _THIS_PROCESS
+            return {
+                "side": side,
+                "columns": [b for b, _ in check.compare],
+                "digests": digest.key_id,
+                "rows": {str(r[0]): [digest(v) for v in r[1:]] for r in rows},
+            }
         rows = _query(conn, check.sql)
     if check.expect.kind == "rows":
         return len(rows)
@@ -208,6 +250,20 @@ def _queries(
         return [(_checksum_query(check, *_checksum_plan(conn, check, before)), None)]
     if check.kind == "sample":
         key = check.key or _primary_key(conn, check)
+        key_type = _query(
+            conn,
+            "select format_type(atttypid, atttypmod) from pg_attribute"
+            " where attrelid = to_regclass(%s) and attname = %s and not attisdropped",
+            [check.table, key],
+        )
+        if not key_type:
+            raise CheckQueryError(f"column {key} of {check.table} does not exist", "42703")
+        if before is None and key_type[0][0] not in KEY_TYPES:
+            raise CheckQueryError(
+                f"sample key {key} of {check.table} is {key_type[0][0]}: its values would be "
+                "written to the report as they are; sample by an integer or uuid key "
+                "(sample.key: the primary key)"
+            )
         if before is None:
             # a random sample; TABLESAMPLE first when the table is much bigger than it
             cols = sql.SQL(", ").join(
@@ -235,14 +291,6 @@ def _queries(
         cols = sql.SQL(", ").join(
             sql.SQL("({})::text").format(sql.SQL(a)) for _, a in check.compare
         )
-        key_type = _query(
-            conn,
-            "select format_type(atttypid, atttypmod) from pg_attribute"
-            " where attrelid = to_regclass(%s) and attname = %s and not attisdropped",
-            [check.table, key],
-        )
-        if not key_type:
-            raise CheckQueryError(f"column {key} of {check.table} does not exist", "42703")
         query = sql.SQL(
             "select ({key})::text, {cols} from {table} where {key} = any(%s::{type}[])"
         ).format(
@@ -390,18 +438,44 @@ def differences(actual: Any, before: Any) -> list[str]:
             return []
         return [f"{actual['rows']} rows, checksum {actual['checksum']}"]
     out = []
+    names = before.get("columns") or []
     for key, old in before["rows"].items():
         new = actual["rows"].get(key)
         if new is None:
             out.append(f"key {key}: row gone")
         elif [jsonable(v) for v in new] != [jsonable(v) for v in old]:
-            changed = [f"{o!r} -> {n!r}" for o, n in zip(old, new, strict=True) if o != n]
-            out.append(f"key {key}: {', '.join(changed)}")
+            # which columns, not their values (the record holds digests only)
+            changed = [
+                names[i] if i < len(names) else f"column {i + 1}"
+                for i, (o, n) in enumerate(zip(old, new, strict=True))
+                if jsonable(o) != jsonable(n)
+            ]
+            out.append(f"key {key}: {', '.join(changed)} differ{'s' if len(changed) == 1 else ''}")
     return out
 
 
-def shown(check: Check, value: Any, before: Any = None) -> Any:
-    """A value as the report shows it: checksum/sample values are summarised."""
+def comparable(before: Any, digester: Digester | None) -> tuple[Any, str | None]:
+    """A sample's baseline as this run can compare it: (baseline, None), or (None, why not).
+    One recorded by an older Seed holds the values themselves: digested now (like with
+    like); one under another key (digests.secret changed, another environment's key)
+    cannot be compared."""
+    if not isinstance(before, dict) or "rows" not in before:
+        return before, None
+    digest = digester or _THIS_PROCESS
+    if "digests" not in before:
+        rows = {k: [digest(v) for v in vals] for k, vals in before["rows"].items()}
+        return {**before, "digests": digest.key_id, "rows": rows}, None
+    if before["digests"] != digest.key_id:
+        return None, (
+            "no comparable baseline: its sampled rows were digested under another key "
+            "(digests.secret changed since)"
+        )
+    return before, None
+
+
+def shown(check: Check, value: Any, before: Any = None, digester: Digester | None = None) -> Any:
+    """A value as the report shows it: checksum/sample values are summarised, other
+    checks' text digested (private())."""
     if check.kind == "checksum" and isinstance(value, dict):
         return f"{value['rows']} rows, checksum {value['checksum']}"
     if check.kind == "sample" and isinstance(value, dict):
@@ -412,16 +486,16 @@ def shown(check: Check, value: Any, before: Any = None) -> Any:
             return f"{len(before['rows'])} sampled rows as before"
         more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
         return f"{len(diff)} of {len(before['rows'])} differ: " + "; ".join(diff[:3]) + more
-    return value
+    return private(value, digester)
 
 
-def expected_text(expect: Expectation, before: Any) -> str:
+def expected_text(expect: Expectation, before: Any, digester: Digester | None = None) -> str:
     if expect.kind == "same" and isinstance(before, dict):
         if "checksum" in before:
             return f"{before['rows']} rows, checksum {before['checksum']}"
         return f"{len(before['rows'])} sampled rows as before"
     if expect.kind == "equals_before" and before is not None and not expect.tolerance_pct:
-        return str(jsonable(before))
+        return str(jsonable(private(before, digester)))
     if expect.kind == "delta" and before is not None:
         b = _num(before)
         if b is not None:
@@ -450,26 +524,37 @@ def run_check(
     statement_timeout: str,
     before: Any = None,
     snapshot: str | None = None,
+    digester: Digester | None = None,
 ) -> CheckResult:
-    """Run one check (EXPLAIN first, then the query) and evaluate it; never raises."""
+    """Run one check (EXPLAIN first, then the query) and evaluate it; never raises.
+    `digester` makes the digests the report shows (and a sample's, compared with
+    `before`'s)."""
     started = time.monotonic()
+    if check.kind == "sample":
+        before, why_not = comparable(before, digester)
+        if why_not:
+            return skipped_check(check, why_not)
     if check.expect.needs_before and before is None:
         return skipped_check(check, "no baseline")
     try:
         explain(conn, check, statement_timeout, before)
-        actual = measure(conn, check, statement_timeout, snapshot, before)
+        actual = measure(conn, check, statement_timeout, snapshot, before, digester)
     except CheckQueryError as exc:
         seconds = time.monotonic() - started
         expected = check.expect.describe()
         return result_of(
-            check, expected, None, shown(check, before), False, seconds, error=str(exc)
-        )
+            check, expected, None, shown(check, before, None, digester), False, seconds,
+            error=str(exc),
+        )  # fmt: skip
+    judged = actual
+    if is_digest(before) and check.kind in ("sql", "count"):
+        judged = private(actual, digester)  # a recorded baseline: compared as digests
     return result_of(
         check,
-        expected_text(check.expect, before),
-        shown(check, actual, before),
-        shown(check, before),
-        satisfied(check.expect, actual, before),
+        expected_text(check.expect, before, digester),
+        shown(check, actual, before, digester),
+        shown(check, before, None, digester),
+        satisfied(check.expect, judged, before),
         time.monotonic() - started,
         value=actual,
     )

@@ -17,6 +17,7 @@ from seed.checks.check import CheckQueryError, CheckResult
 from seed.checks.spec import Check, CheckParser
 from seed.config.yaml12 import YamlError, load_yaml12
 from seed.errors import PreflightFailed
+from seed.run.digests import Digester
 
 REPO_CHECKS = "deploy/checks.yml"
 
@@ -63,6 +64,9 @@ class CheckRun:
     baselines: dict[str, Any] = field(default_factory=dict)
     no_baseline: dict[str, str] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)
+    # the key of the digests reports and records hold instead of row values: the
+    # environment's (Operation.digester) where values outlive the run, else this process's
+    digester: Digester | None = None
 
     def by_when(self, when: str) -> list[Check]:
         return [c for c in self.checks if c.when == when]
@@ -91,14 +95,16 @@ class CheckRun:
         failed = []
         for check in self.checks:
             if check.when == "pre":
-                result = checklib.run_check(conn, check, self.statement_timeout, snapshot=snapshot)
+                result = checklib.run_check(
+                    conn, check, self.statement_timeout, snapshot=snapshot, digester=self.digester
+                )
                 self.results.append(result)
                 if not result.passed:
                     failed.append(result.describe())
             elif check.expect.needs_before and check.name not in self.no_baseline:
                 try:
                     self.baselines[check.name] = checklib.measure(
-                        conn, check, self.statement_timeout, snapshot
+                        conn, check, self.statement_timeout, snapshot, digester=self.digester
                     )
                 except CheckQueryError as exc:
                     failed.append(f"baseline of check '{check.name}' failed: {exc}")
@@ -113,7 +119,11 @@ class CheckRun:
                 result = checklib.skipped_check(check, self.no_baseline[check.name])
             else:
                 result = checklib.run_check(
-                    conn, check, self.statement_timeout, self.baselines.get(check.name)
+                    conn,
+                    check,
+                    self.statement_timeout,
+                    self.baselines.get(check.name),
+                    digester=self.digester,
                 )
             self.results.append(result)
 
@@ -127,9 +137,17 @@ class CheckRun:
     def after_values(self) -> dict[str, Any]:
         """The measured value of every check that compares with before: the next run's
         baseline when `validate` has no fresher one."""
-        wanted = {c.name for c in self.checks if c.expect.needs_before}
+        wanted = {c.name: c for c in self.checks if c.expect.needs_before}
         return {
-            r.name: checklib.jsonable_deep(r.value)
+            r.name: checklib.recorded(wanted[r.name], r.value, self.digester)
             for r in self.results
             if r.name in wanted and r.error is None and not r.skipped and r.passed
+        }
+
+    def baselines_json(self) -> dict[str, Any]:
+        """The baselines as the report holds them (no row values: digests)."""
+        by_name = {c.name: c for c in self.checks}
+        return {
+            name: checklib.recorded(by_name[name], value, self.digester)
+            for name, value in self.baselines.items()
         }

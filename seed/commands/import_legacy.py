@@ -251,6 +251,8 @@ class ImportLegacy(Operation):
             "counts": self.summary["counts"],
             "reasons": reason_counts(self.rejects),
             "steps": self.summary["steps"],
+            # which key made keys.tsv.gz's digests (its fingerprint, never the key)
+            "digests": {"algorithm": "hmac-sha256", "key_id": self.digester.key_id},
         }
 
     def keep_record(self, outcome: str) -> None:
@@ -259,7 +261,7 @@ class ImportLegacy(Operation):
         (production after staging) is compared with."""
         try:
             path = write_record(self.folder, self.import_record(outcome))
-            write_keys(self.folder, self.digests)
+            write_keys(self.folder, self.digests, self.digester.key_id)
         except OSError as exc:  # after a load it is done: say so, do not fail it
             self.out.line(
                 f"warning: the import's record could not be kept in {self.folder}: "
@@ -274,7 +276,7 @@ class ImportLegacy(Operation):
         """The valid records' key and row digests (after model validation; once)."""
         assert self.frame is not None
         valid = self.frame.iloc[self.valid_positions].drop(columns=["row"])
-        return key_digests(valid, list(self.mapping.key))
+        return key_digests(valid, list(self.mapping.key), self.digester)
 
     def compare_with_earlier(self) -> None:
         """Show this run's differences from the earlier one before anything is loaded; on a
@@ -284,7 +286,7 @@ class ImportLegacy(Operation):
         with self.step(f"compare with {where}") as s:
             now = self.import_record("pending")
             rows = {int(r["row"]): str(r["reason"]) for r in self.rejects}
-            self.comparison = compare(self.earlier, now, rows, self.digests)
+            self.comparison = compare(self.earlier, now, rows, self.digests, self.digester.key_id)
             self.summary["comparison"] = self.comparison.to_json()
             for line in self.comparison.lines:
                 self.out.line(f"  {line}")

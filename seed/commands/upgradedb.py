@@ -374,6 +374,7 @@ class Upgrade(Operation):
             if failed:
                 raise PreflightFailed(f"checks failed on the rehearsal: {', '.join(failed)}")
         with self.step("parse checks") as s:
+            self.checks.digester = self.digester
             self.checks.plan(self.app)
             n_pre = len(self.checks.by_when("pre"))
             s.detail = f"{n_pre} pre, {len(self.checks.checks) - n_pre} post check(s)"
@@ -494,10 +495,7 @@ class Upgrade(Operation):
         }
         failed = self.checks.before_state(self.app, snapshot)
         self.report.checks.extend(r.to_json() for r in self.checks.results)
-        self.report.before = {
-            **self.before,
-            "baselines": {k: checklib.jsonable_deep(v) for k, v in self.checks.baselines.items()},
-        }
+        self.report.before = {**self.before, "baselines": self.checks.baselines_json()}
         if failed:
             raise PreflightFailed("; ".join(failed))
 

@@ -76,7 +76,9 @@ class Validate(Operation):
                 path = posixpath.join(release_path, REPO_CHECKS)
                 text = migrator.get_bytes(path) if migrator.exists(path) else None
                 checks += repo_checks(text, f"{path} on {migrator.label}", env.checks)
-            run = CheckRun(checks, env.db.statement_timeout, baselines=dict(values))
+            run = CheckRun(
+                checks, env.db.statement_timeout, baselines=dict(values), digester=self.digester
+            )
             app = session.connect(admin=False, app_name=self.app_name)
             try:
                 run.after_state(app, when=("pre", "post"))

@@ -266,6 +266,14 @@ class ImportsConfig:
 
 
 @dataclass(frozen=True)
+class DigestsConfig:
+    """`digests:` — the key of the digests reports and import records hold instead of
+    values read from the app's rows (seed/run/digests.py)."""
+
+    secret: Secret | None = None  # unset: a random key kept on the state host
+
+
+@dataclass(frozen=True)
 class CopyConfig:
     """`copy:` of a source environment: how copies of its database are masked."""
 
@@ -300,6 +308,7 @@ class Environment:
     command_env: Mapping[str, Secret | None] = field(default_factory=dict)
     # values the process environment gave that are secrets (see `is_secret`)
     env_secrets: tuple[Secret, ...] = ()
+    digests: DigestsConfig = field(default_factory=DigestsConfig)
 
     @property
     def state_host(self) -> Host:
@@ -331,7 +340,13 @@ class Environment:
         """
         envs = [self.app.env, *(h.env for h in self.roles.app)]
         values = [v.reveal() for e in envs for k, v in e.items() if SECRET_NAME_RE.search(k)]
-        given = (self.db.password, self.db.admin_password, self.copy.secret, *self.env_secrets)
+        given = (
+            self.db.password,
+            self.db.admin_password,
+            self.copy.secret,
+            self.digests.secret,
+            *self.env_secrets,
+        )
         for secret in given:
             if secret is not None:
                 values.append(secret.reveal())
@@ -724,6 +739,8 @@ class _Parser:
         lint = self.lint(raw)
         rehearse = self.rehearse(raw)
         imports = self.imports(raw, name)
+        digests = self._section(raw, "digests", schema.keys("digests"))
+        digest_secret = self.field(digests, "digests.secret")
         state_dir = self.field(raw, "state_dir", f"/var/lib/seed/{name}")
         if state_dir and not str(state_dir).startswith("/"):
             self.errors.append("state_dir: must be an absolute path on the state host")
@@ -753,6 +770,7 @@ class _Parser:
             env_secrets=tuple(
                 Secret(value) for where, var, value in self.from_env if is_secret(where, var, value)
             ),
+            digests=DigestsConfig(Secret(str(digest_secret)) if digest_secret else None),
         )
 
     def imports(self, raw: dict[str, Any], name: str) -> ImportsConfig:

@@ -497,6 +497,17 @@ ENVIRONMENT = _obj(
                 },
             },
         ),
+        "digests": _obj(
+            "keyed digests (HMAC-SHA256) that stand in for values read from the app's rows "
+            "in reports and import records (sampled rows, import keys)",
+            {
+                "secret": _s(
+                    "the team secret keying them (e.g. ${SEED_DIGEST_KEY}): the same in "
+                    "environments whose imports are compared; unset: a random key kept on "
+                    "the state host (<state_dir>/digest.key, 0600), this environment's alone"
+                ),
+            },
+        ),
         "copy": _obj(
             "anonymized copies of this environment's database (`fab <this> copy-to <target>`)",
             {

@@ -8,6 +8,15 @@ counts, the reject reasons (by kind, the offending value left out) and, for the 
 source, which rows are rejected here and not there and the other way round. Rows that
 would be new or would update an existing row are shown too; they are expected to differ
 between environments and are not counted as differences.
+
+Nothing here holds a value read from the export but `rejects.csv` and `duplicates.csv`
+(the user's work list: the row numbers, the reasons with the offending values, the merged
+keys), which stay private on this machine (0600) and out of the report: the report and
+`import.json` carry reasons by kind (the value left out), and `keys.tsv.gz` keyed digests
+(seed/run/digests.py), so a guessed e-mail address cannot be confirmed against them.
+Digests compare only under the same key (its fingerprint is in the file's first line); a
+file of an older Seed (unkeyed digests) or another key is not compared, and the
+comparison says so.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import hmac
 import json
 import re
 from collections import Counter
@@ -25,9 +35,11 @@ from typing import Any
 import pandas as pd
 
 from seed.errors import ConfigError, PreflightFailed
+from seed.run.digests import Digester
 
 RECORD = "import.json"
 KEYS = "keys.tsv.gz"  # per valid record: digest of its key, digest of its values
+KEYS_HEADER = "#hmac-sha256 "  # + the key's fingerprint: keys.tsv.gz's first line
 COUNTS = (  # (key, label, counted as a difference)
     ("rows_in", "rows in", True),
     ("rejected", "rejected", True),
@@ -36,7 +48,9 @@ COUNTS = (  # (key, label, counted as a difference)
     ("new", "new rows", False),
     ("existing", "existing rows updated", False),
 )
+# the offending value in a reason: clean's `: 'x@'` at the end, Django's “x@” anywhere
 _VALUE = re.compile(r":\s*'.*'$")
+_DJANGO_VALUE = re.compile(r"“[^”]*”|\"[^\"]*\"")
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
@@ -46,29 +60,41 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def key_digests(frame: pd.DataFrame, key: list[str]) -> dict[str, str]:
+def key_digests(frame: pd.DataFrame, key: list[str], digester: Digester) -> dict[str, str]:
     """Each record's key digest → digest of its values (cleaned text): which records a
-    later run has that this one lacks, and which it has with other values. Digests,
-    not the values (though a guessed key can be confirmed with one)."""
+    later run has that this one lacks, and which it has with other values. Keyed digests
+    (HMAC-SHA256 of pandas' row hash, 64 bits): without the key a guessed key value
+    cannot be confirmed."""
     if frame.empty:
         return {}
     filled = frame.fillna("\x00")
     keys = pd.util.hash_pandas_object(filled[key], index=False).to_numpy()
     rows = pd.util.hash_pandas_object(filled, index=False).to_numpy()
-    return {f"{k:016x}": f"{r:016x}" for k, r in zip(keys.tolist(), rows.tolist(), strict=True)}
+    secret = digester.key
+
+    def mac(h: int) -> str:
+        return hmac.digest(secret, h.to_bytes(8, "big"), "sha256").hex()[:16]
+
+    return {mac(k): mac(r) for k, r in zip(keys.tolist(), rows.tolist(), strict=True)}
 
 
-def write_keys(folder: Path, digests: dict[str, str]) -> None:
+def write_keys(folder: Path, digests: dict[str, str], key_id: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    text = "".join(f"{k}\t{v}\n" for k, v in digests.items())
+    text = KEYS_HEADER + key_id + "\n" + "".join(f"{k}\t{v}\n" for k, v in digests.items())
     with gzip.open(folder / KEYS, "wt", encoding="ascii") as f:
         f.write(text)
 
 
-def read_keys(record: dict[str, Any]) -> dict[str, str] | None:
+def read_keys(record: dict[str, Any]) -> tuple[str | None, dict[str, str]] | None:
+    """(the fingerprint of the key, digests), None for the key of an older Seed's file
+    (unkeyed digests); None when there is no file."""
     try:
         with gzip.open(Path(record["folder"]) / KEYS, "rt", encoding="ascii") as f:
-            return dict(line.rstrip("\n").split("\t", 1) for line in f if "\t" in line)
+            first = f.readline()
+            key_id = first[len(KEYS_HEADER) :].strip() if first.startswith(KEYS_HEADER) else None
+            lines = [first] if key_id is None else []
+            lines.extend(f)
+            return key_id, dict(line.rstrip("\n").split("\t", 1) for line in lines if "\t" in line)
     except (OSError, ValueError, KeyError):
         return None
 
@@ -78,8 +104,9 @@ def file_digest(path: Path) -> str:
 
 
 def reason_kind(reason: str) -> str:
-    """`email: not an email address: 'x@'` → `email: not an email address`."""
-    return _VALUE.sub("", reason)
+    """`email: not an email address: 'x@'` → `email: not an email address`; Django's
+    `“x” value must be a decimal number.` → `“…” value must be a decimal number.`"""
+    return _DJANGO_VALUE.sub("“…”", _VALUE.sub("", reason))
 
 
 def reason_counts(rejects: list[dict[str, Any]]) -> dict[str, int]:
@@ -163,9 +190,11 @@ def compare(
     now: dict[str, Any],
     now_rejects: dict[int, str],
     now_keys: dict[str, str] | None = None,
+    now_key_id: str | None = None,
 ) -> Comparison:
     """`before` (the kept record of the earlier run) vs `now` (this run, not loaded yet);
-    `now_keys`: this run's key_digests()."""
+    `now_keys`: this run's key_digests() under the key `now_key_id`. Rejected rows are
+    named with the kind of their reason (the offending value is in rejects.csv only)."""
     where = before.get("env", "?")
     result = Comparison(
         against={"env": where, "id": before.get("id"), "finished": before.get("finished")}
@@ -214,14 +243,28 @@ def compare(
         only_now = sorted(set(now_rejects) - set(then))
         only_then = sorted(set(then) - set(now_rejects))
         if only_now:
-            shown = ", ".join(f"{r} ({now_rejects[r]})" for r in only_now[:5])
+            shown = ", ".join(f"{r} ({reason_kind(now_rejects[r])})" for r in only_now[:5])
             more = f" and {len(only_now) - 5} more" if len(only_now) > 5 else ""
             differ(f"rejected here, loaded on {where}: row {shown}{more}")
         if only_then:
             shown = ", ".join(str(r) for r in only_then[:10])
             more = f" and {len(only_then) - 10} more" if len(only_then) > 10 else ""
             differ(f"rejected on {where}, valid here: row {shown}{more}")
-    then_keys = read_keys(before) if now_keys is not None else None
+    kept = read_keys(before) if now_keys is not None else None
+    then_keys = kept[1] if kept is not None else None
+    if kept is not None and kept[0] != now_key_id:
+        # different keys (or the unkeyed digests of an older Seed): equal records would
+        # look different, so none are compared
+        why = (
+            f"{where}'s were made by an older Seed (unkeyed)"
+            if kept[0] is None
+            else f"{where}'s are under another key"
+        )
+        lines.append(
+            "cannot   compare valid records key by key: their digests differ in key "
+            f"({why}); set digests.secret to the same team secret in both environments"
+        )
+        return result
     if then_keys is not None and now_keys is not None and then_keys != now_keys:
         added = sum(1 for k in now_keys if k not in then_keys)
         gone = sum(1 for k in then_keys if k not in now_keys)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import socket
@@ -51,6 +52,7 @@ from seed.remote.fanout import HostOutcomes, fan_out
 from seed.remote.session import Session
 from seed.remote.ssh import Remote, RemoteError
 from seed.run.context import RunContext
+from seed.run.digests import Digester, team_digester
 from seed.run.report import check_local_state, iso, write_json
 from seed.undo import database as undo
 
@@ -130,6 +132,12 @@ class Operation:
         self.undoing = False  # going back: a step whose record fails goes ahead (warning)
         self.journal_failing = False
         self.availability = Availability()  # when no app host served (downtime)
+
+    @functools.cached_property
+    def digester(self) -> Digester:
+        """The environment's digest key (seed/run/digests.py): what reports and records hold
+        instead of values read from the app's rows. Read from the state host once a run."""
+        return team_digester(self.env, self.session.state)
 
     def at(self, remote: Remote) -> rel.Layout:
         """The deployment's paths on `remote` (its own deploy_to, else app.deploy_to)."""

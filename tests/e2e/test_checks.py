@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql
 
 from tests.e2e.conftest import Deployment
+from tests.e2e.personal import private_hits
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,38 @@ def test_validate_without_a_baseline_skips_before_checks(at_v2: Deployment) -> N
     assert checks["customer rows unchanged"]["skipped"] == "no baseline"
     assert checks["customers unchanged"]["skipped"] == "no baseline"
     assert checks["no orphan orders"]["passed"] and not checks["no orphan orders"]["skipped"]
+
+
+def test_reports_and_records_hold_no_personal_data(at_v2: Deployment) -> None:
+    """After deploys whose checks sample customers (v2's deploy/checks.yml), rollbacks and
+    validate runs — one with a sampled row changed behind the app's back — no file Seed
+    wrote here (reports, journal mirror) or on the state host (journal) holds a customer's
+    name or e-mail address: the samples are keyed digests, and the difference names the
+    column. The digest key on the state host is private."""
+    journal = sorted((at_v2.state_dir / "journal").glob("*.json"))
+    deploys = [json.loads(p.read_text()) for p in journal]
+    (sample,) = [
+        r["after"]["checks"]["names survive the split"]
+        for r in deploys
+        if r.get("outcome") == "succeeded"
+        and "names survive the split" in r.get("after", {}).get("checks", {})
+    ][-1:]
+    key = sorted(sample["rows"])[0]
+    email = at_v2.scalar(f"select email from shop_customer where id = {int(key)}")
+    with at_v2.admin("shop") as conn:
+        conn.execute("update shop_customer set email = 'x' || email where id = %s", (int(key),))
+    try:
+        res = at_v2.fab("local", "validate", "--json")
+        assert res.returncode == 7, res.stdout + res.stderr
+        check = checks_of(json.loads(res.stdout))["names survive the split"]
+        assert check["actual"] == f"1 of 500 differ: key {key}: email differs", check
+        assert email not in res.stdout + res.stderr
+    finally:
+        with at_v2.admin("shop") as conn:
+            conn.execute("update shop_customer set email = %s where id = %s", (email, int(key)))
+    found = private_hits(at_v2, [at_v2.home, at_v2.state_dir])
+    assert not found, found
+    assert (at_v2.state_dir / "digest.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_validate_runs_django_check_deploy_at_its_fail_level(at_v2: Deployment) -> None:

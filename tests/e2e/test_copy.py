@@ -26,6 +26,7 @@ import yaml
 from sandbox.servers import free_port
 from seed.copy import masking
 from tests.e2e.conftest import REPO, Deployment
+from tests.e2e.personal import private_hits
 from tests.e2e.test_rollback import bring_to_v2
 from tests.e2e.watch import watching
 
@@ -308,6 +309,15 @@ def test_secret_and_originals_never_appear_in_output(copy_env: Any, tmp_path: Pa
     assert not re.search(r"customer\d+@example\.com", blob, re.IGNORECASE)
     some_names = [r[0] for r in table(dep, "shop", "select name from shop_customer where id < 50")]
     assert not [n for n in some_names if n in blob]
+
+
+def test_copy_files_hold_no_personal_data(copy_env: Any) -> None:
+    """After copies (the masking samples searched for in the copy): no report or journal
+    record here or on either state host holds a source customer's name or e-mail."""
+    dep, _ = copy_env
+    state = dep.root / "server" / "var" / "lib" / "seed"
+    found = private_hits(dep, [dep.home, state])
+    assert not found, found
 
 
 def test_an_unclassified_column_blocks_the_copy(copy_env: Any) -> None:

@@ -5,6 +5,7 @@ a re-import that only updates, and a load that fails and leaves the table as it 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 import pty
@@ -16,12 +17,14 @@ from secrets import token_hex
 from typing import Any
 from urllib.parse import quote
 
+import pandas as pd
 import pytest
 import yaml
 from psycopg import sql
 
 from sandbox.messy import generate, write_csv
 from tests.e2e.conftest import FAB, REPO, Deployment
+from tests.e2e.personal import private_hits
 from tests.e2e.test_rollback import bring_to_v2
 from tests.e2e.watch import watching
 from tests.unit.legacy.test_legacy import MESSY
@@ -206,9 +209,15 @@ def test_a_mapping_typo_is_one_clear_error(at_v4: Any, tmp_path: Path) -> None:
     )
 
 
+# the team secret both environments' digests are keyed with: without it each has its own
+# key and their imports cannot be compared key by key
+TEAM_SECRET = "import-test-team-secret-5be1"  # noqa: S105
+
+
 def prod_like(dep: Deployment) -> Path:
-    """`prod`: the same servers as `local`, protected, its imports compared with local's."""
-    envdir = dep.variant("import-prod")
+    """`prod`: the same servers as `local`, protected, its imports compared with local's
+    (both with one digests.secret)."""
+    envdir = dep.variant("import-prod", {"digests.secret": TEAM_SECRET})
     root = dep.root
     (envdir / "prod.yml").write_text(
         yaml.safe_dump(
@@ -231,6 +240,9 @@ def test_production_shows_its_differences_from_staging_before_loading(
     dep, small, _ = at_v4
     envdir = prod_like(dep)
     args = ("prod", "import-legacy", "--source", str(small), "--mapping", MAPPING)
+    # staging's run (local's) under the team secret: changes nothing, kept to compare with
+    res = dep.fab("local", *args[1:], envdir=envdir)
+    assert res.returncode == 0, res.stderr
     # protected, no terminal, no --yes: refused before anything is read
     res = dep.fab(*args, envdir=envdir)
     assert res.returncode == 2, res.stderr
@@ -531,3 +543,22 @@ def test_a_central_european_export_is_read_in_its_code_page(at_v4: Any, tmp_path
     assert "rows (csv, cp1250 (letters), ';')" in res.stderr, res.stderr
     rejects = Path(summary["files"]["rejects"]).read_text(encoding="utf-8")
     assert "country: not a country: 'Wyspa Łąkowa'" in rejects, rejects
+
+
+def test_import_files_hold_no_personal_data_but_the_work_list(at_v4: Any) -> None:
+    """After every import above (dry runs, loads, comparisons with local's, failures):
+    no report, journal record, import.json or keys.tsv.gz here or on the state hosts holds
+    a customer's name or e-mail address; the rejects and merges (the user's work list)
+    do, and are 0600. keys.tsv.gz is keyed: the unkeyed digest of a loaded address is
+    not in it."""
+    dep, _, _ = at_v4
+    state = dep.root / "server" / "var" / "lib" / "seed"
+    found = private_hits(dep, [dep.home, state])
+    assert not found, found
+    assert any(dep.home.rglob("rejects.csv"))
+    keys = sorted(dep.home.glob("local/imports/*/keys.tsv.gz"))[-1]
+    text = gzip.decompress(keys.read_bytes()).decode()
+    assert text.startswith("#hmac-sha256 ")
+    email = dep.scalar("select email from shop_customer order by id desc limit 1")
+    guess = pd.util.hash_pandas_object(pd.DataFrame({"email": [email]}), index=False)
+    assert f"{int(guess.iloc[0]):016x}" not in text

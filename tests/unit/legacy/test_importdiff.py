@@ -22,6 +22,7 @@ from seed.legacy.compare import (
     write_keys,
     write_record,
 )
+from seed.run.digests import Digester
 
 
 def record(**changes: Any) -> dict[str, Any]:
@@ -55,6 +56,11 @@ def record(**changes: Any) -> dict[str, Any]:
 def test_reason_kinds_leave_the_value_out() -> None:
     assert reason_kind("email: not an email address: 'x@'") == "email: not an email address"
     assert reason_kind("email: required, but empty") == "email: required, but empty"
+    # Django's messages quote the value anywhere in them
+    assert (
+        reason_kind("model: price: “12,5x” value must be a decimal number.")
+        == "model: price: “…” value must be a decimal number."
+    )
     rejects = [
         {"row": 2, "reason": "country: not a country: 'Atlantis'"},
         {"row": 3, "reason": "country: not a country: 'Mordor'"},
@@ -107,7 +113,8 @@ def test_counts_reasons_and_rows_that_differ_are_listed(tmp_path: Path) -> None:
         "expected new rows: 6 on staging, 1 here (its data differs)",
         "expected existing rows updated: 0 on staging, 4 here (its data differs)",
         "DIFFERS  rejected for 'email: not an email address': 2 on staging, 3 here",
-        "DIFFERS  rejected here, loaded on staging: row 5 (email: not an email address: 'c')",
+        # the reason's kind: the offending value stays in rejects.csv, out of the report
+        "DIFFERS  rejected here, loaded on staging: row 5 (email: not an email address)",
     ]
     assert result.differences == 5
 
@@ -161,15 +168,44 @@ def test_records_are_compared_key_by_key_without_keeping_their_values(tmp_path: 
             "phone": ["+31612345678", "+31600000000", ""],
         }
     )
-    write_keys(tmp_path, key_digests(then, ["email"]))
+    team = Digester.from_secret("team secret")
+    write_keys(tmp_path, key_digests(then, ["email"], team), team.key_id)
     stored = (tmp_path / "keys.tsv.gz").read_bytes()
     plain = gzip.decompress(stored)
     assert b"x.nl" not in plain and b"3161" not in plain
     before = record(folder=str(tmp_path), target={"key": ["email"]})
-    result = compare(before, record(target={"key": ["email"]}), {}, key_digests(now, ["email"]))
+    now_keys = key_digests(now, ["email"], team)
+    result = compare(before, record(target={"key": ["email"]}), {}, now_keys, team.key_id)
     assert result.lines[-1] == (
         "DIFFERS  valid records by key (email): 1 only here, 1 only on staging, 1 with other values"
     )
-    same = compare(before, record(target={"key": ["email"]}), {}, key_digests(then, ["email"]))
+    then_keys = key_digests(then, ["email"], team)
+    same = compare(before, record(target={"key": ["email"]}), {}, then_keys, team.key_id)
     assert same.lines[-1] == "same     valid records, key by key: 3"
     assert same.differences == 0
+
+
+def test_key_digests_are_keyed(tmp_path: Path) -> None:
+    """A guessed e-mail address cannot be confirmed without the key: the unkeyed hash of
+    a guess is not in the file, the same address under another key digests otherwise;
+    records under different keys (or an older Seed's unkeyed file) are not compared."""
+    frame = pd.DataFrame({"email": ["a@x.nl", "b@x.nl"], "phone": ["", "+31612345679"]})
+    team, other = Digester.from_secret("team secret"), Digester.from_secret("another")
+    mine = key_digests(frame, ["email"], team)
+    assert set(mine).isdisjoint(key_digests(frame, ["email"], other))
+    assert mine == key_digests(frame.copy(), ["email"], team)  # same key: comparable
+    unkeyed = pd.util.hash_pandas_object(frame[["email"]], index=False).to_numpy()
+    assert not {f"{k:016x}" for k in unkeyed.tolist()} & set(mine)
+    write_keys(tmp_path, mine, team.key_id)
+    before = record(folder=str(tmp_path), target={"key": ["email"]})
+    elsewhere = compare(before, record(), {}, key_digests(frame, ["email"], other), other.key_id)
+    assert elsewhere.lines[-1] == (
+        "cannot   compare valid records key by key: their digests differ in key (staging's "
+        "are under another key); set digests.secret to the same team secret in both environments"
+    )
+    assert elsewhere.differences == 0
+    # keys.tsv.gz as an older Seed wrote it: unkeyed digests, no header line
+    with gzip.open(tmp_path / "keys.tsv.gz", "wt", encoding="ascii") as f:
+        f.write("".join(f"{k:016x}\t{k:016x}\n" for k in unkeyed.tolist()))
+    old = compare(before, record(), {}, mine, team.key_id)
+    assert "(staging's were made by an older Seed (unkeyed))" in old.lines[-1]
