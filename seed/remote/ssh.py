@@ -29,6 +29,7 @@ from fabric import Config, Connection
 from seed import faults
 from seed.config.environment import Environment, Host
 from seed.errors import PreflightFailed, SeedError, StepFailed
+from seed.remote.liveness import Liveness
 
 q = shlex.quote
 
@@ -68,6 +69,7 @@ class Remote:
         self._conn: Connection | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self.accepted_keys: list[str] = []  # host keys added on first contact (accept_new)
+        self._watchers: list[Liveness] = []  # this connection's liveness checks
 
     @property
     def label(self) -> str:
@@ -172,6 +174,7 @@ class Remote:
                 f"ssh {self.label}: cannot connect ({reason}); is the host up and the port right?"
             ) from None
         self._conn = conn
+        self._watch(conn)
         return self
 
     def _resolve(self) -> tuple[str, str, int, list[str], str | None]:
@@ -198,6 +201,34 @@ class Remote:
             (None if jump in (None, "none") else str(jump).split(",")[0]),
         )
 
+    def _watch(self, conn: Connection) -> None:
+        """A liveness check on the connection and on every gateway it goes through (a
+        dead hop anywhere ends the connection within the same bound)."""
+        ssh = self.env.ssh
+        hops: list[tuple[str, Connection]] = [(self.label, conn)]
+        gateway = conn.gateway
+        while isinstance(gateway, Connection):
+            hops.append(
+                (f"{self.label} (gateway {gateway.user}@{gateway.host}:{gateway.port})", gateway)
+            )
+            gateway = gateway.gateway
+        for label, hop in hops:
+            transport = hop.client.get_transport()
+            if transport is not None:
+                self._watchers.append(
+                    Liveness(transport, label, ssh.alive_interval, ssh.alive_count)
+                )
+
+    @property
+    def dead(self) -> str | None:
+        """The one line saying the link was declared dead (None while it lives)."""
+        return next((w.dead for w in self._watchers if w.dead), None)
+
+    def lost(self, exc: BaseException) -> RemoteError:
+        """The error for a failure of the connection itself: the liveness check's line
+        when it declared the link dead, else what the failure said."""
+        return RemoteError(self.dead or f"ssh {self.label}: connection lost ({exc})")
+
     def reconnect(self, attempts: int = 6, delay: float = 1.0) -> None:
         """Drop this connection and open a new one, retrying with a growing delay."""
         self.close()
@@ -221,6 +252,9 @@ class Remote:
         """Close; never raises (the connection may already be dead)."""
         sftp, conn = self._sftp, self._conn
         self._sftp = self._conn = None
+        for watcher in self._watchers:
+            watcher.stop()
+        self._watchers = []
         with contextlib.suppress(Exception):
             if sftp is not None:
                 sftp.close()
@@ -233,16 +267,24 @@ class Remote:
         command: str,
         *,
         timeout: float | None = None,
+        long: bool = False,
         on_data: Callable[[bytes, bool], None] | None = None,
     ) -> Result:
         """Run `command` through the login shell; never raises for a non-zero exit.
         A `timeout` that expires raises RemoteError (the channel is closed: sshd hangs
-        the command up). `on_data(chunk, is_stderr)` sees the output as it arrives.
+        the command up). Without one, ssh.command_timeout applies, unless the command is
+        marked `long` (pg_dump, pg_restore, a whole manage.py command: their length is
+        the data's, and only a dead link ends them, noticed by the liveness check). A
+        connection lost meanwhile raises RemoteError too (never an exit status of -1).
+        `on_data(chunk, is_stderr)` sees the output as it arrives.
 
         A plain SSH channel, read in this thread: no stdin, no pty, no helper threads
         (Fabric's runner starts three per command, which adds up over many hosts).
         """
         started = time.monotonic()
+        default = timeout is None and not long
+        if default:
+            timeout = self.env.ssh.command_timeout
         out: list[bytes] = []
         err: list[bytes] = []
         try:
@@ -275,15 +317,18 @@ class Remote:
                     if timeout is not None and time.monotonic() - started >= timeout:
                         raise RemoteError(
                             f"ssh {self.label}: {_short(command)!r} timed out after {timeout:g}s"
+                            + (f" (ssh.command_timeout in {self.env.path.name})" if default else "")
                         )
                     select.select([chan], [], [], 0.05)
                 left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
                 chan.status_event.wait(10.0 if left is None else min(left, 10.0))
                 code = chan.exit_status  # -1: ended by a signal, no exit status
+                if code == -1 and not transport.is_active():
+                    raise EOFError("the connection ended before the command did")
             finally:
                 chan.close()
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise RemoteError(f"ssh {self.label}: connection lost ({exc})") from None
+            raise self.lost(exc) from None
         return Result(
             command,
             code,
@@ -291,9 +336,12 @@ class Remote:
             b"".join(err).decode(errors="replace"),
         )
 
-    def check(self, command: str, what: str, *, timeout: float | None = None) -> Result:
-        """Run `command`; a non-zero exit raises RemoteError naming `what` and the host."""
-        res = self.run(command, timeout=timeout)
+    def check(
+        self, command: str, what: str, *, timeout: float | None = None, long: bool = False
+    ) -> Result:
+        """Run `command` (as `run`); a non-zero exit raises RemoteError naming `what` and
+        the host."""
+        res = self.run(command, timeout=timeout, long=long)
         if not res.ok:
             raise RemoteError(f"{what} on {self.label} failed (exit {res.exit_code}): {res.tail()}")
         return res
@@ -326,6 +374,8 @@ class Remote:
             self.sftp.symlink(target, tmp)
             self.sftp.posix_rename(tmp, path)
         except (OSError, paramiko.SSHException, EOFError) as exc:
+            if self.dead:
+                raise self.lost(exc) from None
             raise RemoteError(f"ssh {self.label}: linking {path} -> {target}: {exc}") from None
 
     def put_file(self, local: str, path: str, mode: int = 0o600) -> None:
@@ -385,6 +435,8 @@ class Remote:
                                 raise
                 self.sftp.chmod(path, mode)
         except (OSError, paramiko.SSHException, EOFError) as exc:
+            if self.dead:
+                raise self.lost(exc) from None
             raise RemoteError(f"ssh {self.label}: creating directories {paths}: {exc}") from None
 
     @contextmanager
@@ -572,7 +624,7 @@ class RemoteJob:
                 state = "done" if status is not None else "lost"
             rest = self._read_log()
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise RemoteError(f"ssh {self.remote.label}: connection lost ({exc})") from None
+            raise self.remote.lost(exc) from None
         code = (status or "").strip()
         exit_code = int(code) if code.lstrip("-").isdigit() else None
         return JobStatus(state, exit_code, rest)
@@ -595,7 +647,7 @@ class RemoteJob:
         try:
             return self._read("status") is None and self._alive()
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise RemoteError(f"ssh {self.remote.label}: connection lost ({exc})") from None
+            raise self.remote.lost(exc) from None
 
     def stop(self, grace: float = 10.0) -> None:
         """TERM the job's whole process group (it is its own session), KILL after `grace`."""
