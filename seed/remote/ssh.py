@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import io
+import logging
 import posixpath
 import select
 import shlex
@@ -32,6 +33,11 @@ from seed.errors import PreflightFailed, SeedError, StepFailed
 from seed.remote.liveness import Liveness
 
 q = shlex.quote
+
+# paramiko logs a failed connection attempt (a banner that never came, a reset) with a
+# traceback from its transport thread, which Python's last-resort handler prints to
+# stderr; the failure reaches the user as our one line, never as that
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class RemoteError(StepFailed):
