@@ -56,7 +56,7 @@ class Liveness:
             threading.Thread(
                 target=self._probe, args=(answered,), name=f"seed-probe-{self.label}", daemon=True
             ).start()
-            if not self._wait(answered, self.interval * self.count):
+            if not self._wait(answered):
                 self.dead = (
                     f"ssh {self.label}: no answer for {self.interval * self.count:g} s (link down?)"
                 )
@@ -66,16 +66,23 @@ class Liveness:
             if self._stop.is_set() or not self.transport.is_active():
                 return
 
-    def _wait(self, answered: threading.Event, seconds: float) -> bool:
-        """Wait for the probe's answer; True early when there is nothing left to watch
-        (a stop request, the transport gone by other means)."""
-        deadline = time.monotonic() + seconds
-        while not answered.wait(min(0.25, max(0.0, deadline - time.monotonic()))):
-            if self._stop.is_set() or not self.transport.is_active():
+    def _wait(self, answered: threading.Event) -> bool:
+        """Wait up to `count` intervals for the probe's answer; True early when there is
+        nothing left to watch (a stop request, the transport gone by other means).
+
+        Intervals are counted, not the clock read once: a process stopped for a while
+        (SIGSTOP, a suspended laptop) misses one interval when it wakes, not all of them
+        at once, and the answer that waited in the socket meanwhile still counts."""
+        for _ in range(self.count):
+            deadline = time.monotonic() + self.interval
+            while not answered.wait(min(0.25, max(0.0, deadline - time.monotonic()))):
+                if self._stop.is_set() or not self.transport.is_active():
+                    return True
+                if time.monotonic() >= deadline:
+                    break
+            else:
                 return True
-            if time.monotonic() >= deadline:
-                return False
-        return True
+        return False
 
     def _probe(self, answered: threading.Event) -> None:
         try:
