@@ -227,8 +227,9 @@ class Remote:
 
     @property
     def dead(self) -> str | None:
-        """The one line saying the link was declared dead (None while it lives)."""
-        return next((w.dead for w in self._watchers if w.dead), None)
+        """The one line saying the link was declared dead (None while it lives); a dead
+        gateway's first, being the cause when the hops behind it went silent too."""
+        return next((w.dead for w in reversed(self._watchers) if w.dead), None)
 
     def lost(self, exc: BaseException) -> RemoteError:
         """The error for a failure of the connection itself: the liveness check's line

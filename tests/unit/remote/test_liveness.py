@@ -111,6 +111,33 @@ def test_a_query_through_the_tunnel_wakes(
     assert isinstance(error, psycopg.OperationalError)
 
 
+def test_a_dead_gateway_ends_the_connection_behind_it(
+    sandbox_env: Environment, sandbox: SandboxInfo, link: CuttableLink, tmp_path: Path
+) -> None:
+    """The gateway is reached through the link; the host behind it directly from the
+    gateway (its own hop, never cut): the gateway's check ends both."""
+    known = known_hosts_through(
+        sandbox_env.ssh.known_hosts, sandbox.spec.ssh_port, link, tmp_path / "known_hosts"
+    )
+    ssh = dataclasses.replace(
+        sandbox_env.ssh,
+        known_hosts=known,
+        gateway=f"{sandbox.ssh_user}@127.0.0.1:{link.port}",
+        alive_interval=INTERVAL,
+        alive_count=COUNT,
+    )
+    env = dataclasses.replace(sandbox_env, ssh=ssh)
+    r = Remote(env, env.roles.db).open()
+    try:
+        assert r.check("echo via-gateway", "hop").stdout == "via-gateway\n"
+        error, _ = outcome_after_cut(link, lambda: r.run("sleep 30", long=True))
+        assert isinstance(error, RemoteError)
+        assert str(error).startswith(f"ssh {r.label}"), error
+        assert str(error).endswith(": no answer for 1.5 s (link down?)"), error
+    finally:
+        r.close()
+
+
 def test_a_quiet_live_connection_is_left_alone(remote: Remote) -> None:
     time.sleep(INTERVAL * COUNT * 3)  # several probes, every one answered
     assert remote.dead is None
