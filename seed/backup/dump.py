@@ -423,6 +423,7 @@ def backup_files(remote: Remote, path: str) -> list[dict[str, Any]]:
     res = remote.check(
         f"cd {q(path)} && {DIR_LISTING} && find . -type f -printf 'size %s %P\\n'",
         f"listing {path}",
+        long=True,  # a sha256 of every file: as long as the backup is big
     )
     sizes: dict[str, int] = {}
     digests: list[tuple[str, str]] = []
@@ -487,17 +488,18 @@ def verify_file(
     stopped yet (an automatic rollback skips it: pg_restore -e reads everything
     before the swap anyway)."""
     if path.endswith(".dir"):
-        res = remote.run(f"cd {q(path)} && {DIR_LISTING} | sha256sum | cut -d' ' -f1")
+        res = remote.run(f"cd {q(path)} && {DIR_LISTING} | sha256sum | cut -d' ' -f1", long=True)
     else:
         res = remote.run(
             f"{{ openssl dgst -sha256 -r {q(path)} 2>/dev/null || sha256sum {q(path)}; }}"
-            " | cut -d' ' -f1"
+            " | cut -d' ' -f1",
+            long=True,  # reads the whole backup
         )
     if not res.ok or res.stdout.strip() != sha256:
         raise PreflightFailed(f"backup {path} on {remote.label}: sha256 mismatch or unreadable")
     if not full_read:
         return
-    res = remote.run(f"{q(env.backup.tool('pg_restore'))} --file=/dev/null {q(path)}")
+    res = remote.run(f"{q(env.backup.tool('pg_restore'))} --file=/dev/null {q(path)}", long=True)
     if not res.ok:
         raise PreflightFailed(f"backup {path} on {remote.label}: full read failed: {res.tail(2)}")
 

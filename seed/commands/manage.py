@@ -15,7 +15,6 @@ import shlex
 import sys
 from typing import TextIO
 
-from seed.db.postgres import LOCK_SESSION_OPTIONS
 from seed.deploy import release as rel
 from seed.errors import LockHeld, PreflightFailed
 from seed.journal.store import Journal, holder_text, new_deploy_id, try_advisory_lock
@@ -78,12 +77,7 @@ def run_manage(
         session.open()
         # the lock's own session in `postgres`, where every run takes it (advisory locks
         # are per database: taken in the app's database it would exclude nothing)
-        lock = session.connect(
-            admin=True,
-            dbname="postgres",
-            app_name=f"seed-{env.name}-{run_id}",
-            options=LOCK_SESSION_OPTIONS,
-        )
+        lock = session.connect_lock(f"seed-{env.name}-{run_id}")
         holder = Journal(env, session.state, ctx.local_root, scrub)
         if not try_advisory_lock(lock, env):
             raise LockHeld(
@@ -108,7 +102,9 @@ def run_manage(
         out, err = LineScrubber(scrub, stdout), LineScrubber(scrub, stderr)
         try:
             res = migrator.run(
-                command, on_data=lambda chunk, is_err: (err if is_err else out).feed(chunk)
+                command,
+                long=True,  # the user's command, as long as it takes (a dead link ends it)
+                on_data=lambda chunk, is_err: (err if is_err else out).feed(chunk),
             )
             out.close()
             err.close()

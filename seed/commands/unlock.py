@@ -1,13 +1,14 @@
 """`fab <env> unlock --reason "..."`: clear a lock whose holder is gone, and log it.
 
-The advisory lock normally ends with its holder's session (TCP keepalives end a
-vanished one within about a minute). What is left for a person is a holder
-that is gone while its session is not (a half-open connection, a hung control
-machine) or a stale lock record. Unlock terminates the holder's session only
-after confirming its recorded host and pid are gone — on this machine by
-looking; for another machine the person confirms with `--holder-gone` — and
-never while a remote job of that run still runs. Every unlock is a journal
-record (who, when, why, whom).
+The advisory lock normally ends with its holder's session, and that session ends
+itself within about a minute of its holder going quiet (seed.db.locksession: an
+idle timeout, and a heartbeat while the holder lives), even through a tunnel. What
+is left for a person is a holder that still beats but is stuck (a run hanging in a
+step), a lock wanted back before that minute, or a stale lock record. Unlock
+terminates the holder's session only after confirming its recorded host and pid are
+gone — on this machine by looking; for another machine the person confirms with
+`--holder-gone` — and never while a remote job of that run still runs. Every unlock
+is a journal record (who, when, why, whom).
 """
 
 from __future__ import annotations

@@ -87,6 +87,14 @@ class SshConfig:
     config_file: Path | None = None  # an OpenSSH client config read for each host
     user_given: bool = True
     port_given: bool = True  # first contact: add an unknown host's key (never a changed one)
+    alive_interval: float = 15.0  # a liveness probe on every connection this often
+    alive_count: int = 3  # unanswered probes: the link is dead
+    command_timeout: float = 300.0  # a remote command not marked long-running
+
+    @property
+    def dead_after(self) -> float:
+        """Seconds of silence after which a connection counts as dead."""
+        return self.alive_interval * self.alive_count
 
 
 @dataclass(frozen=True)
@@ -925,6 +933,9 @@ class _Parser:
             config_file=config_file,
             user_given=s.get("user") not in (None, ""),
             port_given=s.get("port") not in (None, ""),
+            alive_interval=self.field(s, "ssh.alive_interval"),
+            alive_count=self.field(s, "ssh.alive_count"),
+            command_timeout=self.field(s, "ssh.command_timeout"),
         )
 
     def _host(self, value: Any, where: str, ssh: SshConfig) -> Host | None:

@@ -279,6 +279,23 @@ ENVIRONMENT = _obj(
                     "hop looked up in ssh.config); wins over the config's ProxyJump"
                 ),
                 "connect_timeout": _n("seconds", default=10),
+                "alive_interval": _n(
+                    "seconds between liveness probes on every SSH connection (OpenSSH's "
+                    "ServerAliveInterval); also the lock session's heartbeat",
+                    default=15,
+                ),
+                "alive_count": _i(
+                    "unanswered probes before a connection counts as dead (OpenSSH's "
+                    "ServerAliveCountMax): a dead link is noticed after about "
+                    "alive_interval x alive_count seconds",
+                    1,
+                    default=3,
+                ),
+                "command_timeout": _n(
+                    "seconds a remote command may take unless it is a long one (pg_dump, "
+                    "pg_restore, migrate, manage, builds and hooks have their own bounds)",
+                    default=300,
+                ),
                 "config": _s(
                     "OpenSSH client config read per host (HostName, Port, User, IdentityFile, "
                     "ProxyJump, ProxyCommand), if present; `none` to ignore it",

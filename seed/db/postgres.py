@@ -161,16 +161,6 @@ def connect(
         ) from None
 
 
-# The lock's session must live exactly as long as its holder: never closed for idleness,
-# and a holder that vanished (machine gone, network cut) detected by TCP keepalives on
-# both ends within about a minute.
-LOCK_SESSION_OPTIONS = (
-    "-c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0 "
-    "-c statement_timeout=0 -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
-    "-c tcp_keepalives_count=3"
-)
-
-
 def _first_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     # libpq prefixes "connection to server at ... failed:"; keep the reason

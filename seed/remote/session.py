@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from seed.config.environment import Environment, Host
+from seed.db import locksession
 from seed.db import postgres as dblib
 from seed.errors import SeedError
 from seed.journal.record import RunRecord
@@ -121,6 +122,17 @@ class Session:
 
     def serving_remotes(self) -> list[Remote]:
         return [self.remotes[h] for h in self.env.roles.app]
+
+    def connect_lock(self, app_name: str) -> Any:
+        """The lock's own session, in `postgres` where every run takes the lock (advisory
+        locks are per database), ending itself soon after this process goes quiet
+        (seed.db.locksession: an idle timeout, and a heartbeat while this run lives)."""
+        conn = self.connect(
+            admin=True, dbname="postgres", app_name=app_name, options=locksession.options(self.env)
+        )
+        beat = locksession.Heartbeat(conn, self.env.ssh.alive_interval, app_name)
+        self._stack.callback(beat.stop)  # before the session closes (last in, first out)
+        return conn
 
     def connect(
         self, *, admin: bool, dbname: str | None = None, app_name: str, options: str = ""

@@ -30,6 +30,7 @@ from fabric import Config, Connection
 from seed import faults
 from seed.config.environment import Environment, Host
 from seed.errors import PreflightFailed, SeedError, StepFailed
+from seed.remote.liveness import Liveness
 from seed.remote.proxy import ShellProxy
 from seed.remote.route import Hop, Route
 from seed.remote.route import resolve as route_to
@@ -87,6 +88,7 @@ class Remote:
         # the gateways' connections and the ProxyCommand this connection goes through
         self._route: list[paramiko.SSHClient | ShellProxy] = []
         self.accepted_keys: list[str] = []  # host keys added on first contact (accept_new)
+        self._watchers: list[Liveness] = []  # this connection's liveness checks
 
     @property
     def label(self) -> str:
@@ -152,7 +154,38 @@ class Remote:
             self._close_route()
             raise
         self._conn = conn
+        self._watch(conn)
         return self
+
+    def _watch(self, conn: Connection) -> None:
+        """A liveness check on the connection and on every gateway it goes through (a
+        dead hop anywhere ends the connection within the same bound)."""
+        ssh = self.env.ssh
+        hops: list[tuple[str, paramiko.Transport | None]] = [
+            (self.label, conn.client.get_transport())
+        ]
+        for part in self._route:
+            if isinstance(part, paramiko.SSHClient):
+                transport = part.get_transport()
+                peer = "?"
+                with contextlib.suppress(Exception):
+                    host, port = transport.getpeername()[:2] if transport else ("?", 0)
+                    peer = f"{host}:{port}"
+                hops.append((f"{self.label} (gateway {peer})", transport))
+        for label, hop in hops:
+            if hop is not None:
+                self._watchers.append(Liveness(hop, label, ssh.alive_interval, ssh.alive_count))
+
+    @property
+    def dead(self) -> str | None:
+        """The one line saying the link was declared dead (None while it lives); a dead
+        gateway's first, being the cause when the hops behind it went silent too."""
+        return next((w.dead for w in reversed(self._watchers) if w.dead), None)
+
+    def lost(self, exc: BaseException) -> RemoteError:
+        """The error for a failure of the connection itself: the liveness check's line
+        when it declared the link dead, else what the failure said."""
+        return RemoteError(self.dead or f"ssh {self.label}: connection lost ({exc})")
 
     def _resolve(self) -> Route:
         """The target's host name, user, port and identity files after the OpenSSH client
@@ -366,6 +399,9 @@ class Remote:
         """Close; never raises (the connection may already be dead)."""
         sftp, conn = self._sftp, self._conn
         self._sftp = self._conn = None
+        for watcher in self._watchers:
+            watcher.stop()
+        self._watchers = []
         with contextlib.suppress(Exception):
             if sftp is not None:
                 sftp.close()
@@ -379,12 +415,17 @@ class Remote:
         command: str,
         *,
         timeout: float | None = None,
+        long: bool = False,
         on_data: Callable[[bytes, bool], None] | None = None,
         private_env: Mapping[str, str | None] | None = None,
     ) -> Result:
         """Run `command` through the login shell; never raises for a non-zero exit.
         A `timeout` that expires raises RemoteError (the channel is closed: sshd hangs
-        the command up). `on_data(chunk, is_stderr)` sees the output as it arrives.
+        the command up). Without one, ssh.command_timeout applies, unless the command is
+        marked `long` (pg_dump, pg_restore, a whole manage.py command: their length is
+        the data's, and only a dead link ends them, noticed by the liveness check). A
+        connection lost meanwhile raises RemoteError too (never an exit status of -1).
+        `on_data(chunk, is_stderr)` sees the output as it arrives.
         `private_env`: variables exported to the command, sent on its stdin (the command
         line is every local user's to read in `ps`; the stdin is not), `Result.command`
         stays the command as given.
@@ -393,6 +434,9 @@ class Remote:
         (Fabric's runner starts three per command, which adds up over many hosts).
         """
         started = time.monotonic()
+        default = timeout is None and not long
+        if default:
+            timeout = self.env.ssh.command_timeout
         out: list[bytes] = []
         err: list[bytes] = []
         try:
@@ -429,15 +473,18 @@ class Remote:
                     if timeout is not None and time.monotonic() - started >= timeout:
                         raise RemoteError(
                             f"ssh {self.label}: {_short(command)!r} timed out after {timeout:g}s"
+                            + (f" (ssh.command_timeout in {self.env.path.name})" if default else "")
                         )
                     select.select([chan], [], [], 0.05)
                 left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
                 chan.status_event.wait(10.0 if left is None else min(left, 10.0))
                 code = chan.exit_status  # -1: ended by a signal, no exit status
+                if code == -1 and not transport.is_active():
+                    raise EOFError("the connection ended before the command did")
             finally:
                 chan.close()
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise RemoteError(f"ssh {self.label}: connection lost ({exc})") from None
+            raise self.lost(exc) from None
         return Result(
             command,
             code,
@@ -451,10 +498,12 @@ class Remote:
         what: str,
         *,
         timeout: float | None = None,
+        long: bool = False,
         private_env: Mapping[str, str | None] | None = None,
     ) -> Result:
-        """Run `command`; a non-zero exit raises RemoteError naming `what` and the host."""
-        res = self.run(command, timeout=timeout, private_env=private_env)
+        """Run `command` (as `run`); a non-zero exit raises RemoteError naming `what` and
+        the host."""
+        res = self.run(command, timeout=timeout, long=long, private_env=private_env)
         if not res.ok:
             raise RemoteError(f"{what} on {self.label} failed (exit {res.exit_code}): {res.tail()}")
         return res
@@ -487,6 +536,8 @@ class Remote:
             self.sftp.symlink(target, tmp)
             self.sftp.posix_rename(tmp, path)
         except (OSError, paramiko.SSHException, EOFError) as exc:
+            if self.dead:
+                raise self.lost(exc) from None
             raise RemoteError(f"ssh {self.label}: linking {path} -> {target}: {exc}") from None
 
     def put_file(self, local: str, path: str, mode: int = 0o600) -> None:
@@ -546,6 +597,8 @@ class Remote:
                                 raise
                 self.sftp.chmod(path, mode)
         except (OSError, paramiko.SSHException, EOFError) as exc:
+            if self.dead:
+                raise self.lost(exc) from None
             raise RemoteError(f"ssh {self.label}: creating directories {paths}: {exc}") from None
 
     @contextmanager
@@ -741,7 +794,7 @@ class RemoteJob:
                 state = "done" if status is not None else "lost"
             rest = self._read_log()
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise RemoteError(f"ssh {self.remote.label}: connection lost ({exc})") from None
+            raise self.remote.lost(exc) from None
         code = (status or "").strip()
         exit_code = int(code) if code.lstrip("-").isdigit() else None
         return JobStatus(state, exit_code, rest)
@@ -764,7 +817,7 @@ class RemoteJob:
         try:
             return self._read("status") is None and self._alive()
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise RemoteError(f"ssh {self.remote.label}: connection lost ({exc})") from None
+            raise self.remote.lost(exc) from None
 
     def stop(self, grace: float = 10.0) -> None:
         """TERM the job's whole process group (it is its own session), KILL after `grace`."""

@@ -439,12 +439,7 @@ class Operation:
 
     def connect_lock(self) -> Any:
         """The lock's own session, in `postgres`, kept alive as long as this process is."""
-        return self.session.connect(
-            admin=True,
-            dbname="postgres",
-            app_name=self.app_name,
-            options=dblib.LOCK_SESSION_OPTIONS,
-        )
+        return self.session.connect_lock(self.app_name)
 
     def take_lock(self) -> str:
         """The advisory lock, and nothing of an interrupted run alive (else LockHeld, exit 3,
