@@ -120,3 +120,38 @@ def test_a_host_without_the_sftp_subsystem_is_named(sandbox: SandboxInfo, tmp_pa
         in (last)
     )
     assert "Subsystem sftp" in last
+
+
+def test_a_proxyjump_chain_of_aliases_is_followed(sandbox: SandboxInfo, tmp_path: Path) -> None:
+    """Every role on `app-chain`, which the ssh config reaches by `ProxyJump hop-a,hop-b`,
+    two aliases with their own HostName and Port. hop-a may only forward to hop-b, hop-b
+    only to the target: `status` connects (and reaches the database through the tunnel)
+    only by the whole chain, once through each hop."""
+    b = start_sshd(sandbox, tmp_path, "b", extra=(f"PermitOpen 127.0.0.1:{sandbox.spec.ssh_port}",))
+    a = start_sshd(sandbox, tmp_path, "a", extra=(f"PermitOpen 127.0.0.1:{b.port}",))
+    try:
+        config = tmp_path / "ssh_config"
+        config.write_text(
+            f"Host hop-a\n    HostName 127.0.0.1\n    Port {a.port}\n"
+            f"Host hop-b\n    HostName 127.0.0.1\n    Port {b.port}\n"
+            "Host app-chain\n    HostName 127.0.0.1\n    ProxyJump hop-a,hop-b\n"
+        )
+        known = tmp_path / "known_hosts"
+        known.write_text(
+            "".join(
+                host_key_line(sandbox, "127.0.0.1", port)
+                for port in (sandbox.spec.ssh_port, a.port, b.port)
+            )
+        )
+        text = env_text(sandbox, tmp_path).replace("  config: none\n", f"  config: {config}\n")
+        text = text.replace(f"known_hosts: {sandbox.known_hosts}", f"known_hosts: {known}")
+        for role in ("app: [127.0.0.1]", "migrate: 127.0.0.1", "db: 127.0.0.1"):
+            text = text.replace(f"  {role}\n", f"  {role.replace('127.0.0.1', 'app-chain')}\n")
+        before = (a.connections(), b.connections())
+        res = fab_status(sandbox, tmp_path, text)
+        after = (a.connections(), b.connections())
+    finally:
+        a.stop()
+        b.stop()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert after == (before[0] + 1, before[1] + 1), (before, after)
