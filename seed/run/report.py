@@ -208,7 +208,8 @@ class Output:
             def note(done: int) -> None:
                 rate = done / max(time.monotonic() - started, 1e-3)
                 of = f" of ~{human(total)}" if total and total >= done else ""
-                self._figure = f"{human(done)}{of} {what}, {human(rate)}/s"
+                over = f" (over the ~{human(total)} expected)" if total and done > total else ""
+                self._figure = f"{human(done)}{of} {what}{over}, {human(rate)}/s"
 
             try:
                 yield note
@@ -225,10 +226,14 @@ class Output:
             transient=True,
         )
         task = bar.add_task(what, total=total or None)
+        task_total = [total or 0]
 
         def advance(done: int) -> None:
-            if total and done > total:
-                bar.update(task, total=done)  # the estimate was low: a full bar, not 130 %
+            if task_total[0] and done > task_total[0]:
+                # the estimate was low: a new one, half again what is done (rich starts the
+                # task's rate over whenever its total changes: not on every update)
+                task_total[0] = int(done * 1.5)
+                bar.update(task, total=task_total[0])
             bar.update(task, completed=done)
 
         with bar:

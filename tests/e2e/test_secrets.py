@@ -1,6 +1,6 @@
 """Secrets a real team puts in its files, looked for everywhere (issue 22): the database
 passwords, an app.env value, a token in a hook, a token in the app.repo URL — each from
-`${VAR}`. A deploy, a deploy whose hook fails and prints its token, a rollback.
+`${VAR}`. A deploy, a rollback, a deploy whose hook fails and prints its token.
 
 Every command run is logged: on the hosts by an sshd whose `ForceCommand` records
 `$SSH_ORIGINAL_COMMAND` before running it, on the control machine by shims in front of
@@ -56,7 +56,7 @@ class Watched:
 
 @pytest.fixture(scope="module")
 def watched(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
-    deployment.reset()  # deploys v1 then v2, whatever another module left
+    deployment.reset()  # the first deploy, whatever another module left
     where = tmp_path_factory.mktemp("watched")
     proofs = where / "proofs"
     sb = deployment.sandbox
@@ -112,9 +112,8 @@ def scanned_files(dep: Deployment) -> Iterator[Path]:
 def test_secrets_from_variables_reach_no_command_line_file_or_output(watched: Watched) -> None:
     secrets = {**SECRETS, "db": watched.env["SEED_SCAN_DB_PASSWORD"]}
     secrets["admin"] = watched.env["SEED_SCAN_ADMIN_PASSWORD"]
-    for ref in ("v1", "v2"):
-        res = watched.fab("upgradedb", "--ref", ref)
-        assert res.returncode == 0, res.stdout + res.stderr
+    res = watched.fab("upgradedb", "--ref", "v2")
+    assert res.returncode == 0, res.stdout + res.stderr
     res = watched.fab("rollback")
     assert res.returncode == 0, res.stdout + res.stderr
     res = watched.fab("upgradedb", "--ref", "v2", SEED_SCAN_FAIL="1")
@@ -155,4 +154,5 @@ def test_secrets_from_variables_reach_no_command_line_file_or_output(watched: Wa
             continue
         hits.append(f"{sorted(set(found))} in {path} ({stat.S_IMODE(path.stat().st_mode):o})")
     assert not hits, "\n".join(hits)
-    assert any(a.endswith(".seed-env") for a in allowed), allowed  # the app got its settings
+    # the scan saw the records of the runs (reports, journal, lock, backups' manifests)
+    assert len(list(scanned_files(watched.dep))) > 50

@@ -182,6 +182,20 @@ def test_progress_figures_ride_on_the_heartbeat_in_a_ci_log() -> None:
     assert lines[-1].endswith("still running (0m00s)")
 
 
+def test_a_figure_past_a_low_estimate_says_so() -> None:
+    """The estimate comes from the last backup's compression ratio: a database that grew
+    with less compressible data dumps more. The line says so rather than "50 of ~40"."""
+    stream = io.StringIO()
+    out = Output("prod", Scrubber(), stream=stream, plain=True)
+    out.heartbeat = 0.05
+    report = RunRecord(environment="prod", command="t", deploy_id="x", kind="backup")
+    with out.step(report, "backup"), out.progress("dumped", 40_000_000) as progress:
+        progress(50_000_000)
+        time.sleep(0.12)
+    lines = [ln for ln in stream.getvalue().splitlines() if "still running" in ln]
+    assert "50.0 MB dumped (over the ~40.0 MB expected), " in lines[0], lines
+
+
 def test_throttled_measures_at_most_so_often_and_skips_nothing_to_say() -> None:
     figures = iter([None, 5, 7])
     seen: list[int] = []
