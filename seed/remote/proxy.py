@@ -39,6 +39,7 @@ class ShellProxy(paramiko.ProxyCommand):
         )
         self.timeout: float | None = None
         self._said: str | None = None  # stderr, kept when closed
+        self._stopped = False  # ended by close(), not by itself
 
     def recv(self, size: int) -> bytes:
         """Up to `size` bytes as soon as any arrive; b"" when the command has ended;
@@ -55,6 +56,7 @@ class ShellProxy(paramiko.ProxyCommand):
 
     def close(self) -> None:
         if self.process.poll() is None:
+            self._stopped = True
             with contextlib.suppress(ProcessLookupError):
                 self.process.terminate()
             try:
@@ -73,8 +75,11 @@ class ShellProxy(paramiko.ProxyCommand):
                 self._stderr.close()
 
     def ended(self) -> int | None:
-        """The command's exit status, None while it runs."""
-        return self.process.poll()
+        """The command's exit status when it ended by itself; None while it runs, and
+        when close() stopped it (paramiko closes the proxy as a handshake times out:
+        "exited -15" would hide that the command gave no banner)."""
+        status = self.process.poll()
+        return None if self._stopped else status
 
     def stderr_tail(self, lines: int = 3) -> str:
         """The last lines the command wrote to stderr, on one line."""
