@@ -41,6 +41,24 @@ def test_github_jobs_give_each_environment_its_variables() -> None:
     assert deploying == 3  # plan, staging, production
 
 
+def test_every_github_deploy_keeps_its_report_also_when_it_fails() -> None:
+    """A deploy that fails is the one whose report is wanted: each job that writes
+    --report uploads it after, `if: always()` (a failed step skips the next otherwise)."""
+    jobs: dict[str, list[dict[str, Any]]] = {}
+    for job, step in github_steps():
+        jobs.setdefault(job, []).append(step)
+    reporting = [
+        job for job, steps in jobs.items() if any("--report" in s.get("run", "") for s in steps)
+    ]
+    assert sorted(reporting) == ["production", "staging"]
+    for job in reporting:
+        steps = jobs[job]
+        at = next(i for i, s in enumerate(steps) if "--report seed-report.json" in s.get("run", ""))
+        keep = steps[at + 1]
+        assert keep["uses"].startswith("actions/upload-artifact@"), (job, keep)
+        assert keep["if"] == "always()" and keep["with"]["path"] == "seed-report.json", keep
+
+
 def test_the_github_example_is_what_seed_init_writes() -> None:
     template = resources.files("seed.config") / "templates" / "deploy" / "ci" / "github-actions.yml"
     shop = Project("shop", "git@github.com:acme/shop.git", "shopsite.settings")
