@@ -84,6 +84,15 @@ class Check:
     size: int = 0  # sample: how many rows
     compare: tuple[tuple[str, str], ...] = ()  # sample: (before column, after expression)
     source: str = ""  # the file it came from
+    required: bool = False  # a deploy may not skip it (online: makes the deploy maintenance)
+
+    @property
+    def holds_online(self) -> bool:
+        """Whether the check's verdict holds while the app writes (an online deploy): a
+        check of the database as it is (a value, rows, an invariant) does; one that compares
+        with the before-state (equals_before, delta, checksum, sample) does not, the app's
+        own writes would fail it (or hide what it looks for)."""
+        return not self.expect.needs_before
 
     @property
     def label(self) -> str:
@@ -185,6 +194,10 @@ class CheckParser:
         if when not in ("pre", "post"):
             self.errors.append(f"{where}.when: expected pre or post, got {when!r}")
             when = "post"
+        required = item.get("required", False)
+        if not isinstance(required, bool):
+            self.errors.append(f"{where}.required: expected true or false, got {required!r}")
+            required = False
         if kind in ("checksum", "sample"):
             if "expect" in item:
                 self.errors.append(f"{where}.expect: a {kind} check always compares with before")
@@ -197,7 +210,10 @@ class CheckParser:
             made = self.checksum(spec, where) if kind == "checksum" else self.sample(spec, where)
             if made is None or not name:
                 return None
-            return Check(name, when, "", Expectation("same"), kind=kind, source=source, **made)
+            return Check(
+                name, when, "", Expectation("same"), kind=kind, source=source,
+                required=required, **made,
+            )  # fmt: skip
         expect = self.expectation(item.get("expect", _MISSING), f"{where}.expect")
         query, table = self.query(item, kind, where)
         if expect is None or query is None or not name:
@@ -208,7 +224,9 @@ class CheckParser:
         if kind == "count" and expect.on_rows:
             self.errors.append(f"{where}.expect: a count check has one value, not rows")
             return None
-        return Check(name, when, query, expect, kind=kind, table=table, source=source)
+        return Check(
+            name, when, query, expect, kind=kind, table=table, source=source, required=required
+        )
 
     def query(self, item: dict[str, Any], kind: str, where: str) -> tuple[str | None, str | None]:
         if kind == "sql":

@@ -22,7 +22,8 @@ from seed.undo.reverse import METHODS
     help={
         "ref": "git branch, tag or sha to deploy (default: app.ref of the environment)",
         "resume": "finish a deploy that died after its post checks passed (switch, restart...)",
-        "mode": "code-only or maintenance: more safety than the plan chooses (never less)",
+        "mode": "code-only, online or maintenance: more safety than the plan chooses (never "
+        "less; a refusal says why)",
     }
 )
 @user_errors

@@ -164,11 +164,28 @@ def describe(data: dict[str, Any]) -> list[str]:
             f"  mode: code-only ({mode['why']}): the site keeps serving; hosts switched in "
             "batches, each drained, reloaded and health-checked; the database is not touched"
         )
+    elif mode["mode"] == "online":
+        lines.append(
+            f"  mode: online ({mode['why']}): the site keeps serving; verified backup while "
+            "it serves, migrate under lock_timeout while the old release serves, checks, hosts "
+            "switched in batches; undone by code back then reverse"
+        )
     else:
         lines.append(
             f"  mode: maintenance ({mode['why']}): writes stopped during the deploy, "
             "verified backup, migrate, checks"
         )
+    online = m.get("online") or {}
+    if m["to_apply"] and mode["mode"] != "online" and online.get("not_online"):
+        lines.append("  not online because:")
+        lines += [f"    - {reason}" for reason in online["not_online"]]
+    if mode["mode"] == "online" and online.get("skipped_checks"):
+        lines.append(
+            "  checks an online deploy skips (they compare with the before-state): "
+            + ", ".join(online["skipped_checks"])
+        )
+    for migration, reason in sorted((online.get("declared") or {}).items()):
+        lines.append(f"  declared online-safe: {migration} — {reason}")
     if not m["to_apply"]:
         lines.append("  migrations: none to apply")
     for step in m["steps"]:

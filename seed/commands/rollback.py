@@ -17,14 +17,15 @@ from seed.backup import restore as restorelib
 from seed.db import postgres as dblib
 from seed.deploy import release as rel
 from seed.deploy import rolling
-from seed.deploy.plan import CODE_ONLY
+from seed.deploy.plan import CODE_ONLY, ONLINE
 from seed.errors import HumanNeeded, PreflightFailed, SeedError, StepFailed
 from seed.journal import recovery
-from seed.journal.record import BackupRef, RollbackRecord, RunRecord
+from seed.journal.record import BACKUP, BackupRef, RollbackRecord, RunRecord
 from seed.remote.ssh import Remote
 from seed.run.context import RunContext
 from seed.run.operation import Operation
 from seed.undo import database as undo
+from seed.undo import online as onlinelib
 from seed.undo import reverse as reverselib
 
 
@@ -125,6 +126,15 @@ class Rollback(Operation):
             s.detail = f"undo {target.deploy_id} ({target.ref}, {(target.sha_after or '')[:12]})"
         if target.mode == CODE_ONLY:
             return self.undo_code_only(target)
+        if target.mode == ONLINE and self.method != "restore":
+            return self.undo_online(target, records)
+        if target.mode == ONLINE and not self.discard_writes:
+            raise PreflightFailed(
+                f"deploy {target.deploy_id} ran online: its backup was taken while the app "
+                "served, before the migrate, and the app kept writing since; restoring it loses "
+                "those writes, so --method restore needs --discard-writes (without --method, "
+                "the rollback reverses the migrations and keeps them)"
+            )
         with self.step("method") as s:
             method, why = self.choose_method(target, records)
             self.report.rollback = RollbackRecord(method, why)
@@ -234,6 +244,108 @@ class Rollback(Operation):
             "was not touched"
         )
 
+    def undo_online(self, target: RunRecord, records: list[RunRecord]) -> str:
+        """An online deploy: its code back host by host while the site serves, then its
+        migrations reversed with its own code and verified as an online reverse is
+        (seed.undo.online: schema, migration set, tables nobody wrote since). Values the
+        new release wrote into the added columns or tables would be dropped by the reverse:
+        refused (exit 4, nothing changed) unless --discard-writes."""
+        env, session = self.env, self.session
+        why = (
+            "an online deploy is undone by putting the code back, then reversing its "
+            "migrations (what the app wrote into the tables it had stays)"
+        )
+        with self.step("method") as s:
+            self.report.rollback = RollbackRecord("reverse", why, state=self.state)
+            s.detail = f"reverse: {why}"
+        newest = [
+            r
+            for r in records
+            if r.kind == "upgradedb" and r.outcome == "succeeded" and not r.rolled_back_by
+        ]
+        rid, before = target.release_after, target.before or {}
+        migrator = session.migrator
+        refusal = ""
+        if not newest or newest[-1].deploy_id != target.deploy_id:
+            refusal = "later deploys exist: only the newest deploy can be reversed"
+        elif "schema_sha256" not in before or target.online is None:
+            refusal = "the deploy recorded no schema fingerprint or online record"
+        elif not rid or not migrator.is_dir(self.at(migrator).release(rid)):
+            refusal = f"its release {rid} is gone from the migrate host"
+        if refusal:
+            raise PreflightFailed(
+                f"cannot reverse online deploy {target.deploy_id}: {refusal}; "
+                f"`fab {env.name} rollback --method restore --discard-writes` restores its "
+                "backup, losing what the app wrote since"
+            )
+        assert rid is not None
+        self.check_releases(target)
+        self.admin = session.connect(admin=True, app_name=self.app_name)
+        added = onlinelib.Added.from_json(target.online)
+        after_migrate = dict((target.online or {}).get("after_migrate") or {})
+
+        def written() -> dict[str, int]:
+            now = onlinelib.added_figures(self.admin, added)
+            return onlinelib.written_into(after_migrate, now)
+
+        with self.step("values written") as s:
+            found = written()
+            s.detail = onlinelib.listing(found) or "none: the reverse drops only what it added"
+            if found and not self.discard_writes:
+                raise PreflightFailed(
+                    f"the release of {target.deploy_id} wrote into what a reverse drops "
+                    f"({onlinelib.listing(found)}); --discard-writes reverses anyway, losing "
+                    "them; nothing was changed"
+                )
+        self.undoing = True
+        self.switch_back(None)
+        if not self.discard_writes:
+            with self.step("values written again") as s:
+                found = written()  # written after the check, before the code went back
+                if found:
+                    self.state["database"] = "expanded (not reversed); the previous release serves"
+                    self.fail(
+                        StepFailed(
+                            f"values were written while the code went back "
+                            f"({onlinelib.listing(found)}); rerun with --discard-writes"
+                        )
+                    )
+                s.detail = "none"
+        rp = reverselib.ReversePlan.from_json(target.reverse)
+        assert rp is not None
+        try:
+            with self.step("reverse migrations") as s, self.hooked("migrate", []):
+                reversal = undo.reverse(self, rid, rp)
+                self.report.rollback.output = reversal.output
+                s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
+            with self.step("verify reverse") as s:
+                since = next(r for r in target.counter_readings if r.event == BACKUP)
+                try:
+                    found_v = onlinelib.verify(self, before, reversal, since, properties=False)
+                except undo.ReverseNotVerified as exc:
+                    self.report.verification = exc.verification
+                    self.state["database"] = f"reversed but NOT verified: {exc}"
+                    raise
+                self.report.verification = found_v
+                n_written = len(found_v["written_since"])
+                self.state["database"] = (
+                    "migrations reversed; verified: schema, migration set and tables nobody "
+                    "wrote since as before"
+                    + (f"; {n_written} table(s) the app wrote kept as written" if n_written else "")
+                )
+                s.detail = self.state["database"]
+        except Exception as exc:
+            if self.state["database"] == "untouched":
+                self.state["database"] = "reverse FAILED part way"
+            self.fail(exc)
+        with self.step("remove undone release") as s:
+            s.detail = self.remove_release(rid)
+        return (
+            f"rolled back online deploy {target.deploy_id} ({target.ref}) while serving: code "
+            f"{self.state['code']}; database {self.state['database']}; downtime "
+            f"{self.availability.seconds():.1f} s"
+        )
+
     def switch_back(self, rid: str | None) -> list[Remote]:
         """Hosts not on their recorded previous release go back to it in batches
         (seed.deploy.rolling), then the undone release's folder goes. Returns the hosts switched."""
@@ -246,8 +358,9 @@ class Rollback(Operation):
         rolling.roll(self, hosts, lambda r: self.previous.get(r.label), "switch back")
         self.state["code"] = undo.code_text(self.previous)
         self.state["app"] = f"serving on {sum(1 for p in self.previous.values() if p)} host(s)"
-        with self.step("remove undone release") as s:
-            s.detail = self.remove_release(rid)
+        if rid is not None:  # (None: the caller still needs it, and removes it itself)
+            with self.step("remove undone release") as s:
+                s.detail = self.remove_release(rid)
         return hosts
 
     def execute(self, database: str = "restore") -> None:
@@ -368,6 +481,8 @@ class Rollback(Operation):
         try:
             if first.kind == "upgradedb" and first.record.mode == CODE_ONLY:
                 message = self.recover_code_only(first.record)
+            elif first.kind == "upgradedb" and first.record.mode == ONLINE:
+                message = self.recover_online(first.record)
             elif first.kind == "upgradedb":
                 message = self.recover_deploy(first.record)
             elif first.kind == "rollback" and first.record.target:
@@ -464,6 +579,80 @@ class Rollback(Operation):
         return (
             f"recovered interrupted code-only deploy {record.deploy_id} ({record.ref}): code "
             f"{self.state['code']}; the database was not touched"
+        )
+
+    def recover_online(self, record: RunRecord) -> str:
+        """An online deploy that died: the site served throughout, so the recovery does too.
+        Code back host by host (hosts it drained but did not switch go back into traffic),
+        INVALID indexes it left dropped, and the migrations it applied reversed with its own
+        code and verified as an online reverse (seed.undo.online); a reverse that would drop
+        values its release wrote needs --discard-writes."""
+        session = self.session
+        self.admin = session.connect(admin=True, app_name=self.app_name)
+        online = record.online or {}
+        with self.step("invalid indexes") as s:
+            app = session.connect(admin=False, app_name=self.app_name)
+            try:
+                before_invalid = list(online.get("invalid_indexes_before") or [])
+                dropped = onlinelib.drop_new_invalid(app, before_invalid) if online else []
+            finally:
+                app.close()
+            s.detail = f"dropped {', '.join(dropped)}" if dropped else "none left"
+        before = record.before
+        applied_before = set((before or {}).get("applied_migrations") or [])
+        now = [f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin)]
+        applied = [m for m in now if m not in applied_before] if before else []
+        if applied:
+            found = onlinelib.written_into(
+                dict(online.get("after_migrate") or {}),
+                onlinelib.added_figures(self.admin, onlinelib.Added.from_json(online)),
+            )
+            if found and online.get("after_migrate") is not None and not self.discard_writes:
+                raise PreflightFailed(
+                    f"deploy {record.deploy_id} died after its release served and wrote into "
+                    f"what a reverse drops ({onlinelib.listing(found)}); --discard-writes "
+                    "reverses anyway, losing them"
+                )
+        self.undoing = True
+        self.previous = dict(record.previous_releases or {})
+        switched = self.switch_back(None)
+        undrain = self.env.app.undrain
+        rest = [r for r in session.serving_remotes() if r not in switched]
+        if undrain and rest:
+            with self.step("undrain") as s:
+                self.on_hosts(
+                    rest,
+                    lambda r: rel.run_hook(
+                        r, self.at(r), undrain, f"undrain on {r.label}", rel.host_names(r)
+                    ),
+                    "undrain",
+                )
+                s.detail = ", ".join(r.label for r in rest)
+        rid = record.release_after
+        if applied:
+            rp = reverselib.ReversePlan.from_json(record.reverse)
+            if rp is None or not rid or before is None:
+                raise HumanNeeded(
+                    f"deploy {record.deploy_id} applied {', '.join(applied)} and recorded no "
+                    "reverse plan or release: a person must look"
+                )
+            with self.step("reverse migrations") as s, self.hooked("migrate", []):
+                reversal = undo.reverse(self, rid, rp)
+                s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
+            with self.step("verify reverse") as s:
+                since = next(r for r in record.counter_readings if r.event == BACKUP)
+                found_v = onlinelib.verify(self, before, reversal, since)
+                self.report.verification = found_v
+                s.detail = self.state["database"] = (
+                    "migrations reversed; verified as an online reverse"
+                )
+        else:
+            self.state["database"] = "not migrated by the interrupted deploy"
+        with self.step("remove undone release") as s:
+            s.detail = self.remove_release(rid)
+        return (
+            f"recovered interrupted online deploy {record.deploy_id} ({record.ref}) while "
+            f"serving: code {self.state['code']}; database {self.state['database']}"
         )
 
     def check_writes_since_deploy(self, record: RunRecord) -> None:

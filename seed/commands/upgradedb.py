@@ -14,6 +14,7 @@ import contextlib
 import posixpath
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,13 +28,14 @@ from seed.backup.verified import verified_backup
 from seed.checks import check as checklib
 from seed.checks import invariants
 from seed.checks import run as checkrun
+from seed.config.environment import Waiver
 from seed.db import postgres as dblib
 from seed.db.replication import refuse_if_replicated
 from seed.deploy import migrate as migratelib
 from seed.deploy import plan as deploy_plan
 from seed.deploy import release as rel
 from seed.deploy import rolling
-from seed.deploy.target import Target, fetch_target
+from seed.deploy.target import Target, fetch_target, release_checks, release_waivers
 from seed.errors import (
     Frozen,
     HumanNeeded,
@@ -47,6 +49,7 @@ from seed.errors import (
 )
 from seed.journal import recovery
 from seed.journal.record import (
+    BACKUP,
     FREEZE,
     BackupRef,
     Method,
@@ -62,6 +65,7 @@ from seed.run.context import RunContext
 from seed.run.operation import Operation
 from seed.run.report import iso, utcnow
 from seed.undo import database as undo
+from seed.undo import online as onlinelib
 from seed.undo import reverse as reverselib
 
 
@@ -108,6 +112,7 @@ class Upgrade(Operation):
         self.dump_expected: int | None = None  # the backup's likely size (pre-flight)
         self.database_size = 0
         self.rolling_back = RollbackRecord("")  # the automatic rollback's record (after_failure)
+        self.online_record: dict[str, Any] = {}  # an online deploy's (report.online)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -119,14 +124,11 @@ class Upgrade(Operation):
         self.report.ref = ref
         with self.step("resolve ref") as s:
             self.target = fetch_target(env, ref, self.local_root)
-            mirror, self.sha = self.target.mirror, self.target.sha
+            self.sha = self.target.sha
             self.archive, self.requirements = self.target.archive, self.target.requirements
-            repo_checks = checkrun.repo_checks(
-                rel.file_at(mirror, self.sha, checkrun.REPO_CHECKS),
-                f"{checkrun.REPO_CHECKS} at {ref} ({self.sha[:12]})",
-                env.checks,
+            self.checks = checkrun.CheckRun(
+                release_checks(env, self.target), env.db.statement_timeout
             )
-            self.checks = checkrun.CheckRun(env.checks + repo_checks, env.db.statement_timeout)
             self.rid = rel.release_id(self.sha, f"{utcnow():%Y%m%d%H%M%S}")
             self.report.sha_after = self.sha
             self.report.release_after = self.rid
@@ -147,6 +149,8 @@ class Upgrade(Operation):
             if self.code_only:
                 self.code_only_backup()
                 self.release_checks()
+            elif self.online:
+                self.online_backup()
             else:
                 self.freeze_and_back_up()
         except SeedError as exc:
@@ -161,6 +165,8 @@ class Upgrade(Operation):
             raise
         if self.code_only:
             return self.roll_out()
+        if self.online:
+            return self.online_apply()
         try:
             self.apply()
         except SeedError as exc:
@@ -185,6 +191,12 @@ class Upgrade(Operation):
         if not blocking:
             raise PreflightFailed(f"nothing to resume: no interrupted deploy of {self.env.name}")
         run = blocking[-1]
+        if run.record.mode == deploy_plan.ONLINE:
+            raise PreflightFailed(
+                f"cannot resume {run.id}: it was an online deploy; run `fab {self.env.name} "
+                "rollback` (code back, then its migrations reversed, while the site serves), "
+                "then deploy again"
+            )
         if run.record.mode == deploy_plan.CODE_ONLY:
             raise PreflightFailed(
                 f"cannot resume {run.id}: it was a code-only deploy (nothing migrated to keep); "
@@ -336,6 +348,8 @@ class Upgrade(Operation):
                 self.app_name,
                 with_sql=env.lint.enabled,
                 mode=self.opts.mode,
+                waivers=self.waivers(),
+                checks=self.checks.checks,
             )
             plan.refuse_unknown()
             self.plan = plan
@@ -382,19 +396,20 @@ class Upgrade(Operation):
                 s.detail += f", {len(self.checks.no_baseline)} without baseline"
         self.record()
 
+    def waivers(self) -> list[Waiver]:
+        """The environment file's lint waivers and the release's own (deploy/lint.yml)."""
+        if self.target is not None:  # the release's own file, from the local mirror: no SSH
+            return release_waivers(self.env, self.target)
+        migrator = self.session.migrator
+        path = posixpath.join(self.at(migrator).release(self.rid), lintlib.REPO_WAIVERS)
+        text = migrator.get_bytes(path) if migrator.exists(path) else None
+        return [*self.env.lint.waivers, *lintlib.repo_waivers(text, f"{path} on {migrator.label}")]
+
     def lint(self, plan: deploy_plan.DeployPlan) -> str:
         """The safety gate on the pending migrations; blocked → exit 4 (nothing changed).
         Returns its summary."""
-        env, target = self.env, self.target
-        if target is not None:  # the release's own file, from the local mirror: no SSH
-            text = rel.file_at(target.mirror, target.sha, lintlib.REPO_WAIVERS)
-            where = f"{lintlib.REPO_WAIVERS} at {target.ref} ({target.sha[:12]})"
-        else:
-            migrator = self.session.migrator
-            path = posixpath.join(self.at(migrator).release(self.rid), lintlib.REPO_WAIVERS)
-            text = migrator.get_bytes(path) if migrator.exists(path) else None
-            where = f"{path} on {migrator.label}"
-        waivers = [*env.lint.waivers, *lintlib.repo_waivers(text, where)]
+        env = self.env
+        waivers = self.waivers()
         result = lintlib.lint(
             plan.migrations,
             lintlib.table_rows(self.app),
@@ -784,67 +799,292 @@ class Upgrade(Operation):
         self.finish("rolled back", RolledBack.code, message)
         raise RolledBack(message)
 
+    # -- an online deploy (expand-only migrations): migrated while the old release serves ----
+
+    @property
+    def online(self) -> bool:
+        return self.plan is not None and self.plan.mode == deploy_plan.ONLINE
+
+    def online_backup(self) -> None:
+        """Before anything changes, while the site serves: the before-state and a verified
+        backup of one exported snapshot, the dump finished before migrate starts (pg_dump
+        holds ACCESS SHARE on every table until it ends: a migration's lock would queue
+        behind it, and the app's queries behind the migration). Checks that compare with
+        the before-state are skipped: the app's writes would fail them."""
+        assert self.plan is not None and self.plan.online is not None
+        for check in self.checks.checks:
+            if not check.holds_online:
+                self.checks.no_baseline[check.name] = (
+                    "skipped: an online deploy runs while the app writes, and this check "
+                    "compares with the before-state (`required: true` makes such a deploy "
+                    "maintenance)"
+                )
+        self.online_record = {
+            **self.plan.online.to_json(),
+            "invalid_indexes_before": onlinelib.invalid_indexes(self.app),
+        }
+        self.report.online = self.online_record
+        # the counters just before the snapshot: what is written after it is counted
+        undo.record_reading(self, BACKUP)
+        self.snapshot_and_back_up()
+        self.record()
+
+    def drop_new_invalid(self) -> list[str]:
+        """Indexes a failed CREATE INDEX CONCURRENTLY left INVALID, dropped (by the app's
+        role, which owns the tables its migrations changed)."""
+        before = list(self.online_record.get("invalid_indexes_before") or [])
+        conn = self.session.connect(admin=False, app_name=self.app_name)
+        try:
+            dropped = onlinelib.drop_new_invalid(conn, before)
+        finally:
+            conn.close()
+        if dropped:
+            self.out.detail(f"dropped INVALID index(es) left by a failed build: {dropped}")
+            self.online_record.setdefault("invalid_dropped", []).extend(dropped)
+        return dropped
+
+    def online_apply(self) -> str:
+        """migrate under lock_timeout while the old release serves, the post checks that hold
+        while the app writes, then every host switched in batches; a failure is undone by
+        `online_failure` (code back, then the migrations reversed), the site serving."""
+        env, session = self.env, self.session
+        serving = session.serving_remotes()
+        lock = threading.Lock()
+
+        def switched(remote: Remote) -> None:
+            with lock:
+                if remote not in self.switched:
+                    self.switched.append(remote)
+
+        try:
+            with self.step("migrate") as s:
+                try:
+                    s.detail = self.migrate(on_retry=self.drop_new_invalid)
+                except SeedError:
+                    self.drop_new_invalid()
+                    raise
+                s.detail += " while the site served"
+                added = onlinelib.Added.from_json(self.online_record)
+                self.online_record["after_migrate"] = onlinelib.added_figures(self.admin, added)
+                self.record()
+            with self.step("post checks") as s:
+                s.detail = self.post_checks()
+            rolling.roll(self, serving, lambda r: self.rid, "switch", switched)
+            self.restarted = True
+        except SeedError as exc:
+            self.online_failure(exc)
+        except Exception as exc:  # a lost connection, a driver error: undo all the same
+            self.online_failure(StepFailed(f"{type(exc).__name__}: {exc}"))
+        self.tidy_up()
+        self.report.state = {
+            "code": f"current is {self.rid}",
+            "database": f"migrated online ({len(self.migrations.applied)} applied)",
+            "app": f"serving {self.rid} on {len(serving)} host(s)",
+        }
+        groups = len(rolling.batches(serving, env.app.batch_size(len(serving))))
+        n_checks = sum(1 for c in self.report.checks if c["passed"] and not c["skipped"])
+        skipped = sum(1 for c in self.report.checks if c["skipped"])
+        backup = self.backup.id if self.backup else "?"
+        return (
+            f"deployed {self.ref} ({self.sha[:12]}) to {env.name}: online, "
+            f"{len(self.migrations.applied)} migration(s) applied while serving, "
+            f"{len(serving)} host(s) in {groups} batch(es), downtime "
+            f"{self.availability.seconds():.1f} s, {n_checks} check(s) passed"
+            + (f" ({skipped} skipped: they compare with before)" if skipped else "")
+            + f", backup {backup}"
+        )
+
+    def online_failure(self, exc: SeedError) -> NoReturn:
+        """An online deploy failed: the hosts it switched go back (drain, switch, reload,
+        health, undrain: the site serves throughout), INVALID indexes it left are dropped,
+        and its migrations are reversed with its own code, then verified (seed.undo.online).
+        A reverse that would drop values the new release wrote into the added columns or
+        tables stops before it (exit 6: the old release serves on the expanded schema; `fab
+        <env> rollback --discard-writes` finishes). Never a restore: the backup predates the
+        migrate, and the app kept writing. Exit 5 when verified."""
+        ref, cause = self.ref, self.failure_cause(exc)
+        self.out.line(f"deploy of {ref} failed at {cause}; undoing while serving", style="bold red")
+        applied = list(self.migrations.applied)
+        self.state = {
+            "database": f"migrated ({len(applied)} applied)" if applied else "not migrated",
+            "code": f"{len(self.switched)} host(s) switched to {self.rid}",
+            "app": "serving",
+        }
+        self.report.state = self.state
+        self.rolling_back = RollbackRecord(
+            "reverse",
+            "an online deploy is undone by reversing its migrations (a restore would lose what "
+            "the app wrote meanwhile)",
+            state=self.state,
+        )
+        self.report.rollback = self.rolling_back
+        self.direction = "rollback"
+        self.undoing = True
+        try:
+            if not self.session.alive():
+                with self.step("rollback: reconnect") as s:
+                    s.detail = self.recover_connections()
+            hosts = list(reversed(self.switched))
+            if hosts:
+                rolling.roll(self, hosts, lambda r: self.previous.get(r.label), "rollback: switch")
+            self.state["code"] = undo.code_text(self.previous)
+            self.state["app"] = "serving the previous release"
+            with self.step("rollback: invalid indexes") as s:
+                dropped = self.drop_new_invalid()
+                s.detail = f"dropped {', '.join(dropped)}" if dropped else "none left"
+            self.reverse_online(served=bool(hosts))
+            with self.step("rollback: remove release") as s:
+                removed = undo.remove_release(self, self.rid, self.uploaded)
+                s.detail = f"removed from {removed} host(s)"
+        except StoppedForWrites as err:
+            self.rollback_failed(f"deploy of {ref} failed at {cause}; NOT fully undone: {err}")
+        except Exception as err:
+            self.rollback_failed(
+                f"deploy of {ref} failed at {cause}; UNDO FAILED: {err}. "
+                f"Database: {self.state['database']}. Code: {self.state['code']}. "
+                f"App: {self.state['app']}. Backup: {self._backup_text()} (restoring it loses "
+                "what the app wrote since: --discard-writes)"
+            )
+        down = self.availability.seconds()
+        message = (
+            f"deploy of {ref} failed at {cause}; undone while serving (downtime {down:.1f} s): "
+            f"code back, {self.state['database']}"
+        )
+        self.finish("rolled back", RolledBack.code, message)
+        raise RolledBack(message)
+
+    def reverse_online(self, served: bool) -> None:
+        """The online deploy's migrations reversed with its code and verified (the state's
+        `database` says how); StoppedForWrites when `served` (the new release answered
+        requests) and it wrote into what the reverse would drop."""
+        rp = self.reverse_plan
+        assert rp is not None
+        if served:
+            with self.step("rollback: values written") as s:
+                added = onlinelib.Added.from_json(self.online_record)
+                now = onlinelib.added_figures(self.admin, added)
+                found = onlinelib.written_into(self.online_record.get("after_migrate") or {}, now)
+                if found:
+                    self.state["database"] = (
+                        "expanded (migrations applied, not reversed); the previous release "
+                        "serves on it"
+                    )
+                    self.rolling_back.stopped_for_writes = True
+                    raise StoppedForWrites(
+                        f"the new release wrote into what a reverse would drop "
+                        f"({onlinelib.listing(found)}); the previous release serves on the "
+                        f"expanded schema. Reverse anyway, losing them: `fab {self.env.name} "
+                        "rollback --discard-writes`; or deploy again"
+                    )
+                s.detail = "none: the reverse drops only what the migrations added"
+        before = set(self.before["applied_migrations"])
+        applied = [f"{a}.{n}" for a, n in dblib.applied_migrations(self.admin)]
+        applied = [m for m in applied if m not in before]  # (a lost link: the record may lag)
+        with self.step("rollback: reverse migrations") as s, self.hooked("migrate", []):
+            if applied:
+                reversal = undo.reverse(self, self.rid, rp)
+                self.rolling_back.output = reversal.output
+                s.detail = ", ".join(f"{a} → {t}" for a, t in sorted(rp.targets.items()))
+            else:
+                reversal = undo.Reversal("", {})
+                s.outcome, s.detail = "skipped", "no migration was applied"
+            self.state["database"] = "reversed (not verified yet)"
+        with self.step("rollback: verify reverse") as s:
+            since = next(r for r in self.report.counter_readings if r.event == BACKUP)
+            try:
+                verified = onlinelib.verify(self, self.before, reversal, since)
+            except undo.ReverseNotVerified as exc:
+                self.rolling_back.verification = exc.verification
+                self.state["database"] = f"reversed but NOT verified: {exc}"
+                raise
+            self.rolling_back.verification = verified
+            written = verified["written_since"]
+            self.state["database"] = (
+                "migrations reversed; verified: schema, migration set and "
+                f"{verified['tables'] - len(written)} table(s) nobody wrote since equal to the "
+                "before-state"
+                + (f"; {len(written)} table(s) the app wrote kept as written" if written else "")
+            )
+            s.detail = self.state["database"]
+
     # -- changing things --------------------------------------------------------------------
 
     def apply(self) -> None:
-        env, session = self.env, self.session
         with self.step("migrate") as s:
-            self.run_hooks("before", "migrate", [])
-            outcome = migratelib.apply_migrations(
-                env,
-                session.migrator,
-                self.at(session.migrator),
-                self.at(session.migrator).release(self.rid),
-                self.job_dir("migrate"),
-                self.app_name,
-                on_output=self.out.detail,
-                on_start=self.track_migrate_job,
-                on_lost=self.reconnect_all,
-            )
-            self.migrations.output = self.scrub(outcome.output)
-            self.migrations.attempts = outcome.attempts
-            after = dblib.applied_migrations(self.admin)
-            before = set(self.before["applied_migrations"])
-            newly = [f"{a}.{n}" for a, n in after if f"{a}.{n}" not in before]
-            self.migrations.applied = newly
-            if outcome.exit_code != 0:
-                last = [ln for ln in outcome.output.strip().splitlines() if ln.strip()]
-                raise RemoteError(
-                    f"migrate failed (exit {outcome.exit_code}) after applying "
-                    f"{len(newly)} migration(s): {last[-1] if last else ''}"
-                )
-            self.run_hooks("after", "migrate", [])
-            s.detail = f"{len(newly)} applied"
+            s.detail = self.migrate()
         with self.step("post checks") as s:
-            first = len(self.checks.results)
-            self.checks.after_state(self.app)
-            self.checks.add(
-                invariants.database_invariants(self.app, env.invariants, env.db.statement_timeout)
-            )
-            self.checks.add(
-                invariants.django_invariants(
-                    env,
-                    session.migrator,
-                    self.at(self.session.migrator).release(self.rid),
-                    rel.release_env(self.at(self.session.migrator).release(self.rid)),
-                    env.invariants,
-                    self.app_name,
-                )
-            )
-            failure = self.report_checks(first, "post")
-            self.report.after_checks = self.checks.after_values()
-            if failure:
-                raise StepFailed(failure)
-            done = [c for c in self.report.checks if c["when"] == "post"]
-            errors = sum(1 for c in done if c.get("outcome") == "error")
-            skipped = sum(1 for c in done if c["skipped"]) - errors
-            s.detail = f"{len(done) - skipped - errors} passed"
-            s.detail += (f", {skipped} skipped" if skipped else "") + (
-                f", {errors} could not run (invariants.on_error: warn)" if errors else ""
-            )
+            s.detail = self.post_checks()
             # writes from here on are the app's (a restore must not silently discard them)
             self.hand_over()
         self.apply_code()
+
+    def migrate(self, on_retry: Callable[[], object] | None = None) -> str:
+        """`manage.py migrate` as a remote job under lock_timeout with bounded retries
+        (`on_retry` runs before each retry), with the migrate hooks; the report's
+        migrations updated. Returns the step's detail."""
+        env, session = self.env, self.session
+        self.run_hooks("before", "migrate", [])
+        outcome = migratelib.apply_migrations(
+            env,
+            session.migrator,
+            self.at(session.migrator),
+            self.at(session.migrator).release(self.rid),
+            self.job_dir("migrate"),
+            self.app_name,
+            on_output=self.out.detail,
+            on_start=self.track_migrate_job,
+            on_lost=self.reconnect_all,
+            on_retry=on_retry,
+        )
+        self.migrations.output = self.scrub(outcome.output)
+        self.migrations.attempts = outcome.attempts
+        after = dblib.applied_migrations(self.admin)
+        before = set(self.before["applied_migrations"])
+        newly = [f"{a}.{n}" for a, n in after if f"{a}.{n}" not in before]
+        self.migrations.applied = newly
+        if outcome.exit_code != 0:
+            last = [ln for ln in outcome.output.strip().splitlines() if ln.strip()]
+            raise RemoteError(
+                f"migrate failed (exit {outcome.exit_code}) after applying "
+                f"{len(newly)} migration(s): {last[-1] if last else ''}"
+            )
+        self.run_hooks("after", "migrate", [])
+        tries = f" in {outcome.attempts} attempts (lock timeouts)" if outcome.attempts > 1 else ""
+        return f"{len(newly)} applied{tries}"
+
+    def post_checks(self) -> str:
+        """The post checks (against the before-state's baselines; those without one are
+        skipped), the database and Django invariants; StepFailed naming the first failure.
+        Returns the step's detail."""
+        env, session = self.env, self.session
+        first = len(self.checks.results)
+        self.checks.after_state(self.app)
+        self.checks.add(
+            invariants.database_invariants(self.app, env.invariants, env.db.statement_timeout)
+        )
+        self.checks.add(
+            invariants.django_invariants(
+                env,
+                session.migrator,
+                self.at(self.session.migrator).release(self.rid),
+                rel.release_env(self.at(self.session.migrator).release(self.rid)),
+                env.invariants,
+                self.app_name,
+            )
+        )
+        failure = self.report_checks(first, "post")
+        self.report.after_checks = self.checks.after_values()
+        if failure:
+            raise StepFailed(failure)
+        done = [c for c in self.report.checks if c["when"] == "post"]
+        errors = sum(1 for c in done if c.get("outcome") == "error")
+        skipped = sum(1 for c in done if c["skipped"]) - errors
+        detail = f"{len(done) - skipped - errors} passed"
+        return (
+            detail
+            + (f", {skipped} skipped" if skipped else "")
+            + (f", {errors} could not run (invariants.on_error: warn)" if errors else "")
+        )
 
     def apply_code(self) -> None:
         """The migrated database passed its checks: switch, restart, health, maintenance off,

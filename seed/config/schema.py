@@ -131,6 +131,12 @@ CHECK = _obj(
     {
         "name": _s("unique name, shown in reports"),
         "when": _s("pre: in the before-state; post (default): after migrate", enum=["pre", "post"]),
+        "required": {
+            "type": "boolean",
+            "default": False,
+            "description": "the deploy may not skip this check: one that cannot run while the "
+            "app writes (it compares with before) makes the deploy maintenance, not online",
+        },
         "sql": _s("a read-only query; its first value (or its rows) is checked"),
         "count": {
             "description": "count(*) of a table, or of a query's rows",
@@ -546,9 +552,11 @@ ENVIRONMENT = _obj(
             {
                 "mode": _s(
                     "auto (default): code-only when no migration is pending (no maintenance, "
-                    "hosts switched in batches), maintenance otherwise; maintenance: always "
-                    "(a mode with less safety than the plan's is refused)",
-                    enum=["auto", "code-only", "maintenance"],
+                    "hosts switched in batches), online when every pending migration is "
+                    "expand-only and exactly reversible (migrated while the site serves), "
+                    "maintenance otherwise; online or maintenance: at least that much safety "
+                    "(a mode with less safety than the plan's is refused, with the reason)",
+                    enum=["auto", "code-only", "online", "maintenance"],
                     default="auto",
                 )
             },

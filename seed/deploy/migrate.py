@@ -99,10 +99,13 @@ def apply_migrations(
     on_start: Callable[[RemoteJob], None] | None = None,
     on_lost: Callable[[], None] | None = None,
     targets: dict[str, str] | None = None,
+    on_retry: Callable[[], object] | None = None,
 ) -> MigrateOutcome:
-    """`manage.py migrate --noinput` as a remote job with lock_timeout and bounded retries;
-    with `targets` (app -> migration or `zero`), `migrate <app> <target>` per app instead:
-    the reverse of a deploy, run with its (new) code.
+    """`manage.py migrate --noinput` as a remote job with lock_timeout and bounded retries
+    (`on_retry` runs before each retry: e.g. dropping the INVALID index a timed-out
+    CREATE INDEX CONCURRENTLY left, which would make the retry fail); with `targets` (app
+    -> migration or `zero`), `migrate <app> <target>` per app instead: the reverse of a
+    deploy, run with its (new) code.
 
     Each Django migration on PostgreSQL is its own transaction, so retrying after a
     lock timeout continues where the failed attempt stopped.
@@ -129,9 +132,11 @@ def apply_migrations(
             on_start(job)
         code, out = job.wait(on_output=on_output, timeout=None, on_lost=on_lost)
         output.append(out)
-        if code == 0 or "lock timeout" not in out:
+        if code == 0 or "lock timeout" not in out or attempts > env.db.lock_retries:
             break
         time.sleep(min(2**attempts, 10))
+        if on_retry is not None:
+            on_retry()
     return MigrateOutcome(code, "".join(output), attempts, time.monotonic() - started)
 
 

@@ -10,10 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from seed.config.environment import Environment
+from seed.checks import run as checkrun
+from seed.checks.spec import Check
+from seed.config.environment import Environment, Waiver
 from seed.deploy import release as rel
 from seed.deploy.plan import DeployPlan, plan_deploy
 from seed.errors import SeedError
+from seed.rehearse import lint as lintlib
 from seed.remote.session import Session
 from seed.remote.ssh import q
 from seed.run.report import utcnow
@@ -39,6 +42,22 @@ def fetch_target(env: Environment, ref: str | None, local_root: Path) -> Target:
     archive = rel.build_archive(mirror, sha, local_root / "cache" / "archives", env.app.root)
     requirements = rel.requirements_of(mirror, sha, ref, env.app.root)
     return Target(ref, mirror, sha, archive, requirements)
+
+
+def release_waivers(env: Environment, target: Target) -> list[Waiver]:
+    """The lint waivers that apply to the target: the environment file's and the release's
+    own `deploy/lint.yml` (read from the local mirror: no SSH)."""
+    text = rel.file_at(target.mirror, target.sha, lintlib.REPO_WAIVERS)
+    where = f"{lintlib.REPO_WAIVERS} at {target.ref} ({target.sha[:12]})"
+    return [*env.lint.waivers, *lintlib.repo_waivers(text, where)]
+
+
+def release_checks(env: Environment, target: Target) -> tuple[Check, ...]:
+    """The checks a deploy of the target runs: the environment file's and the release's own
+    `deploy/checks.yml`."""
+    text = rel.file_at(target.mirror, target.sha, checkrun.REPO_CHECKS)
+    where = f"{checkrun.REPO_CHECKS} at {target.ref} ({target.sha[:12]})"
+    return env.checks + checkrun.repo_checks(text, where, env.checks)
 
 
 @dataclass
@@ -96,6 +115,14 @@ def target_plan(
     host); and which venv it used."""
     with target_release(env, session, layout, target) as unpacked:
         plan = plan_deploy(
-            session.migrator, unpacked.layout, unpacked.path, env, app_name, with_sql, mode
+            session.migrator,
+            unpacked.layout,
+            unpacked.path,
+            env,
+            app_name,
+            with_sql,
+            mode,
+            waivers=release_waivers(env, target),
+            checks=release_checks(env, target),
         )
     return plan, unpacked.venv

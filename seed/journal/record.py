@@ -325,8 +325,11 @@ class RunRecord:
     recovered_by: str | None = None  # a run that died: the run that recovered it
     rolled_back_by: str | None = None  # a deploy: the rollback that undid it
     # -- what a deploy (and a rehearsal) works on
-    mode: str | None = None  # upgradedb: code-only | maintenance (seed.deploy.plan)
+    mode: str | None = None  # upgradedb: code-only | online | maintenance (seed.deploy.plan)
     mode_why: str | None = None
+    # an online deploy: what it adds (seed.deploy.online), the indexes invalid before it, the
+    # added columns' and tables' figures right after its migrate (seed.undo.online)
+    online: dict[str, Any] | None = None
     downtime_seconds: float | None = None  # the site had no serving host (seed.deploy.availability)
     downtime: list[dict[str, Any]] | None = None  # those intervals: {from, to, seconds}
     ref: str | None = None
@@ -452,6 +455,7 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
     "reverse": _dict,
     "rollback_plan": Method.from_json,
     "lint": _dict,
+    "online": _dict,
     "before": _dict,
     "backup": BackupRef.from_json,
     "snapshot": Snapshot.from_json,

@@ -33,7 +33,10 @@ ADDITIVE = {
     "CreateModel",
     "AddField",
     "AddIndex",
+    "AddIndexConcurrently",  # the reverse drops it (concurrently)
     "AddConstraint",
+    "AddConstraintNotValid",
+    "ValidateConstraint",  # changes no data; its reverse does nothing, exactly
     "AlterModelOptions",
     "AlterModelManagers",
     "AlterModelTable",

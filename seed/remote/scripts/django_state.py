@@ -41,6 +41,7 @@ def main() -> int:
                         "reversible": bool(getattr(op, "reversible", True)),
                         "reverse_noop": reverse_is_noop(op),
                         "tables": tables_of(loader, migration, op),
+                        **online_facts(op),
                     }
                 )
             entry = {
@@ -101,6 +102,64 @@ def source_of(migration: Any) -> dict[str, Any]:
         if line is not None:
             start = line + 1
     return {"file": os.path.relpath(path), "op_lines": found}
+
+
+def online_facts(op: Any) -> dict[str, Any]:
+    """What decides whether the operation may run while the old release serves
+    (seed.deploy.online): an added field's column, nullability, default, index and key
+    constraint; the index or constraint an operation adds; a SeparateDatabaseAndState's
+    database operations. Defensive: an attribute an older Django lacks reads as absent."""
+    kind = type(op).__name__
+    out: dict[str, Any] = {}
+    try:
+        if kind == "AddField":
+            field = op.field.clone()
+            field.set_attributes_from_name(op.name)  # its column (a key: <name>_id)
+            out["field"] = field_facts(field)
+        elif kind in ("AddIndex", "AddIndexConcurrently", "RemoveIndexConcurrently"):
+            index = getattr(op, "index", None)
+            out["index"] = getattr(index, "name", None) or getattr(op, "name", None)
+        elif kind in ("AddConstraint", "AddConstraintNotValid"):
+            out["constraint"] = getattr(getattr(op, "constraint", None), "name", None)
+        elif kind == "ValidateConstraint":
+            out["constraint"] = getattr(op, "name", None)
+        elif kind == "SeparateDatabaseAndState":
+            out["database_operations"] = len(getattr(op, "database_operations", []) or [])
+    except Exception as exc:  # facts unknown: the operation does not qualify
+        out["facts_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def field_facts(field: Any) -> dict[str, Any]:
+    from django.db.models import NOT_PROVIDED, Value
+
+    db_default = getattr(field, "db_default", NOT_PROVIDED)
+    if db_default is NOT_PROVIDED:
+        kind = "none"
+    elif isinstance(db_default, Value) or not hasattr(db_default, "resolve_expression"):
+        kind = "constant"
+    else:
+        kind = "expression"
+    relation = bool(getattr(field, "is_relation", False))
+    many_to_many = bool(getattr(field, "many_to_many", False))
+    return {
+        "column": getattr(field, "column", None) or getattr(field, "name", None),
+        "null": bool(getattr(field, "null", False)),
+        "db_default": kind,
+        "db_default_sql": None if kind == "none" else repr(db_default),
+        "index": bool(
+            getattr(field, "db_index", False)
+            or getattr(field, "unique", False)
+            or getattr(field, "primary_key", False)
+        )
+        and not many_to_many,
+        "unique": bool(getattr(field, "unique", False)),
+        "fk_constraint": relation
+        and not many_to_many
+        and bool(getattr(field, "db_constraint", False)),
+        "many_to_many": many_to_many,
+        "has_python_default": getattr(field, "default", NOT_PROVIDED) is not NOT_PROVIDED,
+    }
 
 
 def reverse_is_noop(op: Any) -> bool:

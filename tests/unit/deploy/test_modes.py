@@ -10,14 +10,37 @@ import pytest
 
 from seed.config.environment import AppConfig
 from seed.deploy.availability import Availability
-from seed.deploy.plan import CODE_ONLY, MAINTENANCE, choose_mode
+from seed.deploy.plan import CODE_ONLY, MAINTENANCE, ONLINE, choose_mode
 from seed.deploy.rolling import batches
 from seed.errors import PreflightFailed
 
 
 def test_the_plan_chooses_code_only_without_a_pending_migration() -> None:
     assert choose_mode([], "auto", None) == (CODE_ONLY, "no migration pending")
-    assert choose_mode(["shop.0002_x"], "auto", None) == (MAINTENANCE, "1 migration(s) pending")
+    assert choose_mode(["shop.0002_x"], "auto", None, ["RemoveField x"]) == (
+        MAINTENANCE,
+        "1 migration(s) pending; not online: RemoveField x",
+    )
+
+
+def test_the_plan_chooses_online_when_nothing_is_against_it() -> None:
+    assert choose_mode(["shop.0002_x", "shop.0003_y"], "auto", None, []) == (
+        ONLINE,
+        "2 migration(s) pending, all expand-only",
+    )
+    mode, why = choose_mode(["shop.0002_x"], "auto", None, ["a", "b", "c"])
+    assert mode == MAINTENANCE and why.endswith("not online: a (+2 more)")
+    # not assessed (a caller that did not ask): never online
+    assert choose_mode(["shop.0002_x"], "auto", None)[0] == MAINTENANCE
+    # online asked for a deploy that does not qualify: refused with the reason
+    with pytest.raises(PreflightFailed, match=r"--mode online refused: .*not online: RemoveField"):
+        choose_mode(["shop.0002_x"], "auto", "online", ["RemoveField in shop.0002_x"])
+    # online or maintenance asked where online qualifies: at least that safe
+    assert choose_mode(["shop.0002_x"], "auto", "online", [])[0] == ONLINE
+    assert choose_mode(["shop.0002_x"], "online", "maintenance", [])[0] == MAINTENANCE
+    assert choose_mode([], "auto", "online", [])[0] == ONLINE  # a backup while serving
+    with pytest.raises(PreflightFailed, match=r"--mode online refused"):
+        choose_mode(["shop.0002_x"], "maintenance", "online", [])
 
 
 def test_a_mode_may_be_raised_never_lowered() -> None:
@@ -31,8 +54,8 @@ def test_a_mode_may_be_raised_never_lowered() -> None:
     # --mode cannot lower what deploy.mode raised
     with pytest.raises(PreflightFailed, match=r"--mode code-only refused"):
         choose_mode([], "maintenance", "code-only")
-    with pytest.raises(PreflightFailed, match=r"--mode online: not a mode"):
-        choose_mode([], "auto", "online")
+    with pytest.raises(PreflightFailed, match=r"--mode blue-green: not a mode"):
+        choose_mode([], "auto", "blue-green")
 
 
 def app(batch: str) -> AppConfig:
