@@ -430,9 +430,11 @@ def test_deploy_modes_and_rolling_settings(tmp_path: Path) -> None:
     assert (env.deploy_mode, env.app.rolling_batch) == ("maintenance", "50%")
     assert env.app.reload == "current/deploy/appctl reload"
     assert env.app.health is not None and env.app.health.release_header == "X-Release"
-    text = edit(LOCAL, "  mode: auto", "  mode: online")
-    assert "deploy.mode: expected one of auto, code-only, maintenance, got 'online'" in problems(
-        tmp_path, text
+    assert load(tmp_path, edit(LOCAL, "  mode: auto", "  mode: online")).deploy_mode == "online"
+    text = edit(LOCAL, "  mode: auto", "  mode: blue-green")
+    assert (
+        "deploy.mode: expected one of auto, code-only, online, maintenance, got 'blue-green'"
+        in problems(tmp_path, text)
     )
     for bad in ("0", "150%", "two"):
         text = edit(LOCAL, "  rolling: {batch: 1} ", f"  rolling: {{batch: {bad}}} ")

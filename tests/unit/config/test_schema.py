@@ -90,7 +90,7 @@ BROKEN = [
     ("protected", "yes", "protected: expected true or false", "is not valid under any"),
     ("db.port", "abc", "db.port: expected an integer", "is not valid under any"),
     ("app.settings", None, "app.settings: required", "'settings' is a required property"),
-    ("deploy.mode", "online", "deploy.mode: expected one of auto, code-only", "is not one of"),
+    ("deploy.mode", "blue-green", "deploy.mode: expected one of auto, code-only", "is not one of"),
     ("hooks.timeout", -1, "hooks.timeout: expected a positive number", "is not valid under"),
 ]
 

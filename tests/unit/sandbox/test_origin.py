@@ -31,8 +31,14 @@ TAGS = [
     "rewrite",
     "broken",
     "thirdparty",
+    "expand",
+    "contract",
 ]
-PARENTS = {"v1": None, "v2": "v1", "v3": "v2", "v4": "v3"} | {t: "v2" for t in TAGS[4:]}
+PARENTS = (
+    {"v1": None, "v2": "v1", "v3": "v2", "v4": "v3"}
+    | {t: "v2" for t in TAGS[4:]}
+    | {"contract": "expand"}
+)
 
 
 def git(repo: Path, *args: str) -> str:
