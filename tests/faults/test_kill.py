@@ -206,3 +206,28 @@ def test_sigkill_during_a_code_only_deploy(at_v2: Deployment) -> None:
     MATRIX.append(
         Row("SIGKILL fab as a code-only switch starts", "old state, verified", elapsed, "rollback")
     )
+
+
+def test_sigkill_during_an_online_deploy(at_v2: Deployment) -> None:
+    """An online deploy (`expand`: a column and a concurrently built index on orders) dies
+    right after its migrate: `--resume` is refused, and `rollback` recovers the way the
+    deploy would have undone itself — no maintenance, the code put back (nothing switched
+    yet), the migrations reversed with the dead deploy's code and verified."""
+    before = whole_state(at_v2)
+    before["figures"].pop("public.django_migrations")  # (reversed: the same set, new ids)
+    killed_at(at_v2, "after migrate", "upgradedb", "--ref", "expand")
+    started = time.monotonic()
+    resumed = at_v2.fab("local", "upgradedb", "--resume")
+    assert resumed.returncode == 4 and "online deploy" in resumed.stderr, resumed.stderr
+    res = at_v2.fab("local", "rollback", "--wait", "120")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "recovered interrupted online deploy" in res.stderr
+    elapsed = time.monotonic() - started
+    assert "maintenance on" not in res.stderr
+    after = whole_state(at_v2)
+    after["figures"].pop("public.django_migrations")
+    assert after == before
+    assert lock_is_free(at_v2)
+    MATRIX.append(
+        Row("SIGKILL fab after an online migrate", "old state, verified", elapsed, "rollback")
+    )
