@@ -622,3 +622,19 @@ def test_last_after_state() -> None:
     assert last_after_state([*deploys, failed_rollback]) == ("v2", {"x": 2})
     restore = RunRecord(deploy_id="s", kind="restore", outcome="succeeded")
     assert last_after_state([*deploys, restore]) == (None, {})
+
+
+def test_each_kind_says_whether_it_holds_while_the_app_writes() -> None:
+    """An online deploy runs the checks whose verdict holds under concurrent writes and
+    skips those comparing with before, unless `required` (then it is a maintenance deploy)."""
+    value, delta, checksum, sample = parse(
+        {"name": "v", "sql": "select 0", "expect": 0, "required": True},
+        {"name": "d", "count": "shop_order", "expect": {"delta": 0}},
+        {"name": "c", "checksum": {"table": "shop_order"}},
+        {"name": "s", "sample": {"table": "shop_customer", "compare": ["email"]}},
+    )
+    assert value.holds_online and value.required
+    assert not any(c.holds_online or c.required for c in (delta, checksum, sample))
+    errors: list[str] = []
+    CheckParser(errors).checks([{"name": "x", "sql": "select 0", "expect": 0, "required": "yes"}])
+    assert errors == ["checks[x].required: expected true or false, got 'yes'"]

@@ -109,3 +109,24 @@ def test_non_atomic_migrations_only_with_concurrent_index_builds() -> None:
 def test_an_empty_plan_is_not_an_online_deploy() -> None:
     q = qualify([], [])
     assert not q.ok and "code-only" in q.reasons[0]
+
+
+def test_a_required_check_that_compares_with_before_keeps_a_deploy_out_of_online() -> None:
+    from seed.checks.spec import Check, Expectation
+    from seed.deploy.online import Qualification
+    from seed.deploy.plan import online_obstacles
+    from seed.undo.reverse import ReversePlan
+
+    ok, rp = Qualification(ok=True), ReversePlan(True, True, "additive")
+    same = Check("orders unchanged", "post", "", Expectation("same"), kind="checksum")
+    absolute = Check("no orphans", "post", "select 1", Expectation("zero_rows"), required=True)
+    assert not same.holds_online and absolute.holds_online
+    assert online_obstacles(ok, rp, "auto", [same, absolute]) == []  # skipped, not required
+    required = Check(
+        "orders unchanged", "post", "", Expectation("same"), kind="checksum", required=True
+    )
+    found = online_obstacles(ok, rp, "auto", [required])
+    assert len(found) == 1 and "check 'orders unchanged' is required" in found[0]
+    assert "rollback.method is restore" in online_obstacles(ok, rp, "restore", [])[0]
+    blocked = ReversePlan(False, False, "RemoveField in shop.0005 destroys data")
+    assert "cannot be reversed exactly" in online_obstacles(ok, blocked, "auto", [])[0]
