@@ -1001,7 +1001,7 @@ class Upgrade(Operation):
             written = verified["written_since"]
             self.state["database"] = (
                 "migrations reversed; verified: schema, migration set and "
-                f"{verified['tables'] - len(written)} table(s) nobody wrote since equal to the "
+                f"{verified['compared']} table(s) nobody wrote since equal to the "
                 "before-state"
                 + (f"; {len(written)} table(s) the app wrote kept as written" if written else "")
             )

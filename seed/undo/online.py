@@ -229,6 +229,8 @@ def verify(
                 raise
             written |= more
             continue
+        skipped = {t.split(".", 1)[-1] for t in written} | set(reverselib.NOT_COMPARED)
+        found["compared"] = sum(1 for t in before["tables"] if t.split(".", 1)[-1] not in skipped)
         kept = ("django_migrations", *reverselib.NOT_COMPARED)  # compared as a set / Django's
         found["written_since"] = [t for t in written if t.split(".", 1)[-1] not in kept]
         found["written_since"].sort()
