@@ -10,6 +10,9 @@ database afterwards.
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -174,6 +177,53 @@ def test_an_expand_release_deploys_online_and_rolls_back_while_serving(
     assert back["verification"]["identical"]
     assert load.failed == [], load.summary()
     assert missing_orders(at_v2, load) == 0
+    assert "note" not in columns(at_v2, "shop_order") and at_v2.current() == old
+
+
+def test_values_the_new_release_wrote_stop_the_automatic_undo_before_the_reverse(
+    at_v2: Deployment,
+) -> None:
+    """The first host serves `expand` and its users write a note; the second batch then
+    fails (a switch hook). The undo puts the code back and stops before the reverse, which
+    would drop the note: exit 6, the old release serving on the expanded schema. `rollback`
+    refuses to drop it; `rollback --discard-writes` finishes, still serving."""
+    old = at_v2.current()
+    marker = at_v2.home / "second-batch-fails"
+    marker.unlink(missing_ok=True)
+    fail_second = f'[ "$SEED_DIRECTION" = rollback ] || test ! -e {marker}'
+    envdir = at_v2.variant("second-fails", {"hooks": {"switch": {"before": fail_second}}})
+    first = at_v2.deploy_tos[0] / "current"
+    done: list[Any] = []
+    deploy = threading.Thread(
+        target=lambda: done.append(
+            at_v2.fab(
+                "local", "upgradedb", "--ref", "expand", envdir=envdir,
+                extra_env={"SEED_FAULT": "stall@after switch 1/2", "SEED_FAULT_SECONDS": "8"},
+            )
+        )
+    )  # fmt: skip
+    deploy.start()
+    deadline = time.monotonic() + 120
+    while os.readlink(first) == old.split("/", 1)[-1] or os.readlink(first) == old:
+        assert deploy.is_alive() and time.monotonic() < deadline, done
+        time.sleep(0.2)
+    with at_v2.admin("shop") as conn:  # a user of the new release leaves a note
+        conn.execute("update shop_order set note = 'leave at the door' where id = 2")
+    marker.touch()
+    deploy.join()
+    res = done[0]
+    assert res.returncode == 6, res.stdout[-3000:] + res.stderr
+    assert "shop_order.note (1 value(s))" in res.stderr and "--discard-writes" in res.stderr
+    assert at_v2.current() == old and at_v2.http("/version/") == (200, "v2")
+    assert "note" in columns(at_v2, "shop_order")  # expanded: v2 serves on it
+    refused = at_v2.fab("local", "rollback")
+    assert refused.returncode == 4 and "shop_order.note" in refused.stderr, refused.stderr
+    with Load(at_v2.lb_port, paths=READ_AND_WRITE) as load:
+        res = at_v2.fab("local", "rollback", "--discard-writes")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    assert "recovered interrupted online deploy" in res.stderr
+    assert "maintenance on" not in res.stderr
+    assert load.failed == [], load.summary()
     assert "note" not in columns(at_v2, "shop_order") and at_v2.current() == old
 
 
