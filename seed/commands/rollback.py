@@ -561,21 +561,8 @@ class Rollback(Operation):
         """A code-only deploy that died: it changed no data, so only the code goes back, host
         by host while the site serves (seed.deploy.rolling); hosts it may have drained and not
         switched yet are put back into traffic (app.undrain is idempotent by contract)."""
-        self.previous = dict(record.previous_releases or {})
         self.state["database"] = "untouched (the interrupted deploy was code-only)"
-        switched = self.switch_back(record.release_after)
-        undrain = self.env.app.undrain
-        rest = [r for r in self.session.serving_remotes() if r not in switched]
-        if undrain and rest:
-            with self.step("undrain") as s:
-                self.on_hosts(
-                    rest,
-                    lambda r: rel.run_hook(
-                        r, self.at(r), undrain, f"undrain on {r.label}", rel.host_names(r)
-                    ),
-                    "undrain",
-                )
-                s.detail = ", ".join(r.label for r in rest)
+        self.code_back_while_serving(record, record.release_after)
         return (
             f"recovered interrupted code-only deploy {record.deploy_id} ({record.ref}): code "
             f"{self.state['code']}; the database was not touched"
@@ -614,20 +601,7 @@ class Rollback(Operation):
                     "reverses anyway, losing them"
                 )
         self.undoing = True
-        self.previous = dict(record.previous_releases or {})
-        switched = self.switch_back(None)
-        undrain = self.env.app.undrain
-        rest = [r for r in session.serving_remotes() if r not in switched]
-        if undrain and rest:
-            with self.step("undrain") as s:
-                self.on_hosts(
-                    rest,
-                    lambda r: rel.run_hook(
-                        r, self.at(r), undrain, f"undrain on {r.label}", rel.host_names(r)
-                    ),
-                    "undrain",
-                )
-                s.detail = ", ".join(r.label for r in rest)
+        self.code_back_while_serving(record, None)  # (its release reverses the migrations)
         rid = record.release_after
         if applied:
             rp = reverselib.ReversePlan.from_json(record.reverse)
@@ -654,6 +628,26 @@ class Rollback(Operation):
             f"recovered interrupted online deploy {record.deploy_id} ({record.ref}) while "
             f"serving: code {self.state['code']}; database {self.state['database']}"
         )
+
+    def code_back_while_serving(self, record: RunRecord, remove: str | None) -> None:
+        """A dead run's hosts back to their recorded previous release, host by host while the
+        site serves (seed.deploy.rolling; `remove`: the release folder to remove after), and
+        hosts it may have drained without switching back into traffic (app.undrain is
+        idempotent by contract)."""
+        self.previous = dict(record.previous_releases or {})
+        switched = self.switch_back(remove)
+        undrain = self.env.app.undrain
+        rest = [r for r in self.session.serving_remotes() if r not in switched]
+        if undrain and rest:
+            with self.step("undrain") as s:
+                self.on_hosts(
+                    rest,
+                    lambda r: rel.run_hook(
+                        r, self.at(r), undrain, f"undrain on {r.label}", rel.host_names(r)
+                    ),
+                    "undrain",
+                )
+                s.detail = ", ".join(r.label for r in rest)
 
     def check_writes_since_deploy(self, record: RunRecord) -> None:
         """The interrupted deploy may have served its new code: rows the app wrote since its

@@ -113,6 +113,7 @@ class Upgrade(Operation):
         self.database_size = 0
         self.rolling_back = RollbackRecord("")  # the automatic rollback's record (after_failure)
         self.online_record: dict[str, Any] = {}  # an online deploy's (report.online)
+        self._switched_lock = threading.Lock()
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -695,20 +696,20 @@ class Upgrade(Operation):
             return None
         return f"{what} {failed[0]}" + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
 
+    def note_switched(self, remote: Remote) -> None:
+        """A host whose `current` may have moved (rolling.roll tells, from its threads): the
+        undo puts it back."""
+        with self._switched_lock:
+            if remote not in self.switched:
+                self.switched.append(remote)
+
     def roll_out(self) -> str:
         """Every serving host switched in batches while the site serves, then the post checks
         that need no before-state; a failure puts the switched hosts back (exit 5)."""
         env, session = self.env, self.session
         serving = session.serving_remotes()
-        lock = threading.Lock()
-
-        def switched(remote: Remote) -> None:
-            with lock:
-                if remote not in self.switched:
-                    self.switched.append(remote)
-
         try:
-            rolling.roll(self, serving, lambda r: self.rid, "switch", switched)
+            rolling.roll(self, serving, lambda r: self.rid, "switch", self.note_switched)
             self.restarted = True
             with self.step("post checks") as s:
                 first = len(self.checks.results)
@@ -753,6 +754,25 @@ class Upgrade(Operation):
         self.finish("rollback failed", HumanNeeded.code, message)
         raise HumanNeeded(message) from None
 
+    def begin_undo(self, method: str, why: str) -> None:
+        """From here the run goes back: its rollback record (sharing the state), hooks in the
+        rollback direction, and it finishes what it starts even when interrupted."""
+        self.rolling_back = RollbackRecord(method, why, state=self.state)
+        self.report.rollback = self.rolling_back
+        self.direction = "rollback"
+        self.undoing = True
+
+    def switch_back_while_serving(self) -> list[Remote]:
+        """Connections back if they were lost, then every host this run switched back to its
+        previous release in batches (drain, switch, reload, health, undrain). Returns them."""
+        if not self.session.alive():
+            with self.step("rollback: reconnect") as s:
+                s.detail = self.recover_connections()
+        hosts = list(reversed(self.switched))
+        if hosts:
+            rolling.roll(self, hosts, lambda r: self.previous.get(r.label), "rollback: switch")
+        return hosts
+
     def code_only_failure(self, exc: SeedError) -> NoReturn:
         """A code-only deploy failed: the hosts already switched go back to their previous
         release the same way (drain, switch, reload, health, undrain); the database was never
@@ -765,19 +785,9 @@ class Upgrade(Operation):
             "app": "serving",
         }
         self.report.state = self.state
-        self.rolling_back = RollbackRecord(
-            "code", "a code-only deploy changed only the code", state=self.state
-        )
-        self.report.rollback = self.rolling_back
-        self.direction = "rollback"
-        self.undoing = True
+        self.begin_undo("code", "a code-only deploy changed only the code")
         try:
-            if not self.session.alive():
-                with self.step("rollback: reconnect") as s:
-                    s.detail = self.recover_connections()
-            hosts = list(reversed(self.switched))
-            if hosts:
-                rolling.roll(self, hosts, lambda r: self.previous.get(r.label), "rollback: switch")
+            hosts = self.switch_back_while_serving()
             with self.step("rollback: remove release") as s:
                 removed = undo.remove_release(self, self.rid, self.uploaded)
                 s.detail = f"removed from {removed} host(s)"
@@ -849,13 +859,6 @@ class Upgrade(Operation):
         `online_failure` (code back, then the migrations reversed), the site serving."""
         env, session = self.env, self.session
         serving = session.serving_remotes()
-        lock = threading.Lock()
-
-        def switched(remote: Remote) -> None:
-            with lock:
-                if remote not in self.switched:
-                    self.switched.append(remote)
-
         try:
             with self.step("migrate") as s:
                 try:
@@ -869,7 +872,7 @@ class Upgrade(Operation):
                 self.record()
             with self.step("post checks") as s:
                 s.detail = self.post_checks()
-            rolling.roll(self, serving, lambda r: self.rid, "switch", switched)
+            rolling.roll(self, serving, lambda r: self.rid, "switch", self.note_switched)
             self.restarted = True
         except SeedError as exc:
             self.online_failure(exc)
@@ -911,22 +914,13 @@ class Upgrade(Operation):
             "app": "serving",
         }
         self.report.state = self.state
-        self.rolling_back = RollbackRecord(
+        self.begin_undo(
             "reverse",
             "an online deploy is undone by reversing its migrations (a restore would lose what "
             "the app wrote meanwhile)",
-            state=self.state,
         )
-        self.report.rollback = self.rolling_back
-        self.direction = "rollback"
-        self.undoing = True
         try:
-            if not self.session.alive():
-                with self.step("rollback: reconnect") as s:
-                    s.detail = self.recover_connections()
-            hosts = list(reversed(self.switched))
-            if hosts:
-                rolling.roll(self, hosts, lambda r: self.previous.get(r.label), "rollback: switch")
+            hosts = self.switch_back_while_serving()
             self.state["code"] = undo.code_text(self.previous)
             self.state["app"] = "serving the previous release"
             with self.step("rollback: invalid indexes") as s:
@@ -1205,10 +1199,7 @@ class Upgrade(Operation):
         )
         if method == "reverse" and "schema_sha256" not in self.before:
             method, why = "restore", "no schema fingerprint was taken"
-        self.rolling_back = RollbackRecord(method, why, state=self.state)
-        self.report.rollback = self.rolling_back
-        self.direction = "rollback"  # hooks run again around each step undone
-        self.undoing = True
+        self.begin_undo(method, why)  # (hooks run again around each step undone)
         try:
             if not self.session.alive():
                 with self.step("rollback: reconnect") as s:
