@@ -198,7 +198,7 @@ def test_values_the_new_release_wrote_stop_the_automatic_undo_before_the_reverse
         target=lambda: done.append(
             at_v2.fab(
                 "local", "upgradedb", "--ref", "expand", envdir=envdir,
-                extra_env={"SEED_FAULT": "stall@after switch 1/2", "SEED_FAULT_SECONDS": "8"},
+                extra_env={"SEED_FAULT": "stall@after switch 1/2", "SEED_FAULT_SECONDS": "5"},
             )
         )
     )  # fmt: skip
