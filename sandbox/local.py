@@ -7,14 +7,19 @@ from pathlib import Path
 
 from sandbox.balancer import health_path
 from sandbox.origin import build_origin
+from sandbox.pgbackrest import REPO_HOST
 from sandbox.servers import SandboxSpec, sandbox_up
 from sandbox.wheels import ensure_wheelhouse
 from seed.config.environment import Environment
 
 
-def spec_for(env: Environment, root: Path, lb_port: int) -> SandboxSpec:
+def spec_for(
+    env: Environment, root: Path, lb_port: int, pitr_ports: tuple[int, int] | None = None
+) -> SandboxSpec:
     """The servers `env` (local.yml) describes, under `root`: its ports and names; the load
-    balancer on `lb_port` in front of each app host's APP_BIND."""
+    balancer on `lb_port` in front of each app host's APP_BIND; with `pitr_ports` (the
+    repository host's and the database host's pgBackRest TLS ports) WAL archiving into an
+    encrypted pgBackRest repository on 127.0.0.3 (sandbox.pgbackrest)."""
     binds = [env.app_env_of(host).get("APP_BIND") for host in env.roles.app]
     return SandboxSpec(
         root=root,
@@ -26,6 +31,9 @@ def spec_for(env: Environment, root: Path, lb_port: int) -> SandboxSpec:
         lb_port=lb_port,
         app_backends=tuple(b.reveal() for b in binds if b is not None),
         health_path=health_path(env.app.health.url) if env.app.health else "/",
+        pitr=pitr_ports is not None,
+        repo_tls_port=pitr_ports[0] if pitr_ports else 0,
+        db_tls_port=pitr_ports[1] if pitr_ports else 0,
     )
 
 
@@ -49,6 +57,11 @@ def bring_up(spec: SandboxSpec, example: Path, wheel_cache: Path) -> list[str]:
         lines.append(
             f"  balancer   http://127.0.0.1:{spec.lb_port}/ (HAProxy) -> "
             f"{', '.join(spec.app_backends)}; {spec.root / 'lb' / 'lbctl'} status"
+        )
+    if spec.pitr:
+        lines.append(
+            f"  pgbackrest repository on {REPO_HOST} ({spec.root / 'server' / 'repohost'}), "
+            f"encrypted; WAL archived from the cluster (stanza {spec.db_name})"
         )
     lines.append(f"  origin     {spec.root / 'origin.git'}: {', '.join(tags)}")
     lines.append("  next       fab local upgradedb --ref v1")

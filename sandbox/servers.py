@@ -53,12 +53,14 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from sandbox import balancer as sandbox_lb
+from sandbox import pgbackrest as sandbox_pitr
 from seed.db.pgbin import find_bindir
 from seed.errors import ConfigError
 
 SSHD = Path("/usr/sbin/sshd")
 HOST = "127.0.0.1"
-HOSTS = (HOST, "127.0.0.2")  # the addresses sshd answers on: two app hosts
+# the addresses sshd answers on: two app hosts and the pgBackRest repository host
+HOSTS = (HOST, "127.0.0.2", sandbox_pitr.REPO_HOST)
 POSTGRES_OS_USER = "postgres"
 MARKER = ".seed-sandbox"
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; stay well below
@@ -83,6 +85,11 @@ class SandboxSpec:
     lb_port: int = 0
     app_backends: tuple[str, ...] = ()
     health_path: str = "/health/"
+    # pgBackRest (sandbox.pgbackrest): WAL archiving into an encrypted repository on the
+    # host 127.0.0.3; its two TLS servers' ports
+    pitr: bool = False
+    repo_tls_port: int = 0
+    db_tls_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,9 @@ def _spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
         "admin_user": spec.admin_user,
         "lb_port": spec.lb_port,
         "app_backends": list(spec.app_backends),
+        "pitr": spec.pitr,
+        "repo_tls_port": spec.repo_tls_port,
+        "db_tls_port": spec.db_tls_port,
     }
 
 
@@ -694,6 +704,8 @@ class _Pg:
             "fsync = on\n"
             "log_line_prefix = '%m [%p] %q%u@%d/%a '\n"
         )
+        if self.spec.pitr:
+            seed_conf += sandbox_pitr.archive_settings(self.pitr_setup())
         changed |= _write_file(data / "seed.conf", seed_conf, 0o600, self.owner)
         hba = (
             "# Written by Seed on every `sandbox up`.\n"
@@ -705,6 +717,22 @@ class _Pg:
         )
         changed |= _write_file(data / "pg_hba.conf", hba, 0o600, self.owner)
         return changed
+
+    def pitr_setup(self) -> sandbox_pitr.PitrSetup:
+        s, p = self.spec, self.paths
+        return sandbox_pitr.PitrSetup(
+            root=p.root,
+            stanza=s.db_name,
+            pg_data=p.pg_data,
+            pg_port=s.pg_port,
+            pg_socket_dir=p.pg_run,
+            pg_bindir=self.bindir,
+            pg_log=p.pg_log,
+            admin_user=s.admin_user,
+            repo_port=s.repo_tls_port,
+            db_port=s.db_tls_port,
+            owner=self.owner,
+        )
 
     def start(self) -> int:
         if _port_in_use(self.spec.pg_port):
@@ -809,6 +837,11 @@ class _Pg:
     def up(self, passwords: dict[str, str]) -> int:
         self.dirs()
         self.initdb(passwords[self.spec.admin_user])
+        if self.spec.pitr:  # the archive's configuration and servers before the first WAL
+            sandbox_pitr.configure(self.pitr_setup())
+            sandbox_pitr.start_servers(self.pitr_setup())
+        else:
+            sandbox_pitr.stop_servers(self.paths.root)
         changed = self.configure()
         pid = self.pid()
         if pid is not None and (changed or self.running_port() != self.spec.pg_port):
@@ -817,6 +850,8 @@ class _Pg:
         if pid is None:
             pid = self.start()
         self.provision(passwords)
+        if self.spec.pitr:
+            sandbox_pitr.create_stanza(self.pitr_setup())
         return pid
 
 
@@ -1105,6 +1140,9 @@ def _validate(spec: SandboxSpec) -> None:
     ports = {"ssh_port": spec.ssh_port, "pg_port": spec.pg_port}
     if spec.lb_port:
         ports["lb_port"] = spec.lb_port
+    if spec.pitr:
+        ports["repo_tls_port"] = spec.repo_tls_port
+        ports["db_tls_port"] = spec.db_tls_port
     for name, port in ports.items():
         if not 1 <= port <= 65535:
             raise ConfigError(f"sandbox {name} {port} is not a TCP port: use 1-65535")
@@ -1204,6 +1242,8 @@ def sandbox_up(spec: SandboxSpec) -> SandboxInfo:
     paths = _paths(spec)
     pg = _Pg(spec, paths)  # locates binaries first: fail before touching anything
     _require_sshd()
+    if spec.pitr:
+        sandbox_pitr.pgbackrest_path()
     sshd = _Sshd(spec, paths)
     _prepare_root(spec, paths)
     with _locked(paths):
@@ -1281,6 +1321,7 @@ def sandbox_down(spec: SandboxSpec, purge: bool = False) -> None:
         _Sshd(spec, paths).stop()
         if (paths.pg_data / "postmaster.pid").exists():
             _Pg(spec, paths).stop()
+        sandbox_pitr.stop_servers(paths.root)
     if purge:
         _rmtree(paths.root)
 

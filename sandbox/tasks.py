@@ -18,27 +18,45 @@ from seed.errors import ConfigError
 CHECKOUT = Path(__file__).resolve().parent.parent  # Seed's own checkout: the sandbox is its
 EXAMPLE = CHECKOUT / "example"
 DEFAULT_LB_PORT = 8760
+DEFAULT_REPO_TLS_PORT = 8762
+DEFAULT_DB_TLS_PORT = 8763
 
 
-def sandbox_spec(env: Environment) -> SandboxSpec:
-    """local.yml's servers under $SEED_SANDBOX_DIR, the balancer on $SEED_SANDBOX_LB_PORT
-    (default 8760)."""
-    root = Path(os.environ.get("SEED_SANDBOX_DIR") or default_sandbox_dir())
+def _port(variable: str, default: int) -> int:
     try:
-        lb_port = int(os.environ.get("SEED_SANDBOX_LB_PORT") or DEFAULT_LB_PORT)
+        return int(os.environ.get(variable) or default)
     except ValueError:
-        raise ConfigError(
-            f"SEED_SANDBOX_LB_PORT={os.environ['SEED_SANDBOX_LB_PORT']!r} is not a port number"
-        ) from None
-    return spec_for(env, root, lb_port)
+        raise ConfigError(f"{variable}={os.environ[variable]!r} is not a port number") from None
 
 
-@task
+def sandbox_spec(env: Environment, pitr: bool = False) -> SandboxSpec:
+    """local.yml's servers under $SEED_SANDBOX_DIR, the balancer on $SEED_SANDBOX_LB_PORT
+    (default 8760); with `pitr`, pgBackRest's TLS servers on $SEED_SANDBOX_REPO_TLS_PORT
+    (8762, the repository host's) and $SEED_SANDBOX_DB_TLS_PORT (8763)."""
+    root = Path(os.environ.get("SEED_SANDBOX_DIR") or default_sandbox_dir())
+    lb_port = _port("SEED_SANDBOX_LB_PORT", DEFAULT_LB_PORT)
+    pitr_ports = (
+        (
+            _port("SEED_SANDBOX_REPO_TLS_PORT", DEFAULT_REPO_TLS_PORT),
+            _port("SEED_SANDBOX_DB_TLS_PORT", DEFAULT_DB_TLS_PORT),
+        )
+        if pitr
+        else None
+    )
+    return spec_for(env, root, lb_port, pitr_ports)
+
+
+@task(
+    help={
+        "pitr": "also archive the cluster's WAL into an encrypted pgBackRest repository on "
+        "127.0.0.3 (backup.strategy: pitr); without it, archiving is off"
+    }
+)
 @user_errors
-def up(c: Context) -> None:
+def up(c: Context, pitr: bool = False) -> None:
     """Start the sandbox: PostgreSQL, sshd with keys and known_hosts, git origin, wheel cache."""
     cache = Path(os.environ.get("SEED_WHEEL_CACHE") or CHECKOUT / ".cache" / "wheels")
-    for line in bring_up(sandbox_spec(load_named("local")), EXAMPLE, cache):
+    for line in bring_up(sandbox_spec(load_named("local"), pitr), EXAMPLE, cache):
         print(line)
 
 

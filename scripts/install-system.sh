@@ -18,6 +18,8 @@ command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)
 command -v git >/dev/null 2>&1 || need+=(git)
 # the sandbox's load balancer in front of its two app hosts
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+# backup.strategy pitr: WAL archiving and physical backups (sandbox.up --pitr)
+command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -80,6 +80,8 @@ def _up_retrying(spec: SandboxSpec) -> SandboxInfo:
             return sandbox_up(spec)
         except PortInUse:
             spec = dataclasses.replace(spec, ssh_port=free_port(), pg_port=free_port())
+            if spec.pitr:
+                spec = dataclasses.replace(spec, repo_tls_port=free_port(), db_tls_port=free_port())
     return sandbox_up(spec)
 
 
@@ -87,6 +89,29 @@ def _up_retrying(spec: SandboxSpec) -> SandboxInfo:
 def sandbox() -> Iterator[SandboxInfo]:
     """The session's sandbox: PostgreSQL and sshd on free ports of 127.0.0.1."""
     spec = new_spec()
+    purge = _Purge(spec)
+    atexit.register(purge)
+    try:
+        yield _up_retrying(spec)
+    finally:
+        try:
+            purge()
+        finally:
+            atexit.unregister(purge)
+
+
+def pitr_spec(prefix: str = "seed-pitr-") -> SandboxSpec:
+    """A spec whose cluster archives WAL into a pgBackRest repository on 127.0.0.3."""
+    return dataclasses.replace(
+        new_spec(prefix), pitr=True, repo_tls_port=free_port(), db_tls_port=free_port()
+    )
+
+
+@pytest.fixture(scope="session")
+def pitr_sandbox() -> Iterator[SandboxInfo]:
+    """A sandbox of its own whose cluster archives WAL (sandbox.pgbackrest): restores rewind
+    the whole cluster, which no other test's data may share."""
+    spec = pitr_spec()
     purge = _Purge(spec)
     atexit.register(purge)
     try:

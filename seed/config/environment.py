@@ -102,10 +102,11 @@ class Roles:
     app: tuple[Host, ...]
     migrate: Host
     db: Host
+    backup: Host | None = None  # the pgBackRest repository host (backup.pgbackrest.repo_host)
 
     def all_hosts(self) -> tuple[Host, ...]:
         seen: dict[tuple[str, str, int], Host] = {}
-        for host in (*self.app, self.migrate, self.db):
+        for host in (*self.app, self.migrate, self.db, *((self.backup,) if self.backup else ())):
             seen.setdefault((host.user, host.name, host.port), host)
         return tuple(seen.values())
 
@@ -211,6 +212,24 @@ class DbConfig:
 
 
 @dataclass(frozen=True)
+class PgBackRestConfig:
+    """`backup.pgbackrest:` (strategy pitr): where pgBackRest runs and how (seed.backup.pitr)."""
+
+    stanza: str
+    repo_host: Host
+    stop: str  # the cluster's service on the db host
+    start: str
+    cipher: str = "aes-256-cbc"
+    command: str = "pgbackrest"  # on the db host, as the cluster's owner
+    repo_command: str = "pgbackrest"
+    max_age_hours: float = 24.0
+    type: str = "diff"
+    archive_timeout: float = 60.0
+    rewind: tuple[str, ...] = ()
+    allow_replicas: bool = False
+
+
+@dataclass(frozen=True)
 class BackupConfig:
     dir: str
     format: str
@@ -221,9 +240,10 @@ class BackupConfig:
     pg_bin: str | None = None  # directory of pg_dump/pg_restore on the state host; None: PATH
     copy: str = "none"  # none | download: an off-host copy of every backup, sha256-checked
     allow_replication: bool = False  # restore (rename swap) despite slots/subscriptions/replicas
-    strategy: str = "dump"  # dump | snapshot+dump (a CREATE DATABASE TEMPLATE copy as well)
+    strategy: str = "dump"  # dump | snapshot+dump (a TEMPLATE copy as well) | pitr (pgBackRest)
     snapshot_copy: str = "file_copy"  # file_copy (little WAL, checkpoints) | wal_log
     code_only: str = "skip"  # a deploy without migrations: skip the backup | online
+    pgbackrest: PgBackRestConfig | None = None  # strategy pitr
 
     def tool(self, name: str) -> str:
         """The command for a PostgreSQL client program on the state host."""
@@ -373,13 +393,17 @@ COMMAND_SETTINGS = frozenset(
         "app.undrain",
         "app.maintenance.on",
         "app.maintenance.off",
+        "backup.pgbackrest.stop",
+        "backup.pgbackrest.start",
+        "backup.pgbackrest.command",
+        "backup.pgbackrest.repo_command",
     }
 )
 # settings that name places and people (hosts, ports, users, paths, names): a value the
 # process environment gave them is shown, as scrubbing it would blank every message
 _PLACE_RE = re.compile(
     r"^(ssh\.|roles\.(?!.*\.env\.)|db\.(host|port|name|user|admin_user|access)$|state_dir$|"
-    r"backup\.dir$|app\.(deploy_to|python|settings|ref|root|shared_dirs|pip_args|parallel)$|"
+    r"backup\.dir$|backup\.pgbackrest\.(stanza|repo_host)$|app\.(deploy_to|python|settings|ref|root|shared_dirs|pip_args|parallel)$|"
     r"description$)"
 )
 
@@ -734,7 +758,7 @@ class _Parser:
         roles = self.roles(raw, ssh)
         app = self.app(raw)
         db = self.db(raw)
-        backup = self.backup(raw, name, raw.get("protected") is True)
+        backup = self.backup(raw, name, raw.get("protected") is True, ssh)
         parser = CheckParser(self.errors)
         checks = parser.checks(raw.get("checks"), source=str(self.path))
         invariants = parser.invariants(raw.get("invariants"))
@@ -754,6 +778,8 @@ class _Parser:
             self.errors.append("state_dir: must be an absolute path on the state host")
         if roles is None:
             return None
+        if backup.pgbackrest is not None and backup.strategy == "pitr":
+            roles = dataclasses.replace(roles, backup=backup.pgbackrest.repo_host)
         return Environment(
             name=name,
             path=self.path,
@@ -1142,8 +1168,17 @@ class _Parser:
             fingerprint_sessions=self.field(d, "db.fingerprint_sessions"),
         )
 
-    def backup(self, raw: dict[str, Any], env_name: str, protected: bool) -> BackupConfig:
+    def backup(
+        self, raw: dict[str, Any], env_name: str, protected: bool, ssh: SshConfig
+    ) -> BackupConfig:
         b = self._section(raw, "backup", schema.keys("backup"))
+        strategy = self.field(b, "backup.strategy")
+        pgbackrest = self.pgbackrest(b, ssh)
+        if strategy == "pitr" and pgbackrest is None and "pgbackrest" not in b:
+            self.errors.append(
+                "backup.pgbackrest: required with backup.strategy pitr (stanza, repo_host, "
+                "stop, start)"
+            )
         directory = str(self.field(b, "backup.dir", f"/var/backups/seed/{env_name}"))
         if directory and not directory.startswith("/"):
             self.errors.append("backup.dir: must be an absolute path on the state host")
@@ -1158,9 +1193,44 @@ class _Parser:
             pg_bin=self.field(b, "backup.pg_bin"),
             copy=self.field(b, "backup.copy", "download" if protected else "none"),
             allow_replication=self.field(b, "backup.allow_replication"),
-            strategy=self.field(b, "backup.strategy"),
+            strategy=strategy,
             code_only=self.field(b, "backup.code_only"),
             snapshot_copy=self.field(b, "backup.snapshot_copy"),
+            pgbackrest=pgbackrest,
+        )
+
+    def pgbackrest(self, b: dict[str, Any], ssh: SshConfig) -> PgBackRestConfig | None:
+        section = self._section(b, "pgbackrest", schema.keys("backup", "pgbackrest"), "backup")
+        if not section:
+            return None
+
+        def get(key: str) -> Any:
+            return self.field(section, f"backup.pgbackrest.{key}")
+
+        stanza = str(get("stanza") or "")
+        if stanza and not re.fullmatch(r"[A-Za-z0-9_.-]+", stanza):
+            self.errors.append("backup.pgbackrest.stanza: letters, digits, _ . - only")
+        repo = self._host(section.get("repo_host"), "backup.pgbackrest.repo_host", ssh)
+        rewind = section.get("rewind") or []
+        if not isinstance(rewind, list) or not all(isinstance(x, str) for x in rewind):
+            self.errors.append("backup.pgbackrest.rewind: expected a list of database names")
+            rewind = []
+        max_age, timeout = get("max_age"), get("archive_timeout")
+        if repo is None:
+            return None
+        return PgBackRestConfig(
+            stanza=stanza,
+            repo_host=repo,
+            stop=str(get("stop") or ""),
+            start=str(get("start") or ""),
+            cipher=get("cipher"),
+            command=get("command"),
+            repo_command=get("repo_command"),
+            max_age_hours=float(max_age or 24),
+            type=get("type"),
+            archive_timeout=float(timeout or 60),
+            rewind=tuple(rewind),
+            allow_replicas=get("allow_replicas"),
         )
 
 

@@ -440,7 +440,67 @@ ENVIRONMENT = _obj(
                     "restore despite slots/subscriptions/replicas", default=False
                 ),
                 "strategy": _s(
-                    "dump or snapshot+dump", enum=["dump", "snapshot+dump"], default="dump"
+                    "dump, snapshot+dump, or pitr (pgBackRest: a restore point in the window "
+                    "instead of a dump, so the window does not grow with the database)",
+                    enum=["dump", "snapshot+dump", "pitr"],
+                    default="dump",
+                ),
+                "pgbackrest": _obj(
+                    "pgBackRest for backup.strategy pitr: the stanza, the repository host and "
+                    "how Seed runs pgBackRest and the cluster's service there",
+                    {
+                        "stanza": _s("the stanza of this cluster"),
+                        "repo_host": _s(
+                            "the repository host, [user@]host[:port] over Seed's SSH: "
+                            "`backup` and `info` run there"
+                        ),
+                        "cipher": _s(
+                            "the repository's encryption, checked with `info` at pre-flight",
+                            enum=["aes-256-cbc"],
+                            default="aes-256-cbc",
+                        ),
+                        "command": _s(
+                            "pgBackRest on the db host, as the cluster's owner "
+                            "(e.g. sudo -u postgres pgbackrest)",
+                            default="pgbackrest",
+                        ),
+                        "repo_command": _s(
+                            "pgBackRest on the repository host", default="pgbackrest"
+                        ),
+                        "stop": _s(
+                            "stops the cluster on the db host (e.g. sudo pg_ctlcluster 15 "
+                            "main stop)"
+                        ),
+                        "start": _s(
+                            "starts it (e.g. sudo pg_ctlcluster 15 main start): recovery "
+                            "to the restore point runs then"
+                        ),
+                        "max_age": _n(
+                            "hours: an older newest backup gets a new one before the window",
+                            default=24,
+                        ),
+                        "type": _s(
+                            "the backup taken then: diff, incr or full (full when none yet)",
+                            enum=["diff", "incr", "full"],
+                            default="diff",
+                        ),
+                        "archive_timeout": _n(
+                            "seconds to wait for the restore point's WAL segment to be archived",
+                            default=60,
+                        ),
+                        "rewind": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "other databases of the cluster a restore may "
+                            "rewind with this one (* for any); else such a cluster is refused",
+                        },
+                        "allow_replicas": _b(
+                            "restore although streaming replicas follow the cluster (they "
+                            "must be cloned again afterwards)",
+                            default=False,
+                        ),
+                    },
+                    ("stanza", "repo_host", "stop", "start"),
                 ),
                 "snapshot_copy": _s(
                     "file_copy or wal_log", enum=["file_copy", "wal_log"], default="file_copy"

@@ -443,6 +443,37 @@ def test_deploy_modes_and_rolling_settings(tmp_path: Path) -> None:
     assert "backup.code_only: expected one of skip, online" in problems(tmp_path, text)
 
 
+def test_the_pitr_strategy_and_its_pgbackrest_section(tmp_path: Path) -> None:
+    env = load(tmp_path, LOCAL)
+    assert env.backup.strategy == "dump" and env.roles.backup is None  # no repository host
+    assert env.backup.pgbackrest is not None and env.backup.pgbackrest.stanza == "shop"
+    pitr = edit(LOCAL, "  strategy: dump\n", "  strategy: pitr\n")
+    env = load(tmp_path, pitr)
+    cfg = env.backup.pgbackrest
+    assert env.backup.strategy == "pitr" and cfg is not None
+    assert env.roles.backup is not None and env.roles.backup.name == "127.0.0.3"
+    assert env.roles.backup in env.roles.all_hosts()  # pre-flight reaches it like any host
+    assert (cfg.cipher, cfg.type, cfg.max_age_hours, cfg.rewind) == ("aes-256-cbc", "diff", 24, ())
+    # its commands keep their variables for the host's shell (never pasted into argv)
+    assert cfg.stop == "${SEED_SANDBOX_DIR:-/var/tmp/seed-sandbox}/server/bin/pgctl stop"
+    start = pitr.index("  pgbackrest:\n")
+    end = pitr.index("    # allow_replicas")
+    text = pitr[:start] + pitr[end:]
+    assert "backup.pgbackrest: required with backup.strategy pitr" in problems(tmp_path, text)
+    text = edit(pitr, "    stop: ${SEED", "    # stop: ${SEED")
+    text = edit(text, "    cipher: aes-256-cbc ", "    cipher: none ")
+    text = edit(text, "    type: diff ", "    type: weekly ")
+    text = edit(text, "    max_age: 24 ", "    max_age: 0 ")
+    found = problems(tmp_path, text)
+    for expected in (
+        "backup.pgbackrest.stop: required",
+        "backup.pgbackrest.cipher: expected one of aes-256-cbc",
+        "backup.pgbackrest.type: expected one of diff, incr, full",
+        "backup.pgbackrest.max_age: expected a positive number",
+    ):
+        assert expected in found, found
+
+
 def test_an_app_host_may_have_its_own_settings(tmp_path: Path) -> None:
     """Several app instances on one machine (or a host that differs): a mapping in
     roles.app with its own deploy_to, env and health URL over app.*."""
