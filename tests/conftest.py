@@ -157,10 +157,8 @@ def pg_app_dsn(sandbox: SandboxInfo) -> str:
     return sandbox.app_conninfo()
 
 
-@pytest.fixture(scope="session")
-def deployment(sandbox: SandboxInfo) -> Iterator[Any]:
-    """The sandbox as the `local` environment sees it (tests/e2e/conftest.py: Deployment),
-    shared by the end-to-end tests and the fault matrix: `fab sandbox.up` runs once."""
+def _deployment_on(sandbox: SandboxInfo, *up: str) -> Any:
+    """The sandbox as `local` sees it, after `fab sandbox.up` (with `up`'s options)."""
     from tests.e2e.conftest import Deployment
 
     home = sandbox.root / "control"
@@ -172,11 +170,32 @@ def deployment(sandbox: SandboxInfo) -> Iterator[Any]:
         "SEED_SANDBOX_PG_PORT": str(sandbox.spec.pg_port),
         "SEED_SANDBOX_APP_PORT": str(app_port),
         "SEED_SANDBOX_LB_PORT": str(lb_port),
+        "SEED_SANDBOX_REPO_TLS_PORT": str(sandbox.spec.repo_tls_port),
+        "SEED_SANDBOX_DB_TLS_PORT": str(sandbox.spec.db_tls_port),
         "SEED_HOME": str(home),
         "CI": "true",
     }
     dep = Deployment(sandbox, env, home, app_port, lb_port)
-    res = dep.fab("sandbox.up", envdir=REPO / "environments")  # both app hosts behind HAProxy
+    # both app hosts behind HAProxy
+    res = dep.fab("sandbox.up", *up, envdir=REPO / "environments")
     assert res.returncode == 0, res.stdout + res.stderr
+    return dep
+
+
+@pytest.fixture(scope="session")
+def deployment(sandbox: SandboxInfo) -> Iterator[Any]:
+    """The sandbox as the `local` environment sees it (tests/e2e/conftest.py: Deployment),
+    shared by the end-to-end tests and the fault matrix: `fab sandbox.up` runs once."""
+    dep = _deployment_on(sandbox)
+    yield dep
+    dep.reset()
+
+
+@pytest.fixture(scope="session")
+def pitr_deployment(pitr_sandbox: SandboxInfo) -> Iterator[Any]:
+    """The pitr sandbox as `local` sees it, with backup.strategy pitr (its own cluster: a
+    restore rewinds all of it)."""
+    dep = _deployment_on(pitr_sandbox, "--pitr")
+    dep.one_host_dir = dep.variant("pitr-one-host", {"backup.strategy": "pitr"})
     yield dep
     dep.reset()

@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 
 from seed.config.environment import Environment, PgBackRestConfig
-from seed.errors import PreflightFailed, StepFailed
+from seed.errors import PreflightFailed, SeedError, StepFailed
 from seed.remote.ssh import Remote, RemoteError, RemoteJob, q
 
 POINT_PREFIX = "seed-"
@@ -408,6 +408,32 @@ def wait_archived(conn: psycopg.Connection[Any], wal: str, timeout: float) -> fl
 # -- going back ------------------------------------------------------------------------------
 
 
+def check_restorable(env: Environment, repo: Remote, details: dict[str, Any]) -> str:
+    """A run's restore point can be restored: a backup that ended before it is still in the
+    repository and the archive reaches its WAL segment (PreflightFailed otherwise: the
+    cluster is not touched)."""
+    point = RestorePoint.from_json(details["restore_point"])
+    try:
+        info = repo_info(env, repo)
+    except StepFailed as exc:
+        raise PreflightFailed(str(exc)) from None
+    chosen = info.before(point.lsn)
+    if chosen is None:
+        raise PreflightFailed(
+            f"no backup in the pgBackRest repository ended before restore point {point.name} "
+            f"(lsn {point.lsn}): they expired (repo1-retention-full), so it cannot be restored"
+        )
+    if not info.archive_max or info.archive_max[8:] < point.wal[8:]:
+        raise PreflightFailed(
+            f"the WAL archive ends at {info.archive_max or 'nothing'}, before restore point "
+            f"{point.name} (in {point.wal}): it cannot be reached"
+        )
+    return (
+        f"restore point {point.name} (lsn {point.lsn}, timeline {point.timeline}); backup "
+        f"{chosen.label} before it; WAL archived to {info.archive_max}"
+    )
+
+
 def restore_script(env: Environment, point: RestorePoint, label: str) -> str:
     """Stop the cluster, restore it to `point` from backup `label`, start it: one job, so a
     lost link leaves its outcome (and which part ended it) on the database host."""
@@ -454,8 +480,15 @@ def restore_cluster(
 ) -> dict[str, float]:
     """Run the restore job and wait; returns seconds per part (stop, restore, start)."""
     job = RemoteJob.start(db, job_dir, restore_script(env, point, label))
+
+    def said(text: str) -> None:
+        if on_output is not None:
+            for line in text.splitlines():
+                if line.strip() and not line.startswith("seed-mark "):
+                    on_output(line)
+
     try:
-        code, output = job.wait(on_output=on_output)
+        code, output = job.wait(on_output=said)
     except RemoteError as exc:
         raise StepFailed(f"the restore job on {db.label} was lost: {exc}") from None
     if code != 0:
@@ -475,6 +508,14 @@ def restore_cluster(
     return parts
 
 
+def parts_text(parts: dict[str, Any]) -> str:
+    """`restored to seed-… from <label>: stop 0.2s, restore 0.5s, start 0.4s, replay 0.3s`."""
+    times = ", ".join(
+        f"{k} {parts[k]:.1f}s" for k in ("stop", "restore", "start", "replay") if k in parts
+    )
+    return f"restored to {parts.get('point')} from backup {parts.get('backup')}: {times}"
+
+
 def wait_promoted(
     connect: Callable[[], psycopg.Connection[Any]], point: RestorePoint, timeout: float = 3600
 ) -> float:
@@ -488,7 +529,7 @@ def wait_promoted(
                 row = conn.execute("select pg_is_in_recovery()").fetchone()
                 if row is not None and not row[0]:
                     return time.monotonic() - started
-        except (psycopg.Error, StepFailed, PreflightFailed) as exc:
+        except (psycopg.Error, SeedError) as exc:
             last = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         time.sleep(0.2)
     raise StepFailed(

@@ -13,6 +13,7 @@ import contextlib
 from typing import NoReturn
 
 from seed.backup import dump as backups
+from seed.backup import pitr
 from seed.backup import restore as restorelib
 from seed.db import postgres as dblib
 from seed.deploy import release as rel
@@ -208,8 +209,11 @@ class Rollback(Operation):
                 f"deploy {target.deploy_id} has no usable backup record; cannot restore"
             )
         with self.step("verify backup") as s:
-            restorelib.verify_backup(self.env, session.state, backup.path, backup.sha256)
-            s.detail = f"{backup.path} sha256 {backup.sha256[:12]}, full read ok"
+            if backup.details.get("kind") == "pitr":
+                s.detail = pitr.check_restorable(self.env, session.repository, backup.details)
+            else:
+                restorelib.verify_backup(self.env, session.state, backup.path, backup.sha256)
+                s.detail = f"{backup.path} sha256 {backup.sha256[:12]}, full read ok"
         self.check_releases(target)
         return backup
 
@@ -374,7 +378,9 @@ class Rollback(Operation):
         elif database == "restore":
             with self.hooked("migrate", []):
                 backup = target.backup
-                self.replace_database(backup.path, backup.sha256, target.before, self.state)
+                self.replace_database(
+                    backup.path, backup.sha256, target.before, self.state, backup.details
+                )
         with self.step("code") as s, self.hooked("switch", session.serving_remotes()):
             hosts = session.serving_remotes()
             undo.put_back_code(self, self.previous, hosts, only_changed=False)
@@ -541,7 +547,9 @@ class Rollback(Operation):
             assert before is not None
             self.check_writes_since_deploy(record)
             with self.hooked("migrate", []):
-                self.replace_database(backup.path, backup.sha256, before, self.state)
+                self.replace_database(
+                    backup.path, backup.sha256, before, self.state, backup.details
+                )
         with self.step("code") as s, self.hooked("switch", session.serving_remotes()):
             hosts = session.serving_remotes()
             undo.put_back_code(self, previous, hosts, only_changed=True)

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import psycopg
 
 from seed.backup import dump as backups
+from seed.backup import pitr
 from seed.backup import restore as restorelib
 from seed.backup.dump import protected_backups
 from seed.backup.verified import verified_backup
@@ -51,6 +52,7 @@ from seed.journal import recovery
 from seed.journal.record import (
     BACKUP,
     FREEZE,
+    SERVING,
     BackupRef,
     Method,
     Migrations,
@@ -63,7 +65,7 @@ from seed.rehearse.rehearsal import failed_checks, rehearse
 from seed.remote.ssh import Remote, RemoteError, RemoteJob, q
 from seed.run.context import RunContext
 from seed.run.operation import Operation
-from seed.run.report import iso, utcnow
+from seed.run.report import human, iso, utcnow
 from seed.undo import database as undo
 from seed.undo import online as onlinelib
 from seed.undo import reverse as reverselib
@@ -113,6 +115,10 @@ class Upgrade(Operation):
         self.database_size = 0
         self.rolling_back = RollbackRecord("")  # the automatic rollback's record (after_failure)
         self.online_record: dict[str, Any] = {}  # an online deploy's (report.online)
+        # backup.strategy pitr: the before-state fingerprinted while serving, with each
+        # table's columns then (a table written or altered since is fingerprinted again)
+        self.serving_figures: dict[str, dblib.TableFigures] = {}
+        self.serving_columns: dict[str, tuple[str, ...]] = {}
         self._switched_lock = threading.Lock()
 
     # -- the run ----------------------------------------------------------------------------
@@ -152,6 +158,9 @@ class Upgrade(Operation):
                 self.release_checks()
             elif self.online:
                 self.online_backup()
+            elif self.pitr:
+                self.pitr_before_window()
+                self.freeze_and_mark()
             else:
                 self.freeze_and_back_up()
         except SeedError as exc:
@@ -300,8 +309,10 @@ class Upgrade(Operation):
             self.report.database = {"server_version": server, "size_bytes": size}
             self.database_size = size
             self.admin, self.app = admin, app
-            # a rollback is a restore + rename swap: refuse a deploy that could not roll back
-            refuse_if_replicated(env, admin)
+            if env.backup.strategy != "pitr":
+                # a rollback is a restore + rename swap: refuse a deploy that could not roll
+                # back (pitr restores the cluster: its own pre-flight checks what that rewinds)
+                refuse_if_replicated(env, admin)
             s.detail = f"PostgreSQL {server // 10000}, {size / 1e6:.1f} MB, both roles connect"
         with self.step("upload release") as s:
             lock = threading.Lock()
@@ -366,7 +377,10 @@ class Upgrade(Operation):
                 if self.code_only
                 else f"; mode {plan.mode} ({plan.mode_why}); a rollback would {method} ({why})"
             )
-        if not self.code_only or env.backup.code_only == "online":
+        if self.pitr:
+            with self.step("backup pre-flight") as s:
+                s.detail = self.pitr_preflight()
+        elif not self.code_only or env.backup.code_only == "online":
             with self.step("backup pre-flight") as s:
                 text = self.pg_dump_text = backups.usable_pg_dump(env, session.state, server)
                 space = backups.backup_space(env, session.state, admin, size)
@@ -426,7 +440,9 @@ class Upgrade(Operation):
             raise PreflightFailed(result.refusal())
         return result.summary()
 
-    def freeze_and_back_up(self) -> None:
+    def stop_writes(self) -> None:
+        """Maintenance on (the app's workers stopped), the app role's sessions ended, and
+        the freeze reading: from here on nothing the app writes is missed."""
         env, session = self.env, self.session
         with self.step("maintenance on") as s:
             live = [r for r in session.serving_remotes() if self.previous.get(r.label)]
@@ -439,6 +455,10 @@ class Upgrade(Operation):
                 s.detail = "no live release yet"
             s.detail = (s.detail + "; " if s.detail else "") + self.drain_sessions()
             undo.record_reading(self, FREEZE)  # the app's sessions ended: all writes count
+
+    def freeze_and_back_up(self) -> None:
+        env = self.env
+        self.stop_writes()
         for attempt in (1, 2):
             reconnects = self.reconnects
             try:
@@ -460,8 +480,19 @@ class Upgrade(Operation):
                 s.detail = self.take_database_snapshot()
         self.record()
 
+    def take_schema_fingerprint(self, snapshot: str) -> None:
+        """What a reverse must give back exactly (DESIGN: Rollback, Reverse): `pg_dump -s` of
+        the snapshot, hashed, when the plan's rollback is a reverse."""
+        if self.plan is None or self.plan.rollback_method != "reverse":
+            return
+        self.before["schema_sha256"] = backups.schema_fingerprint(
+            self.env, self.session.state, self.job_dir("schema"), self.app_name, snapshot
+        )
+        assert self.report.before is not None
+        self.report.before["schema_sha256"] = self.before["schema_sha256"]
+
     def snapshot_and_back_up(self) -> None:
-        env, session = self.env, self.session
+        session = self.session
         snap_conn = session.connect(admin=True, app_name=self.app_name)
         # one exported snapshot for the figures, the baselines and pg_dump --snapshot
         with dblib.exported_snapshot(snap_conn) as snapshot:
@@ -469,13 +500,7 @@ class Upgrade(Operation):
                 figures = self.table_figures(snap_conn, snapshot=snapshot)
                 applied = dblib.applied_migrations(snap_conn)
                 self.take_baselines(snapshot, applied, figures)
-                if self.plan is not None and self.plan.rollback_method == "reverse":
-                    # what a reverse must give back exactly (DESIGN: Rollback, Reverse)
-                    self.before["schema_sha256"] = backups.schema_fingerprint(
-                        env, session.state, self.job_dir("schema"), self.app_name, snapshot
-                    )
-                    assert self.report.before is not None
-                    self.report.before["schema_sha256"] = self.before["schema_sha256"]
+                self.take_schema_fingerprint(snapshot)
                 rows = sum(v.rows for v in figures.values())
                 s.detail = f"{len(figures)} tables, {rows} rows, {len(applied)} migrations"
             self.take_backup(snapshot, applied, figures)
@@ -498,6 +523,182 @@ class Upgrade(Operation):
         self.admin = session.connect(admin=True, app_name=self.app_name)
         self.app = session.connect(admin=False, app_name=self.app_name)
         return f"{name} in {seconds:.2f}s (downtime), {env.backup.snapshot_copy}"
+
+    # -- backup.strategy pitr: a restore point in the window instead of a dump -------------
+
+    @property
+    def pitr(self) -> bool:
+        """A maintenance deploy under backup.strategy pitr (online and code-only deploys
+        have no window: they keep their dump from a snapshot while serving)."""
+        return (
+            self.env.backup.strategy == "pitr"
+            and self.plan is not None
+            and self.plan.mode == deploy_plan.MAINTENANCE
+        )
+
+    def pitr_preflight(self) -> str:
+        """Before anything changes: the admin role may make restore points, the cluster
+        archives its WAL without failing, a restore would rewind nothing the file does not
+        allow, and the repository answers, encrypted as the file says."""
+        env = self.env
+        cfg = pitr.config(env)
+        missing = pitr.missing_privileges(self.admin)
+        if missing:
+            raise PreflightFailed(
+                f"the admin role {env.db.admin_user} may not run {', '.join(missing)} "
+                "(superuser-only on PostgreSQL 15): make it a superuser, or GRANT EXECUTE ON "
+                "FUNCTION pg_create_restore_point(text), pg_switch_wal() TO it"
+            )
+        why = pitr.archiving(self.admin)
+        if why:
+            raise PreflightFailed(
+                f"the cluster of {env.db.name} does not archive its WAL ({why}): "
+                "backup.strategy pitr needs archive_mode = on and archive_command = "
+                f"'pgbackrest --stanza={cfg.stanza} archive-push %p'"
+            )
+        pitr.refuse_shared_cluster(env, self.admin)
+        repo = self.session.repository
+        info = pitr.repo_info(env, repo)
+        newest = info.newest()
+        return f"pgBackRest stanza {cfg.stanza} on {repo.label}, {info.cipher}: " + (
+            f"{len(info.backups)} backup(s), newest {newest.label} "
+            f"({(time.time() - newest.stopped) / 3600:.1f} h old)"
+            if newest
+            else "no backup yet (a full one comes first)"
+        )
+
+    def pitr_before_window(self) -> None:
+        """While the site serves: a backup when the newest is older than max_age (full when
+        there is none), `pgbackrest check` (the archive works end to end), and the whole
+        before-state fingerprinted from an exported snapshot; the counters read just before
+        it tell the window which tables were written since."""
+        env, session = self.env, self.session
+        cfg = pitr.config(env)
+        with self.step("physical backup") as s:
+            info = pitr.repo_info(env, session.repository)
+            kind = pitr.backup_type(env, info, time.time())
+            newest = info.newest()
+            if kind is None and newest is not None:
+                age = (time.time() - newest.stopped) / 3600
+                s.detail = (
+                    f"newest {newest.label} is {age:.1f} h old (max_age {cfg.max_age_hours:g} h)"
+                    ": none taken"
+                )
+            else:
+                started = time.monotonic()
+                with self.hooked("backup", []):
+                    taken = pitr.take_backup(
+                        env,
+                        session.repository,
+                        kind or "full",
+                        self.job_dir("pgbackrest-backup"),
+                        on_lost=self.reconnect_all,
+                    )
+                s.detail = (
+                    f"{taken.type} backup {taken.label} of {human(taken.size)}, "
+                    f"{human(taken.repo_size)} stored, in {time.monotonic() - started:.1f}s"
+                )
+            s.detail += "; " + pitr.check_archive(env, session.state)
+        undo.record_reading(self, SERVING)  # before the snapshot: what is written after moves
+        snap_conn = session.connect(admin=True, app_name=self.app_name)
+        try:
+            with (
+                dblib.exported_snapshot(snap_conn) as snapshot,
+                self.step("before-state (serving)") as s,
+            ):
+                self.serving_figures = self.table_figures(snap_conn, snapshot=snapshot)
+                listed = dblib.list_tables(snap_conn)
+                self.serving_columns = {t.qualified: t.columns for t in listed}
+                rows = sum(v.rows for v in self.serving_figures.values())
+                s.detail = (
+                    f"{len(self.serving_figures)} tables, {rows} rows, fingerprinted while the "
+                    "site served"
+                )
+        finally:
+            snap_conn.close()
+        self.record()
+
+    def freeze_and_mark(self) -> None:
+        """The window: writes stopped; the tables written (or altered) since the serving
+        fingerprint fingerprinted again, the rest kept; the migration set, database
+        properties and the checks' baselines; then the restore point, its WAL segment
+        archived before anything changes. What the window holds does not grow with the
+        database, only with what was written meanwhile."""
+        env, session = self.env, self.session
+        cfg = pitr.config(env)
+        self.stop_writes()
+        readings = self.report.counter_readings
+        serving = next(r for r in reversed(readings) if r.event == SERVING)
+        written = undo.Writes()
+        undo.between(serving, readings[-1], written)
+        snap_conn = session.connect(admin=True, app_name=self.app_name)
+        try:
+            with dblib.exported_snapshot(snap_conn) as snapshot, self.step("before-state") as s:
+                tables = {t.qualified: t.columns for t in dblib.list_tables(snap_conn)}
+                again = {
+                    t
+                    for t, columns in tables.items()
+                    if written.why
+                    or t in written.tables
+                    or t not in self.serving_figures
+                    or self.serving_columns.get(t) != columns
+                }
+                fresh = (
+                    self.table_figures(snap_conn, snapshot=snapshot, only=again) if again else {}
+                )
+                kept = self.serving_figures
+                figures = {t: fresh[t] if t in again else kept[t] for t in tables}
+                applied = dblib.applied_migrations(snap_conn)
+                self.take_baselines(snapshot, applied, figures)
+                self.take_schema_fingerprint(snapshot)
+                s.detail = (
+                    f"{len(figures)} tables ({len(again)} written since the serving "
+                    f"fingerprint, fingerprinted again), {len(applied)} migrations"
+                )
+        finally:
+            snap_conn.close()
+        with self.step("restore point") as s:
+            started = time.monotonic()
+            point = pitr.create_restore_point(self.admin, pitr.point_name(self.deploy_id))
+            waited = pitr.wait_archived(self.admin, point.wal, cfg.archive_timeout)
+            repo = session.repository
+            path = f"pgbackrest:{cfg.stanza}@{repo.label}"
+            self.backup = backups.BackupRecord(
+                id=point.name,
+                path=path,
+                size=0,
+                sha256="",
+                seconds=time.monotonic() - started,
+                environment=env.name,
+                label=f"before {self.ref}",
+                kind="deploy",
+                deploy_id=self.deploy_id,
+                database_properties=self.before["database_properties"],
+                database=env.db.name,
+                applied_migrations=applied,
+                tables=self.before["tables"],
+                created_at=iso(),
+                created_by=self.report.who,
+                verified="restore point; its WAL segment archived",
+            )
+            self.report.backup = BackupRef(
+                id=point.name,
+                path=path,
+                seconds=round(self.backup.seconds, 3),
+                deploy_id=self.deploy_id,
+                details={
+                    "kind": "pitr",
+                    "restore_point": point.to_json(),
+                    "stanza": cfg.stanza,
+                    "repository": repo.label,
+                    "verified": self.backup.verified,
+                },
+            )
+            s.detail = (
+                f"{point.name} at {point.lsn} (timeline {point.timeline}); WAL {point.wal} "
+                f"archived in {waited:.2f}s"
+            )
+        self.record()
 
     def take_baselines(
         self, snapshot: str, applied: list[tuple[str, str]], figures: dict[str, Any]
@@ -1339,6 +1540,8 @@ class Upgrade(Operation):
 
     def _backup_text(self) -> str:
         assert self.backup is not None
+        if not self.backup.sha256:  # a restore point (backup.strategy pitr)
+            return f"restore point {self.backup.id} in {self.backup.path}"
         return f"{self.backup.path} (sha256 {self.backup.sha256[:12]}, verified)"
 
     def restore_code(self) -> str:
@@ -1371,6 +1574,15 @@ class Upgrade(Operation):
                 )
                 return f"snapshot {snapshot} swapped in, {replaced} kept"
         assert self.backup is not None
+        details = self.report.backup.details if self.report.backup else {}
+        if details.get("kind") == "pitr":
+            self.state["database"] = "being restored to the restore point (cluster stopped)"
+            parts = undo.restore_to_point(self, details)
+            self.rolling_back.point_in_time = parts
+            self.state["database"] = (
+                f"cluster restored to {parts['point']} (from backup {parts['backup']})"
+            )
+            return pitr.parts_text(parts)
         try:
             restored = undo.restore_dump(
                 self, self.backup.path, self.backup.sha256, self.before["database_properties"]

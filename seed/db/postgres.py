@@ -235,12 +235,16 @@ def table_figures(
 
 
 def snapshot_figures(
-    conn: psycopg.Connection[Any], algorithm: str | None = None
+    conn: psycopg.Connection[Any], algorithm: str | None = None, only: set[str] | None = None
 ) -> dict[str, TableFigures]:
-    """Figures for every table, in the session's current transaction/snapshot."""
+    """Figures for every table (or those in `only`), in the session's current snapshot."""
     set_checksum_settings(conn)
     algorithm = algorithm or default_algorithm(conn)
-    return {t.qualified: table_figures(conn, t, algorithm) for t in list_tables(conn)}
+    return {
+        t.qualified: table_figures(conn, t, algorithm)
+        for t in list_tables(conn)
+        if only is None or t.qualified in only
+    }
 
 
 ConnFactory = Callable[[], "psycopg.Connection[Any]"]
@@ -252,8 +256,10 @@ def parallel_figures(
     sessions: int,
     snapshot: str | None = None,
     algorithm: str | None = None,
+    only: set[str] | None = None,
 ) -> dict[str, TableFigures]:
-    """`snapshot_figures` over `sessions` sessions sharing one snapshot, biggest tables first.
+    """`snapshot_figures` over `sessions` sessions sharing one snapshot, biggest tables first
+    (only the tables named in `only`, when given).
 
     `conn` lists the tables (and, without `snapshot`, exports one for the others:
     then it must be idle in autocommit). Each session imports the snapshot, so the
@@ -262,10 +268,10 @@ def parallel_figures(
     algorithm = algorithm or default_algorithm(conn)
     if snapshot is None:
         with exported_snapshot(conn) as exported:
-            return parallel_figures(conn, open_conn, sessions, exported, algorithm)
-    tables = list_tables(conn)
+            return parallel_figures(conn, open_conn, sessions, exported, algorithm, only)
+    tables = [t for t in list_tables(conn) if only is None or t.qualified in only]
     if sessions <= 1 or len(tables) <= 1:
-        return snapshot_figures(conn, algorithm)
+        return snapshot_figures(conn, algorithm, only)
     sizes = dict(
         conn.execute(
             "select n.nspname || '.' || c.relname, pg_relation_size(c.oid) from pg_class c"

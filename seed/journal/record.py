@@ -31,6 +31,9 @@ RECORD_VERSION = 2
 FREEZE = "freeze"  # the app is stopped and its sessions ended
 HANDOVER = "handover"  # the app may write from here on
 BACKUP = "backup"  # a backup of a serving database (before its snapshot was taken)
+# the before-state fingerprinted while serving (backup.strategy pitr), before its snapshot:
+# which tables were written until the freeze; not a backup's moment (the writes rule skips it)
+SERVING = "serving"
 
 
 @dataclass
@@ -204,6 +207,9 @@ class RollbackRecord:
     replaced_database: str | None = None
     sequences_moved_forward: list[str] | None = None
     verification: dict[str, Any] | None = None
+    # a point-in-time restore: the backup it started from and seconds per part (stop,
+    # restore, start, replay)
+    point_in_time: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"method": self.method, "why": self.why}
@@ -213,7 +219,13 @@ class RollbackRecord:
             data["reverse_failed"] = self.reverse_failed
         if self.stopped_for_writes:
             data["stopped_for_writes"] = True
-        for name in ("output", "replaced_database", "sequences_moved_forward", "verification"):
+        for name in (
+            "output",
+            "replaced_database",
+            "sequences_moved_forward",
+            "verification",
+            "point_in_time",
+        ):
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
         return data
@@ -233,6 +245,7 @@ class RollbackRecord:
             replaced_database=_opt_str(data.get("replaced_database")),
             sequences_moved_forward=[str(s) for s in moved] if isinstance(moved, list) else None,
             verification=data.get("verification"),
+            point_in_time=data.get("point_in_time"),
         )
 
 
@@ -357,6 +370,7 @@ class RunRecord:
     target: str | None = None  # rollback: the deploy undone
     recovering: list[str] | None = None  # rollback: the dead runs it recovers
     replaced_database: str | None = None
+    point_in_time: dict[str, Any] | None = None  # a restore to a restore point: its parts
     verification: dict[str, Any] | None = None
     state: dict[str, str] | None = None  # where each part stands
     # -- the command's own output (docs/report.md, per command)
@@ -465,6 +479,7 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
     "writes_since": _dict,
     "rollback": RollbackRecord.from_json,
     "recovering": _opt_list,
+    "point_in_time": _dict,
     "verification": _dict,
     "state": _dict,
     "gate": _dict,

@@ -9,7 +9,7 @@ from typing import Any
 from seed.config.environment import Environment, Host
 from seed.db import locksession
 from seed.db import postgres as dblib
-from seed.errors import SeedError
+from seed.errors import PreflightFailed, SeedError
 from seed.journal.record import RunRecord
 from seed.remote.ssh import Remote
 
@@ -108,6 +108,16 @@ class Session:
     @property
     def state(self) -> Remote:
         return self.remotes[self.env.roles.db]
+
+    @property
+    def repository(self) -> Remote:
+        """The pgBackRest repository host (backup.strategy pitr)."""
+        host = self.env.roles.backup
+        if host is None:
+            raise PreflightFailed(
+                f"no repository host in {self.env.path.name}: backup.pgbackrest.repo_host"
+            )
+        return self.remotes[host]
 
     @property
     def migrator(self) -> Remote:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from seed import faults
+from seed.backup import pitr
 from seed.backup import restore as restorelib
 from seed.checks import check as checklib
 from seed.config.environment import Hook
@@ -157,12 +158,14 @@ class Operation:
         dbname: str | None = None,
         snapshot: str | None = None,
         algorithm: str | None = None,
+        only: set[str] | None = None,
     ) -> dict[str, dblib.TableFigures]:
-        """Every table's count and checksum in the database `conn` is on (`dbname`, default
-        the environment's), db.fingerprint_sessions sessions at once, in `snapshot` if given."""
+        """Every table's (or those in `only`) count and checksum in the database `conn` is on
+        (`dbname`, default the environment's), db.fingerprint_sessions sessions at once, in
+        `snapshot` if given."""
         sessions = self.env.db.fingerprint_sessions
         factory = self.admin_factory(dbname)
-        return dblib.parallel_figures(conn, factory, sessions, snapshot, algorithm)
+        return dblib.parallel_figures(conn, factory, sessions, snapshot, algorithm, only)
 
     def on_hosts(self, remotes: list[Remote], fn: Callable[[Remote], T], step: str) -> dict[str, T]:
         """`fn` on every host at once (at most app.parallel), each host's outcome in the
@@ -545,10 +548,15 @@ class Operation:
             if hasattr(self, attr):
                 setattr(self, attr, self.session.connect(admin=admin, app_name=self.app_name))
 
-    def retake_lock(self, attempts: int = 10, delay: float = 1.0) -> None:
+    def retake_lock(
+        self,
+        attempts: int = 10,
+        delay: float = 1.0,
+        why: str = "the lock's database session is gone",
+    ) -> None:
         assert self.journal is not None
         env = self.env
-        self.out.line("the lock's database session is gone: taking the lock back")
+        self.out.line(f"{why}: taking the lock back")
         for attempt in range(attempts):
             try:
                 self.lock_conn = self.connect_lock()
@@ -754,24 +762,27 @@ class Operation:
             self.app = self.session.connect(admin=False, app_name=self.app_name)
 
     def replace_database(
-        self, backup_path: str, sha256: str, before: dict[str, Any], state: dict[str, str]
+        self,
+        backup_path: str,
+        sha256: str,
+        before: dict[str, Any],
+        state: dict[str, str],
+        details: dict[str, Any] | None = None,
     ) -> None:
-        """Restore `backup_path` as the live database, then verify it against `before`
-        (tables, migration set, database properties). `state` says where things stand."""
+        """Restore `backup_path` as the live database (or, for a restore point, the cluster to
+        it: `details` of a pitr backup), then verify it against `before` (tables, migration
+        set, database properties). `state` says where things stand."""
         with self.step("database") as s:
-            try:
-                restored = undo.restore_dump(
-                    self, backup_path, sha256, before["database_properties"]
-                )
-            except restorelib.RestoreFailed as exc:
+            if details and details.get("kind") == "pitr":
+                state["database"] = "being restored to the restore point (cluster stopped)"
+                parts = undo.restore_to_point(self, details)
+                self.report.point_in_time = parts
                 state["database"] = (
-                    "untouched (restore failed before the swap)" if exc.live_untouched else str(exc)
+                    f"cluster restored to {parts['point']} (from backup {parts['backup']})"
                 )
-                raise
-            replaced = restored.plan.replaced
-            state["database"] = f"restored from {backup_path}; old kept as {replaced}"
-            self.report.replaced_database = replaced
-            s.detail = f"{backup_path} restored, {replaced} kept"
+                s.detail = pitr.parts_text(parts)
+            else:
+                self.restore_dump_as_live(backup_path, sha256, before, state, s)
         with self.step("verify") as s:
             verification = undo.verify_database(self, before)
             self.report.verification = verification
@@ -783,3 +794,24 @@ class Operation:
                 f"{verification['tables']} tables, {verification['rows']} rows, "
                 f"{verification['migrations']} migrations equal"
             )
+
+    def restore_dump_as_live(
+        self,
+        backup_path: str,
+        sha256: str,
+        before: dict[str, Any],
+        state: dict[str, str],
+        s: Any,
+    ) -> None:
+        """The dump restored as a new database and swapped in (undo.restore_dump)."""
+        try:
+            restored = undo.restore_dump(self, backup_path, sha256, before["database_properties"])
+        except restorelib.RestoreFailed as exc:
+            state["database"] = (
+                "untouched (restore failed before the swap)" if exc.live_untouched else str(exc)
+            )
+            raise
+        replaced = restored.plan.replaced
+        state["database"] = f"restored from {backup_path}; old kept as {replaced}"
+        self.report.replaced_database = replaced
+        s.detail = f"{backup_path} restored, {replaced} kept"

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from seed.backup import dump as backups
+from seed.backup import pitr
 from seed.backup import restore as restorelib
 from seed.db import postgres as dblib
 from seed.deploy import migrate as migratelib
@@ -339,6 +340,44 @@ def restore_dump(
     finally:
         with contextlib.suppress(SeedError, psycopg.Error):  # the next step says it fails
             op.open_sessions()
+
+
+def restore_to_point(op: Operation, details: dict[str, Any]) -> dict[str, Any]:
+    """The whole cluster restored to a run's restore point (backup.strategy pitr): from the
+    newest backup in the repository that ended before the point (expire may have removed
+    the one the run took), the cluster stopped, restored with --delta, started, replayed
+    to the point and promoted. The run's lock lives in the cluster: confirmed before, taken
+    back after (LockLost if another run took it meanwhile); its sessions closed and opened
+    again. Returns the backup's label and seconds per part."""
+    env, session = op.env, op.session
+    point = pitr.RestorePoint.from_json(details["restore_point"])
+    info = pitr.repo_info(env, session.repository)
+    chosen = info.before(point.lsn)
+    if chosen is None:
+        raise StepFailed(
+            f"no backup in the pgBackRest repository ended before restore point {point.name} "
+            f"(lsn {point.lsn}): they expired; the cluster was not touched"
+        )
+    op.ensure_lock()
+    op.close_sessions()
+    if op.lock_conn is not None:
+        with contextlib.suppress(Exception):
+            op.lock_conn.close()
+    parts: dict[str, Any] = {"backup": chosen.label, "point": point.name}
+    parts.update(
+        pitr.restore_cluster(
+            env, session.state, point, chosen.label, op.job_dir("pitr-restore"), op.out.detail
+        )
+    )
+    parts["replay"] = round(
+        pitr.wait_promoted(
+            lambda: session.connect(admin=True, dbname="postgres", app_name=op.app_name), point
+        ),
+        3,
+    )
+    op.retake_lock(why="the cluster was restarted")
+    op.open_sessions()
+    return parts
 
 
 def swap_snapshot(op: Operation, snapshot_db: str) -> tuple[str, list[str]]:

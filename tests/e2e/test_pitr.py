@@ -1,0 +1,144 @@
+"""backup.strategy pitr end to end: `fab` against a sandbox whose cluster archives its WAL over
+TLS into an encrypted pgBackRest repository on a host of its own (127.0.0.3), a writer
+placing orders through the site while the deploy prepares."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Deployment
+from tests.e2e.load import Load, missing_orders
+
+
+@pytest.fixture(scope="module")
+def at_v2(pitr_deployment: Deployment) -> Iterator[Deployment]:
+    dep = pitr_deployment
+    dep.reset()
+    dep.deploy("v1", "v2")
+    yield dep
+
+
+def steps(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in report["steps"]}
+
+
+def schema(dep: Deployment) -> list[tuple[str, str, str]]:
+    with dep.admin("shop") as conn:
+        rows = conn.execute(
+            "select table_name, column_name, data_type from information_schema.columns "
+            "where table_schema = 'public' order by 1, 2"
+        ).fetchall()
+    return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+
+def test_a_failing_deploy_is_restored_to_its_restore_point_with_every_acknowledged_order(
+    at_v2: Deployment,
+) -> None:
+    dep = at_v2
+    before = schema(dep)
+    # a write path through the one app host: orders acknowledged while the deploy prepares
+    # land after the serving fingerprint and before the freeze (fingerprinted again there)
+    with Load(dep.app_port, paths=("POST /orders/", "/health/"), threads=2) as load:
+        res = dep.fab("local", "upgradedb", "--ref", "bad-data")
+    assert res.returncode == 5, res.stdout + res.stderr
+    report = dep.last_report()
+    done = steps(report)
+    for name in ("physical backup", "before-state (serving)", "before-state", "restore point"):
+        assert done[name]["outcome"] == "ok", name
+    assert "WAL archive works" in done["physical backup"]["detail"]
+    again = re.search(r"\((\d+) written since", done["before-state"]["detail"])
+    assert again and int(again[1]) >= 1, done["before-state"]["detail"]  # shop_order at least
+    assert report["backup"]["kind"] == "pitr"
+    point = report["backup"]["restore_point"]
+    assert point["name"] == f"seed-{report['deploy_id']}"
+    assert "archived in" in done["restore point"]["detail"]
+    rollback = report["rollback"]
+    assert set(rollback["point_in_time"]) >= {"backup", "stop", "restore", "start", "replay"}
+    assert "verified identical" in report["message"]
+    # no dump was taken: the window held a restore point
+    assert not list(dep.backup_dir.glob("*.dump"))
+    assert schema(dep) == before
+    assert load.orders(), load.summary()
+    with dep.admin("shop") as conn:
+        assert missing_orders(conn, load.orders()) == 0, load.summary()
+    # the site serves v2 again
+    status, text = dep.http("/health/")
+    assert status == 200 and "v2" in text
+
+
+def test_rollback_of_a_good_deploy_restores_the_cluster_to_its_point(at_v2: Deployment) -> None:
+    dep = at_v2
+    before = schema(dep)
+    with dep.admin("shop") as conn:
+        orders = conn.execute("select count(*) from shop_order").fetchone()
+    res = dep.fab("local", "upgradedb", "--ref", "v3")  # drops a column: undone by a restore
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert schema(dep) != before
+    res = dep.fab("local", "rollback")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = dep.last_report()
+    done = steps(report)
+    assert (
+        "backup" in done["verify backup"]["detail"]
+        and "WAL archived" in done["verify backup"]["detail"]
+    )
+    assert report["point_in_time"]["point"].startswith("seed-")
+    assert "restored to seed-" in done["database"]["detail"]
+    assert schema(dep) == before
+    with dep.admin("shop") as conn:
+        assert conn.execute("select count(*) from shop_order").fetchone() == orders
+    # the writes baseline starts again after the restore: a later deploy is not refused
+    res = dep.fab("local", "upgradedb", "--ref", "v3")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_an_unreachable_repository_host_refuses_the_deploy(at_v2: Deployment) -> None:
+    dep = at_v2
+    releases = dep.releases()
+    envdir = dep.variant(
+        "pitr-no-repo", {"backup.strategy": "pitr", "backup.pgbackrest.repo_host": "127.0.0.9"}
+    )
+    res = dep.fab("local", "upgradedb", "--ref", "v4", envdir=envdir)
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "127.0.0.9" in res.stderr
+    assert dep.releases() == releases
+
+
+def test_a_broken_wal_archive_and_a_shared_cluster_are_refused_at_preflight(
+    at_v2: Deployment,
+) -> None:
+    dep = at_v2
+    releases = dep.releases()
+    with dep.admin() as conn:
+        conn.execute("alter system set archive_command = 'false'")
+        conn.execute("select pg_reload_conf()")
+        try:
+            failed = conn.execute("select failed_count from pg_stat_archiver").fetchone()
+            conn.execute("select pg_switch_wal()")
+            for _ in range(100):  # the archiver tries (and fails) at once
+                now = conn.execute("select failed_count from pg_stat_archiver").fetchone()
+                if now != failed:
+                    break
+                conn.execute("select pg_sleep(0.1)")
+            res = dep.fab("local", "upgradedb", "--ref", "v4", "--mode", "maintenance")
+        finally:
+            conn.execute("alter system reset archive_command")
+            conn.execute("select pg_reload_conf()")
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "does not archive its WAL (archiving is failing" in res.stderr
+    with dep.admin() as conn:
+        conn.execute("create database billing")
+        try:
+            res = dep.fab("local", "upgradedb", "--ref", "v4", "--mode", "maintenance")
+        finally:
+            conn.execute("drop database billing")
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "also holds billing" in res.stderr and "backup.pgbackrest.rewind" in res.stderr
+    assert dep.releases() == releases
+    report = json.loads(json.dumps(dep.last_report()))
+    assert report["exit_code"] == 4
