@@ -7,6 +7,7 @@ Not a benchmark itself (`make bench` runs the other files of this directory).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -16,12 +17,18 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import yaml
 from psycopg import sql
 
 from sandbox.servers import SandboxInfo, SandboxSpec, free_port
 from seed.config.environment import Environment
+from seed.config.yaml12 import load_yaml12
+
+REPO = Path(__file__).resolve().parents[1]
+FAB = str(REPO / ".venv" / "bin" / "fab")
 
 CUSTOMERS = 3_000_000
 ORDERS = 4_000_000
@@ -278,3 +285,89 @@ class Raw:
             [self.vacuumdb, "--analyze-only", "--quiet", f"--jobs={jobs}", *self.conn_args,
              f"--dbname={name}"]
         )  # fmt: skip
+
+
+class FabSandbox:
+    """A private sandbox driven through `fab`, as a user would (its own directory, ports
+    and SEED_HOME; `pitr`: with pgBackRest, `sandbox.up --pitr`)."""
+
+    def __init__(self, prefix: str, pitr: bool = False) -> None:
+        self.pitr = pitr
+        self.root = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+        os.chmod(self.root, 0o755)  # noqa: S103 - postgres (as root) must traverse it
+        self.port = free_port()  # each app host's (127.0.0.1 and 127.0.0.2)
+        self.lb_port = free_port()  # the balancer's: the site
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SEED_", "PG"))},
+            "SEED_SANDBOX_DIR": str(self.root),
+            "SEED_SANDBOX_SSH_PORT": str(free_port()),
+            "SEED_SANDBOX_PG_PORT": str(free_port()),
+            "SEED_SANDBOX_APP_PORT": str(self.port),
+            "SEED_SANDBOX_LB_PORT": str(self.lb_port),
+            "SEED_SANDBOX_REPO_TLS_PORT": str(free_port()),
+            "SEED_SANDBOX_DB_TLS_PORT": str(free_port()),
+            "SEED_HOME": str(self.root / "control"),
+            "CI": "true",
+        }
+
+    def variant(self, name: str, edits: dict[str, Any]) -> Path:
+        """A folder with environments/local.yml as `local.yml`, `edits` (dotted keys) made."""
+        data = load_yaml12((REPO / "environments" / "local.yml").read_text())
+        for dotted, value in edits.items():
+            node = data
+            *parents, last = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[last] = value
+        folder = self.root / "envs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "local.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+        return folder
+
+    def fab(self, *args: str, envdir: Path | None = None) -> tuple[int, dict[str, Any]]:
+        """Exit code and the run's report (empty for tasks without one)."""
+        report = self.root / "report.json"
+        report.unlink(missing_ok=True)
+        extra = ["--report", str(report)] if args[1:2] in (("upgradedb",), ("rollback",)) else []
+        env = {**self.env, **({"SEED_ENVIRONMENTS": str(envdir)} if envdir else {})}
+        res = subprocess.run(
+            [FAB, *args, *extra],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if res.returncode not in (0, 5):
+            say(res.stdout[-2000:] + res.stderr[-4000:])
+        return res.returncode, json.loads(report.read_text()) if report.exists() else {}
+
+    def admin(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
+        """An autocommit session of the admin role."""
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=int(self.env["SEED_SANDBOX_PG_PORT"]),
+            user="postgres",
+            dbname=dbname,
+            passfile=str(self.root / "pgpass"),
+            autocommit=True,
+        )
+
+    def up(self, *refs: str) -> bool:
+        """`fab sandbox.up` (--pitr) and a deploy of each of `refs`; False (said) on a failure."""
+        steps = [("sandbox.up", *(("--pitr",) if self.pitr else ()))]
+        steps += [("local", "upgradedb", "--ref", ref) for ref in refs]
+        for step in steps:
+            code, _ = self.fab(*step)
+            if code != 0:
+                say(f"setup failed: fab {' '.join(step)} exited {code}")
+                return False
+        return True
+
+    def down(self) -> None:
+        subprocess.run(
+            [FAB, "sandbox.down", "--purge"], cwd=REPO, env=self.env, capture_output=True,
+            check=False,
+        )  # fmt: skip
+        shutil.rmtree(self.root, ignore_errors=True)

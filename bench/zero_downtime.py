@@ -37,11 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -56,15 +52,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import psycopg  # noqa: E402
-import yaml  # noqa: E402
 
-from bench.common import headline, say  # noqa: E402
-from sandbox.servers import free_port  # noqa: E402
-from seed.config.yaml12 import load_yaml12  # noqa: E402
+from bench.common import FabSandbox, headline, say  # noqa: E402
 from tests.e2e.load import missing_orders  # noqa: E402
 
-FAB = str(REPO / ".venv" / "bin" / "fab")
 SLOW = 5.0
 CUSTOMERS = 20_000  # v1's demo data: ids 1..20000
 P99_TARGET = 3.0
@@ -157,76 +148,10 @@ class Load:
         return [a.order for a in self.answers if a.order is not None]
 
 
-class Sandbox:
-    """A private sandbox driven through `fab`, as a user would."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="seed-bench-zd-", dir="/var/tmp"))
-        os.chmod(self.root, 0o755)  # noqa: S103 - postgres (as root) must traverse it
-        self.port = free_port()  # each app host's (127.0.0.1 and 127.0.0.2)
-        self.lb_port = free_port()  # the balancer's: the site
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SEED_", "PG"))},
-            "SEED_SANDBOX_DIR": str(self.root),
-            "SEED_SANDBOX_SSH_PORT": str(free_port()),
-            "SEED_SANDBOX_PG_PORT": str(free_port()),
-            "SEED_SANDBOX_APP_PORT": str(self.port),
-            "SEED_SANDBOX_LB_PORT": str(self.lb_port),
-            "SEED_HOME": str(self.root / "control"),
-            "CI": "true",
-        }
-
-    def variant(self, name: str, edits: dict[str, Any]) -> Path:
-        """A folder with environments/local.yml as `local.yml`, `edits` (dotted keys) made."""
-        data = load_yaml12((REPO / "environments" / "local.yml").read_text())
-        for dotted, value in edits.items():
-            node = data
-            *parents, last = dotted.split(".")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[last] = value
-        folder = self.root / "envs" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "local.yml").write_text(yaml.safe_dump(data, sort_keys=False))
-        return folder
-
-    def fab(self, *args: str, envdir: Path | None = None) -> tuple[int, dict[str, Any]]:
-        """Exit code and the run's report (empty for tasks without one)."""
-        report = self.root / "report.json"
-        report.unlink(missing_ok=True)
-        extra = ["--report", str(report)] if args[1:2] in (("upgradedb",), ("rollback",)) else []
-        env = {**self.env, **({"SEED_ENVIRONMENTS": str(envdir)} if envdir else {})}
-        res = subprocess.run(
-            [FAB, *args, *extra],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        if res.returncode not in (0, 5):
-            say(res.stdout[-2000:] + res.stderr[-4000:])
-        return res.returncode, json.loads(report.read_text()) if report.exists() else {}
-
-    def missing(self, orders: list[int]) -> int:
-        """How many acknowledged orders the database does not have."""
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=int(self.env["SEED_SANDBOX_PG_PORT"]),
-            user="postgres",
-            dbname="shop",
-            passfile=str(self.root / "pgpass"),
-            autocommit=True,
-        ) as conn:
-            return missing_orders(conn, orders)
-
-    def down(self) -> None:
-        subprocess.run(
-            [FAB, "sandbox.down", "--purge"], cwd=REPO, env=self.env, capture_output=True,
-            check=False,
-        )  # fmt: skip
-        shutil.rmtree(self.root, ignore_errors=True)
+def missing(box: FabSandbox, orders: list[int]) -> int:
+    """How many acknowledged orders the database does not have."""
+    with box.admin("shop") as conn:
+        return missing_orders(conn, orders)
 
 
 def main() -> int:
@@ -235,16 +160,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="clients at once")
     parser.add_argument("--idle", type=float, default=10, help="seconds of idle load first")
     args = parser.parse_args()
-    box = Sandbox()
+    box = FabSandbox("seed-bench-zd-")
     results: list[dict[str, Any]] = []
     misses: list[str] = []
     try:
-        for step in (("sandbox.up",), ("local", "upgradedb", "--ref", "v1"),
-                     ("local", "upgradedb", "--ref", "v2")):  # fmt: skip
-            code, _ = box.fab(*step)
-            if code != 0:
-                say(f"setup failed: fab {' '.join(step)} exited {code}")
-                return 1
+        if not box.up("v1", "v2"):
+            return 1
         with Load(box.lb_port, args.rate, args.concurrency) as idle:
             time.sleep(args.idle)
         idle_p99 = idle.p99()
@@ -287,7 +208,7 @@ def main() -> int:
                 "failed": len([a for a in load.answers if a.failed]),
                 "p99_ms": round(load.p99() * 1000),
                 "writes": len(load.orders()),
-                "writes_missing": box.missing(load.orders()),
+                "writes_missing": missing(box, load.orders()),
                 "measured_down_s": round(load.outage(), 2),
                 "reported_down_s": reported,
             }

@@ -102,6 +102,10 @@ class PitrPaths:
         return self.root / "server" / "bin" / "pgctl"
 
     @property
+    def as_owner(self) -> Path:
+        return self.root / "server" / "bin" / "as-owner"
+
+    @property
     def repo_command(self) -> Path:
         return self.repohost / "bin" / "pgbackrest"
 
@@ -346,6 +350,13 @@ def configure(setup: PitrSetup) -> None:
         0o755,
         None,
     )
+    _write(
+        paths.as_owner,
+        "#!/bin/sh\n# Runs its arguments as the cluster's owner (Debian: sudo -u postgres).\n"
+        f'exec {as_owner}"$@"\n',
+        0o755,
+        None,
+    )
     pg_ctl = shlex.quote(str(setup.pg_bindir / "pg_ctl"))
     data = shlex.quote(str(setup.pg_data))
     log = shlex.quote(str(setup.pg_log))
@@ -529,5 +540,7 @@ def environment_section(root: Path, stanza: str, indent: str = "  ") -> str:
         f"  repo_command: {paths.repo_command}",
         f"  stop: {paths.pgctl} stop",
         f"  start: {paths.pgctl} start",
+        f"  as_owner: {paths.as_owner}",
+        f"  verify_dir: {root / 'pg'}",
     ]
     return "".join(f"{indent}{line}\n" for line in lines)

@@ -29,6 +29,7 @@ Facts this module respects (pgBackRest 2.45, PostgreSQL 15, checked here):
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from seed.remote.ssh import Remote, RemoteError, RemoteJob, q
 POINT_PREFIX = "seed-"
 SCRATCH_PREFIXES = ("seed_", "template")  # Seed's own scratch databases, templates
 ALWAYS_REWOUND = ("postgres",)
+SCRATCH_KINDS = ("replaced", "restore", "snap", "copy", "verify", "rehearse", "mask")
 
 
 def point_name(run_id: str) -> str:
@@ -311,12 +313,23 @@ def archiving(conn: psycopg.Connection[Any]) -> str | None:
     return None
 
 
+def seeds_own(name: str, dbname: str) -> bool:
+    """Seed's scratch databases beside `dbname` (restores, snapshots, replaced databases
+    kept, copies, verifications, rehearsals: `<db>_<what>_<tag>`), templates, `postgres`."""
+    if name in ALWAYS_REWOUND or name.startswith(SCRATCH_PREFIXES):
+        return True
+    return (
+        re.match(re.escape(dbname[:40]) + r".*_(" + "|".join(SCRATCH_KINDS) + r")_", name)
+        is not None
+    )
+
+
 def shared_with(conn: psycopg.Connection[Any], dbname: str, allowed: tuple[str, ...]) -> list[str]:
     """The cluster's other databases a restore would rewind and the file does not allow."""
     rows = conn.execute("select datname from pg_database order by 1").fetchall()
     others = []
     for (name,) in rows:
-        if name == dbname or name in ALWAYS_REWOUND or name.startswith(SCRATCH_PREFIXES):
+        if name == dbname or seeds_own(str(name), dbname):
             continue
         if "*" in allowed or name in allowed:
             continue
@@ -536,4 +549,70 @@ def wait_promoted(
         f"the restored cluster did not finish recovery to {point.name} within {timeout:g}s"
         + (f" ({last})" if last else "")
         + ": see the PostgreSQL log on the db host"
+    )
+
+
+# -- a scratch cluster (backup --verify-restore) ---------------------------------------------
+
+
+def scratch_dir(env: Environment, run_id: str) -> str:
+    """Where `run_id`'s scratch cluster is restored on the db host."""
+    return f"{config(env).verify_dir}/seed-verify-{run_id}"
+
+
+def free_port_script(start: int = 55432, count: int = 200) -> str:
+    """A shell line printing a TCP port of 127.0.0.1 nothing listens on (bash's /dev/tcp)."""
+    return (
+        f"for p in $(seq {start} {start + count}); do "
+        '(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; exit 0; }; done; exit 1'
+    )
+
+
+def scratch_script(
+    env: Environment, point: RestorePoint, label: str, directory: str, port: int, bindir: str
+) -> str:
+    """Restore `point` into `directory` as the cluster's owner, WAL archiving off (the
+    scratch cluster must never push into the stanza), and start it on 127.0.0.1:`port`
+    with its own authentication file (the live cluster's roles and passwords)."""
+    cfg = config(env)
+    own = cfg.as_owner
+    d = directory
+    restore = (
+        f"{cfg.command} --stanza={q(cfg.stanza)} --pg1-path={q(d)} --type=name "
+        f"--target={q(point.name)} --target-action=promote --target-timeline={point.timeline} "
+        f"--archive-mode=off --set={q(label)} --log-level-console=warn restore"
+    )
+    options = (
+        f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={d} "
+        f"-c hba_file={d}/seed_hba.conf -c ident_file={d}/seed_ident.conf "
+        "-c archive_mode=off"
+    )
+    return (
+        "set -eu\n"
+        + _exports(env)
+        + 'mark() { echo "seed-mark $1 $(date +%s.%N)"; }\n'
+        + f"{own} mkdir -m 700 {q(d)}\n"
+        + "mark restore\n"
+        + f"{restore}\n"
+        + "printf 'local all all trust\\nhost all all 127.0.0.1/32 scram-sha-256\\n' | "
+        + f"{own} tee {q(d + '/seed_hba.conf')} > /dev/null\n"
+        + f": | {own} tee {q(d + '/seed_ident.conf')} > /dev/null\n"
+        # Debian keeps postgresql.conf in /etc, outside the backup: an empty one will do
+        + f"[ -f {q(d + '/postgresql.conf')} ] || : | {own} tee {q(d + '/postgresql.conf')}"
+        + " > /dev/null\n"
+        + "mark start\n"
+        + f"{own} {q(bindir + '/pg_ctl')} -D {q(d)} -l {q(d + '/seed.log')} -w -t 3600 "
+        + f"-o {q(options)} start\n"
+        + "mark started\n"
+    )
+
+
+def scratch_cleanup(env: Environment, directory: str, bindir: str) -> str:
+    """Stop the scratch cluster (immediate: it is thrown away) and remove it."""
+    own = config(env).as_owner
+    if not posixpath.basename(directory).startswith("seed-verify-"):
+        raise StepFailed(f"refusing to remove {directory}: not a scratch cluster of Seed's")
+    return (
+        f"{own} {q(bindir + '/pg_ctl')} -D {q(directory)} -m immediate -w stop "
+        f"> /dev/null 2>&1; {own} rm -rf {q(directory)}"
     )

@@ -4,20 +4,25 @@ backups kept. Commands call these; they never call each other."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import posixpath
 import time
 from pathlib import Path
 from typing import Any
 
 from seed.backup import dump as backups
+from seed.backup import pitr
 from seed.backup import restore as restorelib
 from seed.backup.dump import needed_by
 from seed.config.environment import Environment
 from seed.db import postgres as dblib
 from seed.deploy.release import current_release, release_revision
-from seed.errors import HumanNeeded
-from seed.journal.record import BACKUP, BackupRef
+from seed.errors import HumanNeeded, PreflightFailed, SeedError, StepFailed
+from seed.journal.record import BACKUP, SERVING, BackupRef, RunRecord
 from seed.journal.store import Journal
 from seed.remote.session import Session
+from seed.remote.ssh import RemoteJob
 from seed.run.operation import Operation
 from seed.run.report import Scrubber, iso
 from seed.undo import database as undo
@@ -29,14 +34,70 @@ def list_backups(env: Environment, local_root: Path) -> list[dict[str, Any]]:
     try:
         session.open()
         journal = Journal(env, session.state, local_root, Scrubber())
-        reasons = needed_by(journal.records())
+        records = journal.records()
+        reasons = needed_by(records)
         manifests = backups.list_manifests(env, session.state)
         for manifest in manifests:
             manifest["needed_by"] = reasons.get(str(manifest["id"]), "")
             manifest["present"] = session.state.exists(str(manifest["path"]))
-        return manifests
+        if env.backup.strategy == "pitr":
+            manifests += physical_backups(env, session, records, reasons)
+        return sorted(manifests, key=lambda m: str(m.get("created_at", "")))
     finally:
         session.close()
+
+
+def physical_backups(
+    env: Environment, session: Session, records: list[RunRecord], reasons: dict[str, str]
+) -> list[dict[str, Any]]:
+    """backup.strategy pitr: the repository's backups, and the restore points the journal's
+    deploys made, each saying whether it can still be restored (a backup before it, the
+    archive reaching it)."""
+    info = pitr.repo_info(env, session.repository)
+    found: list[dict[str, Any]] = []
+    for b in info.backups:
+        found.append(
+            {
+                "id": b.label,
+                "kind": b.type,
+                "created_at": iso(dt.datetime.fromtimestamp(b.stopped, dt.UTC)),
+                "size": b.repo_size,
+                "sha256": "",
+                "applied_migrations": [],
+                "label": f"pgBackRest {b.type} backup of {b.size / 1e6:.1f} MB (lsn {b.lsn_stop})",
+                "present": True,
+                "needed_by": "",
+            }
+        )
+    for record in records:
+        ref = record.backup
+        if ref is None or ref.details.get("kind") != "pitr":
+            continue
+        point = pitr.RestorePoint.from_json(ref.details["restore_point"])
+        base = info.before(point.lsn)
+        reaches = bool(info.archive_max) and info.archive_max[8:] >= point.wal[8:]
+        found.append(
+            {
+                "id": point.name,
+                "kind": "point",
+                "created_at": point.created_at,
+                "size": 0,
+                "sha256": "",
+                "applied_migrations": list((record.before or {}).get("applied_migrations", [])),
+                "label": (
+                    f"restore point before {record.ref}"
+                    if record.kind == "upgradedb"
+                    else f"restore point {ref.details.get('label') or 'of a backup'}"
+                )
+                + f" (lsn {point.lsn}, timeline {point.timeline}), from "
+                + (base.label if base else "NO BACKUP"),
+                "present": base is not None and reaches,
+                "needed_by": reasons.get(ref.id, ""),
+                "restore_point": point.to_json(),
+                "deploy_id": record.deploy_id,
+            }
+        )
+    return found
 
 
 def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRecord:
@@ -97,6 +158,150 @@ def verified_backup(self: Operation, label: str, kind: str) -> backups.BackupRec
             self.report.backup = BackupRef.from_json(record.to_json())
             s.detail = f"{path} ({dump_size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
     return record
+
+
+def physical_backup(op: Operation, label: str) -> dict[str, Any]:
+    """backup.strategy pitr: a backup in the repository (full when there is none, else
+    backup.pgbackrest.type), the before-state of one exported snapshot and a restore point
+    right after it, its WAL segment archived. The counters read before the snapshot and
+    after the point name the tables written in between: their snapshot figures may differ
+    from the point's, and a verification does not compare them. Returns the backup's
+    details (as in the report)."""
+    env, session = op.env, op.session
+    cfg = pitr.config(env)
+    with op.step("pre-flight") as s:
+        admin = op.admin = session.connect(admin=True, app_name=op.app_name)
+        missing = pitr.missing_privileges(admin)
+        if missing:
+            raise PreflightFailed(
+                f"the admin role {env.db.admin_user} may not run {', '.join(missing)}: "
+                "restore points need a superuser or GRANT EXECUTE on them"
+            )
+        why = pitr.archiving(admin)
+        if why:
+            raise PreflightFailed(f"the cluster does not archive its WAL ({why})")
+        info = pitr.repo_info(env, session.repository)
+        s.detail = f"pgBackRest stanza {cfg.stanza} on {session.repository.label}, {info.cipher}"
+    with op.step("physical backup") as s:
+        kind = "full" if info.newest() is None else cfg.type
+        started = time.monotonic()
+        taken = pitr.take_backup(
+            env, session.repository, kind, op.job_dir("pgbackrest-backup"), on_lost=op.reconnect_all
+        )
+        s.detail = (
+            f"{taken.type} backup {taken.label} of {taken.size / 1e6:.1f} MB, "
+            f"{taken.repo_size / 1e6:.1f} MB stored, in {time.monotonic() - started:.1f}s"
+        )
+    undo.record_reading(op, BACKUP)
+    snap_conn = session.connect(admin=True, app_name=op.app_name)
+    try:
+        with dblib.exported_snapshot(snap_conn) as snapshot, op.step("snapshot") as s:
+            figures = op.table_figures(snap_conn, snapshot=snapshot)
+            applied = dblib.applied_migrations(snap_conn)
+            props = restorelib.database_properties(snap_conn, env.db.name)
+            s.detail = f"{len(figures)} tables, {sum(f.rows for f in figures.values())} rows"
+    finally:
+        snap_conn.close()
+    with op.step("restore point") as s:
+        point = pitr.create_restore_point(admin, pitr.point_name(op.id))
+        waited = pitr.wait_archived(admin, point.wal, cfg.archive_timeout)
+        after = undo.record_reading(op, SERVING)
+        written = undo.Writes()
+        undo.between(op.report.counter_readings[0], after, written)
+        s.detail = f"{point.name} at {point.lsn}; WAL {point.wal} archived in {waited:.2f}s"
+        if written:
+            s.detail += f"; written meanwhile (not comparable): {written.listing()}"
+    details = {
+        "kind": "pitr",
+        "restore_point": point.to_json(),
+        "stanza": cfg.stanza,
+        "repository": session.repository.label,
+        "backup_label": taken.label,
+        "label": label,
+        "tables": {k: v.to_json() for k, v in figures.items()},
+        "applied_migrations": [f"{a}.{n}" for a, n in applied],
+        "database_properties": props,
+        "written_meanwhile": sorted(written.tables),
+    }
+    op.report.backup = BackupRef(
+        id=point.name, path=f"pgbackrest:{cfg.stanza}@{session.repository.label}", details=details
+    )
+    op.report.before = {
+        "applied_migrations": details["applied_migrations"],
+        "tables": details["tables"],
+        "database_properties": props,
+    }
+    return details
+
+
+def verify_point_by_restoring(op: Operation, details: dict[str, Any]) -> str:
+    """A restore point restored into a scratch cluster on the db host (archiving off, its
+    own port and authentication file), every table compared with the snapshot's figures
+    (but those written meanwhile), then the scratch cluster stopped and removed."""
+    env, session = op.env, op.session
+    db = session.state
+    point = pitr.RestorePoint.from_json(details["restore_point"])
+    info = pitr.repo_info(env, session.repository)
+    chosen = info.before(point.lsn)
+    if chosen is None:
+        raise StepFailed(f"no backup in the repository ended before {point.name}")
+    row = op.admin.execute("select setting from pg_config where name = 'BINDIR'").fetchone()
+    bindir = str(row[0]) if row else ""
+    directory = pitr.scratch_dir(env, op.id)
+    parent = posixpath.dirname(directory)
+    free = backups.free_bytes(db, parent)
+    if free < chosen.size * 1.1:
+        raise StepFailed(
+            f"{parent} on {db.label} has {free / 1e9:.1f} GB free, the scratch cluster needs "
+            f"{chosen.size * 1.1 / 1e9:.1f} GB: set backup.pgbackrest.verify_dir"
+        )
+    found = db.check(pitr.free_port_script(), "finding a free port for the scratch cluster")
+    port = int(found.stdout.strip())
+    try:
+        job = RemoteJob.start(
+            db,
+            op.job_dir("pitr-verify"),
+            pitr.scratch_script(env, point, chosen.label, directory, port, bindir),
+        )
+        code, output = job.wait()
+        if code != 0:
+            raise StepFailed(
+                f"restoring {point.name} into a scratch cluster on {db.label} failed "
+                f"(exit {code}): {output.strip().splitlines()[-1] if output.strip() else ''}"
+            )
+        with db.tunnel("127.0.0.1", port) as local:
+            endpoint = dblib.Endpoint("127.0.0.1", local)
+
+            def connect(dbname: str = "postgres") -> Any:
+                return dblib.connect(env, endpoint, admin=True, dbname=dbname, app_name=op.app_name)
+
+            pitr.wait_promoted(connect, point)
+            conn = connect(env.db.name)
+            try:
+                restored = {k: v.to_json() for k, v in dblib.snapshot_figures(conn).items()}
+                applied = [f"{a}.{n}" for a, n in dblib.applied_migrations(conn)]
+            finally:
+                conn.close()
+    finally:
+        with contextlib.suppress(SeedError):
+            db.run(pitr.scratch_cleanup(env, directory, bindir))
+    skip = set(details.get("written_meanwhile") or [])
+    recorded = {k: v for k, v in details["tables"].items() if k not in skip}
+    compared = {k: v for k, v in restored.items() if k not in skip}
+    differ = table_differences(recorded, compared)
+    if sorted(applied) != sorted(details["applied_migrations"]):
+        differ.append("the migration set differs")
+    if differ:
+        raise HumanNeeded(
+            f"restore point {point.name} restores DIFFERENT data: {'; '.join(differ)}"
+        )
+    marks = pitr.marks(output)
+    took = marks.get("started", 0) - marks.get("restore", 0)
+    return (
+        f"restored {point.name} from {chosen.label} into a scratch cluster in {took:.1f}s: "
+        f"{len(compared)} tables equal to the snapshot"
+        + (f" ({len(skip)} written meanwhile, not compared)" if skip else "")
+    )
 
 
 def current_code_sha(op: Operation) -> str | None:

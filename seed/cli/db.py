@@ -67,12 +67,18 @@ def backups(c: Context, json_: bool = False) -> None:
         if m.get("needed_by"):
             note = f"{note} [needed: {m['needed_by']}]".strip()
         if not m.get("present"):
-            note = f"{note} [FILE MISSING]".strip()
+            missing = "NOT RESTORABLE" if m.get("kind") == "point" else "FILE MISSING"
+            note = f"{note} [{missing}]".strip()
         print(
             f"{m['id']:<23} {m.get('created_at', '')!s:<20} {m.get('kind', '?'):<7} "
             f"{size:>9}  {str(m['sha256'])[:12]:<12} {len(m['applied_migrations']):>4}  {note}"
         )
-    print("all listed backups were verified by a full read when taken; `restore` re-verifies")
+    print(
+        "dumps were verified by a full read when taken (`restore` re-verifies); restore "
+        "points are restored by `rollback` from the newest pgBackRest backup before them"
+        if env.backup.strategy == "pitr"
+        else "all listed backups were verified by a full read when taken; `restore` re-verifies"
+    )
 
 
 @task(

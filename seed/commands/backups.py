@@ -13,7 +13,12 @@ from typing import Any
 from seed.backup import dump as backups
 from seed.backup import restore as restorelib
 from seed.backup.dump import find_manifest, manifest_ref, protected_backups
-from seed.backup.verified import verified_backup, verify_by_restoring
+from seed.backup.verified import (
+    physical_backup,
+    verified_backup,
+    verify_by_restoring,
+    verify_point_by_restoring,
+)
 from seed.db import postgres as dblib
 from seed.db.replication import refuse_if_replicated
 from seed.errors import HumanNeeded, PreflightFailed
@@ -49,6 +54,8 @@ class Backup(Operation):
         self.download = download or ctx.env.backup.copy == "download"
 
     def body(self) -> str:
+        if self.env.backup.strategy == "pitr":
+            return self.physical()
         record = verified_backup(self, self.label, "manual")
         path, dump_size, sha = record.path, record.size, record.sha256
         if self.verify_restore:
@@ -62,6 +69,25 @@ class Backup(Operation):
                 s.detail = f"{local} (sha256 checked)"
         label = f" '{self.label}'" if self.label else ""
         return f"backup {self.id}{label}: {path}, {dump_size / 1e6:.1f} MB, sha256 {sha[:12]}"
+
+    def physical(self) -> str:
+        """backup.strategy pitr: a pgBackRest backup and a restore point (verified_backup's
+        counterpart), restored into a scratch cluster and compared with --verify-restore."""
+        if self.download:
+            raise PreflightFailed(
+                "--download copies a dump; backup.strategy pitr takes physical backups into "
+                "the pgBackRest repository (on another host already)"
+            )
+        details = physical_backup(self, self.label)
+        if self.verify_restore:
+            with self.step("verify restore") as s:
+                s.detail = verify_point_by_restoring(self, details)
+        point = details["restore_point"]
+        label = f" '{self.label}'" if self.label else ""
+        return (
+            f"backup {self.id}{label}: pgBackRest backup {details['backup_label']} and restore "
+            f"point {point['name']} (lsn {point['lsn']})"
+        )
 
 
 class Restore(Operation):

@@ -222,6 +222,8 @@ class PgBackRestConfig:
     cipher: str = "aes-256-cbc"
     command: str = "pgbackrest"  # on the db host, as the cluster's owner
     repo_command: str = "pgbackrest"
+    as_owner: str = "sudo -u postgres"  # the scratch cluster of backup --verify-restore
+    verify_dir: str = "/var/tmp"
     max_age_hours: float = 24.0
     type: str = "diff"
     archive_timeout: float = 60.0
@@ -397,6 +399,7 @@ COMMAND_SETTINGS = frozenset(
         "backup.pgbackrest.start",
         "backup.pgbackrest.command",
         "backup.pgbackrest.repo_command",
+        "backup.pgbackrest.as_owner",
     }
 )
 # settings that name places and people (hosts, ports, users, paths, names): a value the
@@ -1226,6 +1229,8 @@ class _Parser:
             cipher=get("cipher"),
             command=get("command"),
             repo_command=get("repo_command"),
+            as_owner=get("as_owner"),
+            verify_dir=str(get("verify_dir")).rstrip("/") or "/",
             max_age_hours=float(max_age or 24),
             type=get("type"),
             archive_timeout=float(timeout or 60),

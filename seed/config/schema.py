@@ -467,6 +467,16 @@ ENVIRONMENT = _obj(
                         "repo_command": _s(
                             "pgBackRest on the repository host", default="pgbackrest"
                         ),
+                        "as_owner": _s(
+                            "runs a command as the cluster's owner on the db host, for the "
+                            "scratch cluster of `backup --verify-restore`",
+                            default="sudo -u postgres",
+                        ),
+                        "verify_dir": _s(
+                            "where `backup --verify-restore` restores its scratch cluster on "
+                            "the db host (room for the whole cluster)",
+                            default="/var/tmp",
+                        ),
                         "stop": _s(
                             "stops the cluster on the db host (e.g. sudo pg_ctlcluster 15 "
                             "main stop)"

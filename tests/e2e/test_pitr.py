@@ -142,3 +142,28 @@ def test_a_broken_wal_archive_and_a_shared_cluster_are_refused_at_preflight(
     assert dep.releases() == releases
     report = json.loads(json.dumps(dep.last_report()))
     assert report["exit_code"] == 4
+
+
+def test_a_backup_is_restored_into_a_scratch_cluster_and_listed_with_the_points(
+    at_v2: Deployment,
+) -> None:
+    dep = at_v2
+    res = dep.fab("local", "backup", "--verify-restore", "--label", "nightly")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = dep.last_report("local")
+    done = steps(report)
+    assert "tables equal to the snapshot" in done["verify restore"]["detail"]
+    assert report["backup"]["kind"] == "pitr" and report["backup"]["backup_label"]
+    # the scratch cluster is gone, and it pushed nothing into the stanza (archiving off)
+    assert not list((dep.root / "pg").glob("seed-verify-*"))
+    res = dep.fab("local", "backups", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    listed = json.loads(res.stdout)
+    kinds = {m["kind"] for m in listed}
+    assert {"full", "point"} <= kinds, kinds
+    points = [m for m in listed if m["kind"] == "point"]
+    assert all(m["present"] for m in points), points  # every deploy's point still restorable
+    res = dep.fab("local", "backups")
+    assert "restore point before" in res.stdout
+    res = dep.fab("local", "backup", "--download")
+    assert res.returncode == 4 and "physical backups" in res.stderr, res.stdout + res.stderr

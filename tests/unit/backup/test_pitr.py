@@ -104,7 +104,9 @@ def test_a_cluster_shared_with_other_databases_is_refused(
 ) -> None:
     with admin(pitr_sandbox, "postgres") as conn:
         conn.execute("drop database if exists billing")
+        conn.execute("drop database if exists shop_replaced_20261205t0510")
         conn.execute("create database billing")
+        conn.execute("create database shop_replaced_20261205t0510")  # Seed's own, kept
         try:
             assert pitr.shared_with(conn, "shop", ()) == ["billing"]
             assert pitr.shared_with(conn, "shop", ("billing",)) == []
@@ -113,6 +115,7 @@ def test_a_cluster_shared_with_other_databases_is_refused(
                 pitr.refuse_shared_cluster(env, conn)
         finally:
             conn.execute("drop database billing")
+            conn.execute("drop database shop_replaced_20261205t0510")
         pitr.refuse_shared_cluster(env, conn)
         assert pitr.streaming_replicas(conn) == []
 
