@@ -1,10 +1,13 @@
 """`make demo`: the sandbox and Seed's main job end to end, exactly as a user types it.
 
-Starts a fresh sandbox (two app hosts behind HAProxy), deploys v1 and v2 (success),
+Starts a fresh sandbox (two app hosts behind HAProxy, the cluster archiving its WAL into
+an encrypted pgBackRest repository on a host of its own), deploys v1 and v2 (success),
 then bad-data and bad-crash (which must fail and be rolled back automatically: exit 5),
-then v3 (a contract migration: maintenance mode), v4 (expand-only columns: an online
-deploy, migrated while v3 serves, "downtime 0.0 s"), v4 again (no migration: a code-only
-deploy, host by host out of the balancer and back, the site never down),
+bad-data again under backup.strategy pitr (a restore point in the window instead of a
+dump; rolled back by restoring the cluster to it), then v3 (a contract migration:
+maintenance mode), v4 (expand-only columns: an online deploy, migrated while v3 serves,
+"downtime 0.0 s"), v4 again (no migration: a code-only deploy, host by host out of the
+balancer and back, the site never down),
 imports a generated messy export of 50,000 legacy customers into v4's customers,
 and prints a summary table with each deploy's mode and measured downtime. Exits 0
 when every step behaved as expected.
@@ -23,14 +26,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 FAB = str(Path(sys.executable).parent / "fab")
 EXPORT = str(REPO / ".seed" / "demo-legacy-export.csv")
+PITR = REPO / ".seed" / "demo-pitr"  # environments/local.yml with backup.strategy pitr
 
 STEPS: list[tuple[str, list[str], int]] = [
     ("fresh sandbox", ["sandbox.down", "--purge"], 0),
-    ("sandbox up", ["sandbox.up"], 0),
+    ("sandbox up", ["sandbox.up", "--pitr"], 0),
     ("deploy v1", ["local", "upgradedb", "--ref", "v1"], 0),
     ("deploy v2 (expand)", ["local", "upgradedb", "--ref", "v2"], 0),
     ("deploy bad-data", ["local", "upgradedb", "--ref", "bad-data"], 5),
     ("deploy bad-crash", ["local", "upgradedb", "--ref", "bad-crash"], 5),
+    ("deploy bad-data (pitr)", ["local", "upgradedb", "--ref", "bad-data"], 5),
     ("deploy v3 (contract)", ["local", "upgradedb", "--ref", "v3"], 0),
     ("deploy v4 (online)", ["local", "upgradedb", "--ref", "v4"], 0),
     ("redeploy v4 (no migration)", ["local", "upgradedb", "--ref", "v4"], 0),
@@ -45,17 +50,31 @@ STEPS: list[tuple[str, list[str], int]] = [
 
 # the mode (and downtime) each deploy must have had
 MODES = {
+    "deploy bad-data (pitr)": ("maintenance", None),
     "deploy v3 (contract)": ("maintenance", None),
     "deploy v4 (online)": ("online", "0.0s"),
     "redeploy v4 (no migration)": ("code-only", "0.0s"),
 }
 
 
-def run(args: list[str]) -> int:
+def run(args: list[str], pitr: bool = False) -> int:
     command = [sys.executable, *args[1:]] if args[0] == "python" else [FAB, *args]
     shown = " ".join(args) if args[0] == "python" else f"fab {' '.join(args)}"
+    env = dict(os.environ)
+    if pitr:
+        shown = f"SEED_ENVIRONMENTS={PITR} {shown}"
+        env["SEED_ENVIRONMENTS"] = str(PITR)
     print(f"\n$ {shown}", flush=True)
-    return subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL, check=False).returncode
+    return subprocess.run(
+        command, cwd=REPO, stdin=subprocess.DEVNULL, check=False, env=env
+    ).returncode
+
+
+def pitr_environments() -> None:
+    """environments/local.yml with `strategy: pitr`, in a folder of its own."""
+    PITR.mkdir(parents=True, exist_ok=True)
+    text = (REPO / "environments" / "local.yml").read_text()
+    (PITR / "local.yml").write_text(text.replace("  strategy: dump\n", "  strategy: pitr\n", 1))
 
 
 def last_deploy() -> tuple[str, str]:
@@ -81,9 +100,10 @@ def app_version() -> str:
 
 def main() -> int:
     rows = []
+    pitr_environments()
     for name, args, expected in STEPS:
         started = time.monotonic()
-        code = run(args)
+        code = run(args, pitr="(pitr)" in name)
         mode, down = last_deploy() if "upgradedb" in args else ("", "")
         rows.append((name, expected, code, time.monotonic() - started, mode, down))
         if name.startswith("sandbox") and code != 0:

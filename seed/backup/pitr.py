@@ -43,6 +43,7 @@ from seed.errors import PreflightFailed, SeedError, StepFailed
 from seed.remote.ssh import Remote, RemoteError, RemoteJob, q
 
 POINT_PREFIX = "seed-"
+LABEL = r"\d{8}-\d{6}F(?:_\d{8}-\d{6}[DI])?"  # a backup's label: full, or diff/incr of one
 SCRATCH_PREFIXES = ("seed_", "template")  # Seed's own scratch databases, templates
 ALWAYS_REWOUND = ("postgres",)
 SCRATCH_KINDS = ("replaced", "restore", "snap", "copy", "verify", "rehearse", "mask")
@@ -252,12 +253,12 @@ def take_backup(
     running; its exit status stays on disk); returns the new backup from `info`."""
     cfg = config(env)
     before = {b.label for b in repo_info(env, repo).backups}
+    # no expire after it: retention runs after a good deploy, and keeps what rollbacks need
     command = (
         f"{cfg.repo_command} --stanza={q(cfg.stanza)} --type={q(kind)} --start-fast "
-        "--log-level-console=info backup"
+        "--no-expire-auto --log-level-console=info backup"
     )
-    script = "set -o pipefail\n" + _exports(env) + command + "\n"
-    job = RemoteJob.start(repo, job_dir, script)
+    job = start_job(env, repo, job_dir, "set -o pipefail\n" + command + "\n")
     code, output = job.wait(on_output=on_output, on_lost=on_lost)
     if code != 0:
         raise StepFailed(
@@ -271,13 +272,50 @@ def take_backup(
 
 
 def _exports(env: Environment) -> str:
-    """The command settings' variables for a job script (written 0700 in a 0700 folder,
-    never on a command line)."""
+    """The command settings' variables as shell lines."""
     lines = []
     for name, value in sorted(env.command_values().items()):
         if value is not None:
             lines.append(f"export {name}={q(value)}\n")
     return "".join(lines)
+
+
+def start_job(env: Environment, remote: Remote, job_dir: str, body: str) -> RemoteJob:
+    """`body` as a detached job; the command settings' variables reach it in a 0600 file
+    its first line reads and removes (never on a command line, never left in the script)."""
+    remote.mkdirs(job_dir, mode=0o700)
+    remote.put_bytes(_exports(env).encode(), posixpath.join(job_dir, "vars"), mode=0o600)
+    return RemoteJob.start(remote, job_dir, ". ./vars && rm -f ./vars\n" + body)
+
+
+def expire(env: Environment, repo: Remote, needed: dict[str, RestorePoint]) -> str:
+    """pgBackRest's retention (`expire`, as the repository's configuration says), unless it
+    would remove the backup a needed restore point is restored from (`needed`: why → point):
+    expire cannot keep one backup, so it is postponed until nothing needs that backup (the
+    next good deploy). A dry run says what it would remove."""
+    info = repo_info(env, repo)
+    base = {why: info.before(point.lsn) for why, point in needed.items()}
+    out = run(
+        env,
+        repo,
+        True,
+        ["--dry-run", "--log-level-console=info", "expire"],
+        "pgbackrest expire --dry-run",
+        timeout=600,
+    )
+    doomed: set[str] = set()
+    archive = False
+    for line in out.splitlines():
+        if "expire" in line and "backup" in line:
+            doomed.update(re.findall(LABEL, line))
+        archive = archive or "remove archive" in line
+    kept = [f"{b.label} ({why})" for why, b in base.items() if b is not None and b.label in doomed]
+    if kept:
+        return f"expire postponed: it would remove {', '.join(sorted(kept))}"
+    if not doomed and not archive:
+        return "nothing to expire"
+    run(env, repo, True, ["expire"], "pgbackrest expire", timeout=3600)
+    return f"expired {', '.join(sorted(doomed))}" if doomed else "expired old WAL only"
 
 
 # -- the cluster -----------------------------------------------------------------------------
@@ -458,7 +496,6 @@ def restore_script(env: Environment, point: RestorePoint, label: str) -> str:
     )
     return (
         "set -o pipefail\n"
-        + _exports(env)
         + 'mark() { echo "seed-mark $1 $(date +%s.%N)"; }\n'
         + "mark stop\n"
         + f"{cfg.stop} || {{ echo 'seed-failed stopping the cluster'; exit 3; }}\n"
@@ -492,7 +529,7 @@ def restore_cluster(
     on_output: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Run the restore job and wait; returns seconds per part (stop, restore, start)."""
-    job = RemoteJob.start(db, job_dir, restore_script(env, point, label))
+    job = start_job(env, db, job_dir, restore_script(env, point, label))
 
     def said(text: str) -> None:
         if on_output is not None:
@@ -589,7 +626,6 @@ def scratch_script(
     )
     return (
         "set -eu\n"
-        + _exports(env)
         + 'mark() { echo "seed-mark $1 $(date +%s.%N)"; }\n'
         + f"{own} mkdir -m 700 {q(d)}\n"
         + "mark restore\n"

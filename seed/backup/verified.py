@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seed.backup import dump as backups
-from seed.backup import pitr
+from seed.backup import offhost, pitr
 from seed.backup import restore as restorelib
 from seed.backup.dump import needed_by
 from seed.config.environment import Environment
@@ -22,7 +22,6 @@ from seed.errors import HumanNeeded, PreflightFailed, SeedError, StepFailed
 from seed.journal.record import BACKUP, SERVING, BackupRef, RunRecord
 from seed.journal.store import Journal
 from seed.remote.session import Session
-from seed.remote.ssh import RemoteJob
 from seed.run.operation import Operation
 from seed.run.report import Scrubber, iso
 from seed.undo import database as undo
@@ -258,7 +257,8 @@ def verify_point_by_restoring(op: Operation, details: dict[str, Any]) -> str:
     found = db.check(pitr.free_port_script(), "finding a free port for the scratch cluster")
     port = int(found.stdout.strip())
     try:
-        job = RemoteJob.start(
+        job = pitr.start_job(
+            env,
             db,
             op.job_dir("pitr-verify"),
             pitr.scratch_script(env, point, chosen.label, directory, port, bindir),
@@ -283,8 +283,17 @@ def verify_point_by_restoring(op: Operation, details: dict[str, Any]) -> str:
             finally:
                 conn.close()
     finally:
+        left = "?"
         with contextlib.suppress(SeedError):
-            db.run(pitr.scratch_cleanup(env, directory, bindir))
+            cleanup = pitr.scratch_cleanup(env, directory, bindir)
+            db.run(cleanup, private_env=env.command_values())
+            left = "" if not db.exists(directory) else "still there"
+        if left:
+            op.out.line(
+                f"warning: the scratch cluster {directory} on {db.label} is {left}: "
+                "stop it and remove it by hand",
+                style="yellow",
+            )
     skip = set(details.get("written_meanwhile") or [])
     recorded = {k: v for k, v in details["tables"].items() if k not in skip}
     compared = {k: v for k, v in restored.items() if k not in skip}
@@ -301,6 +310,30 @@ def verify_point_by_restoring(op: Operation, details: dict[str, Any]) -> str:
         f"restored {point.name} from {chosen.label} into a scratch cluster in {took:.1f}s: "
         f"{len(compared)} tables equal to the snapshot"
         + (f" ({len(skip)} written meanwhile, not compared)" if skip else "")
+    )
+
+
+def copy_off_host(op: Operation, manifest: dict[str, Any], download: bool = False) -> str:
+    """The dump of `manifest` copied off the state host as backup.copy says (or `download`:
+    to the control machine), sha256-checked where it lands; noted in the run's report."""
+    env, session = op.env, op.session
+    if download or env.backup.copy == "download":
+        local = backups.download_backup(session.state, manifest, op.local_root / env.name)
+        host, path = "the control machine", str(local)
+    else:
+        assert env.roles.copy is not None
+        target = session.remotes[env.roles.copy]
+        host, path = (
+            target.label,
+            offhost.copy_dump(session.state, target, manifest, env.backup.copy_dir)["path"],
+        )
+    where = path if host == "the control machine" else f"{host}:{path}"
+    if op.report.backup is not None:
+        op.report.backup.copy = where
+    return (
+        f"copied to {where}"
+        + (" (control machine)" if where == path else "")
+        + (", sha256 checked there")
     )
 
 

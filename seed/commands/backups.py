@@ -14,6 +14,7 @@ from seed.backup import dump as backups
 from seed.backup import restore as restorelib
 from seed.backup.dump import find_manifest, manifest_ref, protected_backups
 from seed.backup.verified import (
+    copy_off_host,
     physical_backup,
     verified_backup,
     verify_by_restoring,
@@ -51,7 +52,7 @@ class Backup(Operation):
         super().__init__(ctx)
         self.label = label
         self.verify_restore = verify_restore
-        self.download = download or ctx.env.backup.copy == "download"
+        self.download = download
 
     def body(self) -> str:
         if self.env.backup.strategy == "pitr":
@@ -61,12 +62,9 @@ class Backup(Operation):
         if self.verify_restore:
             with self.step("verify restore") as s:
                 s.detail = verify_by_restoring(self, record)
-        if self.download:
-            with self.step("download") as s:
-                local = backups.download_backup(
-                    self.session.state, record.to_json(), self.local_root / self.env.name
-                )
-                s.detail = f"{local} (sha256 checked)"
+        if self.download or self.env.backup.copy != "none":
+            with self.step("backup copy") as s:
+                s.detail = copy_off_host(self, record.to_json(), download=self.download)
         label = f" '{self.label}'" if self.label else ""
         return f"backup {self.id}{label}: {path}, {dump_size / 1e6:.1f} MB, sha256 {sha[:12]}"
 

@@ -22,10 +22,10 @@ from typing import Any, NoReturn
 import psycopg
 
 from seed.backup import dump as backups
-from seed.backup import pitr
+from seed.backup import offhost, pitr
 from seed.backup import restore as restorelib
 from seed.backup.dump import protected_backups
-from seed.backup.verified import verified_backup
+from seed.backup.verified import copy_off_host, verified_backup
 from seed.checks import check as checklib
 from seed.checks import invariants
 from seed.checks import run as checkrun
@@ -158,7 +158,7 @@ class Upgrade(Operation):
                 self.release_checks()
             elif self.online:
                 self.online_backup()
-            elif self.pitr:
+            elif self.pitr_window:
                 self.pitr_before_window()
                 self.freeze_and_mark()
             else:
@@ -377,7 +377,7 @@ class Upgrade(Operation):
                 if self.code_only
                 else f"; mode {plan.mode} ({plan.mode_why}); a rollback would {method} ({why})"
             )
-        if self.pitr:
+        if self.pitr_window:
             with self.step("backup pre-flight") as s:
                 s.detail = self.pitr_preflight()
         elif not self.code_only or env.backup.code_only == "online":
@@ -527,7 +527,7 @@ class Upgrade(Operation):
     # -- backup.strategy pitr: a restore point in the window instead of a dump -------------
 
     @property
-    def pitr(self) -> bool:
+    def pitr_window(self) -> bool:
         """A maintenance deploy under backup.strategy pitr (online and code-only deploys
         have no window: they keep their dump from a snapshot while serving)."""
         return (
@@ -767,7 +767,7 @@ class Upgrade(Operation):
                 record.files = backups.backup_files(session.state, path)
             manifest = backups.write_manifest(session.state, record)
             self.backup = record
-            self.report.backup = ref = BackupRef(
+            self.report.backup = BackupRef(
                 id=backup_id,
                 path=path,
                 sha256=sha,
@@ -776,12 +776,8 @@ class Upgrade(Operation):
                 details={"manifest": manifest, "verified": record.verified},
             )
             s.detail = f"{path} ({size / 1e6:.1f} MB, sha256 {sha[:12]}, verified)"
-            if env.backup.copy == "download":
-                local = backups.download_backup(
-                    session.state, record.to_json(), self.local_root / env.name
-                )
-                ref.copy = str(local)
-                s.detail += f"; copied to {local} (sha256 checked)"
+            if env.backup.copy != "none":
+                s.detail += "; copied off the host after maintenance off (backup.copy)"
 
     def undo_preparations(self) -> None:
         """Nothing changed yet: remove uploaded release folders and a snapshot, end
@@ -1320,8 +1316,16 @@ class Upgrade(Operation):
         self.tidy_up()
 
     def tidy_up(self) -> None:
-        """After a good deploy: old backups and databases (retention), old release folders."""
+        """After a good deploy: the dump copied off the state host (backup.copy), old backups
+        and databases (retention), old release folders."""
         env, session = self.env, self.session
+        if self.backup is not None and self.backup.sha256 and env.backup.copy != "none":
+            with self.step("backup copy") as s:
+                try:
+                    s.detail = copy_off_host(self, self.backup.to_json())
+                except (SeedError, OSError) as exc:  # the deploy succeeded all the same
+                    s.outcome, s.detail = "skipped", f"WARNING: no off-host copy: {exc}"
+                    self.out.line(f"warning: {s.detail}", style="yellow")
         with self.step("retention") as s:
             try:
                 s.detail = self.apply_retention()
@@ -1354,6 +1358,14 @@ class Upgrade(Operation):
         doomed = backups.retention(manifests, env.backup.keep, keep)
         for manifest in doomed:
             backups.delete_backup(self.session.state, manifest)
+            if env.backup.copy == "host" and env.roles.copy is not None:
+                with contextlib.suppress(SeedError, OSError):
+                    offhost.delete_copy(
+                        self.session.remotes[env.roles.copy], manifest, env.backup.copy_dir
+                    )
+        expired = ""
+        if env.backup.strategy == "pitr":
+            expired = "; " + pitr.expire(env, self.session.repository, self.needed_points())
         assert self.lock_conn is not None  # connected to `postgres`
         dropped = restorelib.drop_replaced(self.lock_conn, env.db.name)
         if self.snapshot_db:
@@ -1362,8 +1374,26 @@ class Upgrade(Operation):
             self.snapshot_db = None
         return (
             f"{len(doomed)} old backup(s) deleted, {len(dropped)} replaced or snapshot "
-            "database(s) dropped"
+            "database(s) dropped" + expired
         )
+
+    def needed_points(self) -> dict[str, pitr.RestorePoint]:
+        """The restore points a rollback may still need (why → point): those of the good
+        deploys not undone, the last good one's, and this deploy's own."""
+        assert self.journal is not None
+        records = self.journal.records()
+        reasons = backups.needed_by(records)
+        found: dict[str, pitr.RestorePoint] = {}
+        for record in records:
+            ref = record.backup
+            if ref is not None and ref.details.get("kind") == "pitr" and ref.id in reasons:
+                found[reasons[ref.id]] = pitr.RestorePoint.from_json(ref.details["restore_point"])
+        mine = self.report.backup
+        if mine is not None and mine.details.get("kind") == "pitr":
+            found[f"this deploy {self.deploy_id}"] = pitr.RestorePoint.from_json(
+                mine.details["restore_point"]
+            )
+        return found
 
     def releases_the_journal_needs(self) -> dict[str, set[str]]:
         """Per host, the releases a `rollback --to` could still switch back to: those before

@@ -103,10 +103,12 @@ class Roles:
     migrate: Host
     db: Host
     backup: Host | None = None  # the pgBackRest repository host (backup.pgbackrest.repo_host)
+    copy: Host | None = None  # where dumps are copied (backup.copy: {host, dir})
 
     def all_hosts(self) -> tuple[Host, ...]:
         seen: dict[tuple[str, str, int], Host] = {}
-        for host in (*self.app, self.migrate, self.db, *((self.backup,) if self.backup else ())):
+        extra = tuple(h for h in (self.backup, self.copy) if h is not None)
+        for host in (*self.app, self.migrate, self.db, *extra):
             seen.setdefault((host.user, host.name, host.port), host)
         return tuple(seen.values())
 
@@ -240,7 +242,9 @@ class BackupConfig:
     keep: int
     lock_wait_timeout: str
     pg_bin: str | None = None  # directory of pg_dump/pg_restore on the state host; None: PATH
-    copy: str = "none"  # none | download: an off-host copy of every backup, sha256-checked
+    copy: str = "none"  # none | download | host: an off-host copy of every dump, sha256-checked
+    copy_host: Host | None = None  # copy "host": where (its dir: copy_dir)
+    copy_dir: str = ""
     allow_replication: bool = False  # restore (rename swap) despite slots/subscriptions/replicas
     strategy: str = "dump"  # dump | snapshot+dump (a TEMPLATE copy as well) | pitr (pgBackRest)
     snapshot_copy: str = "file_copy"  # file_copy (little WAL, checkpoints) | wal_log
@@ -783,6 +787,8 @@ class _Parser:
             return None
         if backup.pgbackrest is not None and backup.strategy == "pitr":
             roles = dataclasses.replace(roles, backup=backup.pgbackrest.repo_host)
+        if backup.copy_host is not None:
+            roles = dataclasses.replace(roles, copy=backup.copy_host)
         return Environment(
             name=name,
             path=self.path,
@@ -1186,6 +1192,9 @@ class _Parser:
         if directory and not directory.startswith("/"):
             self.errors.append("backup.dir: must be an absolute path on the state host")
         compression = self.field(b, "backup.compression")
+        copy, copy_host, copy_dir = self.backup_copy(
+            b, directory, protected, strategy, pgbackrest, ssh
+        )
         return BackupConfig(
             dir=directory.rstrip("/"),
             format=self.field(b, "backup.format"),
@@ -1194,13 +1203,48 @@ class _Parser:
             keep=self.field(b, "backup.keep"),
             lock_wait_timeout=str(self.field(b, "backup.lock_wait_timeout")),
             pg_bin=self.field(b, "backup.pg_bin"),
-            copy=self.field(b, "backup.copy", "download" if protected else "none"),
+            copy=copy,
+            copy_host=copy_host,
+            copy_dir=copy_dir,
             allow_replication=self.field(b, "backup.allow_replication"),
             strategy=strategy,
             code_only=self.field(b, "backup.code_only"),
             snapshot_copy=self.field(b, "backup.snapshot_copy"),
             pgbackrest=pgbackrest,
         )
+
+    def backup_copy(
+        self,
+        b: dict[str, Any],
+        directory: str,
+        protected: bool,
+        strategy: str,
+        pgbackrest: PgBackRestConfig | None,
+        ssh: SshConfig,
+    ) -> tuple[str, Host | None, str]:
+        """backup.copy: none | download | {host, dir}; unset: none, or when protected the
+        pgBackRest repository host (strategy pitr) with backup.dir there, else download."""
+        raw = b.get("copy")
+        if isinstance(raw, dict):
+            self._unknown(raw, "backup.copy", {"host", "dir"})
+            host = self._host(raw.get("host"), "backup.copy.host", ssh)
+            where = self._str(raw, "dir", "backup.copy.dir", directory)
+            if where and not str(where).startswith("/"):
+                self.errors.append("backup.copy.dir: must be an absolute path on that host")
+            return "host", host, str(where).rstrip("/")
+        if raw is None:
+            if not protected:
+                return "none", None, ""
+            if strategy == "pitr" and pgbackrest is not None:
+                return "host", pgbackrest.repo_host, directory
+            return "download", None, ""
+        value = self._str(b, "copy", "backup.copy", "none")
+        if value not in ("none", "download"):
+            self.errors.append(
+                f"backup.copy: expected none, download or {{host, dir}}, got {value!r}"
+            )
+            return "none", None, ""
+        return str(value), None, ""
 
     def pgbackrest(self, b: dict[str, Any], ssh: SshConfig) -> PgBackRestConfig | None:
         section = self._section(b, "pgbackrest", schema.keys("backup", "pgbackrest"), "backup")

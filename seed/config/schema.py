@@ -432,10 +432,24 @@ ENVIRONMENT = _obj(
                 "keep": _i("backups kept (never the last good deploy's)", 1, default=10),
                 "lock_wait_timeout": _s("pg_dump --lock-wait-timeout", default="30s"),
                 "pg_bin": _s("directory of pg_dump/pg_restore/vacuumdb on the state host"),
-                "copy": _s(
-                    "none or download: an off-host copy (default: download if protected)",
-                    enum=["none", "download"],
-                ),
+                "copy": {
+                    "description": "an off-host copy of every dump, sha256-checked there, made "
+                    "after maintenance off: none; download (to .seed/<env>/backups on the "
+                    "control machine); or {host, dir} on another host over Seed's SSH. "
+                    "Default when protected: the pgBackRest repository host (backup.dir "
+                    "there) when there is one, else download",
+                    "anyOf": [
+                        {"type": ["string", "null"], "enum": ["none", "download", None]},
+                        _obj(
+                            "another host",
+                            {
+                                "host": _s("[user@]host[:port] over Seed's SSH"),
+                                "dir": _s("absolute; 0700, files 0600 (default: backup.dir)"),
+                            },
+                            ("host",),
+                        ),
+                    ],
+                },
                 "allow_replication": _b(
                     "restore despite slots/subscriptions/replicas", default=False
                 ),

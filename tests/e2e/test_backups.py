@@ -86,6 +86,43 @@ def test_verify_restore_and_download(at_v2: Deployment) -> None:
     )
 
 
+def test_every_dump_is_copied_to_another_host_after_the_window(at_v2: Deployment) -> None:
+    """backup.copy {host, dir}: the dump streamed through Seed's SSH to 127.0.0.3 (another
+    sandbox host), sha256-checked there; a deploy copies after maintenance off; the
+    directory format too; an unreachable copy host refuses the deploy at pre-flight."""
+    dep = at_v2
+    there = dep.root / "server" / "copyhost" / "backups"
+    envdir = dep.variant("copy-host", {"backup.copy": {"host": "127.0.0.3", "dir": str(there)}})
+    manifest = take(dep, envdir=envdir)
+    copy = there / Path(manifest["path"]).name
+    assert copy.read_bytes() == Path(manifest["path"]).read_bytes()
+    assert copy.stat().st_mode & 0o777 == 0o600 and there.stat().st_mode & 0o777 == 0o700
+    assert json.loads(copy.with_suffix(".json").read_text())["sha256"] == manifest["sha256"]
+    assert (
+        manifest["copy"] == f"{dep.sandbox.ssh_user}@127.0.0.3:{dep.sandbox.spec.ssh_port}:{copy}"
+    )
+    res = dep.fab("local", "upgradedb", "--ref", "v3", envdir=envdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = dep.last_report()
+    names = [s["name"] for s in report["steps"]]
+    assert names.index("backup copy") > names.index("health")  # after the window
+    assert (there / Path(report["backup"]["path"]).name).is_file()
+    res = dep.fab("local", "rollback", envdir=envdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    directory = dep.variant(
+        "copy-host-dir",
+        {"backup.copy": {"host": "127.0.0.3", "dir": str(there)}, "backup.format": "directory"},
+    )
+    manifest = take(dep, envdir=directory)
+    copied = there / Path(manifest["path"]).name
+    assert sorted(p.name for p in copied.iterdir()) == sorted(
+        p.name for p in Path(manifest["path"]).iterdir()
+    )
+    unreachable = dep.variant("copy-nowhere", {"backup.copy": {"host": "127.0.0.9"}})
+    res = dep.fab("local", "upgradedb", "--ref", "v3", envdir=unreachable)
+    assert res.returncode == 4 and "127.0.0.9" in res.stderr, res.stdout + res.stderr
+
+
 def test_round_trip_preserves_data_properties_acl_and_sequences(at_v2: Deployment) -> None:
     with at_v2.admin() as conn:
         conn.execute("alter database shop set work_mem = '16MB'")
@@ -268,6 +305,8 @@ def test_protected_environment_keeps_an_off_host_copy(at_v2: Deployment) -> None
     report = at_v2.last_report()
     copy = Path(report["backup"]["copy"])
     assert copy.read_bytes() == Path(report["backup"]["path"]).read_bytes()
+    names = [s["name"] for s in report["steps"]]
+    assert names.index("backup copy") > names.index("maintenance off")  # never in the window
 
 
 def test_directory_format_with_parallel_jobs(at_v2: Deployment) -> None:

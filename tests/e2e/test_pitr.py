@@ -16,7 +16,8 @@ from tests.e2e.load import Load, missing_orders
 
 
 @pytest.fixture(scope="module")
-def at_v2(pitr_deployment: Deployment) -> Iterator[Deployment]:
+def shop(pitr_deployment: Deployment) -> Iterator[Deployment]:
+    """v1 and v2 deployed (the tests go on from where the one before left the shop)."""
     dep = pitr_deployment
     dep.reset()
     dep.deploy("v1", "v2")
@@ -37,9 +38,9 @@ def schema(dep: Deployment) -> list[tuple[str, str, str]]:
 
 
 def test_a_failing_deploy_is_restored_to_its_restore_point_with_every_acknowledged_order(
-    at_v2: Deployment,
+    shop: Deployment,
 ) -> None:
-    dep = at_v2
+    dep = shop
     before = schema(dep)
     # a write path through the one app host: orders acknowledged while the deploy prepares
     # land after the serving fingerprint and before the freeze (fingerprinted again there)
@@ -71,8 +72,8 @@ def test_a_failing_deploy_is_restored_to_its_restore_point_with_every_acknowledg
     assert status == 200 and "v2" in text
 
 
-def test_rollback_of_a_good_deploy_restores_the_cluster_to_its_point(at_v2: Deployment) -> None:
-    dep = at_v2
+def test_rollback_of_a_good_deploy_restores_the_cluster_to_its_point(shop: Deployment) -> None:
+    dep = shop
     before = schema(dep)
     with dep.admin("shop") as conn:
         orders = conn.execute("select count(*) from shop_order").fetchone()
@@ -97,8 +98,8 @@ def test_rollback_of_a_good_deploy_restores_the_cluster_to_its_point(at_v2: Depl
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_an_unreachable_repository_host_refuses_the_deploy(at_v2: Deployment) -> None:
-    dep = at_v2
+def test_an_unreachable_repository_host_refuses_the_deploy(shop: Deployment) -> None:
+    dep = shop
     releases = dep.releases()
     envdir = dep.variant(
         "pitr-no-repo", {"backup.strategy": "pitr", "backup.pgbackrest.repo_host": "127.0.0.9"}
@@ -110,9 +111,9 @@ def test_an_unreachable_repository_host_refuses_the_deploy(at_v2: Deployment) ->
 
 
 def test_a_broken_wal_archive_and_a_shared_cluster_are_refused_at_preflight(
-    at_v2: Deployment,
+    shop: Deployment,
 ) -> None:
-    dep = at_v2
+    dep = shop
     releases = dep.releases()
     with dep.admin() as conn:
         conn.execute("alter system set archive_command = 'false'")
@@ -145,9 +146,9 @@ def test_a_broken_wal_archive_and_a_shared_cluster_are_refused_at_preflight(
 
 
 def test_a_backup_is_restored_into_a_scratch_cluster_and_listed_with_the_points(
-    at_v2: Deployment,
+    shop: Deployment,
 ) -> None:
-    dep = at_v2
+    dep = shop
     res = dep.fab("local", "backup", "--verify-restore", "--label", "nightly")
     assert res.returncode == 0, res.stdout + res.stderr
     report = dep.last_report("local")
@@ -167,3 +168,36 @@ def test_a_backup_is_restored_into_a_scratch_cluster_and_listed_with_the_points(
     assert "restore point before" in res.stdout
     res = dep.fab("local", "backup", "--download")
     assert res.returncode == 4 and "physical backups" in res.stderr, res.stdout + res.stderr
+
+
+def test_a_deploy_killed_after_its_migrate_is_put_back_by_rollback(shop: Deployment) -> None:
+    """SIGKILL of fab after a migrate (v4's new columns, in maintenance mode): `rollback`
+    finds the dead run, sees the database differs from its before-state, and restores the
+    cluster to the run's restore point."""
+    dep = shop
+    before = schema(dep)
+    serving = dep.http("/version/")[1]
+    with dep.admin("shop") as conn:
+        figures_before = conn.execute("select count(*), sum(total) from shop_order").fetchone()
+    res = dep.fab(
+        "local",
+        "upgradedb",
+        "--ref",
+        "v4",
+        "--mode",
+        "maintenance",
+        extra_env={"SEED_FAULT": "kill@after migrate"},
+    )
+    assert res.returncode == -9, res.stdout + res.stderr
+    assert schema(dep) != before
+    res = dep.fab("local", "rollback")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "recovered interrupted deploy" in res.stdout + res.stderr
+    report = dep.last_report()
+    assert report["point_in_time"]["point"].startswith("seed-")
+    assert schema(dep) == before
+    with dep.admin("shop") as conn:
+        assert conn.execute("select count(*), sum(total) from shop_order").fetchone() == (
+            figures_before
+        )
+    assert dep.http("/version/")[1] == serving

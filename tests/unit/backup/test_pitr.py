@@ -168,3 +168,21 @@ def test_an_unencrypted_or_missing_pgbackrest_is_one_line(
     with pytest.raises(StepFailed, match="not found \\(exit 127\\): install pgBackRest"):
         pitr.repo_info(broken, repo)
     assert isinstance(env.roles.backup, Host)
+
+
+def test_expire_keeps_the_backup_a_needed_restore_point_is_restored_from(
+    env: Environment, hosts: tuple[Remote, Remote]
+) -> None:
+    """repo1-retention-full=2 (the sandbox's): a third full backup makes the oldest expire,
+    unless a restore point a rollback needs is restored from it."""
+    _, repo = hosts
+    while len([b for b in pitr.repo_info(env, repo).backups if b.type == "full"]) < 3:
+        pitr.take_backup(env, repo, "full", f"{env.state_dir}/jobs/full-more")  # no auto expire
+    oldest = pitr.repo_info(env, repo).backups[0]
+    needed = pitr.RestorePoint("seed-needed", oldest.lsn_stop, oldest.wal_stop, "")
+    said = pitr.expire(env, repo, {"rollback of deploy X": needed})
+    assert said == f"expire postponed: it would remove {oldest.label} (rollback of deploy X)"
+    assert oldest.label in [b.label for b in pitr.repo_info(env, repo).backups]
+    said = pitr.expire(env, repo, {})
+    assert said.startswith("expired ") and oldest.label in said
+    assert oldest.label not in [b.label for b in pitr.repo_info(env, repo).backups]
