@@ -213,6 +213,27 @@ def repo_info(env: Environment, repo: Remote) -> RepoInfo:
     return info
 
 
+def same_version(env: Environment, db: Remote, repo: Remote) -> str:
+    """pgBackRest's version on both hosts: its two sides must run the same one."""
+    cfg = config(env)
+    found = {}
+    for remote, command in ((db, cfg.command), (repo, cfg.repo_command)):
+        res = remote.run(f"{command} version", timeout=60, private_env=env.command_values())
+        if not res.ok:
+            raise StepFailed(
+                f"`{command} version` on {remote.label} failed (exit {res.exit_code}): "
+                f"{_error_line(res.stderr + chr(10) + res.stdout)}"
+            )
+        found[remote.label] = res.stdout.strip()
+    if len(set(found.values())) > 1:
+        raise PreflightFailed(
+            "pgBackRest differs between the hosts ("
+            + ", ".join(f"{host}: {v}" for host, v in found.items())
+            + "): both sides must run the same version"
+        )
+    return next(iter(found.values()))
+
+
 def check_archive(env: Environment, db: Remote) -> str:
     """`pgbackrest check` on the database host: a WAL segment switched out and found in
     the repository proves archive_command, the link and the repository work."""

@@ -191,7 +191,7 @@ def physical_backup(op: Operation, label: str) -> dict[str, Any]:
             f"{taken.type} backup {taken.label} of {taken.size / 1e6:.1f} MB, "
             f"{taken.repo_size / 1e6:.1f} MB stored, in {time.monotonic() - started:.1f}s"
         )
-    undo.record_reading(op, BACKUP)
+    first = undo.record_reading(op, SERVING)  # before the snapshot: what moves after shows
     snap_conn = session.connect(admin=True, app_name=op.app_name)
     try:
         with dblib.exported_snapshot(snap_conn) as snapshot, op.step("snapshot") as s:
@@ -204,9 +204,10 @@ def physical_backup(op: Operation, label: str) -> dict[str, Any]:
     with op.step("restore point") as s:
         point = pitr.create_restore_point(admin, pitr.point_name(op.id))
         waited = pitr.wait_archived(admin, point.wal, cfg.archive_timeout)
-        after = undo.record_reading(op, SERVING)
+        # the point's moment: the writes rule counts what the app writes from here
+        after = undo.record_reading(op, BACKUP)
         written = undo.Writes()
-        undo.between(op.report.counter_readings[0], after, written)
+        undo.between(first, after, written)
         s.detail = f"{point.name} at {point.lsn}; WAL {point.wal} archived in {waited:.2f}s"
         if written:
             s.detail += f"; written meanwhile (not comparable): {written.listing()}"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from seed.backup import dump as backups
+from seed.backup import pitr
 from seed.backup import restore as restorelib
 from seed.backup.dump import find_manifest, manifest_ref, protected_backups
 from seed.backup.verified import (
@@ -24,7 +25,7 @@ from seed.db import postgres as dblib
 from seed.db.replication import refuse_if_replicated
 from seed.errors import HumanNeeded, PreflightFailed
 from seed.journal import recovery
-from seed.journal.record import BackupRef
+from seed.journal.record import BackupRef, RunRecord
 from seed.run.context import RunContext
 from seed.run.operation import Operation
 
@@ -112,6 +113,11 @@ class Restore(Operation):
         env, session = self.env, self.session
         assert self.journal is not None
         records = self.journal.records()
+        if env.backup.strategy == "pitr" and (
+            self.backup_id.startswith(pitr.POINT_PREFIX)
+            or (self.backup_id == "latest" and not backups.list_manifests(env, session.state))
+        ):
+            return self.to_point(records)
         with self.step("choose backup") as s:
             manifests = backups.list_manifests(env, session.state)
             manifest = find_manifest(manifests, self.backup_id)
@@ -153,6 +159,67 @@ class Restore(Operation):
         return (
             f"restored backup {manifest['id']} into {env.db.name}: verified identical to the "
             f"backup ({migrations} migrations applied in it); the code was not changed"
+        )
+
+    def to_point(self, records: list[RunRecord]) -> str:
+        """backup.strategy pitr: the cluster restored to a restore point (a `backup` run's or
+        a deploy's; `latest`: the newest), verified against the before-state recorded with
+        it. Refused like a dump restore when the app wrote since (--discard-writes)."""
+        env, session = self.env, self.session
+        with self.step("choose backup") as s:
+            points = [
+                r
+                for r in records
+                if r.backup is not None
+                and r.backup.details.get("kind") == "pitr"
+                and r.outcome in ("succeeded", "rolled back")
+                and r.before is not None
+            ]
+            wanted = [
+                r
+                for r in points
+                if self.backup_id == "latest" or r.backup.id.startswith(self.backup_id)  # type: ignore[union-attr]
+            ]
+            if len(wanted) != 1 and not (self.backup_id == "latest" and wanted):
+                raise PreflightFailed(
+                    f"no single restore point matches {self.backup_id!r} "
+                    f"({len(wanted)} do): `fab {env.name} backups` lists them"
+                )
+            record = wanted[-1]
+            used = record.backup
+            assert used is not None and record.before is not None
+            self.report.backup = used
+            s.detail = f"{used.id} ({record.kind} {record.deploy_id}, {record.started_at})"
+        with self.step("pre-flight") as s:
+            s.detail = pitr.check_restorable(env, session.repository, used.details)
+            admin = session.connect(admin=True, app_name=self.app_name)
+            pitr.refuse_shared_cluster(env, admin)
+            live = {f"{a}.{n}" for a, n in dblib.applied_migrations(admin)}
+            admin.close()
+        saved = set(record.before.get("applied_migrations") or [])
+        if saved != live:
+            differ = (
+                f"restore point {used.id} has other migrations than the live database "
+                f"({len(saved - live)} only in the point, {len(live - saved)} only live)"
+            )
+            self.out.line(f"warning: {differ}", style="yellow")
+            if self.confirm is not None:
+                self.confirm(f"restore {used.id} anyway", differ)
+        self.freeze_checking_writes(records, used.run, self.discard_writes, self.state)
+        try:
+            self.replace_database(used.path, "", record.before, self.state, used.details)
+            with self.step("start app") as s:
+                s.detail = self.state["app"] = self.start_app(self.running)
+        except Exception as exc:
+            message = (
+                f"restore of {used.id} FAILED: {exc}. Database: {self.state['database']}. "
+                f"App: {self.state['app']}"
+            )
+            self.finish("failed", HumanNeeded.code, message)
+            raise HumanNeeded(message) from None
+        return (
+            f"restored the cluster to {used.id}: {env.db.name} verified identical to the "
+            "before-state recorded with it; the code was not changed"
         )
 
     @staticmethod

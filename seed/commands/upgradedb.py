@@ -558,9 +558,10 @@ class Upgrade(Operation):
             )
         pitr.refuse_shared_cluster(env, self.admin)
         repo = self.session.repository
+        version = pitr.same_version(env, self.session.state, repo)
         info = pitr.repo_info(env, repo)
         newest = info.newest()
-        return f"pgBackRest stanza {cfg.stanza} on {repo.label}, {info.cipher}: " + (
+        return f"{version}, stanza {cfg.stanza} on {repo.label}, {info.cipher}: " + (
             f"{len(info.backups)} backup(s), newest {newest.label} "
             f"({(time.time() - newest.stopped) / 3600:.1f} h old)"
             if newest

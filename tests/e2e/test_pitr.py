@@ -52,6 +52,7 @@ def test_a_failing_deploy_is_restored_to_its_restore_point_with_every_acknowledg
     for name in ("physical backup", "before-state (serving)", "before-state", "restore point"):
         assert done[name]["outcome"] == "ok", name
     assert "WAL archive works" in done["physical backup"]["detail"]
+    assert done["backup pre-flight"]["detail"].startswith("pgBackRest ")  # same on both hosts
     again = re.search(r"\((\d+) written since", done["before-state"]["detail"])
     assert again and int(again[1]) >= 1, done["before-state"]["detail"]  # shop_order at least
     assert report["backup"]["kind"] == "pitr"
@@ -168,6 +169,17 @@ def test_a_backup_is_restored_into_a_scratch_cluster_and_listed_with_the_points(
     assert "restore point before" in res.stdout
     res = dep.fab("local", "backup", "--download")
     assert res.returncode == 4 and "physical backups" in res.stderr, res.stdout + res.stderr
+    # `restore` to the backup's restore point: refused while rows written since would be
+    # lost, then done with --discard-writes and verified against what the backup recorded
+    point = report["backup"]["id"]
+    with dep.admin("shop") as conn:
+        conn.execute("update shop_order set total = total + 1 where id in (1, 2, 3)")
+    res = dep.fab("local", "restore", "--backup", point)
+    assert res.returncode == 4 and "public.shop_order" in res.stderr, res.stdout + res.stderr
+    res = dep.fab("local", "restore", "--backup", point, "--discard-writes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"restored the cluster to {point}" in res.stdout + res.stderr
+    assert dep.last_report()["verification"]["identical"]
 
 
 def test_a_deploy_killed_after_its_migrate_is_put_back_by_rollback(shop: Deployment) -> None:
