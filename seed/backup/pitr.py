@@ -618,10 +618,13 @@ def scratch_dir(env: Environment, run_id: str) -> str:
     return f"{config(env).verify_dir}/seed-verify-{run_id}"
 
 
-def free_port_script(start: int = 55432, count: int = 200) -> str:
-    """A shell line printing a TCP port of 127.0.0.1 nothing listens on (bash's /dev/tcp)."""
+def free_port_script(low: int = 20000, high: int = 32000) -> str:
+    """A shell line printing a TCP port of 127.0.0.1 nothing listens on (bash's /dev/tcp),
+    tried from a random place in [low, high) (below Linux's ephemeral ports, so no
+    outgoing connection holds it; random, so two verifications at once rarely meet)."""
+    span = high - low
     return (
-        f"for p in $(seq {start} {start + count}); do "
+        f"s=$((RANDOM % {span})); for i in $(seq 0 200); do p=$(( {low} + (s + i) % {span} )); "
         '(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; exit 0; }; done; exit 1'
     )
 
@@ -659,7 +662,7 @@ def scratch_script(
         + " > /dev/null\n"
         + "mark start\n"
         + f"{own} {q(bindir + '/pg_ctl')} -D {q(d)} -l {q(d + '/seed.log')} -w -t 3600 "
-        + f"-o {q(options)} start\n"
+        + f"-o {q(options)} start || {{ {own} tail -n 3 {q(d + '/seed.log')}; exit 1; }}\n"
         + "mark started\n"
     )
 

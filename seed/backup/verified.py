@@ -268,7 +268,8 @@ def verify_point_by_restoring(op: Operation, details: dict[str, Any]) -> str:
         if code != 0:
             raise StepFailed(
                 f"restoring {point.name} into a scratch cluster on {db.label} failed "
-                f"(exit {code}): {output.strip().splitlines()[-1] if output.strip() else ''}"
+                f"(exit {code}): "
+                + " / ".join(line.strip() for line in output.strip().splitlines()[-3:])
             )
         with db.tunnel("127.0.0.1", port) as local:
             endpoint = dblib.Endpoint("127.0.0.1", local)
