@@ -55,6 +55,10 @@ class ShellProxy(paramiko.ProxyCommand):
             raise paramiko.ProxyCommandFailure(self.command, exc.strerror or str(exc)) from None
 
     def close(self) -> None:
+        # a command that closed its stdout as it exited may not be reaped yet when paramiko
+        # sees the EOF and closes us: a moment's grace tells "it ended" from "we stopped it"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(0.3)
         if self.process.poll() is None:
             self._stopped = True
             with contextlib.suppress(ProcessLookupError):
